@@ -1,0 +1,32 @@
+//! Sans-IO HTTP/1.1 client protocol: request serialization, response head parsing and body
+//! framing/decoding. No sockets here: callers feed bytes in and get values out.
+
+pub mod body;
+pub mod request;
+pub mod response;
+
+pub use body::{BodyEvent, ResponseReader};
+pub use request::{write_get, RequestOptions};
+pub use response::{ResponseHead, MAX_HEADERS, MAX_HEAD_BYTES};
+
+use crate::error::ErrorKind;
+
+/// Errors from the HTTP layer. `kind()` is `protocol` or `too_large`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// The peer violated HTTP/1.1; the message says how (one line).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A configured or built-in size limit was exceeded.
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+impl HttpError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HttpError::Protocol(_) => ErrorKind::Protocol,
+            HttpError::TooLarge(_) => ErrorKind::TooLarge,
+        }
+    }
+}

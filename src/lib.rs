@@ -1,0 +1,19 @@
+//! ringcrawl: fetch the HTML titles of huge URL lists over io_uring.
+//!
+//! Data flow (see ARCHITECTURE.md): URL lists are streamed line by line (`intake`), parsed
+//! and routed by a hash of the host to one of N worker threads (`runtime`), each a
+//! tokio-uring runtime with its own resolver (`dns`), per-host scheduler, keep-alive pool and
+//! sockets (`net`). A URL is fetched end to end by `fetch` (redirects, limits, deadline) using
+//! the sans-IO HTTP client (`http`) and title extractor (`html`), and becomes one `Record`,
+//! appended to the JSON Lines journal (`journal`). The daemon (`daemon`, `spool`) feeds the
+//! same engine from a spool directory with exactly-once journaling.
+
+pub mod config;
+pub mod dns;
+pub mod error;
+pub mod html;
+pub mod http;
+pub mod journal;
+pub mod net;
+pub mod record;
+pub mod runtime;
