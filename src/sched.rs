@@ -1,0 +1,223 @@
+//! Sans-IO per-host scheduling for one worker: which job runs next, under a global slot
+//! budget and a per-host limit.
+//!
+//! A *slot* is one connection's worth of work. A slot started for a host keeps taking that
+//! host's queued jobs ([`Scheduler::continue_slot`]) so its keep-alive connection is reused;
+//! when the host's queue is empty the slot is released and another host may start one
+//! ([`Scheduler::start_next`]). No clocks or I/O here: the worker loop drives it.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+struct HostState<J> {
+    queue: VecDeque<J>,
+    active: usize,
+    /// Listed in `Scheduler::ready` (possibly stale: validated when popped).
+    in_ready: bool,
+}
+
+/// Per-host queues with a global budget of concurrent slots.
+pub struct Scheduler<K, J> {
+    hosts: HashMap<K, HostState<J>>,
+    /// Hosts that could start a slot, in arrival order.
+    ready: VecDeque<K>,
+    budget: usize,
+    per_host: usize,
+    active: usize,
+    queued: usize,
+}
+
+impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
+    /// `budget`: slots at once (at least 1); `per_host`: slots per host (at least 1).
+    pub fn new(budget: usize, per_host: usize) -> Self {
+        Scheduler {
+            hosts: HashMap::new(),
+            ready: VecDeque::new(),
+            budget: budget.max(1),
+            per_host: per_host.max(1),
+            active: 0,
+            queued: 0,
+        }
+    }
+
+    /// Queue a job for `key`.
+    pub fn push(&mut self, key: K, job: J) {
+        self.queued += 1;
+        let host = match self.hosts.entry(key.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(HostState {
+                queue: VecDeque::new(),
+                active: 0,
+                in_ready: false,
+            }),
+        };
+        host.queue.push_back(job);
+        if !host.in_ready && host.active < self.per_host {
+            host.in_ready = true;
+            self.ready.push_back(key);
+        }
+    }
+
+    /// Start a new slot if the budget allows and some host has work and room:
+    /// returns its host and first job.
+    pub fn start_next(&mut self) -> Option<(K, J)> {
+        if self.active >= self.budget {
+            return None;
+        }
+        // Entries are validated here rather than removed eagerly elsewhere: a host may have
+        // lost its queued work to `continue_slot`, or been removed, since it was listed.
+        while let Some(key) = self.ready.pop_front() {
+            let Some(host) = self.hosts.get_mut(&key) else {
+                continue;
+            };
+            host.in_ready = false;
+            if host.active >= self.per_host {
+                continue;
+            }
+            let Some(job) = host.queue.pop_front() else {
+                continue;
+            };
+            host.active += 1;
+            self.active += 1;
+            self.queued -= 1;
+            if !host.queue.is_empty() && host.active < self.per_host {
+                host.in_ready = true;
+                self.ready.push_back(key.clone());
+            }
+            return Some((key, job));
+        }
+        None
+    }
+
+    /// The slot for `key` finished a job: its next job on the same host, or `None` when the
+    /// host has nothing queued, in which case the slot is released.
+    pub fn continue_slot(&mut self, key: &K) -> Option<J> {
+        let host = self
+            .hosts
+            .get_mut(key)
+            .expect("a running slot's host exists");
+        if let Some(job) = host.queue.pop_front() {
+            self.queued -= 1;
+            return Some(job);
+        }
+        host.active -= 1;
+        self.active -= 1;
+        // The queue is empty here, so the host is forgotten with its last slot.
+        if host.active == 0 {
+            self.hosts.remove(key);
+        }
+        None
+    }
+
+    /// Slots running.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Jobs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Nothing running and nothing queued.
+    pub fn is_idle(&self) -> bool {
+        self.active == 0 && self.queued == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_starts(s: &mut Scheduler<&'static str, u32>) -> Vec<(&'static str, u32)> {
+        std::iter::from_fn(|| s.start_next()).collect()
+    }
+
+    #[test]
+    fn per_host_limit_and_budget() {
+        let mut s = Scheduler::new(3, 2);
+        for i in 0..5 {
+            s.push("a", i);
+        }
+        s.push("b", 10);
+        // a gets 2 slots (per-host), b 1 (budget 3).
+        let started = drain_starts(&mut s);
+        assert_eq!(started, vec![("a", 0), ("b", 10), ("a", 1)]);
+        assert_eq!(s.active(), 3);
+        assert_eq!(s.queued(), 3);
+        assert!(s.start_next().is_none());
+    }
+
+    #[test]
+    fn slot_continues_on_same_host_then_releases() {
+        let mut s = Scheduler::new(1, 1);
+        s.push("a", 1);
+        s.push("a", 2);
+        s.push("b", 3);
+        assert_eq!(s.start_next(), Some(("a", 1)));
+        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert_eq!(s.continue_slot(&"a"), None);
+        assert_eq!(s.active(), 0);
+        assert_eq!(s.start_next(), Some(("b", 3)));
+        assert_eq!(s.continue_slot(&"b"), None);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn host_regains_readiness_after_release() {
+        let mut s = Scheduler::new(4, 1);
+        s.push("a", 1);
+        s.push("a", 2);
+        assert_eq!(s.start_next(), Some(("a", 1)));
+        // per-host 1: the second job waits for the running slot.
+        assert!(s.start_next().is_none());
+        assert_eq!(s.continue_slot(&"a"), Some(2));
+        s.push("a", 3);
+        assert!(s.start_next().is_none());
+        assert_eq!(s.continue_slot(&"a"), Some(3));
+        assert_eq!(s.continue_slot(&"a"), None);
+        s.push("a", 4);
+        assert_eq!(s.start_next(), Some(("a", 4)));
+    }
+
+    #[test]
+    fn every_job_runs_exactly_once() {
+        let mut s = Scheduler::new(7, 3);
+        let mut seen = Vec::new();
+        let mut running: Vec<&'static str> = Vec::new();
+        let hosts = ["a", "b", "c", "d"];
+        for i in 0..200u32 {
+            s.push(hosts[(i * 7 % 4) as usize], i);
+            if i % 3 == 0 {
+                while let Some((k, j)) = s.start_next() {
+                    seen.push(j);
+                    running.push(k);
+                }
+                if let Some(k) = running.pop() {
+                    match s.continue_slot(&k) {
+                        Some(j) => {
+                            seen.push(j);
+                            running.push(k);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            assert!(s.active() <= 7);
+        }
+        while !s.is_idle() {
+            while let Some((k, j)) = s.start_next() {
+                seen.push(j);
+                running.push(k);
+            }
+            let k = running.pop().expect("work remains so a slot runs");
+            if let Some(j) = s.continue_slot(&k) {
+                seen.push(j);
+                running.push(k);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    }
+}
