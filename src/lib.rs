@@ -8,9 +8,11 @@
 //! appended to the JSON Lines journal (`journal`). The daemon (`daemon`, `spool`) feeds the
 //! same engine from a spool directory with exactly-once journaling.
 
+pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod fetch;
 pub mod html;
 pub mod http;
 pub mod intake;

@@ -1,2 +1,166 @@
-//! The `ringcrawl` binary: parse the CLI, run, map errors to exit codes.
-fn main() {}
+//! The `ringcrawl` binary: parse the CLI, load options, run the chosen mode, print errors
+//! as one line and map them to exit codes (0 ok, 1 runtime failure, 2 usage).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use clap::Parser;
+
+use ringcrawl::cli::{Cli, Command, FetchArgs};
+use ringcrawl::config::FetchOptions;
+use ringcrawl::intake::LineReader;
+use ringcrawl::record::Record;
+use ringcrawl::runtime::{Engine, Summary};
+
+/// Records buffered between the workers and the output writer.
+const RECORD_CHANNEL_CAP: usize = 4096;
+/// Input read buffer.
+const INPUT_BUF_BYTES: usize = 256 * 1024;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Fetch(args) => fetch(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringcrawl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCRAWL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+fn is_stdio(p: Option<&Path>) -> bool {
+    p.is_none_or(|p| p.as_os_str() == "-")
+}
+
+/// `ringcrawl fetch`: stream the inputs through the engine into the output.
+fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let opts = args.fetch.apply(&FetchOptions::default())?;
+    if args.urls.is_empty() && args.input.is_none() {
+        anyhow::bail!("no URLs given: pass them as arguments, or use -i FILE (or -i - for stdin)");
+    }
+    let out: Box<dyn Write + Send> = if is_stdio(args.output.as_deref()) {
+        Box::new(io::stdout())
+    } else {
+        let path = args.output.as_deref().expect("not stdio");
+        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Box::new(f)
+    };
+    let input: Option<Box<dyn BufRead>> = match args.input.as_deref() {
+        None => None,
+        Some(p) if is_stdio(Some(p)) => Some(Box::new(BufReader::with_capacity(
+            INPUT_BUF_BYTES,
+            io::stdin(),
+        ))),
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            Some(Box::new(BufReader::with_capacity(INPUT_BUF_BYTES, f)))
+        }
+    };
+
+    let (tx, rx) = sync_channel(RECORD_CHANNEL_CAP);
+    let writer = spawn_writer(rx, out);
+    let engine = Engine::start(&opts, tx)?;
+    let intake = feed(&engine, &args.urls, input);
+    let summary = engine.finish();
+    let written = writer
+        .join()
+        .expect("writer thread does not panic")
+        .context("writing records")?;
+    intake?;
+    debug_assert_eq!(written, summary.urls);
+    if !args.quiet {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+/// Submit every argument and input line; an unreadable input stops intake (the URLs
+/// already submitted still get their records).
+fn feed(engine: &Engine, urls: &[String], input: Option<Box<dyn BufRead>>) -> anyhow::Result<()> {
+    for u in urls {
+        for line in LineReader::new(u.as_bytes()) {
+            engine.submit_line(line?, None)?;
+        }
+    }
+    if let Some(input) = input {
+        for line in LineReader::new(input) {
+            engine.submit_line(line.context("reading the URL list")?, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write records as JSON lines until every sender is gone; returns how many were written.
+fn spawn_writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) -> JoinHandle<io::Result<u64>> {
+    std::thread::Builder::new()
+        .name("ringcrawl-out".to_string())
+        .spawn(move || {
+            let mut out = BufWriter::with_capacity(256 * 1024, out);
+            let mut line = Vec::with_capacity(1024);
+            let mut n = 0u64;
+            while let Ok(first) = rx.recv() {
+                // Write whatever is ready, then flush once: complete lines reach readers soon.
+                for rec in std::iter::once(first).chain(rx.try_iter()) {
+                    line.clear();
+                    rec.write_line(&mut line);
+                    out.write_all(&line)?;
+                    n += 1;
+                }
+                out.flush()?;
+            }
+            out.flush()?;
+            Ok(n)
+        })
+        .expect("spawning the writer thread")
+}
+
+fn print_summary(s: &Summary) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let errors: u64 = s.errors.values().sum();
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "ringcrawl: {} URLs in {:.2} s ({:.0}/s): {} ok, {} failed{}",
+        s.urls,
+        secs,
+        s.urls as f64 / secs,
+        s.ok,
+        errors,
+        if s.errors.is_empty() {
+            String::new()
+        } else {
+            let parts: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!(" ({})", parts.join(", "))
+        }
+    );
+    let _ = writeln!(
+        err,
+        "ringcrawl: {} bytes read ({} per URL), peak {} in flight, {} DNS lookups, {} connections opened, {} reused, TLS handshakes {} full / {} resumed",
+        s.bytes_read,
+        s.bytes_read.checked_div(s.urls).unwrap_or(0),
+        s.peak_in_flight,
+        s.dns_lookups,
+        s.connections_opened,
+        s.connections_reused,
+        s.tls_full_handshakes,
+        s.tls_resumed_handshakes,
+    );
+}

@@ -2,10 +2,42 @@
 //! own resolver, per-host scheduler and keep-alive pool. Jobs are routed by a hash of the
 //! host through bounded channels (backpressure to intake); finished records go to one
 //! `Sender<Record>` (the journal writer).
+//!
+//! The connection budget (`--concurrency`) is split evenly across workers and capped by the
+//! file-descriptor limit, which is raised from soft to hard at start. Each worker's
+//! scheduler holds at most [`MAX_QUEUED_PER_WORKER`] jobs, so memory does not grow with the
+//! list; intake blocks on the bounded channel past that. Counters are per worker (atomics
+//! written by one thread, read by whoever asks for a [`Summary`]): no lock on the URL path.
 
+use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::record::Record;
+use crate::config::FetchOptions;
+use crate::dns::{DnsConfig, Resolver};
+use crate::error::ErrorKind;
+use crate::fetch::{run_job, Held, WorkerCtx};
+use crate::html::FollowSelector;
+use crate::intake::{host_key, parse_url, parse_url_str, InputLine};
+use crate::net::TlsContext;
+use crate::record::{now_rfc3339, Record, RecordError};
+use crate::sched::Scheduler;
+
+/// Jobs a worker's scheduler holds at most (queued, not yet running). Large enough that a
+/// list sorted by host still keeps every slot busy; small enough to bound memory (~a few MB).
+pub const MAX_QUEUED_PER_WORKER: usize = 32 * 1024;
+/// Capacity of each intake-to-worker channel.
+pub const JOB_CHANNEL_CAP: usize = 1024;
+/// File descriptors kept back from the connection budget (stdio, journal, DNS sockets,
+/// io_uring fds, spool files).
+pub const RESERVED_FDS: u64 = 256;
+/// io_uring submission queue entries per worker, at most.
+pub const MAX_RING_ENTRIES: u32 = 4096;
 
 /// One URL to fetch. `url` is the trimmed input line; `src`/`line` are set for spool input.
 #[derive(Clone, Debug)]
@@ -53,48 +85,423 @@ pub enum EngineError {
 #[error("engine is stopping")]
 pub struct Stopped;
 
+/// Live counters of one worker (or of the engine itself, for invalid URLs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub recorded: AtomicU64,
+    pub ok: AtomicU64,
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    pub bytes_read: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub peak_in_flight: AtomicU64,
+    pub dns_lookups: AtomicU64,
+    pub conns_opened: AtomicU64,
+    pub conns_reused: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, rec: &Record) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+        self.bytes_read.fetch_add(rec.bytes, Ordering::Relaxed);
+        match &rec.error {
+            None => self.ok.fetch_add(1, Ordering::Relaxed),
+            Some(e) => {
+                let i = ErrorKind::ALL
+                    .iter()
+                    .position(|k| *k == e.kind)
+                    .expect("known kind");
+                self.errors[i].fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
+    fn add_to(&self, sum: &mut Summary) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        sum.urls += get(&self.recorded);
+        sum.ok += get(&self.ok);
+        for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors) {
+            let n = get(n);
+            if n > 0 {
+                *sum.errors.entry(*kind).or_default() += n;
+            }
+        }
+        sum.bytes_read += get(&self.bytes_read);
+        sum.peak_in_flight += get(&self.peak_in_flight);
+        sum.dns_lookups += get(&self.dns_lookups);
+        sum.connections_opened += get(&self.conns_opened);
+        sum.connections_reused += get(&self.conns_reused);
+    }
+}
+
+/// A job with its parsed URL, as queued in a worker.
+struct WorkItem {
+    job: Job,
+    url: url::Url,
+}
+
 /// Handle to the running worker threads. `Send + Sync`: intake threads share it.
 pub struct Engine {
-    _private: (),
+    senders: Vec<tokio::sync::mpsc::Sender<WorkItem>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: Vec<Arc<Counters>>,
+    /// Counts records made at intake (invalid URLs).
+    intake: Counters,
+    submitted: AtomicU64,
+    records: RecordSender,
+    tls: TlsContext,
+    draining: Arc<AtomicBool>,
+    started: Instant,
 }
 
 impl Engine {
     /// Start `opts.threads` workers. Every submitted job yields exactly one record on
     /// `records` (unless abandoned by [`Engine::drain`]).
-    pub fn start(
-        opts: &crate::config::FetchOptions,
-        records: RecordSender,
-    ) -> Result<Engine, EngineError> {
-        let _ = (opts, records);
-        todo!("lead")
+    pub fn start(opts: &FetchOptions, records: RecordSender) -> Result<Engine, EngineError> {
+        let threads = opts.threads.max(1);
+        let follow = opts
+            .follow
+            .as_deref()
+            .map(FollowSelector::parse)
+            .transpose()?;
+        let tls = TlsContext::new(opts.ca_file.as_deref(), opts.insecure).map_err(|e| {
+            EngineError::CaFile(display_path(opts.ca_file.as_deref()), e.to_string())
+        })?;
+        let budget = connection_budget(opts.concurrency);
+        let per_worker = budget.div_ceil(threads).max(1);
+        let entries = (per_worker as u32)
+            .next_power_of_two()
+            .clamp(256, MAX_RING_ENTRIES);
+        let dns = DnsConfig {
+            server: opts.resolver,
+            ..DnsConfig::default()
+        };
+        let opts = Arc::new(FetchOptions {
+            concurrency: budget,
+            ..opts.clone()
+        });
+        let draining = Arc::new(AtomicBool::new(false));
+
+        let mut senders = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = tokio::sync::mpsc::channel(JOB_CHANNEL_CAP);
+            let counters = Arc::new(Counters::default());
+            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+            let w = WorkerSetup {
+                opts: opts.clone(),
+                dns: dns.clone(),
+                tls: tls.clone(),
+                follow: follow.clone(),
+                counters: counters.clone(),
+                records: records.clone(),
+                draining: draining.clone(),
+                budget: per_worker,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("ringcrawl-w{i}"))
+                .spawn(move || worker_thread(w, rx, entries, ready_tx))
+                .map_err(|e| EngineError::Thread(e.to_string()))?;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(EngineError::NoUring(e)),
+                Err(_) => return Err(EngineError::Thread("worker died at start".to_string())),
+            }
+            senders.push(tx);
+            handles.push(handle);
+            workers.push(counters);
+        }
+        Ok(Engine {
+            senders,
+            threads: handles,
+            workers,
+            intake: Counters::default(),
+            submitted: AtomicU64::new(0),
+            records,
+            tls,
+            draining,
+            started: Instant::now(),
+        })
     }
 
     /// Parse and route one job; an invalid URL becomes an `invalid_url` record at once.
     /// Blocks while the target worker's queue is full (backpressure).
     pub fn submit(&self, job: Job) -> Result<(), Stopped> {
-        let _ = job;
-        todo!("lead")
+        let parsed = parse_url_str(&job.url);
+        self.route(job, parsed)
+    }
+
+    /// Like [`Engine::submit`] for a line from [`crate::intake::LineReader`], which knows
+    /// about over-long and non-UTF-8 lines.
+    pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
+        let parsed = parse_url(&line);
+        let job = Job {
+            url: line.text,
+            line: src.as_ref().map(|_| line.number),
+            src,
+        };
+        self.route(job, parsed)
+    }
+
+    fn route(&self, job: Job, parsed: Result<url::Url, String>) -> Result<(), Stopped> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Stopped);
+        }
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        let url = match parsed {
+            Ok(url) => url,
+            Err(message) => {
+                let rec = invalid_record(job, message);
+                self.intake.count(&rec);
+                return self.records.send(rec).map_err(|_| Stopped);
+            }
+        };
+        let mut h = DefaultHasher::new();
+        host_key(&url).hash(&mut h);
+        let worker = (h.finish() % self.senders.len() as u64) as usize;
+        self.senders[worker]
+            .blocking_send(WorkItem { job, url })
+            .map_err(|_| Stopped)
     }
 
     /// Jobs submitted and not yet recorded.
     pub fn in_flight(&self) -> u64 {
-        todo!("lead")
+        let s = self.summary();
+        self.submitted
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.urls)
     }
 
     /// A snapshot of the counters.
     pub fn summary(&self) -> Summary {
-        todo!("lead")
+        let mut sum = Summary::default();
+        self.intake.add_to(&mut sum);
+        for w in &self.workers {
+            w.add_to(&mut sum);
+        }
+        let tls = self.tls.stats();
+        sum.tls_full_handshakes = tls.full_handshakes;
+        sum.tls_resumed_handshakes = tls.resumed_handshakes;
+        sum.elapsed = self.started.elapsed();
+        sum
     }
 
     /// Wait until every submitted job has its record, then stop the workers.
-    pub fn finish(self) -> Summary {
-        todo!("lead")
+    pub fn finish(mut self) -> Summary {
+        self.senders.clear(); // workers see their channel close once it is empty
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.summary()
     }
 
     /// Stop taking jobs, let in-flight ones finish for up to `grace`, then abandon the rest
     /// (no record is written for an abandoned job), and stop the workers.
-    pub fn drain(self, grace: std::time::Duration) -> Summary {
-        let _ = grace;
-        todo!("lead")
+    pub fn drain(mut self, grace: Duration) -> Summary {
+        self.draining.store(true, Ordering::Relaxed);
+        self.senders.clear();
+        let until = Instant::now() + grace;
+        while Instant::now() < until && self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Threads still running past the grace period are left to die with the process.
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        self.summary()
+    }
+}
+
+fn display_path(p: Option<&std::path::Path>) -> String {
+    p.map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
+}
+
+/// The record for a line that is not a fetchable URL.
+pub fn invalid_record(job: Job, message: String) -> Record {
+    Record {
+        url: job.url,
+        error: Some(RecordError {
+            kind: ErrorKind::InvalidUrl,
+            message: format!("invalid URL: {message}"),
+            hop: None,
+        }),
+        ts: now_rfc3339(),
+        src: job.src.as_deref().map(str::to_owned),
+        line: job.line,
+        ..Record::default()
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit and return how many connections fit in
+/// it: `wanted`, or less (said once on stderr) when the limit is too low.
+pub fn connection_budget(wanted: usize) -> usize {
+    let limit = raise_nofile_limit();
+    let fit = limit.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if wanted > fit {
+        tracing::warn!(
+            "--concurrency {wanted} does not fit in the open-file limit ({limit}); running with {fit} connections"
+        );
+        return fit;
+    }
+    wanted.max(1)
+}
+
+/// Set the soft open-file limit to the hard one; returns the soft limit in force.
+fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass by valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// What a worker thread needs from the engine.
+struct WorkerSetup {
+    opts: Arc<FetchOptions>,
+    dns: DnsConfig,
+    tls: TlsContext,
+    follow: Option<FollowSelector>,
+    counters: Arc<Counters>,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
+    budget: usize,
+}
+
+/// Body of a worker thread: build its tokio-uring runtime (reporting failure to `start`)
+/// and run the worker loop until its channel closes.
+fn worker_thread(
+    w: WorkerSetup,
+    rx: tokio::sync::mpsc::Receiver<WorkItem>,
+    entries: u32,
+    ready: std::sync::mpsc::SyncSender<Result<(), String>>,
+) {
+    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(entries)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let resolver = match Resolver::new(&w.dns) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot set up DNS: {e}")));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let ctx = WorkerCtx::new(w.opts, resolver, w.tls, w.follow, w.counters);
+        worker_loop(Rc::new(ctx), rx, w.records, w.draining, w.budget).await;
+    });
+}
+
+type Sched = Rc<RefCell<Scheduler<String, WorkItem>>>;
+
+/// Take jobs into the scheduler and start slots until the channel is closed and all work
+/// is done (or, when draining, until running slots finish).
+async fn worker_loop(
+    ctx: Rc<WorkerCtx>,
+    mut rx: tokio::sync::mpsc::Receiver<WorkItem>,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
+    budget: usize,
+) {
+    let sched: Sched = Rc::new(RefCell::new(Scheduler::new(budget, ctx.opts.per_host)));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut open = true;
+    loop {
+        if draining.load(Ordering::Relaxed) {
+            // Abandon what has not started; running slots finish their current job only.
+            sched.borrow_mut().abandon_queued();
+        }
+        loop {
+            let next = sched.borrow_mut().start_next();
+            let Some((key, item)) = next else { break };
+            let slot = run_slot(
+                ctx.clone(),
+                sched.clone(),
+                key,
+                item,
+                records.clone(),
+                draining.clone(),
+            );
+            let done = done_tx.clone();
+            tokio_uring::spawn(async move {
+                slot.await;
+                let _ = done.send(());
+            });
+        }
+        let (idle, queued) = {
+            let s = sched.borrow();
+            (s.is_idle(), s.queued())
+        };
+        if !open && idle {
+            break;
+        }
+        let take = open && queued < MAX_QUEUED_PER_WORKER;
+        tokio::select! {
+            item = rx.recv(), if take => match item {
+                Some(item) => {
+                    let key = host_key(&item.url);
+                    sched.borrow_mut().push(key, item);
+                }
+                None => open = false,
+            },
+            _ = done_rx.recv() => {}
+        }
+    }
+}
+
+/// One slot: run jobs of one host back to back on one keep-alive connection.
+async fn run_slot(
+    ctx: Rc<WorkerCtx>,
+    sched: Sched,
+    key: String,
+    first: WorkItem,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
+) {
+    let c = &ctx.counters;
+    let mut held: Option<Held> = None;
+    let mut item = first;
+    loop {
+        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let rec = run_job(&ctx, &item.job, item.url, &mut held).await;
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        c.dns_lookups
+            .store(ctx.resolver.stats().lookups, Ordering::Relaxed);
+        c.count(&rec);
+        // Stop early when the journal is gone or the engine drains; what this host still had
+        // queued is then abandoned (the worker loop drops queued work when draining).
+        let stop = records.send(rec).is_err() || draining.load(Ordering::Relaxed);
+        if stop {
+            sched.borrow_mut().abandon_queued();
+        }
+        match sched.borrow_mut().continue_slot(&key) {
+            Some(next) => item = next,
+            None => break,
+        }
+    }
+    if let Some(h) = held {
+        h.close().await;
     }
 }

@@ -110,6 +110,20 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
         None
     }
 
+    /// Drop every queued job (running slots are untouched and still end through
+    /// [`Scheduler::continue_slot`]); returns how many were dropped.
+    pub fn abandon_queued(&mut self) -> usize {
+        let dropped = self.queued;
+        self.hosts.retain(|_, h| {
+            h.queue.clear();
+            h.in_ready = false;
+            h.active > 0
+        });
+        self.ready.clear();
+        self.queued = 0;
+        dropped
+    }
+
     /// Slots running.
     pub fn active(&self) -> usize {
         self.active
@@ -179,6 +193,21 @@ mod tests {
         assert_eq!(s.continue_slot(&"a"), None);
         s.push("a", 4);
         assert_eq!(s.start_next(), Some(("a", 4)));
+    }
+
+    #[test]
+    fn abandon_keeps_running_slots_accountable() {
+        let mut s = Scheduler::new(2, 1);
+        for i in 0..5 {
+            s.push("a", i);
+            s.push("b", 10 + i);
+        }
+        assert_eq!(s.start_next(), Some(("a", 0)));
+        assert_eq!(s.abandon_queued(), 9);
+        assert!(s.start_next().is_none());
+        assert!(!s.is_idle());
+        assert_eq!(s.continue_slot(&"a"), None);
+        assert!(s.is_idle());
     }
 
     #[test]

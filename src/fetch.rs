@@ -1,0 +1,494 @@
+//! One URL end to end: DNS, connect (or reuse), request, streamed response into the title
+//! extractor, redirects, the optional second hop of `--follow`, all under one deadline,
+//! producing exactly one [`Record`].
+//!
+//! A slot (see `sched`) owns at most one idle connection ([`Held`]) and offers it to each job
+//! it runs: a request to the same scheme+host+port reuses it. A reused connection that the
+//! server had already closed (EOF or reset before any response byte) is retried once on a
+//! fresh connection, so keep-alive races never surface as errors.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use url::Url;
+
+use crate::config::FetchOptions;
+use crate::dns::Resolver;
+use crate::error::FetchError;
+use crate::html::{is_html, Extracted, Extractor, FollowSelector};
+use crate::http::{write_get, BodyEvent, HttpError, RequestOptions, ResponseHead, ResponseReader};
+use crate::intake::host_key;
+use crate::net::{ConnectOptions, NetError, Stream, TlsContext, READ_BUF_SIZE};
+use crate::record::{now_rfc3339, Record, RecordError};
+use crate::runtime::{Counters, Job};
+
+/// After the extractor has what it wants, keep reading the rest of a response only while it
+/// costs at most this many more bytes, so the connection can be reused.
+pub const DRAIN_FOR_REUSE_BYTES: u64 = 64 * 1024;
+
+/// Everything a worker thread shares between its fetches.
+pub struct WorkerCtx {
+    pub opts: Arc<FetchOptions>,
+    pub resolver: Resolver,
+    pub tls: TlsContext,
+    pub connect: ConnectOptions,
+    pub follow: Option<FollowSelector>,
+    pub counters: Arc<Counters>,
+    bufs: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WorkerCtx {
+    pub fn new(
+        opts: Arc<FetchOptions>,
+        resolver: Resolver,
+        tls: TlsContext,
+        follow: Option<FollowSelector>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let connect = ConnectOptions {
+            connect_timeout: opts.connect_timeout,
+            bind: Rc::from(opts.bind.clone()),
+        };
+        WorkerCtx {
+            opts,
+            resolver,
+            tls,
+            connect,
+            follow,
+            counters,
+            bufs: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A cleared buffer with at least [`READ_BUF_SIZE`] capacity, from the worker's pool.
+    fn take_buf(&self) -> Vec<u8> {
+        self.bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_BUF_SIZE))
+    }
+
+    fn put_buf(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.bufs.borrow_mut().push(buf);
+    }
+}
+
+/// An idle keep-alive connection and the `host_key` it belongs to.
+pub struct Held {
+    key: String,
+    stream: Stream,
+}
+
+impl Held {
+    pub async fn close(self) {
+        self.stream.close().await;
+    }
+}
+
+/// Per-URL accounting across hops and redirects.
+#[derive(Default)]
+struct Acct {
+    bytes: u64,
+    redirects: u32,
+    tls_verified: Option<bool>,
+}
+
+/// The page a hop ended on, after redirects.
+struct Page {
+    final_url: Url,
+    status: u16,
+    extracted: Extracted,
+}
+
+/// One response, before redirect handling.
+struct Resp {
+    head: ResponseHead,
+    extracted: Extracted,
+}
+
+/// Fetch one job (already parsed) and build its record.
+pub async fn run_job(ctx: &WorkerCtx, job: &Job, url: Url, held: &mut Option<Held>) -> Record {
+    let started = Instant::now();
+    let deadline = started + ctx.opts.timeout;
+    let mut acct = Acct::default();
+    let mut rec = Record {
+        url: job.url.clone(),
+        src: job.src.as_deref().map(str::to_owned),
+        line: job.line,
+        ..Record::default()
+    };
+    let outcome = fetch_hops(ctx, url, deadline, held, &mut acct, &mut rec).await;
+    match outcome {
+        Ok(page) => {
+            rec.final_url = Some(page.final_url.to_string());
+            rec.status = Some(page.status);
+            rec.title = page.extracted.title;
+            rec.title_truncated = page.extracted.title_truncated;
+        }
+        Err((e, hop)) => {
+            let hop = ctx.follow.as_ref().map(|_| hop);
+            rec.error = Some(RecordError::from_fetch(&e, hop));
+        }
+    }
+    rec.redirects = acct.redirects;
+    rec.bytes = acct.bytes;
+    rec.tls_verified = acct.tls_verified.filter(|v| !v);
+    rec.ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    rec.ts = now_rfc3339();
+    rec
+}
+
+/// Hop 1, and with `--follow` hop 2; errors carry the hop they happened on.
+async fn fetch_hops(
+    ctx: &WorkerCtx,
+    url: Url,
+    deadline: Instant,
+    held: &mut Option<Held>,
+    acct: &mut Acct,
+    rec: &mut Record,
+) -> Result<Page, (FetchError, u8)> {
+    let first = get_page(ctx, url, deadline, ctx.follow.as_ref(), held, acct)
+        .await
+        .map_err(|e| (e, 1))?;
+    if ctx.follow.is_none() {
+        return Ok(first);
+    }
+    let link = first
+        .extracted
+        .link
+        .as_deref()
+        .and_then(|href| resolve_link(&first.final_url, first.extracted.base_href.as_deref(), href))
+        .ok_or((FetchError::NoLink, 1))?;
+    rec.link = Some(link.to_string());
+    get_page(ctx, link, deadline, None, held, acct)
+        .await
+        .map_err(|e| (e, 2))
+}
+
+/// Resolve `href` against `<base href>` (itself resolved against the page URL) or the page
+/// URL; only http(s) results count.
+pub fn resolve_link(page: &Url, base_href: Option<&str>, href: &str) -> Option<Url> {
+    let base = base_href
+        .and_then(|b| page.join(b).ok())
+        .unwrap_or_else(|| page.clone());
+    let mut link = base.join(href).ok()?;
+    link.set_fragment(None);
+    matches!(link.scheme(), "http" | "https").then_some(link)
+}
+
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Fetch `url`, following redirects, and extract from the final page.
+async fn get_page(
+    ctx: &WorkerCtx,
+    url: Url,
+    deadline: Instant,
+    follow: Option<&FollowSelector>,
+    held: &mut Option<Held>,
+    acct: &mut Acct,
+) -> Result<Page, FetchError> {
+    let mut current = url;
+    let mut visited: Vec<Url> = vec![current.clone()];
+    loop {
+        let resp = exchange(ctx, &current, deadline, follow, held, acct).await?;
+        let status = resp.head.status;
+        if let (true, Some(location)) = (is_redirect(status), resp.head.location.as_deref()) {
+            let hops = visited.len() as u32 - 1;
+            if hops >= ctx.opts.max_redirects {
+                return Err(FetchError::TooManyRedirects(ctx.opts.max_redirects));
+            }
+            let mut next = current.join(location).map_err(|e| {
+                HttpError::Protocol(format!("bad Location header {location:?}: {e}"))
+            })?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(HttpError::Protocol(format!(
+                    "redirect to unsupported scheme {:?}",
+                    next.scheme()
+                ))
+                .into());
+            }
+            next.set_fragment(None);
+            if visited.contains(&next) {
+                return Err(FetchError::RedirectLoop(next.to_string()));
+            }
+            acct.redirects += 1;
+            visited.push(next.clone());
+            current = next;
+            continue;
+        }
+        return Ok(Page {
+            final_url: current,
+            status,
+            extracted: resp.extracted,
+        });
+    }
+}
+
+/// Why one request on one connection failed.
+enum ExchangeError {
+    /// A reused connection died before any response byte: retry on a fresh one.
+    Stale,
+    Fatal(FetchError),
+}
+
+impl<E: Into<FetchError>> From<E> for ExchangeError {
+    fn from(e: E) -> Self {
+        ExchangeError::Fatal(e.into())
+    }
+}
+
+/// One request/response on a reused or new connection to `url`'s host.
+async fn exchange(
+    ctx: &WorkerCtx,
+    url: &Url,
+    deadline: Instant,
+    follow: Option<&FollowSelector>,
+    held: &mut Option<Held>,
+    acct: &mut Acct,
+) -> Result<Resp, FetchError> {
+    let key = host_key(url);
+    if held.as_ref().is_some_and(|h| h.key != key) {
+        if let Some(h) = held.take() {
+            h.close().await;
+        }
+    }
+    loop {
+        let (stream, reused) = match held.take() {
+            Some(h) => (h.stream, true),
+            None => (connect(ctx, url, deadline).await?, false),
+        };
+        if reused {
+            ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
+        }
+        acct.tls_verified = stream.tls_verified().or(acct.tls_verified);
+        match request(ctx, stream, url, deadline, follow, reused, acct).await {
+            Ok((resp, keep)) => {
+                *held = keep.map(|stream| Held { key, stream });
+                return Ok(resp);
+            }
+            Err(ExchangeError::Stale) => continue,
+            Err(ExchangeError::Fatal(e)) => return Err(e),
+        }
+    }
+}
+
+/// Resolve and connect (TLS included for https) before `deadline`.
+async fn connect(ctx: &WorkerCtx, url: &Url, deadline: Instant) -> Result<Stream, FetchError> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Some(url::Host::Domain(name)) => {
+            let lookup = ctx.resolver.lookup(name);
+            let ips = tokio::time::timeout_at(deadline.into(), lookup)
+                .await
+                .map_err(|_| deadline_error(ctx))??;
+            ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+        }
+        None => return Err(FetchError::InvalidUrl("URL has no host".to_string())),
+    };
+    let tls = (url.scheme() == "https").then(|| (&ctx.tls, url.host_str().unwrap_or("")));
+    let stream = Stream::connect(&addrs, &ctx.connect, tls, deadline)
+        .await
+        .map_err(|e| {
+            if Instant::now() >= deadline && matches!(e, NetError::Timeout(_)) {
+                deadline_error(ctx)
+            } else {
+                FetchError::Net(e)
+            }
+        })?;
+    ctx.counters.conns_opened.fetch_add(1, Ordering::Relaxed);
+    Ok(stream)
+}
+
+fn deadline_error(ctx: &WorkerCtx) -> FetchError {
+    FetchError::Deadline(ctx.opts.timeout.as_millis() as u64)
+}
+
+/// What the response reader's events have told us so far.
+#[derive(Default)]
+struct Progress {
+    head: Option<ResponseHead>,
+    extractor: Option<Extractor>,
+    /// The extractor has all it wants (or the body is not worth parsing).
+    satisfied: bool,
+    reusable: bool,
+}
+
+impl Progress {
+    fn on_event(&mut self, ev: BodyEvent<'_>, follow: Option<&FollowSelector>) {
+        match ev {
+            BodyEvent::Head(head) => {
+                let ct = head.content_type.as_deref();
+                if !is_redirect(head.status) && is_html(ct) {
+                    self.extractor = Some(Extractor::new(ct, follow));
+                } else {
+                    self.satisfied = true;
+                }
+                self.head = Some(head.clone());
+            }
+            BodyEvent::Data(data) => {
+                if let (false, Some(x)) = (self.satisfied, self.extractor.as_mut()) {
+                    self.satisfied = x.feed(data);
+                }
+            }
+            BodyEvent::End { reusable } => self.reusable = reusable,
+        }
+    }
+}
+
+/// Send the request and read the response on `stream`. Returns the stream when it may carry
+/// another request.
+async fn request(
+    ctx: &WorkerCtx,
+    mut stream: Stream,
+    url: &Url,
+    deadline: Instant,
+    follow: Option<&FollowSelector>,
+    reused: bool,
+    acct: &mut Acct,
+) -> Result<(Resp, Option<Stream>), ExchangeError> {
+    let mut req = ctx.take_buf();
+    let opts = RequestOptions {
+        user_agent: &ctx.opts.user_agent,
+        close: false,
+    };
+    write_get(&mut req, url, &opts);
+    let req = match stream.write_all(req, deadline).await {
+        Ok(buf) => buf,
+        Err(e) => {
+            stream.close().await;
+            return Err(if reused {
+                ExchangeError::Stale
+            } else {
+                net_error(ctx, e, deadline)
+            });
+        }
+    };
+    ctx.put_buf(req);
+
+    let mut reader = ResponseReader::new(ctx.opts.max_body, false);
+    let mut progress = Progress::default();
+    let mut buf = ctx.take_buf();
+    let mut got_any = false;
+    let mut read_after_satisfied = 0u64;
+    let result = loop {
+        let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
+        let (res, b) = stream.read(buf, io_deadline).await;
+        buf = b;
+        let n = match res {
+            Ok(n) => n,
+            Err(e) if reused && !got_any && matches!(e, NetError::Reset(_)) => {
+                break Err(ExchangeError::Stale)
+            }
+            Err(e) => break Err(net_error(ctx, e, deadline)),
+        };
+        acct.bytes += n as u64;
+        if n == 0 {
+            if reused && !got_any {
+                break Err(ExchangeError::Stale);
+            }
+            if !stream.eof_was_clean() && !reader.is_done() && reader.head().is_some() {
+                break Err(NetError::Tls(
+                    "connection closed without close_notify before the body was complete"
+                        .to_string(),
+                )
+                .into());
+            }
+            match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
+                Ok(()) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        }
+        got_any = true;
+        if progress.satisfied {
+            read_after_satisfied += n as u64;
+        }
+        if let Err(e) = reader.feed(&buf[..n], &mut |ev| progress.on_event(ev, follow)) {
+            break Err(e.into());
+        }
+        if reader.is_done() || (progress.satisfied && read_after_satisfied > DRAIN_FOR_REUSE_BYTES)
+        {
+            break Ok(());
+        }
+        if progress.satisfied
+            && reader
+                .head()
+                .is_some_and(|h| !is_html(h.content_type.as_deref()))
+        {
+            break Ok(()); // Not HTML: nothing to read the body for.
+        }
+    };
+    ctx.put_buf(buf);
+    if let Err(e) = result {
+        stream.close().await;
+        return Err(e);
+    }
+    let Some(head) = progress.head else {
+        stream.close().await;
+        return Err(HttpError::Protocol("response ended before a head".to_string()).into());
+    };
+    let keep = reader.is_done() && progress.reusable;
+    let extracted = progress
+        .extractor
+        .map(Extractor::finish)
+        .unwrap_or_default();
+    let resp = Resp { head, extracted };
+    if keep {
+        Ok((resp, Some(stream)))
+    } else {
+        stream.close().await;
+        Ok((resp, None))
+    }
+}
+
+/// A network error, reported as the URL deadline when that is what ran out.
+fn net_error(ctx: &WorkerCtx, e: NetError, deadline: Instant) -> ExchangeError {
+    if matches!(e, NetError::Timeout(_)) && Instant::now() >= deadline {
+        ExchangeError::Fatal(deadline_error(ctx))
+    } else {
+        ExchangeError::Fatal(FetchError::Net(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_resolve_against_base_and_page() {
+        let page = Url::parse("http://blog.example/posts/index.html").unwrap();
+        let r = |base, href| resolve_link(&page, base, href).map(|u| u.to_string());
+        assert_eq!(
+            r(None, "a.html"),
+            Some("http://blog.example/posts/a.html".into())
+        );
+        assert_eq!(r(None, "/b#frag"), Some("http://blog.example/b".into()));
+        assert_eq!(
+            r(Some("/other/"), "c"),
+            Some("http://blog.example/other/c".into())
+        );
+        assert_eq!(
+            r(Some("https://cdn.example/x/"), "d"),
+            Some("https://cdn.example/x/d".into())
+        );
+        assert_eq!(r(None, "ftp://x/"), None);
+    }
+
+    #[test]
+    fn redirect_statuses() {
+        for s in [301, 302, 303, 307, 308] {
+            assert!(is_redirect(s));
+        }
+        for s in [200, 300, 304, 305, 404] {
+            assert!(!is_redirect(s));
+        }
+    }
+}
