@@ -18,6 +18,7 @@ pub mod http;
 pub mod intake;
 pub mod journal;
 pub mod net;
+pub mod progress;
 pub mod record;
 pub mod runtime;
 pub mod sched;

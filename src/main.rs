@@ -2,7 +2,7 @@
 //! as one line and map them to exit codes (0 ok, 1 runtime failure, 2 usage).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -14,6 +14,7 @@ use clap::Parser;
 use ringcrawl::cli::{Cli, Command, FetchArgs};
 use ringcrawl::config::FetchOptions;
 use ringcrawl::intake::LineReader;
+use ringcrawl::progress::ProgressDisplay;
 use ringcrawl::record::Record;
 use ringcrawl::runtime::{Engine, Summary};
 
@@ -78,8 +79,18 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let (tx, rx) = sync_channel(RECORD_CHANNEL_CAP);
     let writer = spawn_writer(rx, out);
     let engine = Engine::start(&opts, tx)?;
+    let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
+        let file = args
+            .input
+            .clone()
+            .filter(|p| !is_stdio(Some(p)) && p.is_file());
+        ProgressDisplay::start(engine.stats(), file)
+    });
     let intake = feed(&engine, &args.urls, input);
     let summary = engine.finish();
+    if let Some(p) = progress {
+        p.finish();
+    }
     let written = writer
         .join()
         .expect("writer thread does not panic")

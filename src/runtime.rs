@@ -139,18 +139,50 @@ struct WorkItem {
     url: url::Url,
 }
 
-/// Handle to the running worker threads. `Send + Sync`: intake threads share it.
-pub struct Engine {
-    senders: Vec<tokio::sync::mpsc::Sender<WorkItem>>,
-    threads: Vec<JoinHandle<()>>,
+/// The engine's counters, readable from any thread while it runs (progress, sd_notify
+/// STATUS) and after it stopped.
+pub struct EngineStats {
     workers: Vec<Arc<Counters>>,
     /// Counts records made at intake (invalid URLs).
     intake: Counters,
     submitted: AtomicU64,
-    records: RecordSender,
     tls: TlsContext,
-    draining: Arc<AtomicBool>,
     started: Instant,
+}
+
+impl EngineStats {
+    /// A snapshot of the counters.
+    pub fn summary(&self) -> Summary {
+        let mut sum = Summary::default();
+        self.intake.add_to(&mut sum);
+        for w in &self.workers {
+            w.add_to(&mut sum);
+        }
+        let tls = self.tls.stats();
+        sum.tls_full_handshakes = tls.full_handshakes;
+        sum.tls_resumed_handshakes = tls.resumed_handshakes;
+        sum.elapsed = self.started.elapsed();
+        sum
+    }
+
+    /// Jobs submitted so far.
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Jobs submitted and not yet recorded.
+    pub fn in_flight(&self) -> u64 {
+        self.submitted().saturating_sub(self.summary().urls)
+    }
+}
+
+/// Handle to the running worker threads. `Send + Sync`: intake threads share it.
+pub struct Engine {
+    senders: Vec<tokio::sync::mpsc::Sender<WorkItem>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<EngineStats>,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -211,16 +243,19 @@ impl Engine {
             handles.push(handle);
             workers.push(counters);
         }
-        Ok(Engine {
-            senders,
-            threads: handles,
+        let stats = Arc::new(EngineStats {
             workers,
             intake: Counters::default(),
             submitted: AtomicU64::new(0),
-            records,
             tls,
-            draining,
             started: Instant::now(),
+        });
+        Ok(Engine {
+            senders,
+            threads: handles,
+            stats,
+            records,
+            draining,
         })
     }
 
@@ -247,12 +282,12 @@ impl Engine {
         if self.draining.load(Ordering::Relaxed) {
             return Err(Stopped);
         }
-        self.submitted.fetch_add(1, Ordering::Relaxed);
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let url = match parsed {
             Ok(url) => url,
             Err(message) => {
                 let rec = invalid_record(job, message);
-                self.intake.count(&rec);
+                self.stats.intake.count(&rec);
                 return self.records.send(rec).map_err(|_| Stopped);
             }
         };
@@ -266,24 +301,17 @@ impl Engine {
 
     /// Jobs submitted and not yet recorded.
     pub fn in_flight(&self) -> u64 {
-        let s = self.summary();
-        self.submitted
-            .load(Ordering::Relaxed)
-            .saturating_sub(s.urls)
+        self.stats.in_flight()
     }
 
     /// A snapshot of the counters.
     pub fn summary(&self) -> Summary {
-        let mut sum = Summary::default();
-        self.intake.add_to(&mut sum);
-        for w in &self.workers {
-            w.add_to(&mut sum);
-        }
-        let tls = self.tls.stats();
-        sum.tls_full_handshakes = tls.full_handshakes;
-        sum.tls_resumed_handshakes = tls.resumed_handshakes;
-        sum.elapsed = self.started.elapsed();
-        sum
+        self.stats.summary()
+    }
+
+    /// The counters, shareable with other threads beyond the engine's lifetime.
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.stats.clone()
     }
 
     /// Wait until every submitted job has its record, then stop the workers.
