@@ -24,6 +24,97 @@ pub struct Cli {
 pub enum Command {
     /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
     Fetch(FetchArgs),
+    /// Load-test one URL with keep-alive connections and report requests/s and latency.
+    Load(LoadArgs),
+}
+
+/// `ringcrawl load`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("stop").args(["requests", "duration"])))]
+pub struct LoadArgs {
+    /// The URL to request (http or https).
+    pub url: String,
+    /// Connections kept open [default: 100].
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 100)]
+    pub connections: usize,
+    /// Stop after N requests.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Stop after S seconds [default: 10 when -n is not given].
+    #[arg(short = 'd', long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Worker threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Open loop at this many requests/s overall, latency corrected for coordinated omission.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// Connect timeout in seconds [default: 10].
+    #[arg(long, value_name = "S")]
+    pub connect_timeout: Option<f64>,
+    /// Extra trusted CA certificates (PEM) for https.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// DANGEROUS: accept any TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// DNS server to query instead of /etc/resolv.conf.
+    #[arg(long, value_name = "IP:PORT")]
+    pub resolver: Option<SocketAddr>,
+    /// User-Agent header [default: ringcrawl/VERSION].
+    #[arg(long, value_name = "S")]
+    pub user_agent: Option<String>,
+}
+
+/// Default length of a load test without -n or -d.
+pub const DEFAULT_LOAD_SECS: f64 = 10.0;
+
+impl LoadArgs {
+    /// Validate into [`crate::load::LoadOptions`].
+    pub fn options(&self) -> Result<crate::load::LoadOptions, FlagError> {
+        use crate::load::{LoadOptions, Stop};
+        let url = url::Url::parse(&self.url).map_err(|e| FlagError {
+            flag: "URL",
+            why: format!("{:?}: {e}", self.url),
+        })?;
+        let stop = match (self.requests, self.duration) {
+            (Some(0), _) => {
+                return Err(FlagError {
+                    flag: "requests",
+                    why: "must be at least 1".into(),
+                })
+            }
+            (Some(n), _) => Stop::Requests(n),
+            (None, d) => Stop::Duration(seconds("duration", d.unwrap_or(DEFAULT_LOAD_SECS))?),
+        };
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(FlagError {
+                    flag: "rate",
+                    why: format!("{r} (must be > 0)"),
+                });
+            }
+        }
+        let defaults = FetchOptions::default();
+        Ok(LoadOptions {
+            url,
+            connections: positive("connections", self.connections)?,
+            threads: positive("threads", self.threads.unwrap_or(defaults.threads))?,
+            stop,
+            rate: self.rate,
+            connect_timeout: match self.connect_timeout {
+                Some(v) => seconds("connect-timeout", v)?,
+                None => defaults.connect_timeout,
+            },
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+            resolver: self.resolver,
+            user_agent: self.user_agent.clone().unwrap_or(defaults.user_agent),
+        })
+    }
 }
 
 /// `ringcrawl fetch`.
@@ -178,6 +269,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn load_flags() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["ringcrawl", "load"];
+            v.extend_from_slice(args);
+            let Command::Load(l) = Cli::try_parse_from(v).unwrap().command else {
+                panic!("load")
+            };
+            l.options()
+        };
+        let o = parse(&["http://127.0.0.1:8080/", "-c", "5", "-n", "100"]).unwrap();
+        assert_eq!(o.connections, 5);
+        assert_eq!(o.stop, crate::load::Stop::Requests(100));
+        let o = parse(&["http://127.0.0.1/"]).unwrap();
+        assert_eq!(o.stop, crate::load::Stop::Duration(Duration::from_secs(10)));
+        assert!(parse(&["http://127.0.0.1/", "--rate", "0"]).is_err());
+        assert!(parse(&["not a url"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ringcrawl", "load", "http://a/", "-n", "1", "-d", "1"]).is_err()
+        );
+    }
+
+    #[test]
     fn flags_override_defaults_and_reject_nonsense() {
         let cli = Cli::try_parse_from([
             "ringcrawl",
@@ -191,7 +304,9 @@ mod tests {
             "http://a/",
         ])
         .unwrap();
-        let Command::Fetch(f) = cli.command;
+        let Command::Fetch(f) = cli.command else {
+            panic!("fetch")
+        };
         let o = f.fetch.apply(&FetchOptions::default()).unwrap();
         assert_eq!(o.concurrency, 10);
         assert_eq!(o.timeout, Duration::from_millis(2500));
@@ -199,7 +314,9 @@ mod tests {
         assert_eq!(f.urls, vec!["http://a/"]);
         for bad in [["--timeout", "0"], ["--timeout", "nan"], ["-c", "0"]] {
             let cli = Cli::try_parse_from(["ringcrawl", "fetch", bad[0], bad[1]]).unwrap();
-            let Command::Fetch(f) = cli.command;
+            let Command::Fetch(f) = cli.command else {
+                panic!("fetch")
+            };
             assert!(f.fetch.apply(&FetchOptions::default()).is_err(), "{bad:?}");
         }
     }

@@ -17,6 +17,7 @@ pub mod html;
 pub mod http;
 pub mod intake;
 pub mod journal;
+pub mod load;
 pub mod net;
 pub mod progress;
 pub mod record;

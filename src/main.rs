@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use clap::Parser;
 
-use ringcrawl::cli::{Cli, Command, FetchArgs};
+use ringcrawl::cli::{Cli, Command, FetchArgs, LoadArgs};
 use ringcrawl::config::FetchOptions;
 use ringcrawl::intake::LineReader;
 use ringcrawl::progress::ProgressDisplay;
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Fetch(args) => fetch(args),
+        Command::Load(args) => load(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,4 +175,42 @@ fn print_summary(s: &Summary) {
         s.tls_full_handshakes,
         s.tls_resumed_handshakes,
     );
+}
+
+/// `ringcrawl load`: run the load test, with a live line on a terminal, then report.
+fn load(args: LoadArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let opts = args.options()?;
+    let live = Arc::new(ringcrawl::load::LiveCounters::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = io::stderr().is_terminal().then(|| {
+        let (live, done) = (live.clone(), done.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(ringcrawl::progress::TICK);
+                let n = live.requests.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                eprint!(
+                    "\r{n} requests, {:.0}/s, {} errors, {secs:.1}s   ",
+                    n as f64 / secs.max(1e-9),
+                    live.errors.load(Ordering::Relaxed)
+                );
+            }
+            eprint!("\r\x1b[2K");
+        })
+    });
+    let report = ringcrawl::load::run(opts, live);
+    done.store(true, Ordering::Relaxed);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", ringcrawl::load::format_report(&report));
+    }
+    Ok(())
 }
