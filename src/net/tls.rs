@@ -1,11 +1,61 @@
 //! TLS client over [`super::TcpConn`]: a rustls `ClientConnection` fed and drained by hand
-//! (`read_tls`/`write_tls` over owned buffers). Config built once: webpki-roots plus
-//! `--ca-file`, ALPN `http/1.1`, session resumption cache shared by all workers.
+//! (`read_tls`/`write_tls` over owned buffers, since tokio-rustls needs AsyncRead, which
+//! tokio-uring does not offer). The config is built once: webpki-roots plus `--ca-file`,
+//! ALPN `http/1.1`, ring provider, and one session-resumption cache shared by all workers
+//! through the `Arc<ClientConfig>`.
+//!
+//! The byte-moving code is the few small methods of [`TlsConn`]: `flush` (rustls -> socket),
+//! `recv` + `feed` (socket -> rustls); everything else is rustls' own state machine.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
+    RootCertStore, SignatureScheme,
+};
+
+use super::tcp::millis;
+use super::{NetError, TcpConn, READ_BUF_SIZE};
+
+/// TLS sessions remembered for resumption (one entry per server name), shared by all workers.
+pub const SESSION_CACHE_SIZE: usize = 8192;
+/// ALPN protocol offered: we speak HTTP/1.1 only.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// How long `close` (and a failed handshake) may spend writing close_notify / an alert.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(50);
+/// TLS record content types a server may open with (alert, handshake).
+const TLS_FIRST_BYTES: [u8; 2] = [0x15, 0x16];
+
+/// Why a TLS configuration could not be built (one line, for the binary edge).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot read CA file {0}: {1}")]
+    CaFile(String, String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
 
 /// Shared TLS client configuration (cheap to clone; `Send + Sync`).
 #[derive(Clone)]
 pub struct TlsContext {
-    _private: (),
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    config: Arc<ClientConfig>,
+    verified: bool,
+    full: AtomicU64,
+    resumed: AtomicU64,
 }
 
 /// Handshake counters for the end-of-run summary.
@@ -15,7 +65,428 @@ pub struct TlsStats {
     pub resumed_handshakes: u64,
 }
 
+impl TlsContext {
+    /// Trust webpki-roots plus every certificate in `ca_file` (PEM); with `insecure`, accept
+    /// any certificate (handshake signatures are still checked) and mark streams unverified.
+    pub fn new(ca_file: Option<&Path>, insecure: bool) -> Result<TlsContext, TlsConfigError> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            add_pem_roots(&mut roots, path)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsConfigError::Config(e.to_string()))?;
+        let mut config = if insecure {
+            let verifier = AcceptAnyCert {
+                algs: provider.signature_verification_algorithms,
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        } else {
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        config.resumption = Resumption::in_memory_sessions(SESSION_CACHE_SIZE);
+        Ok(TlsContext {
+            inner: Arc::new(ContextInner {
+                config: Arc::new(config),
+                verified: !insecure,
+                full: AtomicU64::new(0),
+                resumed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Handshakes completed so far through this context (all workers).
+    pub fn stats(&self) -> TlsStats {
+        TlsStats {
+            full_handshakes: self.inner.full.load(Ordering::Relaxed),
+            resumed_handshakes: self.inner.resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether certificates are verified (false under `--insecure`).
+    pub fn verifies(&self) -> bool {
+        self.inner.verified
+    }
+}
+
+fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsConfigError> {
+    let fail = |why: String| TlsConfigError::CaFile(path.display().to_string(), why);
+    let mut added = 0usize;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        let cert = cert.map_err(|e| fail(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| fail(format!("bad certificate: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(())
+}
+
+/// `--insecure`: any certificate chain is accepted, but the handshake signatures must still
+/// be valid for the presented key (so the connection is at least not trivially broken).
+#[derive(Debug)]
+struct AcceptAnyCert {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
 /// A TLS connection.
 pub struct TlsConn {
-    _private: (),
+    tcp: TcpConn,
+    conn: ClientConnection,
+    verified: bool,
+    /// Host name as given, for error messages.
+    name: String,
+    /// Network bytes read from the socket; `net_buf[net_pos..]` not yet taken by rustls.
+    net_buf: Vec<u8>,
+    net_pos: usize,
+    /// TLS records waiting to be written.
+    out_buf: Vec<u8>,
+    clean_eof: bool,
+}
+
+impl TlsConn {
+    /// Run the handshake over `tcp` before `deadline`. SNI is `server_name` unless it is an
+    /// IP literal (bracketed IPv6 accepted).
+    pub async fn handshake(
+        tcp: TcpConn,
+        ctx: &TlsContext,
+        server_name: &str,
+        deadline: Instant,
+    ) -> Result<TlsConn, NetError> {
+        let name = parse_server_name(server_name)?;
+        let conn = ClientConnection::new(ctx.inner.config.clone(), name)
+            .map_err(|e| NetError::Tls(format!("cannot start a session: {e}")))?;
+        let mut tls = TlsConn {
+            tcp,
+            conn,
+            verified: ctx.inner.verified,
+            name: server_name.to_string(),
+            net_buf: Vec::with_capacity(READ_BUF_SIZE),
+            net_pos: 0,
+            out_buf: Vec::new(),
+            clean_eof: true,
+        };
+        let start = Instant::now();
+        match tls.drive_handshake(deadline).await {
+            Ok(()) => {
+                let counter = match tls.conn.handshake_kind() {
+                    Some(HandshakeKind::Resumed) => &ctx.inner.resumed,
+                    _ => &ctx.inner.full,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(tls)
+            }
+            Err(NetError::Timeout(_)) => Err(NetError::Tls(format!(
+                "handshake timed out after {} ms",
+                millis(deadline.saturating_duration_since(start))
+            ))),
+            Err(e) => {
+                if matches!(e, NetError::Tls(_)) {
+                    // Let the server know why (rustls queued an alert); best effort.
+                    let _ = tls.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn drive_handshake(&mut self, deadline: Instant) -> Result<(), NetError> {
+        let mut first_read = true;
+        while self.conn.is_handshaking() {
+            self.flush(deadline).await?;
+            if self.net_pos < self.net_buf.len() {
+                self.feed()?;
+                continue;
+            }
+            if self.recv(deadline).await? == 0 {
+                return Err(NetError::Tls(
+                    "connection closed by the server during the handshake".into(),
+                ));
+            }
+            if first_read && !TLS_FIRST_BYTES.contains(&self.net_buf[0]) {
+                return Err(NetError::Tls("not TLS (plain HTTP server?)".into()));
+            }
+            first_read = false;
+            self.feed()?;
+        }
+        // Our Finished (and anything else rustls queued).
+        self.flush(deadline).await
+    }
+
+    /// Encrypt and send all of `data`; returns the buffer (cleared) for reuse.
+    pub async fn write_all(
+        &mut self,
+        mut data: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, NetError> {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = self
+                .conn
+                .writer()
+                .write(rest)
+                .map_err(|e| NetError::Tls(format!("cannot encrypt: {e}")))?;
+            rest = &rest[n..];
+            if n == 0 && !self.conn.wants_write() {
+                return Err(NetError::Tls(
+                    "rustls accepted no plaintext and has nothing to send".into(),
+                ));
+            }
+            self.flush(deadline).await?;
+        }
+        data.clear();
+        Ok(data)
+    }
+
+    /// Read plaintext into `buf` (contents replaced; `buf[..n]`). `Ok(0)`: the peer closed,
+    /// with close_notify ([`TlsConn::eof_was_clean`] true) or without it (false).
+    pub async fn read(
+        &mut self,
+        mut buf: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
+        if buf.capacity() == 0 {
+            buf.reserve_exact(READ_BUF_SIZE);
+        }
+        buf.clear();
+        buf.resize(buf.capacity(), 0);
+        let res = self.read_into(&mut buf, deadline).await;
+        buf.truncate(*res.as_ref().unwrap_or(&0));
+        (res, buf)
+    }
+
+    async fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, NetError> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(0) => {
+                    self.clean_eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.clean_eof = false;
+                    return Ok(0);
+                }
+                Err(e) => return Err(NetError::Tls(e.to_string())),
+            }
+            if self.net_pos >= self.net_buf.len() {
+                if self.recv(deadline).await? == 0 {
+                    self.clean_eof = false;
+                    return Ok(0);
+                }
+            }
+            self.feed()?;
+            // Post-handshake messages may need an answer (e.g. a KeyUpdate).
+            self.flush(deadline).await?;
+        }
+    }
+
+    /// After a read returned 0: whether the server sent close_notify.
+    pub fn eof_was_clean(&self) -> bool {
+        self.clean_eof
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.tcp.peer()
+    }
+
+    /// Whether the certificate chain was verified (false under `--insecure`).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// The ALPN protocol the server chose, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// Send close_notify (best effort, briefly) and shut the socket down.
+    pub async fn close(mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+        self.tcp.shutdown();
+    }
+
+    /// rustls -> socket: write every pending TLS record.
+    async fn flush(&mut self, deadline: Instant) -> Result<(), NetError> {
+        while self.conn.wants_write() {
+            let mut out = std::mem::take(&mut self.out_buf);
+            out.clear();
+            while self.conn.wants_write() {
+                self.conn
+                    .write_tls(&mut out)
+                    .map_err(|e| NetError::Tls(format!("cannot encode records: {e}")))?;
+            }
+            let (res, out) = self.tcp.write_all(out, deadline).await;
+            self.out_buf = out;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// socket -> `net_buf` (only when rustls has taken every earlier byte).
+    async fn recv(&mut self, deadline: Instant) -> Result<usize, NetError> {
+        let buf = std::mem::take(&mut self.net_buf);
+        let (res, buf) = self.tcp.read(buf, deadline).await;
+        self.net_buf = buf;
+        self.net_pos = 0;
+        res
+    }
+
+    /// `net_buf` -> rustls, processing records as they complete. Stops early (bytes kept)
+    /// when rustls' plaintext buffer is full; the reader drains it first.
+    fn feed(&mut self) -> Result<(), NetError> {
+        while self.net_pos < self.net_buf.len() {
+            let mut rest = &self.net_buf[self.net_pos..];
+            let taken = self.conn.read_tls(&mut rest).unwrap_or(0);
+            self.net_pos += taken;
+            self.conn
+                .process_new_packets()
+                .map_err(|e| describe_tls_error(&e, &self.name))?;
+            if taken == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The SNI / verification name: a DNS name, or an IP literal (no SNI is sent for those).
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, NetError> {
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(bare.to_string())
+        .map_err(|_| NetError::Tls(format!("invalid server name {name:?}")))
+}
+
+/// One line saying which TLS failure this is.
+fn describe_tls_error(e: &rustls::Error, name: &str) -> NetError {
+    use rustls::Error as E;
+    let msg = match e {
+        E::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "certificate signed by an unknown issuer (self-signed or private CA? see --ca-file)"
+                    .to_string()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "certificate has expired".to_string()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "certificate is not valid yet".to_string()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("certificate is not valid for {name}")
+            }
+            CertificateError::Revoked => "certificate has been revoked".to_string(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        E::AlertReceived(alert) => format!("server sent alert {alert:?}"),
+        E::InvalidMessage(m) => format!("protocol error: invalid message {m:?}"),
+        E::PeerIncompatible(p) => format!("no common protocol with the server: {p:?}"),
+        E::NoApplicationProtocol => "server does not speak http/1.1 (ALPN)".to_string(),
+        other => other.to_string(),
+    };
+    NetError::Tls(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_send_sync_and_shares_config() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TlsContext>();
+        let ctx = TlsContext::new(None, false).unwrap();
+        let copy = ctx.clone();
+        assert!(Arc::ptr_eq(&ctx.inner.config, &copy.inner.config));
+        assert_eq!(ctx.inner.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(ctx.verifies());
+        assert!(!TlsContext::new(None, true).unwrap().verifies());
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(matches!(
+            parse_server_name("example.com").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            parse_server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            parse_server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(parse_server_name("bad name!").is_err());
+    }
+
+    #[test]
+    fn ca_file_errors_are_one_line() {
+        let e = TlsContext::new(Some(Path::new("/nonexistent/ca.pem")), false)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.pem");
+        std::fs::write(&p, "not a pem\n").unwrap();
+        let e = TlsContext::new(Some(&p), false).err().unwrap();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
 }
