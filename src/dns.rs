@@ -2,14 +2,36 @@
 //! lookup, a positive/negative cache, concurrent lookups of one name coalesced into one
 //! query, and DNS failures mapped to distinct error kinds.
 
-use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{FutureExt, Shared};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError as HickoryError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::TokioResolver;
 
 use crate::error::ErrorKind;
 
 /// Hard bound on one lookup (all retries included) unless configured otherwise.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest life of a positive answer (TTL 0 records still serve concurrent URLs).
+pub const POSITIVE_MIN_TTL: Duration = Duration::from_secs(1);
+/// How long NXDOMAIN / no-address answers are remembered.
+pub const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long server failures and timeouts are remembered (so the queued URLs of a broken
+/// host fail fast instead of each waiting for the timeout again).
+pub const FAILURE_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Tries per lookup inside the hard timeout (each gets an equal share of it).
+const DNS_ATTEMPTS: usize = 2;
+/// Floor for the per-try timeout.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
@@ -47,7 +69,11 @@ pub struct DnsConfig {
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        DnsConfig { server: None, timeout: DEFAULT_DNS_TIMEOUT, cache_size: 65_536 }
+        DnsConfig {
+            server: None,
+            timeout: DEFAULT_DNS_TIMEOUT,
+            cache_size: 65_536,
+        }
     }
 }
 
@@ -61,24 +87,217 @@ pub struct DnsStats {
 }
 
 /// Per-worker resolver (`!Send`; lives on one tokio-uring thread). IP literals never reach
-/// here (the fetch path skips DNS for them), but `lookup` handles them anyway.
+/// here (the fetch path skips DNS for them), but `lookup` handles them anyway (bracketed IPv6
+/// too), and `localhost` / `*.localhost` are 127.0.0.1 and ::1 without a query (RFC 6761).
 pub struct Resolver {
-    _private: (),
+    inner: Rc<Inner>,
+}
+
+type LookupResult = Result<Rc<[IpAddr]>, DnsError>;
+type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
+
+struct Inner {
+    resolver: TokioResolver,
+    timeout: Duration,
+    cache_size: usize,
+    cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
+    /// Queries in flight by name: later lookups of the same name wait on the same future.
+    in_flight: RefCell<HashMap<Rc<str>, SharedLookup>>,
+    stats: Cell<DnsStats>,
+}
+
+struct CacheEntry {
+    result: LookupResult,
+    expires: Instant,
 }
 
 impl Resolver {
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        let _ = cfg;
-        todo!("dns helper")
+        let setup_err =
+            |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
+        let mut builder = match cfg.server {
+            Some(server) => {
+                let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+                for conn in &mut ns.connections {
+                    conn.port = server.port();
+                }
+                let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            }
+            None => TokioResolver::builder_tokio().map_err(setup_err)?,
+        };
+        let opts = builder.options_mut();
+        opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
+        opts.attempts = DNS_ATTEMPTS;
+        opts.cache_size = cfg.cache_size as u64;
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.use_hosts_file = if cfg.server.is_some() {
+            ResolveHosts::Never
+        } else {
+            ResolveHosts::Always
+        };
+        let resolver = builder.build().map_err(setup_err)?;
+        Ok(Resolver {
+            inner: Rc::new(Inner {
+                resolver,
+                timeout: cfg.timeout,
+                cache_size: cfg.cache_size.max(1),
+                cache: RefCell::new(HashMap::new()),
+                in_flight: RefCell::new(HashMap::new()),
+                stats: Cell::new(DnsStats::default()),
+            }),
+        })
     }
 
-    /// Addresses for `host` (IPv6 and IPv4, in the order to try), from cache or one query.
+    /// Addresses for `host` (IPv4 first, then IPv6: the order to try), from cache or one
+    /// query shared with every concurrent lookup of the same name.
     pub async fn lookup(&self, host: &str) -> Result<Rc<[IpAddr]>, DnsError> {
-        let _ = host;
-        todo!("dns helper")
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Rc::from([ip]));
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return Ok(Rc::from([
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]));
+        }
+        let inner = &self.inner;
+        if let Some(result) = inner.cached(&name) {
+            inner.bump(|s| s.cache_hits += 1);
+            return result;
+        }
+        let pending = inner.in_flight.borrow().get(name.as_str()).cloned();
+        if let Some(shared) = pending {
+            inner.bump(|s| s.coalesced += 1);
+            return shared.await;
+        }
+        inner.bump(|s| s.lookups += 1);
+        let name: Rc<str> = Rc::from(name);
+        let query = query(
+            Rc::downgrade(inner),
+            inner.resolver.clone(),
+            name.clone(),
+            inner.timeout,
+        );
+        let shared = query.boxed_local().shared();
+        inner.in_flight.borrow_mut().insert(name, shared.clone());
+        shared.await
     }
 
     pub fn stats(&self) -> DnsStats {
-        todo!("dns helper")
+        self.inner.stats.get()
     }
+}
+
+/// One real query under the hard timeout; the outcome goes to the cache and the name leaves
+/// the in-flight table even if the lookup that started it was cancelled meanwhile.
+async fn query(
+    inner: Weak<Inner>,
+    resolver: TokioResolver,
+    name: Rc<str>,
+    timeout: Duration,
+) -> LookupResult {
+    let now = Instant::now();
+    let (result, expires) = match tokio::time::timeout(timeout, resolver.lookup_ip(&*name)).await {
+        Err(_) => (
+            Err(DnsError::Timeout(name.to_string(), millis(timeout))),
+            now + FAILURE_CACHE_TTL,
+        ),
+        Ok(Err(e)) => {
+            let err = map_error(&name, &e, timeout);
+            let ttl = match err {
+                DnsError::NxDomain(_) | DnsError::NoAddress(_) => NEGATIVE_CACHE_TTL,
+                DnsError::Failure(..) | DnsError::Timeout(..) => FAILURE_CACHE_TTL,
+            };
+            (Err(err), now + ttl)
+        }
+        Ok(Ok(found)) => {
+            let addrs: Rc<[IpAddr]> = found.iter().collect();
+            let expires = found.valid_until().max(now + POSITIVE_MIN_TTL);
+            if addrs.is_empty() {
+                (
+                    Err(DnsError::NoAddress(name.to_string())),
+                    now + NEGATIVE_CACHE_TTL,
+                )
+            } else {
+                (Ok(addrs), expires)
+            }
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        inner.in_flight.borrow_mut().remove(&*name);
+        inner.store(
+            name,
+            CacheEntry {
+                result: result.clone(),
+                expires,
+            },
+        );
+    }
+    result
+}
+
+impl Inner {
+    fn cached(&self, name: &str) -> Option<LookupResult> {
+        let mut cache = self.cache.borrow_mut();
+        let entry = cache.get(name)?;
+        if entry.expires > Instant::now() {
+            return Some(entry.result.clone());
+        }
+        cache.remove(name);
+        None
+    }
+
+    /// Insert, keeping at most `cache_size` entries: expired ones go first, then an arbitrary
+    /// eighth of the rest (cheap, and rare: only when the cache is full of live entries).
+    fn store(&self, name: Rc<str>, entry: CacheEntry) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= self.cache_size && !cache.contains_key(&name) {
+            let now = Instant::now();
+            cache.retain(|_, e| e.expires > now);
+            if cache.len() >= self.cache_size {
+                let victims: Vec<Rc<str>> = cache
+                    .keys()
+                    .take(self.cache_size / 8 + 1)
+                    .cloned()
+                    .collect();
+                for key in victims {
+                    cache.remove(&key);
+                }
+            }
+        }
+        cache.insert(name, entry);
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut DnsStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+}
+
+/// hickory's error -> our kinds: NXDOMAIN, no A/AAAA (NODATA), timeout, anything else failure.
+fn map_error(name: &str, e: &HickoryError, timeout: Duration) -> DnsError {
+    match e {
+        _ if e.is_nx_domain() => DnsError::NxDomain(name.to_string()),
+        HickoryError::Dns(HickoryDnsError::NoRecordsFound(nr))
+            if nr.response_code == ResponseCode::NoError =>
+        {
+            DnsError::NoAddress(name.to_string())
+        }
+        HickoryError::Timeout => DnsError::Timeout(name.to_string(), millis(timeout)),
+        HickoryError::Dns(HickoryDnsError::ResponseCode(code)) => {
+            DnsError::Failure(name.to_string(), format!("server answered {code}"))
+        }
+        other => DnsError::Failure(name.to_string(), other.to_string()),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
