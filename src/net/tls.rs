@@ -489,4 +489,329 @@ mod tests {
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
         assert!(!e.to_string().contains('\n'));
     }
+
+    // ---- end-to-end over loopback: rustls server threads, certificates made by rcgen ----
+
+    use crate::error::ErrorKind;
+    use crate::net::{ConnectOptions, Stream};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::rc::Rc;
+    use std::thread;
+
+    type Chain = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+    struct Pki {
+        _dir: tempfile::TempDir,
+        ca_file: PathBuf,
+        ca: rcgen::Certificate,
+        ca_key: KeyPair,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ringcrawl test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        Pki {
+            _dir: dir,
+            ca_file,
+            ca,
+            ca_key,
+        }
+    }
+
+    fn leaf(pki: &Pki, names: &[&str], expired: bool) -> Chain {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    fn self_signed(names: &[&str]) -> Chain {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    /// Serves `conns` TLS connections one after the other: reads a request head, answers
+    /// [`BODY`], then closes with or without close_notify. Returns the SNI seen per
+    /// connection (`Err` for a failed handshake).
+    fn tls_server(
+        chain: Chain,
+        conns: usize,
+        close_notify: bool,
+    ) -> (
+        SocketAddr,
+        thread::JoinHandle<Vec<Result<Option<String>, String>>>,
+    ) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain.0, chain.1)
+            .unwrap();
+        cfg.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        let cfg = Arc::new(cfg);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            (0..conns)
+                .map(|_| {
+                    let (tcp, _) = listener.accept().unwrap();
+                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            Ok(_) => return Err("EOF before request".to_string()),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    tls.write_all(BODY).map_err(|e| e.to_string())?;
+                    if close_notify {
+                        tls.conn.send_close_notify();
+                    }
+                    tls.flush().map_err(|e| e.to_string())?;
+                    while tls.conn.wants_write() {
+                        tls.conn.write_tls(&mut tls.sock).map_err(|e| e.to_string())?;
+                    }
+                    Ok(tls.conn.server_name().map(str::to_string))
+                })
+                .collect()
+        });
+        (addr, handle)
+    }
+
+    fn opts() -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: Duration::from_millis(1500),
+            bind: Rc::from([]),
+        }
+    }
+
+    struct Got {
+        body: Vec<u8>,
+        clean: bool,
+        verified: Option<bool>,
+        alpn: Option<Vec<u8>>,
+    }
+
+    /// GET over TLS to `addr` as `name`, reading until EOF.
+    async fn get(ctx: &TlsContext, addr: SocketAddr, name: &str) -> Result<Got, NetError> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut s = Stream::connect(&[addr], &opts(), Some((ctx, name)), deadline).await?;
+        let alpn = match &s {
+            Stream::Tls(t) => t.alpn().map(<[u8]>::to_vec),
+            Stream::Plain(_) => None,
+        };
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), deadline)
+            .await?;
+        let mut body = Vec::new();
+        let mut buf = Vec::with_capacity(READ_BUF_SIZE);
+        loop {
+            let (res, b) = s.read(buf, deadline).await;
+            buf = b;
+            match res? {
+                0 => break,
+                n => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        let got = Got {
+            body,
+            clean: s.eof_was_clean(),
+            verified: s.tls_verified(),
+            alpn,
+        };
+        s.close().await;
+        Ok(got)
+    }
+
+    fn tls_message(r: Result<Got, NetError>) -> String {
+        match r {
+            Ok(_) => panic!("expected a TLS error"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "{msg}");
+                msg
+            }
+        }
+    }
+
+    #[test]
+    fn private_ca_ok_with_close_notify_and_resumption() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 2, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            for _ in 0..2 {
+                let got = get(&ctx, addr, "localhost").await.unwrap();
+                assert_eq!(got.body, BODY);
+                assert!(got.clean, "close_notify was sent");
+                assert_eq!(got.verified, Some(true));
+                assert_eq!(got.alpn.as_deref(), Some(ALPN_HTTP11));
+            }
+        });
+        let snis = server.join().unwrap();
+        assert_eq!(
+            snis,
+            vec![
+                Ok(Some("localhost".to_string())),
+                Ok(Some("localhost".to_string()))
+            ]
+        );
+        let stats = ctx.stats();
+        assert_eq!((stats.full_handshakes, stats.resumed_handshakes), (1, 1));
+    }
+
+    #[test]
+    fn ip_literal_sends_no_sni() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["127.0.0.1"], false), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "127.0.0.1").await.unwrap();
+            assert_eq!(got.body, BODY);
+        });
+        assert_eq!(server.join().unwrap(), vec![Ok(None)]);
+    }
+
+    #[test]
+    fn truncation_without_close_notify_is_eof_not_error() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 1, false);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "localhost").await.unwrap();
+            assert_eq!(got.body, BODY);
+            assert!(!got.clean);
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn unknown_issuer_without_ca_file() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 1, true);
+        let ctx = TlsContext::new(None, false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert!(msg.contains("unknown issuer"), "{msg}");
+        assert!(server.join().unwrap()[0].is_err());
+    }
+
+    #[test]
+    fn expired_certificate() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], true), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: certificate has expired");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn wrong_name() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["other.test"], false), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: certificate is not valid for localhost");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn self_signed_is_unknown_issuer_but_insecure_accepts_it() {
+        let (addr, server) = tls_server(self_signed(&["localhost"]), 2, true);
+        let pki = pki(); // an unrelated CA: must not help
+        let strict = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let insecure = TlsContext::new(None, true).unwrap();
+        tokio_uring::start(async {
+            let msg = tls_message(get(&strict, addr, "localhost").await);
+            assert!(msg.contains("unknown issuer"), "{msg}");
+            let got = get(&insecure, addr, "localhost").await.unwrap();
+            assert_eq!(got.body, BODY);
+            assert_eq!(got.verified, Some(false));
+        });
+        let seen = server.join().unwrap();
+        assert!(seen[0].is_err() && seen[1].is_ok(), "{seen:?}");
+    }
+
+    #[test]
+    fn plain_http_port_is_not_tls() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 512]);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let ctx = TlsContext::new(None, false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: not TLS (plain HTTP server?)");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn silent_server_is_a_handshake_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Holds the connection (reading the ClientHello) until the client gives up.
+            while matches!(s.read(&mut [0u8; 512]), Ok(n) if n > 0) {}
+        });
+        let ctx = TlsContext::new(None, false).unwrap();
+        tokio_uring::start(async {
+            let o = ConnectOptions {
+                connect_timeout: Duration::from_millis(200),
+                bind: Rc::from([]),
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let started = Instant::now();
+            let err = Stream::connect(&[addr], &o, Some((&ctx, "localhost")), deadline)
+                .await
+                .err()
+                .unwrap();
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(err.kind(), ErrorKind::Tls);
+            assert!(
+                err.to_string()
+                    .starts_with("TLS: handshake timed out after "),
+                "{err}"
+            );
+        });
+        server.join().unwrap();
+    }
 }
