@@ -571,6 +571,18 @@ mod tests {
         SocketAddr,
         thread::JoinHandle<Vec<Result<Option<String>, String>>>,
     ) {
+        tls_server_replying(chain, conns, close_notify, BODY.to_vec())
+    }
+
+    fn tls_server_replying(
+        chain: Chain,
+        conns: usize,
+        close_notify: bool,
+        reply: Vec<u8>,
+    ) -> (
+        SocketAddr,
+        thread::JoinHandle<Vec<Result<Option<String>, String>>>,
+    ) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -598,13 +610,15 @@ mod tests {
                             Err(e) => return Err(e.to_string()),
                         }
                     }
-                    tls.write_all(BODY).map_err(|e| e.to_string())?;
+                    tls.write_all(&reply).map_err(|e| e.to_string())?;
                     if close_notify {
                         tls.conn.send_close_notify();
                     }
                     tls.flush().map_err(|e| e.to_string())?;
                     while tls.conn.wants_write() {
-                        tls.conn.write_tls(&mut tls.sock).map_err(|e| e.to_string())?;
+                        tls.conn
+                            .write_tls(&mut tls.sock)
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok(tls.conn.server_name().map(str::to_string))
                 })
@@ -693,6 +707,23 @@ mod tests {
         );
         let stats = ctx.stats();
         assert_eq!((stats.full_handshakes, stats.resumed_handshakes), (1, 1));
+    }
+
+    #[test]
+    fn large_response_crosses_many_reads() {
+        // 1 MiB + change: many records per socket read, rustls' plaintext buffer fills up.
+        let big: Vec<u8> = (0..(1 << 20) + 777).map(|i| (i % 251) as u8).collect();
+        let pki = pki();
+        let (addr, server) =
+            tls_server_replying(leaf(&pki, &["localhost"], false), 1, true, big.clone());
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "localhost").await.unwrap();
+            assert_eq!(got.body.len(), big.len());
+            assert!(got.body == big, "bytes differ");
+            assert!(got.clean);
+        });
+        server.join().unwrap();
     }
 
     #[test]
