@@ -301,3 +301,286 @@ fn map_error(name: &str, e: &HickoryError, timeout: Duration) -> DnsError {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+
+    /// A tiny authoritative-looking DNS server on 127.0.0.1 whose answer depends on the first
+    /// label: `nx` NXDOMAIN, `nodata` no records, `fail` SERVFAIL, `refused` REFUSED, `silent`
+    /// never answers, `slow` answers after 150 ms, anything else answers at once; answers are
+    /// A 127.0.0.7 (AAAA queries get no records). Counts queries by (name, type).
+    struct FakeDns {
+        addr: SocketAddr,
+        seen: Arc<Mutex<HashMap<(String, u16), usize>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    const TYPE_A: u16 = 1;
+    const TYPE_AAAA: u16 = 28;
+    const ANSWER_IP: [u8; 4] = [127, 0, 0, 7];
+
+    impl FakeDns {
+        fn start() -> FakeDns {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let addr = sock.local_addr().unwrap();
+            let seen = Arc::new(Mutex::new(HashMap::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (seen2, stop2) = (seen.clone(), stop.clone());
+            let thread = thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !stop2.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Some((name, qtype, qend)) = parse_question(&buf[..n]) else {
+                        continue;
+                    };
+                    *seen2
+                        .lock()
+                        .unwrap()
+                        .entry((name.clone(), qtype))
+                        .or_insert(0) += 1;
+                    let label = name.split('.').next().unwrap_or("");
+                    let (rcode, answer) = match label {
+                        "silent" => continue,
+                        "nx" => (3, false),
+                        "nodata" => (0, false),
+                        "fail" => (2, false),
+                        "refused" => (5, false),
+                        "slow" => {
+                            thread::sleep(Duration::from_millis(150));
+                            (0, qtype == TYPE_A)
+                        }
+                        _ => (0, qtype == TYPE_A),
+                    };
+                    let reply = build_reply(&buf[..qend], rcode, answer);
+                    let _ = sock.send_to(&reply, from);
+                }
+            });
+            FakeDns {
+                addr,
+                seen,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn queries(&self, name: &str, qtype: u16) -> usize {
+            self.seen
+                .lock()
+                .unwrap()
+                .get(&(name.to_string(), qtype))
+                .copied()
+                .unwrap_or(0)
+        }
+
+        fn total(&self) -> usize {
+            self.seen.lock().unwrap().values().sum()
+        }
+
+        fn resolver(&self, timeout_ms: u64) -> Resolver {
+            Resolver::new(&DnsConfig {
+                server: Some(self.addr),
+                timeout: Duration::from_millis(timeout_ms),
+                cache_size: 16,
+            })
+            .unwrap()
+        }
+    }
+
+    impl Drop for FakeDns {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// (lower-case name without the final dot, qtype, end of the question section).
+    fn parse_question(msg: &[u8]) -> Option<(String, u16, usize)> {
+        let mut pos = 12;
+        let mut labels = Vec::new();
+        loop {
+            let len = *msg.get(pos)? as usize;
+            pos += 1;
+            if len == 0 {
+                break;
+            }
+            labels.push(String::from_utf8_lossy(msg.get(pos..pos + len)?).to_ascii_lowercase());
+            pos += len;
+        }
+        let qtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
+        Some((labels.join("."), qtype, pos + 4))
+    }
+
+    /// Header + the question copied from the query + optionally one A record.
+    fn build_reply(query_through_question: &[u8], rcode: u8, answer: bool) -> Vec<u8> {
+        let mut r = Vec::with_capacity(query_through_question.len() + 16);
+        r.extend_from_slice(&query_through_question[..2]); // id
+        r.push(0x81); // QR, RD
+        r.push(0x80 | rcode); // RA, rcode
+        r.extend_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
+        r.extend_from_slice(&query_through_question[12..]);
+        if answer {
+            r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&ANSWER_IP);
+        }
+        r
+    }
+
+    #[test]
+    fn answer_then_cache_hit() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let ip = IpAddr::from(ANSWER_IP);
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[ip]);
+            assert_eq!(&*r.lookup("WWW.Example.Test.").await.unwrap(), &[ip]);
+        });
+        assert_eq!(dns.queries("www.example.test", TYPE_A), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.cache_hits, s.coalesced), (1, 1, 0));
+    }
+
+    #[test]
+    fn nxdomain_is_cached_negatively() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            for _ in 0..2 {
+                let e = r.lookup("nx.example.test").await.unwrap_err();
+                assert_eq!(e, DnsError::NxDomain("nx.example.test".into()));
+                assert_eq!(e.kind(), ErrorKind::DnsNxdomain);
+            }
+        });
+        assert_eq!(dns.queries("nx.example.test", TYPE_A), 1);
+        assert_eq!(r.stats().cache_hits, 1);
+    }
+
+    #[test]
+    fn nodata_is_no_address() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        let e = tokio_uring::start(async { r.lookup("nodata.example.test").await.unwrap_err() });
+        assert_eq!(e, DnsError::NoAddress("nodata.example.test".into()));
+        assert_eq!(e.kind(), ErrorKind::DnsNoAddress);
+    }
+
+    #[test]
+    fn servfail_and_refused_are_failures() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            for name in ["fail.example.test", "refused.example.test"] {
+                let e = r.lookup(name).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::DnsFailure, "{name}: {e}");
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("DNS: lookup of {name} failed: ")),
+                    "{e}"
+                );
+                assert!(!e.to_string().contains('\n'));
+            }
+        });
+    }
+
+    #[test]
+    fn silent_server_times_out_within_the_bound() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(300);
+        tokio_uring::start(async {
+            let started = Instant::now();
+            let e = r.lookup("silent.example.test").await.unwrap_err();
+            assert_eq!(e, DnsError::Timeout("silent.example.test".into(), 300));
+            assert_eq!(e.kind(), ErrorKind::DnsTimeout);
+            assert!(
+                started.elapsed() < Duration::from_millis(900),
+                "{:?}",
+                started.elapsed()
+            );
+        });
+        assert!(dns.queries("silent.example.test", TYPE_A) >= 1);
+    }
+
+    #[test]
+    fn concurrent_lookups_share_one_query() {
+        const N: usize = 20;
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let all =
+                futures_util::future::join_all((0..N).map(|_| r.lookup("slow.example.test"))).await;
+            for res in all {
+                assert_eq!(&*res.unwrap(), &[IpAddr::from(ANSWER_IP)]);
+            }
+        });
+        assert_eq!(dns.queries("slow.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("slow.example.test", TYPE_AAAA), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (1, N as u64 - 1));
+    }
+
+    #[test]
+    fn cancelled_first_lookup_still_serves_the_others() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            // The lookup that started the query is dropped before the answer arrives.
+            let first =
+                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test")).await;
+            assert!(first.is_err());
+            assert_eq!(
+                &*r.lookup("slow.cancel.test").await.unwrap(),
+                &[IpAddr::from(ANSWER_IP)]
+            );
+            assert_eq!(
+                &*r.lookup("slow.cancel.test").await.unwrap(),
+                &[IpAddr::from(ANSWER_IP)]
+            );
+        });
+        assert_eq!(dns.queries("slow.cancel.test", TYPE_A), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced, s.cache_hits), (1, 1, 1));
+    }
+
+    #[test]
+    fn literals_and_localhost_need_no_query() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+            assert_eq!(&*r.lookup("127.0.0.1").await.unwrap(), &[v4]);
+            assert_eq!(&*r.lookup("[::1]").await.unwrap(), &[v6]);
+            assert_eq!(&*r.lookup("::1").await.unwrap(), &[v6]);
+            assert_eq!(&*r.lookup("localhost").await.unwrap(), &[v4, v6]);
+            assert_eq!(&*r.lookup("LocalHost.").await.unwrap(), &[v4, v6]);
+            assert_eq!(&*r.lookup("app.localhost").await.unwrap(), &[v4, v6]);
+        });
+        assert_eq!(dns.total(), 0);
+        assert_eq!(r.stats().lookups, 0);
+    }
+
+    #[test]
+    fn cache_stays_bounded() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000); // cache_size 16
+        tokio_uring::start(async {
+            for i in 0..100 {
+                r.lookup(&format!("h{i}.example.test")).await.unwrap();
+            }
+        });
+        assert!(r.inner.cache.borrow().len() <= 16);
+        assert!(r.inner.in_flight.borrow().is_empty());
+    }
+}
