@@ -467,7 +467,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            s.read(&mut [0u8; 64]).unwrap();
+            assert!(s.read(&mut [0u8; 64]).unwrap() > 0);
             let sock = socket2::Socket::from(s);
             sock.set_linger(Some(Duration::ZERO)).unwrap();
             drop(sock); // RST

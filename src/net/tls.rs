@@ -314,11 +314,9 @@ impl TlsConn {
                 }
                 Err(e) => return Err(NetError::Tls(e.to_string())),
             }
-            if self.net_pos >= self.net_buf.len() {
-                if self.recv(deadline).await? == 0 {
-                    self.clean_eof = false;
-                    return Ok(0);
-                }
+            if self.net_pos >= self.net_buf.len() && self.recv(deadline).await? == 0 {
+                self.clean_eof = false;
+                return Ok(0);
             }
             self.feed()?;
             // Post-handshake messages may need an answer (e.g. a KeyUpdate).
@@ -496,13 +494,14 @@ mod tests {
     use crate::net::{ConnectOptions, Stream};
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use rustls::pki_types::PrivateKeyDer;
-    use std::io::{Read as _, Write as _};
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::rc::Rc;
     use std::thread;
 
     type Chain = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+    /// Per connection: the SNI the client sent, or why the exchange failed.
+    type ServerThread = thread::JoinHandle<Vec<Result<Option<String>, String>>>;
 
     struct Pki {
         _dir: tempfile::TempDir,
@@ -563,14 +562,7 @@ mod tests {
     /// Serves `conns` TLS connections one after the other: reads a request head, answers
     /// [`BODY`], then closes with or without close_notify. Returns the SNI seen per
     /// connection (`Err` for a failed handshake).
-    fn tls_server(
-        chain: Chain,
-        conns: usize,
-        close_notify: bool,
-    ) -> (
-        SocketAddr,
-        thread::JoinHandle<Vec<Result<Option<String>, String>>>,
-    ) {
+    fn tls_server(chain: Chain, conns: usize, close_notify: bool) -> (SocketAddr, ServerThread) {
         tls_server_replying(chain, conns, close_notify, BODY.to_vec())
     }
 
@@ -579,10 +571,7 @@ mod tests {
         conns: usize,
         close_notify: bool,
         reply: Vec<u8>,
-    ) -> (
-        SocketAddr,
-        thread::JoinHandle<Vec<Result<Option<String>, String>>>,
-    ) {
+    ) -> (SocketAddr, ServerThread) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
