@@ -112,6 +112,9 @@ struct CacheEntry {
 }
 
 impl Resolver {
+    /// Build a resolver: `cfg.server` only (UDP, TCP on truncation, no /etc/hosts), else
+    /// /etc/resolv.conf + /etc/hosts. May be built before the worker's runtime starts, but
+    /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
         let setup_err =
             |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
