@@ -15,7 +15,9 @@ use support::dns::{query_a, RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL};
 use support::dnsmasq::{NO_ADDRESS_NAME, NXDOMAIN_NAME};
 use support::pages::{render, PageKind};
 use support::tls::{EXPIRED_HOST, SELF_SIGNED_HOST, WRONG_NAME_HOST};
-use support::{Dnsmasq, FaultDns, FaultDnsMode, FaultServer, Nginx, Site, SiteSpec, TlsCerts};
+use support::{
+    Blackhole, Dnsmasq, FaultDns, FaultDnsMode, FaultServer, Nginx, Site, SiteSpec, TlsCerts,
+};
 
 /// How a raw exchange ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -383,6 +385,12 @@ fn fault_server_plain_shapes() {
     assert_eq!(header(&head, "content-type"), ["image/png"]);
     assert!(body.starts_with(b"\x89PNG"));
 
+    let (r, end) = exchange(f.addr, b"\x16\x03\x01\x00\x05hello", IDLE, LIMIT);
+    assert!(
+        end == End::Eof && r.starts_with(b"HTTP/1.1 400"),
+        "TLS bytes get a 400"
+    );
+
     let (r, _) = go("/nope");
     assert!(r.starts_with(b"HTTP/1.1 404"));
     assert!(f.hits("/ok") == 1 && f.hits("/loop2") == 1 && f.hits("/redirect/3") == 1);
@@ -534,4 +542,21 @@ fn fault_server_handles_thousands_of_connections() {
         "live {}",
         f.live()
     );
+}
+
+#[test]
+fn blackhole_connects_time_out() {
+    let b = Blackhole::start();
+    let started = Instant::now();
+    let err =
+        TcpStream::connect_timeout(&b.addr, Duration::from_millis(500)).expect_err("no SYN-ACK");
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(450));
+}
+
+#[test]
+fn closed_port_refuses() {
+    let port = support::free_port();
+    let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
 }

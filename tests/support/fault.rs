@@ -212,6 +212,9 @@ fn nap(stop: &AtomicBool, d: Duration) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
+/// Pseudo target for a request that is not HTTP at all.
+const NOT_HTTP_TARGET: &str = "<not-http>";
+
 /// A request head: its target and whether the client asked to close.
 struct Request {
     target: String,
@@ -239,6 +242,14 @@ fn read_request(
                 })
             });
             return Ok(Some(Request { target, close }));
+        }
+        if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+            // Not HTTP (a TLS ClientHello, say): answer like a real server, 400 and close.
+            buf.clear();
+            return Ok(Some(Request {
+                target: NOT_HTTP_TARGET.to_string(),
+                close: true,
+            }));
         }
         if buf.len() > MAX_REQUEST_HEAD
             || stop.load(Ordering::Relaxed)
@@ -340,6 +351,16 @@ fn endless(s: &mut TcpStream, unit: &[u8], stop: &AtomicBool) -> io::Result<Next
 fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next> {
     let html = "text/html; charset=utf-8";
     match path {
+        NOT_HTTP_TARGET => {
+            full(
+                s,
+                "400 Bad Request",
+                "text/plain",
+                "Connection: close\r\n",
+                b"not HTTP\n",
+            )?;
+            Ok(Next::Close)
+        }
         "/ok" => {
             full(s, "200 OK", html, "", &title_doc("OK page"))?;
             Ok(Next::KeepAlive)
@@ -538,4 +559,46 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
 fn not_found(s: &mut TcpStream) -> io::Result<Next> {
     full(s, "404 Not Found", "text/plain", "", b"no such fault\n")?;
     Ok(Next::KeepAlive)
+}
+
+/// Connections queued on the full backlog of a [`Blackhole`] before it drops SYNs.
+const BLACKHOLE_FILL_ATTEMPTS: usize = 8;
+const BLACKHOLE_PROBE: Duration = Duration::from_millis(300);
+
+/// A listener on 127.0.0.1 whose accept queue is full and never drained: the kernel drops
+/// further SYNs, so a connect to it times out (for `connect_timeout`). Stops on drop.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn start() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        sock.bind(&any.into()).expect("bind blackhole");
+        sock.listen(0).expect("listen(0)");
+        let addr = sock
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .expect("inet addr");
+        let mut fillers = Vec::new();
+        for _ in 0..BLACKHOLE_FILL_ATTEMPTS {
+            match TcpStream::connect_timeout(&addr, BLACKHOLE_PROBE) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Blackhole {
+                        addr,
+                        _listener: sock,
+                        _fillers: fillers,
+                    };
+                }
+                Err(e) => panic!("filling the blackhole backlog: {e}"),
+            }
+        }
+        panic!("the backlog of {addr} never filled: SYNs are not dropped on this kernel");
+    }
 }

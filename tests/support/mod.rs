@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use dns::{FaultDns, FaultDnsMode};
 pub use dnsmasq::Dnsmasq;
-pub use fault::FaultServer;
+pub use fault::{Blackhole, FaultServer};
 pub use nginx::{Nginx, NginxTls};
 pub use site::{Expect, Site, SiteSpec};
 pub use tls::TlsCerts;
