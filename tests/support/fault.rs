@@ -24,6 +24,8 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Poll interval of blocking waits, so the server notices `stop`.
 const POLL: Duration = Duration::from_millis(50);
+/// Poll interval of `/stall` connections (how soon they notice the server stopping).
+const STALL_POLL: Duration = Duration::from_millis(500);
 /// Per-byte delay of the trickle endpoints.
 pub const TRICKLE_DELAY: Duration = Duration::from_secs(1);
 /// Thread stack size for connection threads (debug builds of flate2 need a few hundred KiB;
@@ -427,7 +429,9 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
             Ok(Next::KeepAlive)
         }
         "/stall" => {
-            // Hold the connection open, answering nothing, until the client leaves.
+            // Hold the connection open, answering nothing, until the client leaves. A slow
+            // poll: a thousand stalled connections must not busy the test machine.
+            s.set_read_timeout(Some(STALL_POLL))?;
             let mut sink = [0u8; 512];
             loop {
                 if stop.load(Ordering::Relaxed) {
