@@ -15,6 +15,8 @@ pub const DNSMASQ_BIN: &str = "/usr/sbin/dnsmasq";
 pub const NO_ADDRESS_NAME: &str = "noaddr.test";
 /// A name under the local-only domain that does not exist.
 pub const NXDOMAIN_NAME: &str = "does-not-exist.test";
+/// Starts tried when a free port was taken before dnsmasq bound it.
+const START_ATTEMPTS: usize = 3;
 
 pub struct Dnsmasq {
     child: Child,
@@ -23,8 +25,21 @@ pub struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// Start dnsmasq resolving each of `names` to 127.0.0.1.
+    /// Start dnsmasq resolving each of `names` to 127.0.0.1. A port taken between
+    /// [`free_port`] and dnsmasq's bind is retried with a new port.
     pub fn start(names: &[String]) -> Dnsmasq {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Dnsmasq::try_start(names) {
+                Ok(d) => return d,
+                Err(logs) if logs.contains("Address already in use") => last = logs,
+                Err(logs) => panic!("dnsmasq did not start:\n{logs}"),
+            }
+        }
+        panic!("dnsmasq found no free port in {START_ATTEMPTS} attempts:\n{last}");
+    }
+
+    fn try_start(names: &[String]) -> Result<Dnsmasq, String> {
         let dir = tempfile::Builder::new()
             .prefix("ringcrawl-dnsmasq")
             .tempdir()
@@ -67,14 +82,21 @@ impl Dnsmasq {
             .first()
             .map_or(NXDOMAIN_NAME, |n| n.as_str())
             .to_string();
+        let mut exited = None;
         let up = wait_until(SERVER_START_TIMEOUT, || {
             if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("dnsmasq exited at start ({status}):\n{}", d.logs());
+                exited = Some(status);
+                return true;
             }
             query_a(addr, &probe, Duration::from_millis(200)).is_ok()
         });
-        assert!(up, "dnsmasq did not answer on {addr}:\n{}", d.logs());
-        d
+        if let Some(status) = exited {
+            return Err(format!("dnsmasq exited at start ({status}):\n{}", d.logs()));
+        }
+        if !up {
+            return Err(format!("dnsmasq did not answer on {addr}:\n{}", d.logs()));
+        }
+        Ok(d)
     }
 
     /// `IP:PORT` for `--resolver`.

@@ -344,8 +344,23 @@ fn trickle(s: &mut TcpStream, bytes: &[u8], stop: &AtomicBool) -> io::Result<Nex
 
 /// Write `unit` over and over until the peer goes away or the server stops.
 fn endless(s: &mut TcpStream, unit: &[u8], stop: &AtomicBool) -> io::Result<Next> {
+    // A client that stops reading must not pin this thread after the server stops: write
+    // under a short timeout and look at `stop` between tries.
+    s.set_write_timeout(Some(STALL_POLL))?;
     while !stop.load(Ordering::Relaxed) {
-        s.write_all(unit)?;
+        let mut off = 0;
+        while off < unit.len() && !stop.load(Ordering::Relaxed) {
+            match s.write(&unit[off..]) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(n) => off += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(Next::Close)
 }

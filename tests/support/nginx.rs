@@ -16,6 +16,8 @@ pub const NGINX_BIN: &str = "/usr/sbin/nginx";
 /// Open files per worker; more than the suite's connections.
 const WORKER_RLIMIT_NOFILE: u32 = 65_536;
 const WORKER_CONNECTIONS: u32 = 16_384;
+/// Starts tried when a free port was taken before nginx bound it.
+const START_ATTEMPTS: usize = 3;
 
 /// TLS setup: the default certificate for every site host, and extra virtual hosts with
 /// their own certificate (expired, wrong name, self-signed...).
@@ -37,7 +39,20 @@ pub struct Nginx {
 
 impl Nginx {
     /// Start nginx serving `site` (over http on `port`, and https on `tls_port` when `tls`).
+    /// A port taken between [`free_port`] and nginx's bind is retried with new ports.
     pub fn start(site: &Site, tls: Option<&NginxTls>) -> Nginx {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Nginx::try_start(site, tls) {
+                Ok(n) => return n,
+                Err(logs) if logs.contains("Address already in use") => last = logs,
+                Err(logs) => panic!("nginx did not start:\n{logs}"),
+            }
+        }
+        panic!("nginx found no free port in {START_ATTEMPTS} attempts:\n{last}");
+    }
+
+    fn try_start(site: &Site, tls: Option<&NginxTls>) -> Result<Nginx, String> {
         let dir = tempfile::Builder::new()
             .prefix("ringcrawl-nginx")
             .tempdir()
@@ -69,15 +84,25 @@ impl Nginx {
             dir,
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut exited = None;
         let up = wait_until(SERVER_START_TIMEOUT, || {
             if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited at start ({status}):\n{}", nginx.logs());
+                exited = Some(status);
+                return true;
             }
             TcpStream::connect(addr).is_ok()
                 && tls_port.is_none_or(|p| TcpStream::connect(("127.0.0.1", p)).is_ok())
         });
-        assert!(up, "nginx did not listen on {addr}:\n{}", nginx.logs());
-        nginx
+        if let Some(status) = exited {
+            return Err(format!(
+                "nginx exited at start ({status}):\n{}",
+                nginx.logs()
+            ));
+        }
+        if !up {
+            return Err(format!("nginx did not listen on {addr}:\n{}", nginx.logs()));
+        }
+        Ok(nginx)
     }
 
     /// The error log and stderr, for failure messages.
