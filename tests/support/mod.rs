@@ -1,0 +1,193 @@
+//! Shared integration-test infrastructure: in-process fault servers, a real nginx serving a
+//! generated multi-host site, a real dnsmasq resolving its names, test certificates, and the
+//! helper that runs the `ringcrawl` binary and parses its journal.
+//!
+//! Integration test files use it with `mod support;`. Every server binds 127.0.0.1 on a free
+//! port and stops when its handle is dropped. Not every test file uses every item.
+#![allow(dead_code, unused_imports)]
+
+pub mod dns;
+pub mod dnsmasq;
+pub mod fault;
+pub mod nginx;
+pub mod pages;
+pub mod site;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use dns::{FaultDns, FaultDnsMode};
+pub use dnsmasq::Dnsmasq;
+pub use fault::{Blackhole, FaultServer};
+pub use nginx::{Nginx, NginxTls};
+pub use site::{Expect, Site, SiteSpec};
+pub use tls::TlsCerts;
+
+/// Longest a single `ringcrawl fetch` run may take before the harness kills it (a hang is a
+/// test failure, never a stuck suite).
+pub const FETCH_KILL_AFTER: Duration = Duration::from_secs(240);
+/// How long to wait for a spawned server (nginx, dnsmasq) to accept requests.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A TCP (and, where possible, UDP) port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    for _ in 0..64 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = tcp.local_addr().expect("local_addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP on 127.0.0.1");
+}
+
+/// The result of one `ringcrawl fetch` run.
+#[derive(Debug)]
+pub struct FetchRun {
+    /// The journal lines, parsed (a line that is not JSON fails the run's test).
+    pub records: Vec<serde_json::Value>,
+    pub stderr: String,
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+}
+
+impl FetchRun {
+    /// Records keyed by their `url` field; panics when a URL has more than one record.
+    pub fn by_url(&self) -> HashMap<String, serde_json::Value> {
+        let mut map = HashMap::with_capacity(self.records.len());
+        for r in &self.records {
+            let url = r["url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("record without url: {r}"));
+            if let Some(prev) = map.insert(url.to_string(), r.clone()) {
+                panic!("two records for {url}: {prev} and {r}");
+            }
+        }
+        map
+    }
+
+    /// Panics with the stderr when the run did not exit 0.
+    pub fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "ringcrawl fetch exited with {}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+}
+
+/// Path of the binary under test.
+pub fn ringcrawl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringcrawl")
+}
+
+/// Run `ringcrawl fetch ARGS`, feeding `stdin` (if any) and collecting the journal from
+/// stdout. The child is killed after [`FETCH_KILL_AFTER`].
+pub fn run_fetch(args: &[&str], stdin: Option<&[u8]>) -> FetchRun {
+    let started = Instant::now();
+    let mut child = Command::new(ringcrawl_bin())
+        .arg("fetch")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringcrawl");
+    let writer = stdin.map(|data| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            // The binary may stop reading early only by exiting; a broken pipe then is fine.
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        out_pipe.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        err_pipe.read_to_end(&mut buf).map(|_| buf)
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ringcrawl") {
+            break status;
+        }
+        if started.elapsed() > FETCH_KILL_AFTER {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringcrawl fetch {args:?} still running after {FETCH_KILL_AFTER:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    if let Some(w) = writer {
+        w.join().expect("stdin writer thread");
+    }
+    let stdout = out_reader
+        .join()
+        .expect("stdout thread")
+        .expect("read stdout");
+    let stderr = err_reader
+        .join()
+        .expect("stderr thread")
+        .expect("read stderr");
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let records = parse_journal(&stdout, &stderr);
+    FetchRun {
+        records,
+        stderr,
+        status,
+        elapsed,
+    }
+}
+
+/// Parse JSON Lines output; every line must be one JSON object.
+pub fn parse_journal(stdout: &[u8], stderr: &str) -> Vec<serde_json::Value> {
+    let text = std::str::from_utf8(stdout)
+        .unwrap_or_else(|e| panic!("journal is not UTF-8 ({e}); stderr:\n{stderr}"));
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {line:?}"));
+            assert!(v.is_object(), "journal line is not an object: {line}");
+            v
+        })
+        .collect()
+}
+
+/// `error.kind` of a record, if it has an error.
+pub fn error_kind(record: &serde_json::Value) -> Option<&str> {
+    record["error"]["kind"].as_str()
+}
+
+/// Poll `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ready()
+}
+
+/// Whether this process runs as root (owner of /proc/self), without a syscall wrapper.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
