@@ -139,19 +139,20 @@ fn inflate(
     let mut used_total = 0;
     loop {
         let (in0, out0) = (d.total_in(), d.total_out());
-        let status = d
-            .decompress(&input[used_total..], out, FlushDecompress::None)
-            .map_err(|e| HttpError::Protocol(format!("bad {what} data: {e}")))?;
+        let result = d.decompress(&input[used_total..], out, FlushDecompress::None);
         // Both deltas are bounded by the slice lengths passed in.
         let used = (d.total_in() - in0) as usize;
         let produced = (d.total_out() - out0) as usize;
         used_total += used;
+        // Bytes decoded before a corruption are delivered first, so where the body limit
+        // falls relative to the error does not depend on how the input was split.
         if produced > 0 {
             on_out(&out[..produced]);
             if !emit(&out[..produced]) {
                 return Ok(Inflated::Stopped);
             }
         }
+        let status = result.map_err(|e| HttpError::Protocol(format!("bad {what} data: {e}")))?;
         if status == Status::StreamEnd {
             return Ok(Inflated::StreamEnd(used_total));
         }

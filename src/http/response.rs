@@ -215,3 +215,201 @@ fn parse_content_length(digits: &[u8]) -> Result<u64, HttpError> {
             .ok_or_else(bad)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &str) -> Result<Option<(ResponseHead, usize)>, HttpError> {
+        parse_head(head.as_bytes())
+    }
+
+    fn ok(head: &str) -> ResponseHead {
+        let (h, n) = parse(head).unwrap().expect("complete head");
+        assert_eq!(n, head.len());
+        h
+    }
+
+    fn err(head: &str) -> String {
+        match parse(head) {
+            Err(HttpError::Protocol(m)) => m,
+            other => panic!("expected protocol error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_then_complete_with_length_of_head_only() {
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Len").unwrap(), None);
+        let (h, n) = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 38);
+        assert_eq!(
+            h,
+            ResponseHead {
+                status: 200,
+                version: 1,
+                content_length: Some(3),
+                chunked: false,
+                close: false,
+                location: None,
+                content_type: None,
+                content_encoding: None,
+            }
+        );
+    }
+
+    #[test]
+    fn missing_reason_phrase_and_bare_lf() {
+        assert_eq!(ok("HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n").status, 404);
+        assert_eq!(ok("HTTP/1.1 200 OK\nContent-Length: 0\n\n").status, 200);
+    }
+
+    #[test]
+    fn content_length_duplicates_must_agree() {
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n").content_length,
+            Some(5)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n").content_length,
+            Some(5)
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            "conflicting Content-Length"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nContent-Length: 5, 7\r\n\r\n"),
+            "conflicting Content-Length"
+        );
+    }
+
+    #[test]
+    fn bad_content_length_values() {
+        for v in ["abc", "-1", "+5", "1 2", "", "99999999999999999999999"] {
+            assert_eq!(
+                err(&format!("HTTP/1.1 200 OK\r\nContent-Length: {v}\r\n\r\n")),
+                "bad Content-Length",
+                "value {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length_but_closes() {
+        let h = ok("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(h.chunked);
+        assert!(h.close);
+        assert_eq!(h.content_length, None);
+        let h = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert!(h.chunked && !h.close);
+    }
+
+    #[test]
+    fn transfer_encoding_not_ending_in_chunked() {
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n"),
+            "conflicting Content-Length and Transfer-Encoding"
+        );
+        let h = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n");
+        assert!(!h.chunked && h.close);
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            "unsupported Transfer-Encoding: gzip"
+        );
+        let h =
+            ok("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n");
+        assert!(h.chunked && h.close);
+    }
+
+    #[test]
+    fn connection_tokens_case_insensitive_and_versions() {
+        assert!(
+            ok("HTTP/1.1 200 OK\r\nConnection: Upgrade, CLOSE\r\nContent-Length: 0\r\n\r\n").close
+        );
+        assert!(
+            !ok("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").close
+        );
+        assert!(ok("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").close);
+        let h = ok("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.version, 0);
+        assert!(!h.close);
+    }
+
+    #[test]
+    fn close_delimited_only_for_statuses_with_body() {
+        assert!(ok("HTTP/1.1 200 OK\r\n\r\n").close);
+        assert!(!ok("HTTP/1.1 204 No Content\r\n\r\n").close);
+        assert!(!ok("HTTP/1.1 304 Not Modified\r\n\r\n").close);
+        assert!(!ok("HTTP/1.1 100 Continue\r\n\r\n").close);
+    }
+
+    #[test]
+    fn kept_header_values() {
+        let h = ok(
+            "HTTP/1.1 301 Moved\r\nLocation:  /next?a=1 \r\nLocation: /second\r\n\
+                    Content-Type: text/html; charset=utf-8\r\nContent-Encoding: GZIP\r\n\
+                    content-encoding: identity\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(h.location.as_deref(), Some("/next?a=1"));
+        assert_eq!(h.content_type.as_deref(), Some("text/html; charset=utf-8"));
+        assert_eq!(h.content_encoding.as_deref(), Some("gzip, identity"));
+    }
+
+    #[test]
+    fn httparse_errors_say_what() {
+        assert_eq!(err("HTTP/1.1 2x0 OK\r\n\r\n"), "bad status line");
+        assert_eq!(
+            err("HTTP/2 200 OK\r\n\r\n"),
+            "bad status line: not HTTP/1.x"
+        );
+        assert_eq!(
+            err("FTP/1.1 200 OK\r\n\r\n"),
+            "bad status line: not HTTP/1.x"
+        );
+        assert_eq!(
+            err("HTTP/1.1 099 Odd\r\n\r\n"),
+            "bad status line: status code 099"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nBad(Name): x\r\n\r\n"),
+            "bad header name"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nName: a\x01b\r\n\r\n"),
+            "bad header value"
+        );
+        assert_eq!(
+            err("HTTP/1.1 200 OK\r\nName: a\rb\r\n\r\n"),
+            "bad header value"
+        );
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..=MAX_HEADERS {
+            head.push_str(&format!("X-{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        assert_eq!(
+            parse(&head),
+            Err(HttpError::TooLarge("more than 128 header fields".into()))
+        );
+    }
+
+    #[test]
+    fn oversized_head_is_too_large() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\nX-Big: ");
+        head.push_str(&"a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(
+            parse(&head),
+            Err(HttpError::TooLarge(
+                "response head larger than 65536 bytes".into()
+            ))
+        );
+        // Just under the cap and still incomplete: wait for more.
+        assert_eq!(parse(&head[..MAX_HEAD_BYTES - 1]), Ok(None));
+    }
+}
