@@ -565,3 +565,871 @@ fn deliver(
     }
     fits
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::decode::OUT_CHUNK;
+    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+    use flate2::{Compression, Crc};
+    use std::io::Write;
+
+    const BIG: u64 = 1 << 30;
+
+    /// Everything a reader made of one input, independent of how it was split.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Outcome {
+        head: Option<ResponseHead>,
+        body: Vec<u8>,
+        /// `Some(reusable)` once `End` came, `false` if input was left unconsumed.
+        end: Option<bool>,
+        error: Option<HttpError>,
+        /// Largest single `Data` event (bounded output per step).
+        max_event: usize,
+    }
+
+    /// Feed `input` in pieces ending at `cuts` (then the rest), then EOF unless done.
+    fn run_pieces(input: &[u8], cuts: &[usize], max_body: u64, head_req: bool) -> Outcome {
+        let mut reader = ResponseReader::new(max_body, head_req);
+        let mut out = Outcome {
+            head: None,
+            body: Vec::new(),
+            end: None,
+            error: None,
+            max_event: 0,
+        };
+        let mut consumed = 0;
+        let mut bounds: Vec<usize> = cuts.to_vec();
+        bounds.push(input.len());
+        let mut start = 0;
+        {
+            let mut sink = |ev: BodyEvent<'_>| {
+                assert!(out.end.is_none(), "event after End: {ev:?}");
+                match ev {
+                    BodyEvent::Head(h) => {
+                        assert!(out.head.is_none(), "second Head");
+                        out.head = Some(h.clone());
+                    }
+                    BodyEvent::Data(d) => {
+                        assert!(out.head.is_some(), "Data before Head");
+                        assert!(!d.is_empty(), "empty Data event");
+                        out.max_event = out.max_event.max(d.len());
+                        out.body.extend_from_slice(d);
+                    }
+                    BodyEvent::End { reusable } => {
+                        assert!(out.head.is_some(), "End before Head");
+                        out.end = Some(reusable);
+                    }
+                }
+            };
+            for &end in &bounds {
+                let piece = &input[start..end];
+                start = end;
+                match reader.feed(piece, &mut sink) {
+                    Ok(n) => {
+                        assert!(n <= piece.len());
+                        assert!(
+                            n == piece.len() || reader.is_done(),
+                            "short feed without End"
+                        );
+                        consumed += n;
+                    }
+                    Err(e) => {
+                        out.error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if out.error.is_none() && !reader.is_done() {
+                if let Err(e) = reader.eof(&mut sink) {
+                    out.error = Some(e);
+                }
+            }
+        }
+        if out.error.is_some() {
+            assert!(!reader.is_done());
+            // A failed reader stays failed.
+            assert_eq!(reader.feed(b"x", &mut |_| {}).err(), out.error);
+        } else {
+            assert!(reader.is_done());
+            assert_eq!(reader.head(), out.head.as_ref());
+            assert_eq!(reader.feed(b"more", &mut |_| {}), Ok(0));
+            out.end = out.end.map(|r| r && consumed == input.len());
+        }
+        out.max_event = out.max_event.min(OUT_CHUNK + 1);
+        out
+    }
+
+    /// Run `input` whole, one byte at a time and in a few fixed strides; all must agree.
+    fn check_with(input: &[u8], max_body: u64, head_req: bool) -> Outcome {
+        let whole = run_pieces(input, &[], max_body, head_req);
+        let bytewise: Vec<usize> = (1..input.len()).collect();
+        let one = run_pieces(input, &bytewise, max_body, head_req);
+        assert_eq!(
+            Outcome {
+                max_event: 0,
+                ..whole.clone()
+            },
+            Outcome {
+                max_event: 0,
+                ..one
+            },
+            "whole vs one byte at a time"
+        );
+        for stride in [2, 3, 7, 64] {
+            let cuts: Vec<usize> = (stride..input.len()).step_by(stride).collect();
+            let split = run_pieces(input, &cuts, max_body, head_req);
+            assert_eq!(
+                Outcome {
+                    max_event: 0,
+                    ..whole.clone()
+                },
+                Outcome {
+                    max_event: 0,
+                    ..split
+                },
+                "whole vs stride {stride}"
+            );
+        }
+        whole
+    }
+
+    fn check(input: &[u8]) -> Outcome {
+        check_with(input, BIG, false)
+    }
+
+    fn ok_body(input: &[u8], body: &[u8], reusable: bool) -> Outcome {
+        let out = check(input);
+        assert_eq!(out.error, None);
+        assert_eq!(
+            String::from_utf8_lossy(&out.body),
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(out.end, Some(reusable));
+        out
+    }
+
+    fn protocol_err(input: &[u8]) -> String {
+        match check(input).error {
+            Some(HttpError::Protocol(m)) => m,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    fn too_large_err(input: &[u8]) -> String {
+        match check(input).error {
+            Some(HttpError::TooLarge(m)) => m,
+            other => panic!("expected too_large, got {other:?}"),
+        }
+    }
+
+    fn with_body(head: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = head.as_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = DeflateEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for c in body.chunks(size) {
+            v.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+            v.extend_from_slice(c);
+            v.extend_from_slice(b"\r\n");
+        }
+        v.extend_from_slice(b"0\r\n\r\n");
+        v
+    }
+
+    fn page(n: usize) -> Vec<u8> {
+        let mut v = b"<html><head><title>T</title></head><body>".to_vec();
+        let mut i = 0u32;
+        while v.len() < n {
+            v.extend_from_slice(format!("<p>line {i} of the page</p>\n").as_bytes());
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    // ---- Content-Length ----
+
+    #[test]
+    fn content_length_keep_alive() {
+        let out = ok_body(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"hello",
+            true,
+        );
+        assert_eq!(out.head.unwrap().status, 200);
+    }
+
+    #[test]
+    fn content_length_zero_and_bare_lf_head() {
+        ok_body(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", b"", true);
+    }
+
+    #[test]
+    fn extra_bytes_after_response_are_not_consumed_and_not_reusable() {
+        let first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+        let mut input = first.to_vec();
+        input.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        ok_body(&input, b"hi", false);
+        let mut reader = ResponseReader::new(BIG, false);
+        let mut ends = Vec::new();
+        let n = reader
+            .feed(&input, &mut |ev| {
+                if let BodyEvent::End { reusable } = ev {
+                    ends.push(reusable);
+                }
+            })
+            .unwrap();
+        assert_eq!(n, first.len());
+        assert_eq!(ends, [false]);
+    }
+
+    #[test]
+    fn connection_close_and_http10_not_reusable() {
+        ok_body(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+            b"x",
+            false,
+        );
+        ok_body(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+            b"x",
+            false,
+        );
+        ok_body(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+            b"x",
+            true,
+        );
+    }
+
+    #[test]
+    fn eof_mid_body_says_how_much_arrived() {
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+            "body ended after 3 of 10 bytes (connection closed)"
+        );
+    }
+
+    // ---- close-delimited ----
+
+    #[test]
+    fn close_delimited_body_ends_at_eof() {
+        ok_body(b"HTTP/1.1 200 OK\r\n\r\nall of it", b"all of it", false);
+        ok_body(b"HTTP/1.0 200 OK\r\n\r\n", b"", false);
+    }
+
+    // ---- no body ----
+
+    #[test]
+    fn head_request_has_no_body() {
+        let out = check_with(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", BIG, true);
+        assert_eq!((out.body.len(), out.end, out.error), (0, Some(true), None));
+        let out = check_with(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            BIG,
+            true,
+        );
+        assert_eq!((out.body.len(), out.end, out.error), (0, Some(true), None));
+    }
+
+    #[test]
+    fn no_body_for_204_and_304() {
+        ok_body(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+            b"",
+            true,
+        );
+        ok_body(b"HTTP/1.1 304 Not Modified\r\n\r\n", b"", true);
+    }
+
+    // ---- 1xx ----
+
+    #[test]
+    fn informational_heads_are_skipped() {
+        let out = ok_body(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"ok",
+            true,
+        );
+        assert_eq!(out.head.unwrap().status, 200);
+    }
+
+    #[test]
+    fn switching_protocols_is_an_error() {
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"),
+            "unexpected 101 Switching Protocols"
+        );
+    }
+
+    #[test]
+    fn endless_informational_heads_are_an_error() {
+        let input = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INFORMATIONAL + 1);
+        assert_eq!(
+            protocol_err(&input),
+            "more than 16 informational (1xx) responses"
+        );
+    }
+
+    // ---- head errors ----
+
+    #[test]
+    fn eof_before_any_byte_and_mid_head() {
+        assert_eq!(
+            protocol_err(b""),
+            "connection closed before any response byte"
+        );
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 200 OK\r\nCont"),
+            "connection closed mid-head"
+        );
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            "connection closed mid-head"
+        );
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        ok_body(
+            b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
+            b"z",
+            true,
+        );
+    }
+
+    #[test]
+    fn garbage_fails_fast_without_a_complete_head() {
+        for input in [
+            &b"SSH-2.0-OpenSSH\r\n"[..],
+            b"<html>",
+            b"HTTP/1.1 2x0 OK\r\nstill going",
+        ] {
+            let mut reader = ResponseReader::new(BIG, false);
+            let r = reader.feed(input, &mut |_| {});
+            assert!(
+                matches!(r, Err(HttpError::Protocol(ref m)) if m == "bad status line"),
+                "{r:?}"
+            );
+        }
+        assert_eq!(protocol_err(b"<html><title>x</title>"), "bad status line");
+        assert_eq!(
+            protocol_err(b"HTTP/2 200\r\n\r\n"),
+            "bad status line: not HTTP/1.x"
+        );
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 200 OK\r\nA B: c\r\n\r\n"),
+            "bad header name"
+        );
+    }
+
+    #[test]
+    fn oversized_head_is_too_large() {
+        let mut input = b"HTTP/1.1 200 OK\r\nX-Endless: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
+        assert_eq!(
+            too_large_err(&input),
+            "response head larger than 65536 bytes"
+        );
+        let blank = b"\r\n".repeat(MAX_HEAD_BYTES);
+        assert_eq!(
+            too_large_err(&blank),
+            "response head larger than 65536 bytes"
+        );
+    }
+
+    #[test]
+    fn duplicate_length_errors_reach_the_reader() {
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx"),
+            "conflicting Content-Length"
+        );
+    }
+
+    // ---- chunked ----
+
+    #[test]
+    fn chunked_simple() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        );
+        ok_body(&input, b"hello world", true);
+    }
+
+    #[test]
+    fn chunked_extensions_whitespace_hex_case_and_bare_lf() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"A;name=\"v;x\"\r\n0123456789\r\n00b \t;e\r\nabcdefghijk\n1\n!\n0;last\r\n\r\n",
+        );
+        ok_body(&input, b"0123456789abcdefghijk!", true);
+    }
+
+    #[test]
+    fn chunked_trailers_are_skipped() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: two\r\n\r\n",
+        );
+        ok_body(&input, b"abc", true);
+    }
+
+    #[test]
+    fn chunked_with_content_length_is_chunked_but_not_reusable() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"2\r\nok\r\n0\r\n\r\n",
+        );
+        ok_body(&input, b"ok", false);
+    }
+
+    #[test]
+    fn bad_chunk_sizes() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b";ext\r\n",
+            b" 5\r\nhello\r\n",
+            b"5x\r\nhello\r\n",
+            b"5 5\r\nhello\r\n",
+            b"5\rhello\r\n",
+            b"10000000000000000\r\n",
+            b"-1\r\n",
+        ] {
+            assert_eq!(
+                protocol_err(&with_body(head, body)),
+                "bad chunk size",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn missing_crlf_after_chunk_data() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nabcd\r\n0\r\n\r\n",
+        );
+        assert_eq!(protocol_err(&input), "missing CRLF after chunk data");
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nabc\rX",
+        );
+        assert_eq!(protocol_err(&input), "missing CRLF after chunk data");
+    }
+
+    #[test]
+    fn chunk_size_line_cap() {
+        let mut body = b"1;".to_vec();
+        body.extend(std::iter::repeat_n(b'e', MAX_CHUNK_LINE));
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &body,
+        );
+        assert_eq!(
+            too_large_err(&input),
+            "chunk size line longer than 4096 bytes"
+        );
+    }
+
+    #[test]
+    fn trailer_cap() {
+        let mut body = b"0\r\n".to_vec();
+        for _ in 0..MAX_TRAILER_BYTES / 8 + 1 {
+            body.extend_from_slice(b"X-T: 1\r\n");
+        }
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &body,
+        );
+        assert_eq!(
+            too_large_err(&input),
+            "chunked trailers larger than 65536 bytes"
+        );
+    }
+
+    #[test]
+    fn bad_line_ending_after_trailers() {
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"0\r\n\rX",
+        );
+        assert_eq!(
+            protocol_err(&input),
+            "bad line ending after chunked trailers"
+        );
+    }
+
+    #[test]
+    fn eof_mid_chunk() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [&b""[..], b"5", b"5\r\nhel", b"5\r\nhello", b"5\r\nhello\r"] {
+            assert_eq!(
+                protocol_err(&with_body(head, body)),
+                "connection closed mid-chunk"
+            );
+        }
+    }
+
+    #[test]
+    fn eof_in_trailers_after_last_chunk_completes_the_body() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        ok_body(&with_body(head, b"2\r\nok\r\n0\r\n"), b"ok", false);
+        ok_body(&with_body(head, b"2\r\nok\r\n0\r\nX-Half: 1"), b"ok", false);
+    }
+
+    // ---- content codings ----
+
+    #[test]
+    fn gzip_and_x_gzip() {
+        let body = page(5000);
+        for enc in ["gzip", "x-gzip", "GZip"] {
+            let z = gzip(&body);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: {enc}\r\nContent-Length: {}\r\n\r\n",
+                z.len()
+            );
+            ok_body(&with_body(&head, &z), &body, true);
+        }
+    }
+
+    #[test]
+    fn deflate_zlib_wrapped_and_raw() {
+        let body = page(3000);
+        for z in [zlib(&body), raw_deflate(&body)] {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: {}\r\n\r\n",
+                z.len()
+            );
+            ok_body(&with_body(&head, &z), &body, true);
+        }
+    }
+
+    #[test]
+    fn gzip_over_chunked_and_close_delimited() {
+        let body = page(20_000);
+        let z = gzip(&body);
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n",
+            &chunked(&z, 777),
+        );
+        ok_body(&input, &body, true);
+        let input = with_body(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\n\r\n",
+            &zlib(&body),
+        );
+        ok_body(&input, &body, false);
+    }
+
+    /// A gzip member with every optional header field (FEXTRA, FNAME, FCOMMENT, FHCRC).
+    fn gzip_all_fields(data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x1f, 0x8b, 8, 0x02 | 0x04 | 0x08 | 0x10, 0, 0, 0, 0, 0, 255];
+        v.extend_from_slice(&[3, 0, b'a', b'b', b'c']);
+        v.extend_from_slice(b"name.html\0");
+        v.extend_from_slice(b"a comment\0");
+        v.extend_from_slice(&[0xaa, 0xbb]);
+        v.extend_from_slice(&raw_deflate(data));
+        let mut crc = Crc::new();
+        crc.update(data);
+        v.extend_from_slice(&crc.sum().to_le_bytes());
+        v.extend_from_slice(&crc.amount().to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn gzip_optional_header_fields() {
+        let body = page(1000);
+        let z = gzip_all_fields(&body);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            z.len()
+        );
+        ok_body(&with_body(&head, &z), &body, true);
+    }
+
+    #[test]
+    fn gzip_multi_member_and_trailing_garbage() {
+        let mut z = gzip(b"first ");
+        z.extend_from_slice(&gzip(b"second"));
+        z.extend_from_slice(b"\0\0junk after the members");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            z.len()
+        );
+        ok_body(&with_body(&head, &z), b"first second", true);
+    }
+
+    #[test]
+    fn gzip_errors() {
+        let gz_head = |len: usize| {
+            format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len}\r\n\r\n")
+        };
+        let mut z = gzip(b"checksummed");
+        let n = z.len();
+        z[n - 8] ^= 0xff;
+        assert_eq!(
+            protocol_err(&with_body(&gz_head(n), &z)),
+            "gzip checksum mismatch"
+        );
+
+        let not_gzip = b"plain text, not gzip";
+        assert_eq!(
+            protocol_err(&with_body(&gz_head(not_gzip.len()), not_gzip)),
+            "bad gzip header"
+        );
+        let mut reserved = gzip(b"x");
+        reserved[3] = 0x20;
+        assert_eq!(
+            protocol_err(&with_body(&gz_head(reserved.len()), &reserved)),
+            "bad gzip header"
+        );
+
+        // A deflate block of reserved type 3 is corrupt data.
+        let mut corrupt = gzip(b"x");
+        corrupt[10] = 0xff;
+        let msg = protocol_err(&with_body(&gz_head(corrupt.len()), &corrupt));
+        assert!(msg.starts_with("bad gzip data: "), "{msg}");
+    }
+
+    #[test]
+    fn truncated_compressed_body_is_accepted() {
+        let body = page(50_000);
+        let z = gzip(&body);
+        let cut = &z[..z.len() / 2];
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            cut.len()
+        );
+        let out = check(&with_body(&head, cut));
+        assert_eq!(out.error, None);
+        assert_eq!(out.end, Some(true));
+        assert!(!out.body.is_empty() && body.starts_with(&out.body));
+    }
+
+    #[test]
+    fn one_byte_deflate_body() {
+        let out =
+            check(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: 1\r\n\r\n\x03");
+        assert_eq!((out.error, out.body.len(), out.end), (None, 0, Some(true)));
+    }
+
+    #[test]
+    fn unknown_coding_passes_through_unsupported_coding_fails() {
+        ok_body(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: utf-8\r\nContent-Length: 2\r\n\r\nhi",
+            b"hi",
+            true,
+        );
+        ok_body(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: 2\r\n\r\nhi",
+            b"hi",
+            true,
+        );
+        assert_eq!(
+            protocol_err(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nhi"),
+            "unsupported Content-Encoding: br"
+        );
+        assert_eq!(
+            protocol_err(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n\r\nhi"
+            ),
+            "unsupported Content-Encoding: gzip, gzip"
+        );
+        // No body byte, no error: a redirect with an odd coding still works.
+        ok_body(
+            b"HTTP/1.1 301 Moved\r\nLocation: /x\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n",
+            b"",
+            true,
+        );
+    }
+
+    // ---- body limit ----
+
+    #[test]
+    fn max_body_cuts_identity_bodies() {
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+        let out = check_with(input, 4, false);
+        assert_eq!(
+            (out.body.as_slice(), out.end, out.error),
+            (&b"0123"[..], Some(false), None)
+        );
+        let out = check_with(input, 10, false);
+        assert_eq!((out.body.len(), out.end), (10, Some(true)));
+        let out = check_with(input, 0, false);
+        assert_eq!((out.body.len(), out.end), (0, Some(false)));
+        let out = check_with(b"HTTP/1.1 200 OK\r\n\r\nendless stream", 7, false);
+        assert_eq!(
+            (out.body.as_slice(), out.end),
+            (&b"endless"[..], Some(false))
+        );
+        let chunked_input = with_body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &chunked(b"abcdefghij", 3),
+        );
+        let out = check_with(&chunked_input, 5, false);
+        assert_eq!((out.body.as_slice(), out.end), (&b"abcde"[..], Some(false)));
+    }
+
+    #[test]
+    fn decompression_bomb_is_cut_at_max_body() {
+        let zeros = vec![0u8; 8 << 20];
+        let z = gzip(&zeros);
+        assert!(z.len() < 64 * 1024);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            z.len()
+        );
+        let input = with_body(&head, &z);
+        let max = 100_000;
+        let whole = run_pieces(&input, &[], max, false);
+        assert_eq!(whole.error, None);
+        assert_eq!(whole.body.len(), max as usize);
+        assert_eq!(whole.end, Some(false));
+        assert!(
+            whole.max_event <= OUT_CHUNK,
+            "one step inflated {} bytes",
+            whole.max_event
+        );
+        let cuts: Vec<usize> = (1..input.len()).step_by(97).collect();
+        assert_eq!(
+            run_pieces(&input, &cuts, max, false).body.len(),
+            max as usize
+        );
+    }
+
+    #[test]
+    fn compressed_input_is_bounded_too() {
+        // Empty stored deflate blocks decode to nothing; the encoded bytes still count.
+        let empty_block = [0u8, 0, 0, 0xff, 0xff];
+        let body = empty_block.repeat(100);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let out = check_with(&with_body(&head, &body), 50, false);
+        assert_eq!((out.body.len(), out.end, out.error), (0, Some(false), None));
+    }
+
+    // ---- splitting ----
+
+    /// xorshift64*: deterministic pseudo-random numbers for the split test.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_split_points_give_identical_output() {
+        let body = page(30_000);
+        let z = gzip(&body);
+        let fixtures: Vec<Vec<u8>> =
+            vec![
+            with_body(
+                &format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()),
+                &body,
+            ),
+            with_body(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+                 Content-Encoding: gzip\r\n\r\n",
+                &chunked(&z, 1000),
+            ),
+            with_body("HTTP/1.0 200 OK\r\nContent-Encoding: deflate\r\n\r\n", &raw_deflate(&body)),
+            with_body(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"4;a=b\r\nwiki\r\n0\r\nT: 1\r\n\r\nHTTP/1.1",
+            ),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".to_vec(),
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for input in &fixtures {
+            for max_body in [BIG, 12_345] {
+                let expected = run_pieces(input, &[], max_body, false);
+                for _ in 0..40 {
+                    let mut cuts: Vec<usize> =
+                        (0..rng.below(12)).map(|_| rng.below(input.len())).collect();
+                    cuts.sort_unstable();
+                    let got = run_pieces(input, &cuts, max_body, false);
+                    assert_eq!(
+                        Outcome {
+                            max_event: 0,
+                            ..got
+                        },
+                        Outcome {
+                            max_event: 0,
+                            ..expected.clone()
+                        },
+                        "cuts {cuts:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_corrupt_gzip_agrees_across_splits() {
+        let body = page(4000);
+        let mut rng = Rng(42);
+        for _ in 0..200 {
+            let mut z = gzip(&body);
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(z.len());
+                z[i] ^= 1 << rng.below(8);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                z.len()
+            );
+            let input = with_body(&head, &z);
+            let max_body = [BIG, 1000][rng.below(2)];
+            let expected = run_pieces(&input, &[], max_body, false);
+            let mut cuts: Vec<usize> = (0..rng.below(6)).map(|_| rng.below(input.len())).collect();
+            cuts.sort_unstable();
+            let got = run_pieces(&input, &cuts, max_body, false);
+            assert_eq!(
+                Outcome {
+                    max_event: 0,
+                    ..got
+                },
+                Outcome {
+                    max_event: 0,
+                    ..expected
+                },
+                "cuts {cuts:?}"
+            );
+        }
+    }
+}
