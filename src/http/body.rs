@@ -1400,6 +1400,23 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seed_corpus_agrees_across_splits() {
+        // Same input layout as fuzz/fuzz_targets/http_response.rs: split byte, options, data.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/http_response");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            let [_, options, input @ ..] = data.as_slice() else {
+                continue;
+            };
+            let max_body = if options & 2 != 0 { 1000 } else { 1 << 20 };
+            check_with(input, max_body, options & 1 != 0);
+            seen += 1;
+        }
+        assert!(seen >= 5, "seed corpus missing");
+    }
+
+    #[test]
     fn random_corrupt_gzip_agrees_across_splits() {
         let body = page(4000);
         let mut rng = Rng(42);
