@@ -13,8 +13,11 @@ use flate2::{Crc, Decompress, FlushDecompress, Status};
 
 use super::HttpError;
 
-/// Size of the decoded-output buffer: the most decoded bytes produced per step.
-pub const OUT_CHUNK: usize = 16 * 1024;
+/// Size of the decoded-output buffer: the most decoded bytes produced per step. At least
+/// the inflater's 32 KiB window, so output decoded before a corruption is never left inside
+/// the inflater when it reports the error: what is delivered before an error does not
+/// depend on how the input was split (found by fuzzing with 16 KiB).
+pub const OUT_CHUNK: usize = 32 * 1024;
 
 /// Content codings we know but cannot decode (we never advertise them).
 const UNSUPPORTED_CODINGS: [&str; 4] = ["br", "zstd", "compress", "x-compress"];
