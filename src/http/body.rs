@@ -1410,7 +1410,22 @@ mod tests {
                 continue;
             };
             let max_body = if options & 2 != 0 { 1000 } else { 1 << 20 };
-            check_with(input, max_body, options & 1 != 0);
+            let whole = check_with(input, max_body, options & 1 != 0);
+            // Every single split point, as the fuzz target does.
+            for split in 1..input.len() {
+                let got = run_pieces(input, &[split], max_body, options & 1 != 0);
+                assert_eq!(
+                    Outcome {
+                        max_event: 0,
+                        ..got
+                    },
+                    Outcome {
+                        max_event: 0,
+                        ..whole.clone()
+                    },
+                    "split at {split}"
+                );
+            }
             seen += 1;
         }
         assert!(seen >= 5, "seed corpus missing");

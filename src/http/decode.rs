@@ -13,10 +13,8 @@ use flate2::{Crc, Decompress, FlushDecompress, Status};
 
 use super::HttpError;
 
-/// Size of the decoded-output buffer: the most decoded bytes produced per step. At least
-/// the inflater's 32 KiB window, so output decoded before a corruption is never left inside
-/// the inflater when it reports the error: what is delivered before an error does not
-/// depend on how the input was split (found by fuzzing with 16 KiB).
+/// Size of the decoded-output buffer: the most decoded bytes produced per step. Equal to
+/// the inflater's 32 KiB window (see [`inflate`] for why).
 pub const OUT_CHUNK: usize = 32 * 1024;
 
 /// Content codings we know but cannot decode (we never advertise them).
@@ -131,6 +129,12 @@ enum Inflated {
 
 /// Inflate `input` through `out`, emitting each filled piece. `on_out` also sees the bytes
 /// first (gzip CRC).
+///
+/// The inflater decodes into its 32 KiB window ring and copies out from there; when it hits
+/// corrupt data it reports the error and drops whatever of its last step did not fit the
+/// output slice. Offering exactly the space up to the ring's end (`total_out` modulo the
+/// window) means every step fits, so the bytes delivered before an error do not depend on
+/// how the input was split (fuzzing found the difference with a plain 16 KiB slice).
 fn inflate(
     d: &mut Decompress,
     input: &[u8],
@@ -142,6 +146,9 @@ fn inflate(
     let mut used_total = 0;
     loop {
         let (in0, out0) = (d.total_in(), d.total_out());
+        // Less than OUT_CHUNK, so the cast cannot truncate.
+        let space = OUT_CHUNK - (out0 % OUT_CHUNK as u64) as usize;
+        let out = &mut out[..space];
         let result = d.decompress(&input[used_total..], out, FlushDecompress::None);
         // Both deltas are bounded by the slice lengths passed in.
         let used = (d.total_in() - in0) as usize;
