@@ -2,6 +2,7 @@
 //! framing/decoding. No sockets here: callers feed bytes in and get values out.
 
 pub mod body;
+pub mod decode;
 pub mod request;
 pub mod response;
 
