@@ -153,6 +153,9 @@ enum TitleState {
 struct State {
     follow: bool,
     template_depth: usize,
+    /// Set by the `svg title` handler just before the `title` handler runs for the same
+    /// element: lol_html reports an SVG `<title>` (an HTML integration point) as HTML.
+    foreign_title: bool,
     title: TitleState,
     raw_title: String,
     raw_title_truncated: bool,
@@ -215,13 +218,29 @@ fn template_handler(state: &Shared) -> Handlers {
     )
 }
 
+/// Marks the next `title` element as SVG's. Registered before [`title_handlers`]: lol_html
+/// runs the handlers matching one element in registration order.
+fn svg_title_handler(state: &Shared) -> Handlers {
+    let state = Arc::clone(state);
+    let handler = move |_: &mut Element<'_, '_>| {
+        lock(&state).foreign_title = true;
+        Ok(())
+    };
+    (
+        selector("svg title"),
+        ElementContentHandlers::default().element(handler),
+    )
+}
+
 fn title_handlers(state: &Shared) -> Handlers {
     let on_element = Arc::clone(state);
     let on_text = Arc::clone(state);
     let element = move |el: &mut Element<'_, '_>| {
         {
             let mut s = lock(&on_element);
-            if s.title != TitleState::NotSeen
+            let foreign = std::mem::take(&mut s.foreign_title);
+            if foreign
+                || s.title != TitleState::NotSeen
                 || s.template_depth > 0
                 || el.namespace_uri() != HTML_NAMESPACE
             {
@@ -366,7 +385,11 @@ impl Extractor {
             follow: follow.is_some(),
             ..State::default()
         }));
-        let mut handlers = vec![template_handler(&state), title_handlers(&state)];
+        let mut handlers = vec![
+            template_handler(&state),
+            svg_title_handler(&state),
+            title_handlers(&state),
+        ];
         if let Some(follow) = follow {
             handlers.push(base_handler(&state));
             handlers.push(link_handler(&state, follow));
@@ -832,4 +855,506 @@ fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs one extraction with the body cut into `chunk`-byte pieces; also reports whether
+    /// `feed` asked to stop.
+    fn run(body: &[u8], ct: Option<&str>, follow: Option<&str>, chunk: usize) -> (Extracted, bool) {
+        let follow = follow.map(|css| FollowSelector::parse(css).expect("valid selector"));
+        let mut ex = Extractor::new(ct, follow.as_ref());
+        let mut stopped = false;
+        for piece in body.chunks(chunk.max(1)) {
+            if ex.feed(piece) {
+                stopped = true;
+                break;
+            }
+        }
+        (ex.finish(), stopped)
+    }
+
+    /// Extracts whole, one byte at a time and in 7-byte pieces; all three must agree.
+    fn extract_with(body: &[u8], ct: Option<&str>, follow: Option<&str>) -> Extracted {
+        let (whole, stopped_whole) = run(body, ct, follow, body.len());
+        for chunk in [1, 7] {
+            let (split, stopped) = run(body, ct, follow, chunk);
+            assert_eq!(split, whole, "{chunk}-byte pieces differ from whole");
+            assert_eq!(
+                stopped, stopped_whole,
+                "{chunk}-byte pieces stop differently"
+            );
+        }
+        whole
+    }
+
+    fn title_of(body: &[u8], ct: Option<&str>) -> Option<String> {
+        extract_with(body, ct, None).title
+    }
+
+    fn title(body: &str) -> Option<String> {
+        title_of(body.as_bytes(), None)
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn is_html_cases() {
+        assert!(is_html(None));
+        assert!(is_html(Some("text/html")));
+        assert!(is_html(Some("TEXT/HTML; charset=utf-8")));
+        assert!(is_html(Some(" application/xhtml+xml ")));
+        assert!(is_html(Some("")));
+        assert!(!is_html(Some("application/json")));
+        assert!(!is_html(Some("text/plain; charset=utf-8")));
+        assert!(!is_html(Some("text/htmlx")));
+    }
+
+    #[test]
+    fn charset_parameter() {
+        let ct = charset_from_content_type;
+        assert_eq!(ct("text/html; charset=utf-8"), Some(UTF_8));
+        assert_eq!(ct("text/html;CHARSET=\"ISO-8859-1\""), Some(WINDOWS_1252));
+        assert_eq!(
+            ct("text/html; q=1; charset = shift_jis"),
+            Some(encoding_rs::SHIFT_JIS)
+        );
+        assert_eq!(ct("text/html; charset=bogus"), None);
+        assert_eq!(ct("text/html"), None);
+        assert_eq!(ct("charset=utf-8"), None, "the type itself is no parameter");
+    }
+
+    #[test]
+    fn charset_from_header() {
+        let body = b"<title>\xcf\xf0\xe8\xe2\xe5\xf2</title>";
+        let ct = Some("text/html; charset=windows-1251");
+        assert_eq!(title_of(body, ct), some("Привет"));
+    }
+
+    #[test]
+    fn header_charset_beats_meta() {
+        let body = b"<meta charset=iso-8859-2><title>\xcf\xf0</title>";
+        assert_eq!(
+            title_of(body, Some("text/html; charset=windows-1251")),
+            some("Пр")
+        );
+        assert_eq!(title_of(body, None), some("Ďđ"));
+    }
+
+    #[test]
+    fn charset_from_bom() {
+        let mut utf8 = b"\xef\xbb\xbf<title>caf\xc3\xa9</title>".to_vec();
+        assert_eq!(title_of(&utf8, None), some("café"));
+        // The BOM wins over the header, as in browsers.
+        assert_eq!(
+            title_of(&utf8, Some("text/html; charset=iso-8859-1")),
+            some("café")
+        );
+        utf8.truncate(3);
+        assert_eq!(title_of(&utf8, None), None);
+
+        let text = "<title>Žluť</title>";
+        let mut le = vec![0xff, 0xfe];
+        let mut be = vec![0xfe, 0xff];
+        for unit in text.encode_utf16() {
+            le.extend_from_slice(&unit.to_le_bytes());
+            be.extend_from_slice(&unit.to_be_bytes());
+        }
+        assert_eq!(title_of(&le, None), some("Žluť"));
+        assert_eq!(title_of(&be, None), some("Žluť"));
+    }
+
+    #[test]
+    fn charset_from_meta_charset() {
+        let body = b"<!doctype html><html><head><META CHARSET='koi8-r'>\
+                     <title>\xf0\xd2\xc9\xd7\xc5\xd4</title>";
+        assert_eq!(title_of(body, Some("text/html")), some("Привет"));
+    }
+
+    #[test]
+    fn charset_from_meta_http_equiv() {
+        let body = b"<head><meta http-equiv=\"Content-Type\" content=\"text/html; \
+                     charset=Shift_JIS\"><title>\x93\xfa\x96\x7b</title>";
+        assert_eq!(title_of(body, None), some("日本"));
+        // Attribute order does not matter.
+        let body = b"<meta content='text/html;charset=shift_jis' http-equiv=content-type>\
+                     <title>\x93\xfa\x96\x7b</title>";
+        assert_eq!(title_of(body, None), some("日本"));
+    }
+
+    #[test]
+    fn meta_content_without_http_equiv_is_ignored() {
+        let body = b"<meta content=\"text/html; charset=shift_jis\"><title>\x93x\x94</title>";
+        assert_eq!(title_of(body, None), some("\u{201c}x\u{201d}"));
+    }
+
+    #[test]
+    fn meta_in_comment_or_past_prescan_is_ignored() {
+        let body = b"<!-- <meta charset=utf-8> --><title>\x93q\x94</title>";
+        assert_eq!(title_of(body, None), some("\u{201c}q\u{201d}"));
+        let body = b"<!--><meta charset=utf-8><title>\xc3\xa9</title>";
+        assert_eq!(
+            title_of(body, None),
+            some("é"),
+            "`<!-->` is a whole comment"
+        );
+
+        let mut late = b"<!doctype html>".to_vec();
+        late.resize(PRESCAN_BYTES, b' ');
+        late.extend_from_slice(b"<meta charset=utf-8><title>\xc3\xa9</title>");
+        assert_eq!(title_of(&late, None), some("Ã©"));
+    }
+
+    #[test]
+    fn meta_inside_attribute_value_is_ignored() {
+        let body = b"<div title='<meta charset=utf-8>'><title>\xc3\xa9</title>";
+        assert_eq!(title_of(body, None), some("Ã©"));
+    }
+
+    #[test]
+    fn meta_utf16_means_utf8() {
+        let body = b"<meta charset=utf-16le><title>\xc3\xa9</title>";
+        assert_eq!(title_of(body, None), some("é"));
+    }
+
+    #[test]
+    fn default_is_windows_1252() {
+        let body = b"<title>\x93Quoted\x94 \x80 caf\xe9</title>";
+        assert_eq!(title_of(body, None), some("\u{201c}Quoted\u{201d} € café"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let body = b"<title>a\xff\xc3b\xe2\x82</title>";
+        let t = title_of(body, Some("text/html; charset=utf-8")).expect("title");
+        assert_eq!(t, "a\u{fffd}\u{fffd}b\u{fffd}");
+    }
+
+    #[test]
+    fn prescan_rules() {
+        assert_eq!(prescan(b"<meta charset=\"utf-8\">"), Some(UTF_8));
+        assert_eq!(prescan(b"<meta/charset=utf-8>"), Some(UTF_8));
+        assert_eq!(
+            prescan(b"<meta charset=x-user-defined>"),
+            Some(WINDOWS_1252)
+        );
+        assert_eq!(
+            prescan(b"<meta charset=nonsense content='charset=utf-8'>"),
+            None
+        );
+        assert_eq!(prescan(b"<metadata charset=utf-8>"), None);
+        assert_eq!(prescan(b"<meta charset=utf-8"), None, "unterminated");
+        assert_eq!(
+            prescan(b"<?xml charset=utf-8><meta charset=koi8-r>"),
+            Some(encoding_rs::KOI8_R)
+        );
+        assert_eq!(
+            prescan(b"<meta http-equiv=content-type content='charset = \"euc-kr\"'>"),
+            Some(encoding_rs::EUC_KR)
+        );
+        assert_eq!(
+            prescan(b"<meta http-equiv=content-type content='charsetx; charset=gbk'>"),
+            Some(encoding_rs::GBK)
+        );
+    }
+
+    #[test]
+    fn title_in_script_string_is_not_taken() {
+        let body = "<script>var s = '<title>fake</title>';</script><title>real</title>";
+        assert_eq!(title(body), some("real"));
+        let body = "<script>document.write('<title>fake</title>')</script>";
+        assert_eq!(title(body), None);
+    }
+
+    #[test]
+    fn title_in_comment_style_textarea_is_not_taken() {
+        assert_eq!(
+            title("<!-- <title>no</title> --><title>yes</title>"),
+            some("yes")
+        );
+        assert_eq!(
+            title("<style>/*<title>no</title>*/</style><title>yes</title>"),
+            some("yes")
+        );
+        assert_eq!(
+            title("<textarea><title>no</title></textarea><title>yes</title>"),
+            some("yes")
+        );
+        assert_eq!(
+            title("<noscript><title>no</title></noscript><title>yes</title>"),
+            some("yes")
+        );
+    }
+
+    #[test]
+    fn foreign_and_template_titles_are_not_taken() {
+        let body = "<svg><title>icon</title></svg><math><title>m</title></math><title>page</title>";
+        assert_eq!(title(body), some("page"));
+        let body = "<template><title>tpl</title></template><title>page</title>";
+        assert_eq!(title(body), some("page"));
+        let body = "<template><template></template><title>tpl</title></template><title>p</title>";
+        assert_eq!(title(body), some("p"));
+        assert_eq!(title("<svg><title>only icon</title></svg>"), None);
+    }
+
+    #[test]
+    fn more_traps() {
+        assert_eq!(title("<title/>Self closing</title>"), some("Self closing"));
+        assert_eq!(
+            title("<svg><title/></svg><title>page</title>"),
+            some("page")
+        );
+        assert_eq!(
+            title("<xmp><title>no</title></xmp><title>yes</title>"),
+            some("yes")
+        );
+        assert_eq!(
+            title("<iframe><title>no</title></iframe><title>yes</title>"),
+            some("yes")
+        );
+        assert_eq!(title("<plaintext><title>no</title>"), None);
+        assert_eq!(title("<title>a</title ><title>b</title>"), some("a"));
+        assert_eq!(title("<title>x </titlex> y</title>"), some("x </titlex> y"));
+    }
+
+    #[test]
+    fn upper_case_and_attributes() {
+        assert_eq!(
+            title("<HTML><HEAD><TITLE>Upper</TITLE></HEAD>"),
+            some("Upper")
+        );
+        assert_eq!(title("<Title lang=en>Mixed</tItLe>"), some("Mixed"));
+    }
+
+    #[test]
+    fn only_the_first_title_counts() {
+        assert_eq!(
+            title("<title>one</title><body><title>two</title>"),
+            some("one")
+        );
+        assert_eq!(title("<body><p>text</p><title>late</title>"), some("late"));
+    }
+
+    #[test]
+    fn title_markup_is_text() {
+        assert_eq!(
+            title("<title>a <b>bold</b> <!-- c --></title>"),
+            some("a <b>bold</b> <!-- c -->")
+        );
+    }
+
+    #[test]
+    fn entities_are_decoded() {
+        assert_eq!(
+            title("<title>Tom &amp; Jerry &mdash; &quot;hi&quot; &lt;3 &hellip;</title>"),
+            some("Tom & Jerry — \"hi\" <3 …")
+        );
+        assert_eq!(
+            title("<title>&copy 2024 &eacute;t&eacute;</title>"),
+            some("© 2024 été")
+        );
+        assert_eq!(title("<title>&#65;&#x42;&#X43;&#68</title>"), some("ABCD"));
+        assert_eq!(
+            title("<title>&#0;&#xD800;&#x110000;&#99999999999;</title>"),
+            some("\u{fffd}".repeat(4).as_str())
+        );
+        assert_eq!(title("<title>&#x80;&#150;&#x9d;</title>"), some("€–\u{9d}"));
+        assert_eq!(
+            title("<title>&notit; &notin; &bogus; & &# &#x;</title>"),
+            some("¬it; ∉ &bogus; & &# &#x;")
+        );
+        assert_eq!(
+            title("<title>&NotNestedGreaterGreater;&fjlig;</title>"),
+            some("\u{2aa2}\u{338}fj")
+        );
+        assert_eq!(
+            title("<title>a&nbsp;b</title>"),
+            some("a\u{a0}b"),
+            "NBSP is not ASCII whitespace"
+        );
+        assert_eq!(title("<title>a&#32;&#9; b</title>"), some("a b"));
+        assert_eq!(title("<title>nul\0here</title>"), some("nul\u{fffd}here"));
+    }
+
+    #[test]
+    fn attribute_reference_rules() {
+        assert_eq!(
+            decode_references("/a?x=1&copy=2&amp;y", true),
+            "/a?x=1&copy=2&y"
+        );
+        assert_eq!(decode_references("&copyx &copy &copy;", true), "&copyx © ©");
+        assert_eq!(decode_references("&copyx", false), "©x");
+        assert_eq!(decode_references("no refs", false), "no refs");
+    }
+
+    #[test]
+    fn entity_table_is_sorted_and_complete() {
+        assert!(entities::ENTITIES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(entities::ENTITIES.len(), 2231);
+        for name in [
+            "amp;", "lt;", "gt;", "quot;", "apos;", "nbsp;", "ndash;", "euro;", "trade;",
+        ] {
+            assert!(lookup_entity(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn whitespace_is_stripped_and_collapsed() {
+        assert_eq!(
+            title("<title>\n\t  Hello \r\n  World \x0c</title>"),
+            some("Hello World")
+        );
+        let ideographic = "<title>\u{3000}wide\u{3000}</title>".as_bytes();
+        assert_eq!(
+            title_of(ideographic, Some("text/html; charset=utf-8")),
+            some("\u{3000}wide\u{3000}")
+        );
+    }
+
+    #[test]
+    fn empty_versus_missing() {
+        assert_eq!(title("<title></title>"), some(""));
+        assert_eq!(title("<title> \n </title>"), some(""));
+        assert_eq!(title("<html><body>no title</body></html>"), None);
+        assert_eq!(title(""), None);
+    }
+
+    #[test]
+    fn unclosed_title_runs_to_the_end() {
+        let (ex, stopped) = run(b"<title>open ended <b>x", None, None, 5);
+        assert!(!stopped);
+        assert_eq!(ex.title, some("open ended <b>x"));
+    }
+
+    #[test]
+    fn long_titles_are_truncated_on_a_char_boundary() {
+        let exact = format!("<title>{}</title>", "a".repeat(MAX_TITLE_BYTES));
+        let ex = extract_with(exact.as_bytes(), None, None);
+        assert_eq!(ex.title.map(|t| t.len()), Some(MAX_TITLE_BYTES));
+        assert!(!ex.title_truncated);
+
+        let long = format!("<title>{}</title>", "é".repeat(MAX_TITLE_BYTES));
+        let ex = extract_with(long.as_bytes(), Some("text/html;charset=utf-8"), None);
+        let t = ex.title.expect("title");
+        assert!(ex.title_truncated);
+        assert_eq!(t.len(), MAX_TITLE_BYTES);
+        assert!(t.chars().all(|c| c == 'é'));
+
+        let odd = format!("<title>x{}</title>", "é".repeat(MAX_TITLE_BYTES));
+        let ex = extract_with(odd.as_bytes(), Some("text/html;charset=utf-8"), None);
+        assert_eq!(ex.title.map(|t| t.len()), Some(MAX_TITLE_BYTES - 1));
+
+        let huge = format!("<title>{}</title>", " ".repeat(MAX_RAW_TITLE_BYTES + 10));
+        let ex = extract_with(huge.as_bytes(), None, None);
+        assert_eq!(ex.title, some(""));
+        assert!(ex.title_truncated);
+    }
+
+    #[test]
+    fn feed_stops_at_the_title_end() {
+        let mut ex = Extractor::new(Some("text/html; charset=utf-8"), None);
+        assert!(!ex.feed(b"<html><head><ti"));
+        assert!(!ex.feed(b"tle>Hel"));
+        assert!(!ex.feed(b"lo</ti"));
+        assert!(ex.feed(b"tle><body>"));
+        assert!(ex.feed(b"<title>ignored</title>"));
+        assert_eq!(ex.finish().title, some("Hello"));
+    }
+
+    #[test]
+    fn short_documents_decide_at_finish() {
+        let mut ex = Extractor::new(None, None);
+        assert!(
+            !ex.feed(b"<title>t</title>"),
+            "still waiting for the prescan window"
+        );
+        assert_eq!(ex.finish().title, some("t"));
+    }
+
+    #[test]
+    fn bad_selectors_are_rejected() {
+        for css in ["h3 >", "a[", "", "p:hover"] {
+            let err = FollowSelector::parse(css).expect_err(css);
+            assert!(matches!(err, HtmlError::BadSelector(ref s, _) if s == css));
+            assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+        }
+        assert_eq!(
+            FollowSelector::parse("h3 a").expect("valid").as_str(),
+            "h3 a"
+        );
+    }
+
+    const BLOG: &str = r##"<html><head><title>Blog &amp; co</title>
+        <base href=" /blog/ "><base href="/other/"></head><body>
+        <h3><span><a href="/nested">nested</a></span></h3>
+        <div class="post"><a name="anchor">no href</a></div>
+        <h3><a>no href</a></h3>
+        <h3><a href="javascript:void(0)">js</a></h3>
+        <h3><a href=" MAILTO:me@example.com">mail</a></h3>
+        <h3><a href="#top">top</a></h3>
+        <h3><a href="  ">blank</a></h3>
+        <h3><a href="java&#10;script:alert(1)">sneaky js</a></h3>
+        <div class="post"><a href="/posts/1?a=1&amp;b=2">first</a></div>
+        <h3><a href="/posts/2">second</a></h3>
+        </body></html>"##;
+
+    #[test]
+    fn follow_descendant_selector() {
+        let ex = extract_with(BLOG.as_bytes(), None, Some("h3 a"));
+        assert_eq!(ex.link, some("/nested"));
+        assert_eq!(ex.base_href, some("/blog/"));
+        assert_eq!(ex.title, some("Blog & co"));
+    }
+
+    #[test]
+    fn follow_child_selector_skips_unfollowable_links() {
+        let ex = extract_with(BLOG.as_bytes(), None, Some("h3 > a"));
+        assert_eq!(ex.link, some("/posts/2"));
+    }
+
+    #[test]
+    fn follow_class_and_attribute_selector() {
+        let ex = extract_with(BLOG.as_bytes(), None, Some(".post a[href]"));
+        assert_eq!(ex.link, some("/posts/1?a=1&b=2"));
+    }
+
+    #[test]
+    fn follow_without_match() {
+        let ex = extract_with(BLOG.as_bytes(), None, Some("article a"));
+        assert_eq!(ex.link, None);
+        assert_eq!(ex.title, some("Blog & co"));
+    }
+
+    #[test]
+    fn follow_stops_at_the_link_not_the_title() {
+        let follow = FollowSelector::parse("h3 a").expect("valid");
+        let mut ex = Extractor::new(Some("text/html; charset=utf-8"), Some(&follow));
+        assert!(!ex.feed(b"<title>T</title><p>"));
+        assert!(ex.feed(b"<h3><a href=/x>x</a></h3>"));
+        let ex = ex.finish();
+        assert_eq!((ex.title, ex.link), (some("T"), some("/x")));
+    }
+
+    #[test]
+    fn followable_links() {
+        assert!(is_followable("/a"));
+        assert!(is_followable("https://example.com/#frag"));
+        assert!(is_followable("javascript.html"));
+        assert!(is_followable("mailtofoo/bar:baz"));
+        assert!(!is_followable("JavaScript:x"));
+        assert!(!is_followable("mailto:x@y"));
+        assert!(!is_followable("#"));
+        assert!(!is_followable(""));
+    }
+
+    #[test]
+    fn extractor_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Extractor>();
+        assert_send::<FollowSelector>();
+    }
 }
