@@ -1351,6 +1351,65 @@ mod tests {
         assert!(!is_followable(""));
     }
 
+    /// Deterministic mutations of the trap fixtures: whole and randomly split feeds agree
+    /// and the output keeps its invariants (an in-tree complement to the fuzz target).
+    #[test]
+    fn random_mutations_split_like_whole() {
+        let seeds: [&[u8]; 4] = [
+            BLOG.as_bytes(),
+            b"<!-- x --><script>'<title>s</title>'</script><svg><title>i</title></svg>\
+              <TITLE> real &#x93;&#0;&notin &copy</TITLE>",
+            b"<meta http-equiv=content-type content='charset=koi8-r'><title>\xf0\xd2</title>",
+            b"\xfe\xff\x00<\x00t\x00i\x00t\x00l\x00e\x00>\x00y",
+        ];
+        let alphabet: &[u8] = b"<>/!-&#;=\"' \ntitlemeta\xc3\xa9\x93\xff\x00";
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let follow = FollowSelector::parse("h3 a").expect("valid");
+        for round in 0..600 {
+            let mut doc = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % (doc.len() + 1);
+                match next() % 3 {
+                    0 if at < doc.len() => {
+                        doc.remove(at);
+                    }
+                    1 if at < doc.len() => {
+                        doc[at] = alphabet[(next() as usize) % alphabet.len()];
+                    }
+                    _ => doc.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let follow = (round % 2 == 1).then_some(&follow);
+            let whole = {
+                let mut ex = Extractor::new(None, follow);
+                ex.feed(&doc);
+                ex.finish()
+            };
+            let mut ex = Extractor::new(None, follow);
+            let mut rest = &doc[..];
+            while !rest.is_empty() {
+                let (piece, tail) = rest.split_at((1 + next() as usize % 11).min(rest.len()));
+                rest = tail;
+                if ex.feed(piece) {
+                    break;
+                }
+            }
+            let split = ex.finish();
+            assert_eq!(split, whole, "document {:?}", String::from_utf8_lossy(&doc));
+            if let Some(t) = &whole.title {
+                assert!(t.len() <= MAX_TITLE_BYTES);
+                assert_eq!(t.trim_matches(is_ascii_ws), t);
+                assert!(!t.contains("  "));
+            }
+        }
+    }
+
     #[test]
     fn extractor_is_send() {
         fn assert_send<T: Send>() {}
