@@ -490,6 +490,13 @@ impl Extractor {
             input = &input[read..];
             if written > 0 && rewriter.write(&self.utf8[..written]).is_err() {
                 self.rewriter = None;
+                // Handlers stop lol_html only once the title is complete; still capturing
+                // means lol_html gave up (its memory limit) inside the title.
+                let mut s = lock(&self.state);
+                if s.title == TitleState::Capturing {
+                    s.raw_title_truncated = true;
+                    s.title = TitleState::Done;
+                }
                 return;
             }
             if result == CoderResult::InputEmpty {
@@ -1263,6 +1270,16 @@ mod tests {
         assert!(ex.feed(b"tle><body>"));
         assert!(ex.feed(b"<title>ignored</title>"));
         assert_eq!(ex.finish().title, some("Hello"));
+    }
+
+    #[test]
+    fn huge_tag_before_the_title_is_streamed_not_buffered() {
+        let mut body = b"<html><body><div data-x='".to_vec();
+        body.resize(body.len() + MAX_PARSER_MEMORY + 1, b'a');
+        body.extend_from_slice(b"'><title>after</title>");
+        let (ex, stopped) = run(&body, Some("text/html; charset=utf-8"), None, 64 * 1024);
+        assert!(stopped);
+        assert_eq!(ex.title, some("after"));
     }
 
     #[test]
