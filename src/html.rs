@@ -416,8 +416,10 @@ impl Extractor {
     }
 
     /// Feed the next body chunk. Returns `true` once everything wanted is known (without
-    /// `follow`: the title is complete; with `follow`: the link is found): the caller stops
-    /// reading the body.
+    /// `follow`: the title is complete; with `follow`: the link is found; or lol_html gave up
+    /// at its memory limit, so nothing more can be found): the caller stops reading the body.
+    /// Until the encoding is known (up to [`PRESCAN_BYTES`] without a header charset or BOM)
+    /// bytes are only buffered.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         if self.rewriter.is_none() {
             return true;
