@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{classify_io, ConnectOptions, NetError, Phase, READ_BUF_SIZE};
+use super::{classify_io, os_message, ConnectOptions, NetError, Phase, READ_BUF_SIZE};
 
 /// First back-off after EADDRNOTAVAIL (ephemeral ports exhausted on every source address).
 const PORT_EXHAUSTED_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -210,6 +210,34 @@ impl Drop for TcpConn {
     }
 }
 
+/// A `--bind` source address this host cannot use (checked once at engine start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--bind {addr}: cannot bind ({reason})")]
+pub struct BindCheckError {
+    /// The offending source address.
+    pub addr: IpAddr,
+    /// The OS message, e.g. "Cannot assign requested address".
+    pub reason: String,
+}
+
+/// Check that every `--bind` source address is local and bindable, by binding a throwaway TCP
+/// socket to it (port 0; nothing is sent). The first failure is returned, so a typo fails
+/// the run at start instead of failing every URL.
+pub fn check_bind_addrs(addrs: &[IpAddr]) -> Result<(), BindCheckError> {
+    for &addr in addrs {
+        let bind = || -> io::Result<()> {
+            let domain = Domain::for_address(SocketAddr::new(addr, 0));
+            let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+            socket.bind(&SocketAddr::new(addr, 0).into())
+        };
+        bind().map_err(|e| BindCheckError {
+            addr,
+            reason: os_message(&e),
+        })?;
+    }
+    Ok(())
+}
+
 /// A non-blocking TCP socket for `addr`'s family with TCP_NODELAY, bound to `source` (port
 /// chosen at connect time) when given.
 fn new_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
@@ -261,4 +289,51 @@ fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
 /// Whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn local_bind_addresses_pass() {
+        let ok = [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+        ];
+        assert_eq!(check_bind_addrs(&ok), Ok(()));
+        assert_eq!(check_bind_addrs(&[]), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_loopback_passes_when_present() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        }
+        assert_eq!(check_bind_addrs(&[IpAddr::V6(Ipv6Addr::LOCALHOST)]), Ok(()));
+    }
+
+    #[test]
+    fn non_local_bind_address_is_named_in_one_line() {
+        // With net.ipv4.ip_nonlocal_bind=1 the kernel accepts any address: nothing to check.
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false);
+        if nonlocal {
+            eprintln!("ip_nonlocal_bind=1 here; skipping");
+            return;
+        }
+        // TEST-NET-1 (RFC 5737), never assigned to a host; only bound, never connected.
+        let bad = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let list = [IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), bad];
+        let err = check_bind_addrs(&list).unwrap_err();
+        assert_eq!(err.addr, bad);
+        assert_eq!(
+            err.to_string(),
+            "--bind 192.0.2.1: cannot bind (Cannot assign requested address)"
+        );
+        assert!(!err.to_string().contains('\n'));
+    }
 }
