@@ -294,7 +294,11 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+    use std::process::Command;
+    use std::rc::Rc;
+    use std::thread;
 
     #[test]
     fn local_bind_addresses_pass() {
@@ -335,5 +339,179 @@ mod tests {
             "--bind 192.0.2.1: cannot bind (Cannot assign requested address)"
         );
         assert!(!err.to_string().contains('\n'));
+    }
+
+    /// Set in the child process that runs inside the test network namespace.
+    const NETNS_CHILD_ENV: &str = "RINGCRAWL_TEST_NETNS_CHILD";
+    /// The namespace's whole ephemeral port range: 10 ports.
+    const PORT_RANGE: (u16, u16) = (40000, 40009);
+    const PORTS: usize = (PORT_RANGE.1 - PORT_RANGE.0 + 1) as usize;
+    /// The test server's port inside the namespace, outside PORT_RANGE.
+    const SERVER_PORT: u16 = 18080;
+    /// Concurrent connections started while every port is taken: three per port.
+    const CONNS: usize = 30;
+    /// How long the blocking connections hold every port before releasing them.
+    const HOLD: Duration = Duration::from_millis(200);
+    /// Connect timeout and overall deadline for each of the CONNS connections.
+    const DEADLINE: Duration = Duration::from_secs(8);
+
+    /// Issue 5: EADDRNOTAVAIL (ephemeral ports exhausted) is retried until the deadline, not
+    /// reported. Runs its client in a fresh network namespace (needs root and `ip`; skipped
+    /// otherwise) whose port range is 10 ports, with only 127.0.0.1 inside.
+    #[test]
+    fn exhausted_ephemeral_ports_are_retried() {
+        if std::env::var_os(NETNS_CHILD_ENV).is_some() {
+            exhausted_ports_client();
+            return;
+        }
+        let ns = format!("ringcrawl-test-{}", std::process::id());
+        match Command::new("ip").args(["netns", "add", &ns]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                eprintln!("cannot create a network namespace (not root?): {why}; skipping");
+                return;
+            }
+            Err(e) => {
+                eprintln!("`ip` not available ({e}); skipping");
+                return;
+            }
+        }
+        let _cleanup = NetnsGuard(ns.clone());
+        let setup = format!(
+            "ip link set lo up && echo '{} {}' > /proc/sys/net/ipv4/ip_local_port_range",
+            PORT_RANGE.0, PORT_RANGE.1
+        );
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", &setup])
+            .status()
+            .unwrap();
+        assert!(status.success(), "namespace setup failed: {setup}");
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args([
+                "net::tcp::tests::exhausted_ephemeral_ports_are_retried",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NETNS_CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child in namespace failed:\n{stdout}\n{stderr}"
+        );
+    }
+
+    /// Deletes the test network namespace.
+    struct NetnsGuard(String);
+
+    impl Drop for NetnsGuard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// Inside the namespace: take every ephemeral port, start CONNS connects at once, free
+    /// the ports after HOLD; every connect must wait for them and then succeed.
+    fn exhausted_ports_client() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let range: Vec<u16> = range
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(
+            range,
+            [PORT_RANGE.0, PORT_RANGE.1],
+            "not in the test namespace"
+        );
+
+        // A fixed port outside the range (port 0 would take one of the 10; the namespace is
+        // fresh, so the port is free).
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, SERVER_PORT)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Each connection that sends a byte gets "ok" and is closed by the server first, so
+        // the client side never sits in TIME_WAIT holding a port.
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                thread::spawn(move || {
+                    if matches!(conn.read(&mut [0u8; 1]), Ok(1)) {
+                        let _ = conn.write_all(b"ok");
+                    }
+                });
+            }
+        });
+
+        // Take every port; the next connect must fail with EADDRNOTAVAIL.
+        let held: Vec<TcpStream> = (0..PORTS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let err = TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+        let start = Instant::now();
+        thread::spawn(move || {
+            thread::sleep(HOLD);
+            for s in held {
+                // RST on close: no TIME_WAIT on these ports either.
+                Socket::from(s).set_linger(Some(Duration::ZERO)).unwrap();
+            }
+        });
+
+        let results = tokio_uring::start(async move {
+            let opts = Rc::new(ConnectOptions {
+                connect_timeout: DEADLINE,
+                bind: Rc::from([]),
+            });
+            let tasks: Vec<_> = (0..CONNS)
+                .map(|_| {
+                    let opts = Rc::clone(&opts);
+                    tokio_uring::spawn(async move {
+                        let deadline = Instant::now() + DEADLINE;
+                        let mut conn = TcpConn::connect(addr, &opts, deadline).await?;
+                        let connected = start.elapsed();
+                        let (res, _) = conn.write_all(b"x".to_vec(), deadline).await;
+                        res?;
+                        let mut reply = Vec::new();
+                        let mut buf = Vec::with_capacity(64);
+                        loop {
+                            let (n, b) = conn.read(buf, deadline).await;
+                            let n = n?;
+                            if n == 0 {
+                                break;
+                            }
+                            reply.extend_from_slice(&b[..n]);
+                            buf = b;
+                        }
+                        Ok::<_, NetError>((connected, reply))
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        });
+        let total = start.elapsed();
+        let mut first_connect = DEADLINE;
+        for (i, r) in results.into_iter().enumerate() {
+            let (connected, reply) = r.unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
+            assert_eq!(reply, b"ok", "connection {i}");
+            first_connect = first_connect.min(connected);
+        }
+        // Every connect started while all ports were held, so none got through before the
+        // release: each one met EADDRNOTAVAIL and retried.
+        assert!(
+            first_connect >= HOLD,
+            "a connect succeeded after {first_connect:?}, before the ports were freed"
+        );
+        assert!(total < DEADLINE, "took {total:?}");
+        println!("{CONNS} connections over {PORTS} ports in {total:?}");
     }
 }
