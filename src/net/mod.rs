@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
 
-pub use tcp::TcpConn;
+pub use tcp::{check_bind_addrs, BindCheckError, TcpConn};
 pub use tls::{TlsConfigError, TlsContext, TlsStats};
 
 /// Size of the pooled read buffers handed to the kernel.

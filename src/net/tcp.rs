@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{classify_io, ConnectOptions, NetError, Phase, READ_BUF_SIZE};
+use super::{classify_io, os_message, ConnectOptions, NetError, Phase, READ_BUF_SIZE};
 
 /// First back-off after EADDRNOTAVAIL (ephemeral ports exhausted on every source address).
 const PORT_EXHAUSTED_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -210,6 +210,34 @@ impl Drop for TcpConn {
     }
 }
 
+/// A `--bind` source address this host cannot use (checked once at engine start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--bind {addr}: cannot bind ({reason})")]
+pub struct BindCheckError {
+    /// The offending source address.
+    pub addr: IpAddr,
+    /// The OS message, e.g. "Cannot assign requested address".
+    pub reason: String,
+}
+
+/// Check that every `--bind` source address is local and bindable, by binding a throwaway TCP
+/// socket to it (port 0; nothing is sent). The first failure is returned, so a typo fails
+/// the run at start instead of failing every URL.
+pub fn check_bind_addrs(addrs: &[IpAddr]) -> Result<(), BindCheckError> {
+    for &addr in addrs {
+        let bind = || -> io::Result<()> {
+            let domain = Domain::for_address(SocketAddr::new(addr, 0));
+            let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+            socket.bind(&SocketAddr::new(addr, 0).into())
+        };
+        bind().map_err(|e| BindCheckError {
+            addr,
+            reason: os_message(&e),
+        })?;
+    }
+    Ok(())
+}
+
 /// A non-blocking TCP socket for `addr`'s family with TCP_NODELAY, bound to `source` (port
 /// chosen at connect time) when given.
 fn new_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
@@ -261,4 +289,229 @@ fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
 /// Whole milliseconds, saturating.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
+    use std::process::Command;
+    use std::rc::Rc;
+    use std::thread;
+
+    #[test]
+    fn local_bind_addresses_pass() {
+        let ok = [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+        ];
+        assert_eq!(check_bind_addrs(&ok), Ok(()));
+        assert_eq!(check_bind_addrs(&[]), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_loopback_passes_when_present() {
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        }
+        assert_eq!(check_bind_addrs(&[IpAddr::V6(Ipv6Addr::LOCALHOST)]), Ok(()));
+    }
+
+    #[test]
+    fn non_local_bind_address_is_named_in_one_line() {
+        // With net.ipv4.ip_nonlocal_bind=1 the kernel accepts any address: nothing to check.
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .map(|s| s.trim() == "1")
+            .unwrap_or(false);
+        if nonlocal {
+            eprintln!("ip_nonlocal_bind=1 here; skipping");
+            return;
+        }
+        // TEST-NET-1 (RFC 5737), never assigned to a host; only bound, never connected.
+        let bad = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let list = [IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), bad];
+        let err = check_bind_addrs(&list).unwrap_err();
+        assert_eq!(err.addr, bad);
+        assert_eq!(
+            err.to_string(),
+            "--bind 192.0.2.1: cannot bind (Cannot assign requested address)"
+        );
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    /// Set in the child process that runs inside the test network namespace.
+    const NETNS_CHILD_ENV: &str = "RINGCRAWL_TEST_NETNS_CHILD";
+    /// The namespace's whole ephemeral port range: 10 ports.
+    const PORT_RANGE: (u16, u16) = (40000, 40009);
+    const PORTS: usize = (PORT_RANGE.1 - PORT_RANGE.0 + 1) as usize;
+    /// The test server's port inside the namespace, outside PORT_RANGE.
+    const SERVER_PORT: u16 = 18080;
+    /// Concurrent connections started while every port is taken: three per port.
+    const CONNS: usize = 30;
+    /// How long the blocking connections hold every port before releasing them.
+    const HOLD: Duration = Duration::from_millis(200);
+    /// Connect timeout and overall deadline for each of the CONNS connections.
+    const DEADLINE: Duration = Duration::from_secs(8);
+
+    /// Issue 5: EADDRNOTAVAIL (ephemeral ports exhausted) is retried until the deadline, not
+    /// reported. Runs its client in a fresh network namespace (needs root and `ip`; skipped
+    /// otherwise) whose port range is 10 ports, with only 127.0.0.1 inside.
+    #[test]
+    fn exhausted_ephemeral_ports_are_retried() {
+        if std::env::var_os(NETNS_CHILD_ENV).is_some() {
+            exhausted_ports_client();
+            return;
+        }
+        let ns = format!("ringcrawl-test-{}", std::process::id());
+        match Command::new("ip").args(["netns", "add", &ns]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                eprintln!("cannot create a network namespace (not root?): {why}; skipping");
+                return;
+            }
+            Err(e) => {
+                eprintln!("`ip` not available ({e}); skipping");
+                return;
+            }
+        }
+        let _cleanup = NetnsGuard(ns.clone());
+        let setup = format!(
+            "ip link set lo up && echo '{} {}' > /proc/sys/net/ipv4/ip_local_port_range",
+            PORT_RANGE.0, PORT_RANGE.1
+        );
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", &setup])
+            .status()
+            .unwrap();
+        assert!(status.success(), "namespace setup failed: {setup}");
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args([
+                "net::tcp::tests::exhausted_ephemeral_ports_are_retried",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NETNS_CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child in namespace failed:\n{stdout}\n{stderr}"
+        );
+    }
+
+    /// Deletes the test network namespace.
+    struct NetnsGuard(String);
+
+    impl Drop for NetnsGuard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// Inside the namespace: take every ephemeral port, start CONNS connects at once, free
+    /// the ports after HOLD; every connect must wait for them and then succeed.
+    fn exhausted_ports_client() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let range: Vec<u16> = range
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(
+            range,
+            [PORT_RANGE.0, PORT_RANGE.1],
+            "not in the test namespace"
+        );
+
+        // A fixed port outside the range (port 0 would take one of the 10; the namespace is
+        // fresh, so the port is free).
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, SERVER_PORT)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Each connection that sends a byte gets "ok" and is closed by the server first, so
+        // the client side never sits in TIME_WAIT holding a port.
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                thread::spawn(move || {
+                    if matches!(conn.read(&mut [0u8; 1]), Ok(1)) {
+                        let _ = conn.write_all(b"ok");
+                    }
+                });
+            }
+        });
+
+        // Take every port; the next connect must fail with EADDRNOTAVAIL.
+        let held: Vec<TcpStream> = (0..PORTS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let err = TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+        let start = Instant::now();
+        thread::spawn(move || {
+            thread::sleep(HOLD);
+            for s in held {
+                // RST on close: no TIME_WAIT on these ports either.
+                Socket::from(s).set_linger(Some(Duration::ZERO)).unwrap();
+            }
+        });
+
+        let results = tokio_uring::start(async move {
+            let opts = Rc::new(ConnectOptions {
+                connect_timeout: DEADLINE,
+                bind: Rc::from([]),
+            });
+            let tasks: Vec<_> = (0..CONNS)
+                .map(|_| {
+                    let opts = Rc::clone(&opts);
+                    tokio_uring::spawn(async move {
+                        let deadline = Instant::now() + DEADLINE;
+                        let mut conn = TcpConn::connect(addr, &opts, deadline).await?;
+                        let connected = start.elapsed();
+                        let (res, _) = conn.write_all(b"x".to_vec(), deadline).await;
+                        res?;
+                        let mut reply = Vec::new();
+                        let mut buf = Vec::with_capacity(64);
+                        loop {
+                            let (n, b) = conn.read(buf, deadline).await;
+                            let n = n?;
+                            if n == 0 {
+                                break;
+                            }
+                            reply.extend_from_slice(&b[..n]);
+                            buf = b;
+                        }
+                        Ok::<_, NetError>((connected, reply))
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        });
+        let total = start.elapsed();
+        let mut first_connect = DEADLINE;
+        for (i, r) in results.into_iter().enumerate() {
+            let (connected, reply) = r.unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
+            assert_eq!(reply, b"ok", "connection {i}");
+            first_connect = first_connect.min(connected);
+        }
+        // Every connect started while all ports were held, so none got through before the
+        // release: each one met EADDRNOTAVAIL and retried.
+        assert!(
+            first_connect >= HOLD,
+            "a connect succeeded after {first_connect:?}, before the ports were freed"
+        );
+        assert!(total < DEADLINE, "took {total:?}");
+        println!("{CONNS} connections over {PORTS} ports in {total:?}");
+    }
 }
