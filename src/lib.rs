@@ -17,3 +17,4 @@ pub mod journal;
 pub mod net;
 pub mod record;
 pub mod runtime;
+pub mod spool;
