@@ -110,6 +110,8 @@ pub struct Config {
     pub log_level: String,
     /// The file the configuration came from (None: built-in defaults).
     pub source: Option<PathBuf>,
+    /// The command-line overrides applied (kept so a reload applies them again).
+    pub overrides: Overrides,
     pub fetch: FetchOptions,
 }
 
@@ -127,13 +129,14 @@ impl Default for Config {
             drain_grace: DEFAULT_DRAIN_GRACE,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
             source: None,
+            overrides: Overrides::default(),
             fetch: FetchOptions::default(),
         }
     }
 }
 
 /// Command-line values that win over the file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub spool: Option<PathBuf>,
     pub journal: Option<PathBuf>,
@@ -498,6 +501,7 @@ impl Config {
                 message: "is longer than fetch.timeout_secs".into(),
             });
         }
+        cfg.overrides = overrides.clone();
         if let Some(p) = &overrides.spool {
             cfg.spool = p.clone();
         }

@@ -47,7 +47,11 @@ pub struct DnsConfig {
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        DnsConfig { server: None, timeout: DEFAULT_DNS_TIMEOUT, cache_size: 65_536 }
+        DnsConfig {
+            server: None,
+            timeout: DEFAULT_DNS_TIMEOUT,
+            cache_size: 65_536,
+        }
     }
 }
 

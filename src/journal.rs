@@ -377,7 +377,14 @@ impl Writer {
         self.commit()?;
         if let Output::File { path: cur, file } = &mut self.out {
             let new_path = path.unwrap_or_else(|| cur.clone());
-            let (new_file, removed) = open_journal(&new_path)?;
+            let (new_file, removed) = match open_journal(&new_path) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    // Keep journaling into the file we have rather than losing records.
+                    tracing::error!(error = %e, still_writing = %cur.display(), "journal reopen failed");
+                    return Ok(());
+                }
+            };
             if removed > 0 {
                 tracing::warn!(path = %new_path.display(), bytes = removed, "journal had a torn last line; truncated it");
             }
@@ -612,6 +619,21 @@ mod tests {
         assert_eq!(stats.fsyncs, 1, "new policy applies");
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
         assert_eq!(lines(&q).len(), 1);
+    }
+
+    #[test]
+    fn failed_reopen_keeps_writing_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        let (j, tx) = Journal::start(Target::File(p.clone()), FsyncPolicy::Always, None).unwrap();
+        j.control()
+            .reopen(Some(dir.path().join("missing/b.jsonl")), None);
+        std::thread::sleep(CONTROL_POLL * 3);
+        tx.send(rec("http://b.test/", None, None)).unwrap();
+        drop(tx);
+        let stats = j.finish().unwrap();
+        assert_eq!(stats.reopens, 0);
+        assert_eq!(lines(&p).len(), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! same engine from a spool directory with exactly-once journaling.
 
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod html;

@@ -20,7 +20,11 @@ pub struct RecordError {
 
 impl RecordError {
     pub fn from_fetch(e: &FetchError, hop: Option<u8>) -> Self {
-        RecordError { kind: e.kind(), message: e.to_string(), hop }
+        RecordError {
+            kind: e.kind(),
+            message: e.to_string(),
+            hop,
+        }
     }
 }
 

@@ -61,7 +61,10 @@ pub struct Engine {
 impl Engine {
     /// Start `opts.threads` workers. Every submitted job yields exactly one record on
     /// `records` (unless abandoned by [`Engine::drain`]).
-    pub fn start(opts: &crate::config::FetchOptions, records: RecordSender) -> Result<Engine, EngineError> {
+    pub fn start(
+        opts: &crate::config::FetchOptions,
+        records: RecordSender,
+    ) -> Result<Engine, EngineError> {
         let _ = (opts, records);
         todo!("lead")
     }

@@ -815,7 +815,7 @@ mod tests {
         assert_eq!(done, root.join("done/list.txt"));
 
         // A new list with a name already in done/ gets a fresh name at submit and at claim.
-        let q2 = submit(&root, &[input.clone()]).unwrap();
+        let q2 = submit(&root, std::slice::from_ref(&input)).unwrap();
         assert_eq!(q2, vec![root.join("new/list.txt.2")]);
         fs::write(root.join("new/list.txt"), "direct producer\n").unwrap();
         assert_eq!(spool.claim("list.txt").unwrap().unwrap(), "list.txt.1");
@@ -872,7 +872,7 @@ mod tests {
         fs::write(&other, rec("a", 9, t1)).unwrap();
         fs::write(
             &j,
-            rec("a", 3, t1) + &rec("b", 1, t1) + "not json\n" + &rec("a", 4, t1)[..20].to_string(),
+            rec("a", 3, t1) + &rec("b", 1, t1) + "not json\n" + &rec("a", 4, t1)[..20],
         )
         .unwrap();
         let journals = journal_candidates(&j, SystemTime::UNIX_EPOCH);

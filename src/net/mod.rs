@@ -89,7 +89,11 @@ impl Stream {
     }
 
     /// Write all of `data`; returns the buffer (cleared) for reuse.
-    pub async fn write_all(&mut self, data: Vec<u8>, deadline: Instant) -> Result<Vec<u8>, NetError> {
+    pub async fn write_all(
+        &mut self,
+        data: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, NetError> {
         let _ = (data, deadline);
         todo!("net helper")
     }
@@ -97,7 +101,11 @@ impl Stream {
     /// Read into `buf` (its contents are replaced: on return `buf[..n]` holds the bytes, with
     /// `buf.capacity()` unchanged). `n == 0` is a clean EOF (for TLS: close_notify, or TCP EOF
     /// without it reported as `Ok(0)` with [`Stream::eof_was_clean`] false).
-    pub async fn read(&mut self, buf: Vec<u8>, deadline: Instant) -> (Result<usize, NetError>, Vec<u8>) {
+    pub async fn read(
+        &mut self,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
         let _ = (buf, deadline);
         todo!("net helper")
     }
