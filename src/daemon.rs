@@ -98,7 +98,7 @@ pub enum Event {
 /// clean drain (exit 0).
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (tx, rx) = mpsc::channel();
-    spawn_signal_thread(tx.clone())?;
+    forward_signals(tx.clone())?;
     serve(cfg, Engine::start, tx, rx).map(|_| ())
 }
 
@@ -607,9 +607,9 @@ fn start_inotify(spool: &Spool, tx: Sender<Event>) {
     }
 }
 
-/// Install SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers (before READY) on a thread that forwards
+/// Install SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers (call before READY) on a thread that forwards
 /// them as events.
-fn spawn_signal_thread(tx: Sender<Event>) -> Result<(), DaemonError> {
+pub fn forward_signals(tx: Sender<Event>) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     std::thread::Builder::new()

@@ -91,6 +91,31 @@ fn serve_conn(stream: TcpStream, count: &AtomicU64) {
     }
 }
 
+/// A daemon process that is killed if a test panics before stopping it.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A temporary spool + journal + config file.
 struct Setup {
     dir: tempfile::TempDir,
@@ -123,7 +148,7 @@ impl Setup {
         self.path("ringcrawl.toml")
     }
 
-    fn start(&self) -> Child {
+    fn start(&self) -> Proc {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(self.config())
@@ -133,6 +158,7 @@ impl Setup {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let child = Proc(child);
         let spool = self.spool();
         wait_for("spool set up", || {
             spool.join("cur").is_dir() && spool.join(".lock").exists()
@@ -210,7 +236,7 @@ fn wait_exit(child: &mut Child) -> ExitStatus {
     }
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Proc) {
     signal(&child, "TERM");
     let st = wait_exit(&mut child);
     assert_eq!(st.code(), Some(0), "SIGTERM must exit 0");
@@ -515,16 +541,18 @@ fn cli_overrides_spool_and_journal() {
     let s = Setup::new("");
     let spool = s.path("other-spool");
     let journal = s.path("other.jsonl");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(s.config())
-        .arg("--spool")
-        .arg(&spool)
-        .arg("--journal")
-        .arg(&journal)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(s.config())
+            .arg("--spool")
+            .arg(&spool)
+            .arg("--journal")
+            .arg(&journal)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("other spool", || spool.join(".lock").exists());
     let (p, lines) = s.list(&server, "o.txt", 5);
     let out = Command::new(BIN)
@@ -626,4 +654,48 @@ fn systemd_unit_verifies_and_is_hardened() {
         .parse()
         .unwrap();
     assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+}
+
+/// sd_notify: READY, STATUS with counts, WATCHDOG pings (WATCHDOG_USEC set), STOPPING.
+#[test]
+fn sd_notify_ready_status_watchdog_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Setup::new("");
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid; `exec` keeps the shell's pid.
+    let child = Proc(
+        Command::new("sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\"")
+            .arg(BIN)
+            .arg(s.config())
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while !(seen.contains("READY=1")
+        && seen.matches("WATCHDOG=1").count() >= 3
+        && seen.contains("STATUS="))
+    {
+        assert!(Instant::now() < deadline, "notifications so far: {seen:?}");
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    }
+    assert!(seen.contains("STATUS=lists: 0 active"), "{seen}");
+    stop(child);
+    let mut tail = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        tail.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(tail.contains("STOPPING=1"), "{tail}");
 }
