@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod error;
 pub mod fetch;
@@ -23,3 +24,4 @@ pub mod progress;
 pub mod record;
 pub mod runtime;
 pub mod sched;
+pub mod spool;
