@@ -2,14 +2,36 @@
 //! lookup, a positive/negative cache, concurrent lookups of one name coalesced into one
 //! query, and DNS failures mapped to distinct error kinds.
 
-use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{FutureExt, Shared};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError as HickoryError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::TokioResolver;
 
 use crate::error::ErrorKind;
 
 /// Hard bound on one lookup (all retries included) unless configured otherwise.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest life of a positive answer (TTL 0 records still serve concurrent URLs).
+pub const POSITIVE_MIN_TTL: Duration = Duration::from_secs(1);
+/// How long NXDOMAIN / no-address answers are remembered.
+pub const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long server failures and timeouts are remembered (so the queued URLs of a broken
+/// host fail fast instead of each waiting for the timeout again).
+pub const FAILURE_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Tries per lookup inside the hard timeout (each gets an equal share of it).
+const DNS_ATTEMPTS: usize = 2;
+/// Floor for the per-try timeout.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
@@ -65,24 +87,503 @@ pub struct DnsStats {
 }
 
 /// Per-worker resolver (`!Send`; lives on one tokio-uring thread). IP literals never reach
-/// here (the fetch path skips DNS for them), but `lookup` handles them anyway.
+/// here (the fetch path skips DNS for them), but `lookup` handles them anyway (bracketed IPv6
+/// too), and `localhost` / `*.localhost` are 127.0.0.1 and ::1 without a query (RFC 6761).
 pub struct Resolver {
-    _private: (),
+    inner: Rc<Inner>,
+}
+
+type LookupResult = Result<Rc<[IpAddr]>, DnsError>;
+type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
+
+struct Inner {
+    resolver: TokioResolver,
+    timeout: Duration,
+    cache_size: usize,
+    cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
+    /// Queries in flight by name: later lookups of the same name wait on the same future.
+    in_flight: RefCell<HashMap<Rc<str>, SharedLookup>>,
+    stats: Cell<DnsStats>,
+}
+
+struct CacheEntry {
+    result: LookupResult,
+    expires: Instant,
 }
 
 impl Resolver {
+    /// Build a resolver: `cfg.server` only (UDP, TCP on truncation, no /etc/hosts), else
+    /// /etc/resolv.conf + /etc/hosts. May be built before the worker's runtime starts, but
+    /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        let _ = cfg;
-        todo!("dns helper")
+        let setup_err =
+            |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
+        let mut builder = match cfg.server {
+            Some(server) => {
+                let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+                for conn in &mut ns.connections {
+                    conn.port = server.port();
+                }
+                let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
+                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            }
+            None => TokioResolver::builder_tokio().map_err(setup_err)?,
+        };
+        let opts = builder.options_mut();
+        opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
+        opts.attempts = DNS_ATTEMPTS;
+        opts.cache_size = cfg.cache_size as u64;
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.use_hosts_file = if cfg.server.is_some() {
+            ResolveHosts::Never
+        } else {
+            ResolveHosts::Always
+        };
+        let resolver = builder.build().map_err(setup_err)?;
+        Ok(Resolver {
+            inner: Rc::new(Inner {
+                resolver,
+                timeout: cfg.timeout,
+                cache_size: cfg.cache_size.max(1),
+                cache: RefCell::new(HashMap::new()),
+                in_flight: RefCell::new(HashMap::new()),
+                stats: Cell::new(DnsStats::default()),
+            }),
+        })
     }
 
-    /// Addresses for `host` (IPv6 and IPv4, in the order to try), from cache or one query.
+    /// Addresses for `host` (IPv4 first, then IPv6: the order to try), from cache or one
+    /// query shared with every concurrent lookup of the same name.
     pub async fn lookup(&self, host: &str) -> Result<Rc<[IpAddr]>, DnsError> {
-        let _ = host;
-        todo!("dns helper")
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Rc::from([ip]));
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || name.ends_with(".localhost") {
+            return Ok(Rc::from([
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]));
+        }
+        let inner = &self.inner;
+        if let Some(result) = inner.cached(&name) {
+            inner.bump(|s| s.cache_hits += 1);
+            return result;
+        }
+        let pending = inner.in_flight.borrow().get(name.as_str()).cloned();
+        if let Some(shared) = pending {
+            inner.bump(|s| s.coalesced += 1);
+            return shared.await;
+        }
+        inner.bump(|s| s.lookups += 1);
+        let name: Rc<str> = Rc::from(name);
+        let query = query(
+            Rc::downgrade(inner),
+            inner.resolver.clone(),
+            name.clone(),
+            inner.timeout,
+        );
+        let shared = query.boxed_local().shared();
+        inner.in_flight.borrow_mut().insert(name, shared.clone());
+        shared.await
     }
 
     pub fn stats(&self) -> DnsStats {
-        todo!("dns helper")
+        self.inner.stats.get()
+    }
+}
+
+/// One real query under the hard timeout; the outcome goes to the cache and the name leaves
+/// the in-flight table even if the lookup that started it was cancelled meanwhile.
+async fn query(
+    inner: Weak<Inner>,
+    resolver: TokioResolver,
+    name: Rc<str>,
+    timeout: Duration,
+) -> LookupResult {
+    let now = Instant::now();
+    let (result, expires) = match tokio::time::timeout(timeout, resolver.lookup_ip(&*name)).await {
+        Err(_) => (
+            Err(DnsError::Timeout(name.to_string(), millis(timeout))),
+            now + FAILURE_CACHE_TTL,
+        ),
+        Ok(Err(e)) => {
+            let err = map_error(&name, &e, timeout);
+            let ttl = match err {
+                DnsError::NxDomain(_) | DnsError::NoAddress(_) => NEGATIVE_CACHE_TTL,
+                DnsError::Failure(..) | DnsError::Timeout(..) => FAILURE_CACHE_TTL,
+            };
+            (Err(err), now + ttl)
+        }
+        Ok(Ok(found)) => {
+            let addrs: Rc<[IpAddr]> = found.iter().collect();
+            let expires = found.valid_until().max(now + POSITIVE_MIN_TTL);
+            if addrs.is_empty() {
+                (
+                    Err(DnsError::NoAddress(name.to_string())),
+                    now + NEGATIVE_CACHE_TTL,
+                )
+            } else {
+                (Ok(addrs), expires)
+            }
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        inner.in_flight.borrow_mut().remove(&*name);
+        inner.store(
+            name,
+            CacheEntry {
+                result: result.clone(),
+                expires,
+            },
+        );
+    }
+    result
+}
+
+impl Inner {
+    fn cached(&self, name: &str) -> Option<LookupResult> {
+        let mut cache = self.cache.borrow_mut();
+        let entry = cache.get(name)?;
+        if entry.expires > Instant::now() {
+            return Some(entry.result.clone());
+        }
+        cache.remove(name);
+        None
+    }
+
+    /// Insert, keeping at most `cache_size` entries: expired ones go first, then an arbitrary
+    /// eighth of the rest (cheap, and rare: only when the cache is full of live entries).
+    fn store(&self, name: Rc<str>, entry: CacheEntry) {
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= self.cache_size && !cache.contains_key(&name) {
+            let now = Instant::now();
+            cache.retain(|_, e| e.expires > now);
+            if cache.len() >= self.cache_size {
+                let victims: Vec<Rc<str>> = cache
+                    .keys()
+                    .take(self.cache_size / 8 + 1)
+                    .cloned()
+                    .collect();
+                for key in victims {
+                    cache.remove(&key);
+                }
+            }
+        }
+        cache.insert(name, entry);
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut DnsStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+}
+
+/// hickory's error -> our kinds: NXDOMAIN, no A/AAAA (NODATA), timeout, anything else failure.
+fn map_error(name: &str, e: &HickoryError, timeout: Duration) -> DnsError {
+    match e {
+        _ if e.is_nx_domain() => DnsError::NxDomain(name.to_string()),
+        HickoryError::Dns(HickoryDnsError::NoRecordsFound(nr))
+            if nr.response_code == ResponseCode::NoError =>
+        {
+            DnsError::NoAddress(name.to_string())
+        }
+        HickoryError::Timeout => DnsError::Timeout(name.to_string(), millis(timeout)),
+        HickoryError::Dns(HickoryDnsError::ResponseCode(code)) => {
+            DnsError::Failure(name.to_string(), format!("server answered {code}"))
+        }
+        other => DnsError::Failure(name.to_string(), other.to_string()),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+
+    /// A tiny authoritative-looking DNS server on 127.0.0.1 whose answer depends on the first
+    /// label: `nx` NXDOMAIN, `nodata` no records, `fail` SERVFAIL, `refused` REFUSED, `silent`
+    /// never answers, `slow` answers after 150 ms, anything else answers at once; answers are
+    /// A 127.0.0.7 (AAAA queries get no records). Counts queries by (name, type).
+    struct FakeDns {
+        addr: SocketAddr,
+        seen: Arc<Mutex<HashMap<(String, u16), usize>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    const TYPE_A: u16 = 1;
+    const TYPE_AAAA: u16 = 28;
+    const ANSWER_IP: [u8; 4] = [127, 0, 0, 7];
+
+    impl FakeDns {
+        fn start() -> FakeDns {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let addr = sock.local_addr().unwrap();
+            let seen = Arc::new(Mutex::new(HashMap::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (seen2, stop2) = (seen.clone(), stop.clone());
+            let thread = thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                while !stop2.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Some((name, qtype, qend)) = parse_question(&buf[..n]) else {
+                        continue;
+                    };
+                    *seen2
+                        .lock()
+                        .unwrap()
+                        .entry((name.clone(), qtype))
+                        .or_insert(0) += 1;
+                    let label = name.split('.').next().unwrap_or("");
+                    let (rcode, answer) = match label {
+                        "silent" => continue,
+                        "nx" => (3, false),
+                        "nodata" => (0, false),
+                        "fail" => (2, false),
+                        "refused" => (5, false),
+                        "slow" => {
+                            thread::sleep(Duration::from_millis(150));
+                            (0, qtype == TYPE_A)
+                        }
+                        _ => (0, qtype == TYPE_A),
+                    };
+                    let reply = build_reply(&buf[..qend], rcode, answer);
+                    let _ = sock.send_to(&reply, from);
+                }
+            });
+            FakeDns {
+                addr,
+                seen,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn queries(&self, name: &str, qtype: u16) -> usize {
+            self.seen
+                .lock()
+                .unwrap()
+                .get(&(name.to_string(), qtype))
+                .copied()
+                .unwrap_or(0)
+        }
+
+        fn total(&self) -> usize {
+            self.seen.lock().unwrap().values().sum()
+        }
+
+        fn resolver(&self, timeout_ms: u64) -> Resolver {
+            Resolver::new(&DnsConfig {
+                server: Some(self.addr),
+                timeout: Duration::from_millis(timeout_ms),
+                cache_size: 16,
+            })
+            .unwrap()
+        }
+    }
+
+    impl Drop for FakeDns {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// (lower-case name without the final dot, qtype, end of the question section).
+    fn parse_question(msg: &[u8]) -> Option<(String, u16, usize)> {
+        let mut pos = 12;
+        let mut labels = Vec::new();
+        loop {
+            let len = *msg.get(pos)? as usize;
+            pos += 1;
+            if len == 0 {
+                break;
+            }
+            labels.push(String::from_utf8_lossy(msg.get(pos..pos + len)?).to_ascii_lowercase());
+            pos += len;
+        }
+        let qtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
+        Some((labels.join("."), qtype, pos + 4))
+    }
+
+    /// Header + the question copied from the query + optionally one A record.
+    fn build_reply(query_through_question: &[u8], rcode: u8, answer: bool) -> Vec<u8> {
+        let mut r = Vec::with_capacity(query_through_question.len() + 16);
+        r.extend_from_slice(&query_through_question[..2]); // id
+        r.push(0x81); // QR, RD
+        r.push(0x80 | rcode); // RA, rcode
+        r.extend_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
+        r.extend_from_slice(&query_through_question[12..]);
+        if answer {
+            r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&ANSWER_IP);
+        }
+        r
+    }
+
+    #[test]
+    fn answer_then_cache_hit() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let ip = IpAddr::from(ANSWER_IP);
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[ip]);
+            assert_eq!(&*r.lookup("WWW.Example.Test.").await.unwrap(), &[ip]);
+        });
+        assert_eq!(dns.queries("www.example.test", TYPE_A), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.cache_hits, s.coalesced), (1, 1, 0));
+    }
+
+    #[test]
+    fn nxdomain_is_cached_negatively() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            for _ in 0..2 {
+                let e = r.lookup("nx.example.test").await.unwrap_err();
+                assert_eq!(e, DnsError::NxDomain("nx.example.test".into()));
+                assert_eq!(e.kind(), ErrorKind::DnsNxdomain);
+            }
+        });
+        assert_eq!(dns.queries("nx.example.test", TYPE_A), 1);
+        assert_eq!(r.stats().cache_hits, 1);
+    }
+
+    #[test]
+    fn nodata_is_no_address() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        let e = tokio_uring::start(async { r.lookup("nodata.example.test").await.unwrap_err() });
+        assert_eq!(e, DnsError::NoAddress("nodata.example.test".into()));
+        assert_eq!(e.kind(), ErrorKind::DnsNoAddress);
+    }
+
+    #[test]
+    fn servfail_and_refused_are_failures() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            for name in ["fail.example.test", "refused.example.test"] {
+                let e = r.lookup(name).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::DnsFailure, "{name}: {e}");
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("DNS: lookup of {name} failed: ")),
+                    "{e}"
+                );
+                assert!(!e.to_string().contains('\n'));
+            }
+        });
+    }
+
+    #[test]
+    fn silent_server_times_out_within_the_bound() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(300);
+        tokio_uring::start(async {
+            let started = Instant::now();
+            let e = r.lookup("silent.example.test").await.unwrap_err();
+            assert_eq!(e, DnsError::Timeout("silent.example.test".into(), 300));
+            assert_eq!(e.kind(), ErrorKind::DnsTimeout);
+            assert!(
+                started.elapsed() < Duration::from_millis(900),
+                "{:?}",
+                started.elapsed()
+            );
+        });
+        assert!(dns.queries("silent.example.test", TYPE_A) >= 1);
+    }
+
+    #[test]
+    fn concurrent_lookups_share_one_query() {
+        const N: usize = 20;
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let all =
+                futures_util::future::join_all((0..N).map(|_| r.lookup("slow.example.test"))).await;
+            for res in all {
+                assert_eq!(&*res.unwrap(), &[IpAddr::from(ANSWER_IP)]);
+            }
+        });
+        assert_eq!(dns.queries("slow.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("slow.example.test", TYPE_AAAA), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (1, N as u64 - 1));
+    }
+
+    #[test]
+    fn cancelled_first_lookup_still_serves_the_others() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            // The lookup that started the query is dropped before the answer arrives.
+            let first =
+                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test")).await;
+            assert!(first.is_err());
+            assert_eq!(
+                &*r.lookup("slow.cancel.test").await.unwrap(),
+                &[IpAddr::from(ANSWER_IP)]
+            );
+            assert_eq!(
+                &*r.lookup("slow.cancel.test").await.unwrap(),
+                &[IpAddr::from(ANSWER_IP)]
+            );
+        });
+        assert_eq!(dns.queries("slow.cancel.test", TYPE_A), 1);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced, s.cache_hits), (1, 1, 1));
+    }
+
+    #[test]
+    fn literals_and_localhost_need_no_query() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+            assert_eq!(&*r.lookup("127.0.0.1").await.unwrap(), &[v4]);
+            assert_eq!(&*r.lookup("[::1]").await.unwrap(), &[v6]);
+            assert_eq!(&*r.lookup("::1").await.unwrap(), &[v6]);
+            assert_eq!(&*r.lookup("localhost").await.unwrap(), &[v4, v6]);
+            assert_eq!(&*r.lookup("LocalHost.").await.unwrap(), &[v4, v6]);
+            assert_eq!(&*r.lookup("app.localhost").await.unwrap(), &[v4, v6]);
+        });
+        assert_eq!(dns.total(), 0);
+        assert_eq!(r.stats().lookups, 0);
+    }
+
+    #[test]
+    fn cache_stays_bounded() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000); // cache_size 16
+        tokio_uring::start(async {
+            for i in 0..100 {
+                r.lookup(&format!("h{i}.example.test")).await.unwrap();
+            }
+        });
+        assert!(r.inner.cache.borrow().len() <= 16);
+        assert!(r.inner.in_flight.borrow().is_empty());
     }
 }

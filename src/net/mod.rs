@@ -9,6 +9,7 @@
 pub mod tcp;
 pub mod tls;
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::error::ErrorKind;
 
 pub use tcp::TcpConn;
-pub use tls::{TlsContext, TlsStats};
+pub use tls::{TlsConfigError, TlsContext, TlsStats};
 
 /// Size of the pooled read buffers handed to the kernel.
 pub const READ_BUF_SIZE: usize = 16 * 1024;
@@ -77,15 +78,35 @@ impl Stream {
     /// Connect to the first address of `addrs` that answers (next one on failure; the last
     /// error is returned), within `opts.connect_timeout` each and `deadline` overall; for
     /// `tls = Some((ctx, server_name))` also complete the TLS handshake (SNI = `server_name`
-    /// unless it is an IP literal) before `deadline`.
+    /// unless it is an IP literal) within `opts.connect_timeout` and before `deadline`.
     pub async fn connect(
         addrs: &[SocketAddr],
         opts: &ConnectOptions,
         tls: Option<(&TlsContext, &str)>,
         deadline: Instant,
     ) -> Result<Stream, NetError> {
-        let _ = (addrs, opts, tls, deadline);
-        todo!("net helper")
+        let mut last_err = None;
+        for &addr in addrs {
+            if Instant::now() >= deadline && last_err.is_some() {
+                break;
+            }
+            let tcp = match TcpConn::connect(addr, opts, deadline).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            return match tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some((ctx, name)) => {
+                    let hs_deadline = deadline.min(Instant::now() + opts.connect_timeout);
+                    let conn = tls::TlsConn::handshake(tcp, ctx, name, hs_deadline).await?;
+                    Ok(Stream::Tls(Box::new(conn)))
+                }
+            };
+        }
+        Err(last_err.unwrap_or_else(|| NetError::Io("no address to connect to".into())))
     }
 
     /// Write all of `data`; returns the buffer (cleared) for reuse.
@@ -94,8 +115,13 @@ impl Stream {
         data: Vec<u8>,
         deadline: Instant,
     ) -> Result<Vec<u8>, NetError> {
-        let _ = (data, deadline);
-        todo!("net helper")
+        match self {
+            Stream::Plain(tcp) => {
+                let (res, buf) = tcp.write_all(data, deadline).await;
+                res.map(|()| buf)
+            }
+            Stream::Tls(tls) => tls.write_all(data, deadline).await,
+        }
     }
 
     /// Read into `buf` (its contents are replaced: on return `buf[..n]` holds the bytes, with
@@ -106,27 +132,418 @@ impl Stream {
         buf: Vec<u8>,
         deadline: Instant,
     ) -> (Result<usize, NetError>, Vec<u8>) {
-        let _ = (buf, deadline);
-        todo!("net helper")
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf, deadline).await,
+            Stream::Tls(tls) => tls.read(buf, deadline).await,
+        }
     }
 
     /// After a read returned 0: whether the peer closed cleanly (always true for plain TCP).
     pub fn eof_was_clean(&self) -> bool {
-        todo!("net helper")
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => tls.eof_was_clean(),
+        }
     }
 
     /// Peer address.
     pub fn peer(&self) -> SocketAddr {
-        todo!("net helper")
+        match self {
+            Stream::Plain(tcp) => tcp.peer(),
+            Stream::Tls(tls) => tls.peer(),
+        }
     }
 
     /// For TLS streams: whether certificates were verified (false under `--insecure`).
     pub fn tls_verified(&self) -> Option<bool> {
-        todo!("net helper")
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => Some(tls.verified()),
+        }
     }
 
     /// Shut down and close (sends close_notify for TLS, best effort, no waiting).
     pub async fn close(self) {
-        todo!("net helper")
+        match self {
+            Stream::Plain(tcp) => tcp.shutdown(),
+            Stream::Tls(tls) => tls.close().await,
+        }
+    }
+}
+
+/// Which step an I/O error happened in (an OS timeout means a different thing in each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Connect,
+    Transfer,
+}
+
+/// Map an OS error on a socket to a [`NetError`] (and so to a journal error kind).
+pub(crate) fn classify_io(err: &io::Error, peer: SocketAddr, phase: Phase) -> NetError {
+    match err.raw_os_error() {
+        Some(libc::ECONNREFUSED) => NetError::Refused(peer),
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN | libc::EHOSTDOWN) => {
+            NetError::Unreachable(peer, os_message(err))
+        }
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => {
+            NetError::Reset(os_message(err))
+        }
+        Some(libc::ETIMEDOUT) if phase == Phase::Connect => NetError::ConnectTimeout(peer, 0),
+        Some(libc::ETIMEDOUT) => NetError::Reset(os_message(err)),
+        _ => NetError::Io(os_message(err)),
+    }
+}
+
+/// The OS message of an error without Rust's " (os error N)" suffix.
+fn os_message(err: &io::Error) -> String {
+    let msg = err.to_string();
+    match msg.rfind(" (os error ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+    use std::thread;
+
+    /// fd-counting tests must not overlap with other socket-heavy tests of this module.
+    static FD_LOCK: Mutex<()> = Mutex::new(());
+
+    fn opts(connect_timeout_ms: u64) -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            bind: Rc::from([]),
+        }
+    }
+
+    fn in_ms(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// A server that reads one request chunk, answers `reply`, then closes.
+    fn one_shot_server(listener: TcpListener, reply: &'static [u8]) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = vec![0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            req.truncate(n);
+            s.write_all(reply).unwrap();
+            req
+        })
+    }
+
+    #[test]
+    fn connect_write_read_eof_ipv4() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = one_shot_server(listener, b"hello");
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            assert_eq!(s.peer(), addr);
+            assert_eq!(s.tls_verified(), None);
+            let buf = s.write_all(b"GET".to_vec(), in_ms(1000)).await.unwrap();
+            assert!(buf.is_empty());
+            // Stale contents must be replaced, capacity kept.
+            let mut stale = Vec::with_capacity(64);
+            stale.extend_from_slice(&[b'x'; 40]);
+            let (n, buf) = s.read(stale, in_ms(1000)).await;
+            assert_eq!(n.unwrap(), 5);
+            assert_eq!(&buf[..], b"hello");
+            assert_eq!(buf.capacity(), 64);
+            let (n, _) = s.read(buf, in_ms(1000)).await;
+            assert_eq!(n.unwrap(), 0);
+            assert!(s.eof_was_clean());
+            s.close().await;
+        });
+        assert_eq!(server.join().unwrap(), b"GET");
+    }
+
+    #[test]
+    fn connect_ipv6_loopback() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let server = one_shot_server(listener, b"six");
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            s.write_all(b"hi".to_vec(), in_ms(1000)).await.unwrap();
+            let (n, buf) = s.read(Vec::new(), in_ms(1000)).await;
+            assert_eq!(&buf[..n.unwrap()], b"six");
+            assert_eq!(buf.capacity(), READ_BUF_SIZE);
+        });
+        server.join().unwrap();
+    }
+
+    fn refused_addr() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn refused_then_next_address() {
+        let dead = refused_addr();
+        tokio_uring::start(async move {
+            let err = Stream::connect(&[dead], &opts(1000), None, in_ms(2000))
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err, NetError::Refused(dead));
+            assert_eq!(err.kind(), ErrorKind::ConnectRefused);
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = listener.local_addr().unwrap();
+        let server = one_shot_server(listener, b"ok");
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[dead, good], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            assert_eq!(s.peer(), good);
+            s.write_all(b"x".to_vec(), in_ms(1000)).await.unwrap();
+            let (n, _) = s.read(Vec::new(), in_ms(1000)).await;
+            assert_eq!(n.unwrap(), 2);
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn empty_address_list_is_an_error() {
+        tokio_uring::start(async {
+            let err = Stream::connect(&[], &opts(100), None, in_ms(100))
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(err, NetError::Io(_)), "{err}");
+        });
+    }
+
+    #[test]
+    fn connect_timeout_on_full_backlog() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // A listener that never accepts, with the smallest backlog: once the accept queue is
+        // full the kernel drops further SYNs, so a connect hangs until our timeout.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .unwrap();
+        sock.listen(0).unwrap();
+        let addr = sock.local_addr().unwrap().as_socket().unwrap();
+        let before = open_fds();
+        tokio_uring::start(async move {
+            let mut held = Vec::new();
+            let mut timeouts = 0;
+            for _ in 0..16 {
+                match Stream::connect(&[addr], &opts(150), None, in_ms(5000)).await {
+                    Ok(s) => held.push(s),
+                    Err(e) => {
+                        assert!(
+                            matches!(e, NetError::ConnectTimeout(a, 150) if a == addr),
+                            "{e}"
+                        );
+                        assert_eq!(e.kind(), ErrorKind::ConnectTimeout);
+                        timeouts += 1;
+                        if timeouts == 3 {
+                            break;
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                timeouts,
+                3,
+                "backlog never filled ({} connections accepted)",
+                held.len()
+            );
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Every socket (queued ones and timed-out ones) is closed again.
+            assert!(
+                open_fds() <= before,
+                "fds leaked: {} -> {}",
+                before,
+                open_fds()
+            );
+        });
+        drop(sock);
+    }
+
+    #[test]
+    fn read_timeouts_leak_no_fd() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        const N: usize = 100;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted_tx, accepted_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        // Accepts N connections and never writes; holds them until released.
+        let server = thread::spawn(move || {
+            let held: Vec<_> = (0..N).map(|_| listener.accept().unwrap().0).collect();
+            accepted_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            // Every client socket was shut down: the server sees EOF on each.
+            held.into_iter()
+                .filter(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    matches!(s.read(&mut [0u8; 8]), Ok(0))
+                })
+                .count()
+        });
+        let before = open_fds();
+        tokio_uring::start(async move {
+            for _ in 0..N {
+                let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                    .await
+                    .unwrap();
+                let (res, buf) = s.read(Vec::with_capacity(128), in_ms(10)).await;
+                let err = res.err().unwrap();
+                assert!(matches!(err, NetError::Timeout(_)), "{err}");
+                assert_eq!(err.kind(), ErrorKind::Timeout);
+                assert_eq!(buf.capacity(), 128);
+                // The stream refuses further use instead of hanging.
+                let (res, _) = s.read(buf, in_ms(1000)).await;
+                assert!(res.is_err());
+            }
+            // Let the abandoned reads complete and their fds close, then count while the
+            // runtime is still alive (its teardown would close everything anyway).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            accepted_rx.recv().unwrap();
+            let after = open_fds();
+            // The server still holds its N accepted sockets; a leak would add N more.
+            assert!(
+                after <= before + N + N / 4,
+                "fds leaked: {before} -> {after}"
+            );
+        });
+        release_tx.send(()).unwrap();
+        assert_eq!(server.join().unwrap(), N);
+    }
+
+    #[test]
+    fn abandoned_read_is_shut_down_on_drop() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            tx.send(s.read(&mut [0u8; 8]).map_err(|e| e.kind()))
+                .unwrap();
+        });
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            // A caller's own timeout cancels our read mid-flight (no deadline of ours fires).
+            let far = in_ms(60_000);
+            let cancelled =
+                tokio::time::timeout(Duration::from_millis(20), s.read(Vec::new(), far)).await;
+            assert!(cancelled.is_err());
+            drop(s);
+            // Checked while the runtime lives (its teardown would close the socket anyway).
+            let seen = rx.recv_timeout(Duration::from_secs(3)).unwrap();
+            assert_eq!(seen, Ok(0), "server should see EOF after the drop");
+        });
+    }
+
+    #[test]
+    fn reset_by_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            assert!(s.read(&mut [0u8; 64]).unwrap() > 0);
+            let sock = socket2::Socket::from(s);
+            sock.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(sock); // RST
+        });
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            s.write_all(b"GET".to_vec(), in_ms(1000)).await.unwrap();
+            server.join().unwrap();
+            let (res, _) = s.read(Vec::new(), in_ms(1000)).await;
+            let err = res.err().unwrap();
+            assert!(matches!(err, NetError::Reset(_)), "{err}");
+            assert_eq!(err.kind(), ErrorKind::Reset);
+        });
+    }
+
+    #[test]
+    fn bind_addresses_round_robin() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            (0..4)
+                .map(|_| listener.accept().unwrap().1.ip())
+                .collect::<Vec<IpAddr>>()
+        });
+        let sources: Rc<[IpAddr]> = Rc::from([
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+            "::1".parse().unwrap(), // other family: never used for an IPv4 target
+        ]);
+        tokio_uring::start(async move {
+            let o = ConnectOptions {
+                connect_timeout: Duration::from_secs(1),
+                bind: sources,
+            };
+            let mut conns = Vec::new();
+            for _ in 0..4 {
+                conns.push(
+                    Stream::connect(&[addr], &o, None, in_ms(2000))
+                        .await
+                        .unwrap(),
+                );
+            }
+        });
+        let mut seen = server.join().unwrap();
+        seen.sort();
+        let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let three = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(seen, vec![two, two, three, three]);
+    }
+
+    #[test]
+    fn os_errors_map_to_kinds() {
+        let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let e = |code| io::Error::from_raw_os_error(code);
+        let kind = |code, phase| classify_io(&e(code), peer, phase).kind();
+        assert_eq!(
+            kind(libc::ECONNREFUSED, Phase::Connect),
+            ErrorKind::ConnectRefused
+        );
+        assert_eq!(
+            kind(libc::ETIMEDOUT, Phase::Connect),
+            ErrorKind::ConnectTimeout
+        );
+        assert_eq!(
+            kind(libc::ENETUNREACH, Phase::Connect),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(
+            kind(libc::EHOSTUNREACH, Phase::Connect),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(kind(libc::ECONNRESET, Phase::Transfer), ErrorKind::Reset);
+        assert_eq!(kind(libc::EPIPE, Phase::Transfer), ErrorKind::Reset);
+        let msg = classify_io(&e(libc::EHOSTUNREACH), peer, Phase::Connect).to_string();
+        assert_eq!(msg, "127.0.0.1:80 unreachable: No route to host");
     }
 }

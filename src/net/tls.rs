@@ -1,11 +1,61 @@
 //! TLS client over [`super::TcpConn`]: a rustls `ClientConnection` fed and drained by hand
-//! (`read_tls`/`write_tls` over owned buffers). Config built once: webpki-roots plus
-//! `--ca-file`, ALPN `http/1.1`, session resumption cache shared by all workers.
+//! (`read_tls`/`write_tls` over owned buffers, since tokio-rustls needs AsyncRead, which
+//! tokio-uring does not offer). The config is built once: webpki-roots plus `--ca-file`,
+//! ALPN `http/1.1`, ring provider, and one session-resumption cache shared by all workers
+//! through the `Arc<ClientConfig>`.
+//!
+//! The byte-moving code is the few small methods of [`TlsConn`]: `flush` (rustls -> socket),
+//! `recv` + `feed` (socket -> rustls); everything else is rustls' own state machine.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
+    RootCertStore, SignatureScheme,
+};
+
+use super::tcp::millis;
+use super::{NetError, TcpConn, READ_BUF_SIZE};
+
+/// TLS sessions remembered for resumption (one entry per server name), shared by all workers.
+pub const SESSION_CACHE_SIZE: usize = 8192;
+/// ALPN protocol offered: we speak HTTP/1.1 only.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// How long `close` (and a failed handshake) may spend writing close_notify / an alert.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(50);
+/// TLS record content types a server may open with (alert, handshake).
+const TLS_FIRST_BYTES: [u8; 2] = [0x15, 0x16];
+
+/// Why a TLS configuration could not be built (one line, for the binary edge).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot read CA file {0}: {1}")]
+    CaFile(String, String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
 
 /// Shared TLS client configuration (cheap to clone; `Send + Sync`).
 #[derive(Clone)]
 pub struct TlsContext {
-    _private: (),
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    config: Arc<ClientConfig>,
+    verified: bool,
+    full: AtomicU64,
+    resumed: AtomicU64,
 }
 
 /// Handshake counters for the end-of-run summary.
@@ -15,7 +65,773 @@ pub struct TlsStats {
     pub resumed_handshakes: u64,
 }
 
+impl TlsContext {
+    /// Trust webpki-roots plus every certificate in `ca_file` (PEM); with `insecure`, accept
+    /// any certificate (handshake signatures are still checked) and mark streams unverified.
+    pub fn new(ca_file: Option<&Path>, insecure: bool) -> Result<TlsContext, TlsConfigError> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            add_pem_roots(&mut roots, path)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsConfigError::Config(e.to_string()))?;
+        let mut config = if insecure {
+            let verifier = AcceptAnyCert {
+                algs: provider.signature_verification_algorithms,
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        } else {
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        config.resumption = Resumption::in_memory_sessions(SESSION_CACHE_SIZE);
+        Ok(TlsContext {
+            inner: Arc::new(ContextInner {
+                config: Arc::new(config),
+                verified: !insecure,
+                full: AtomicU64::new(0),
+                resumed: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Handshakes completed so far through this context (all workers).
+    pub fn stats(&self) -> TlsStats {
+        TlsStats {
+            full_handshakes: self.inner.full.load(Ordering::Relaxed),
+            resumed_handshakes: self.inner.resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether certificates are verified (false under `--insecure`).
+    pub fn verifies(&self) -> bool {
+        self.inner.verified
+    }
+}
+
+fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsConfigError> {
+    let fail = |why: String| TlsConfigError::CaFile(path.display().to_string(), why);
+    let mut added = 0usize;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))? {
+        let cert = cert.map_err(|e| fail(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| fail(format!("bad certificate: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(())
+}
+
+/// `--insecure`: any certificate chain is accepted, but the handshake signatures must still
+/// be valid for the presented key (so the connection is at least not trivially broken).
+#[derive(Debug)]
+struct AcceptAnyCert {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
 /// A TLS connection.
 pub struct TlsConn {
-    _private: (),
+    tcp: TcpConn,
+    conn: ClientConnection,
+    verified: bool,
+    /// Host name as given, for error messages.
+    name: String,
+    /// Network bytes read from the socket; `net_buf[net_pos..]` not yet taken by rustls.
+    net_buf: Vec<u8>,
+    net_pos: usize,
+    /// TLS records waiting to be written.
+    out_buf: Vec<u8>,
+    clean_eof: bool,
+}
+
+impl TlsConn {
+    /// Run the handshake over `tcp` before `deadline`. SNI is `server_name` unless it is an
+    /// IP literal (bracketed IPv6 accepted).
+    pub async fn handshake(
+        tcp: TcpConn,
+        ctx: &TlsContext,
+        server_name: &str,
+        deadline: Instant,
+    ) -> Result<TlsConn, NetError> {
+        let name = parse_server_name(server_name)?;
+        let conn = ClientConnection::new(ctx.inner.config.clone(), name)
+            .map_err(|e| NetError::Tls(format!("cannot start a session: {e}")))?;
+        let mut tls = TlsConn {
+            tcp,
+            conn,
+            verified: ctx.inner.verified,
+            name: server_name.to_string(),
+            net_buf: Vec::with_capacity(READ_BUF_SIZE),
+            net_pos: 0,
+            out_buf: Vec::new(),
+            clean_eof: true,
+        };
+        let start = Instant::now();
+        match tls.drive_handshake(deadline).await {
+            Ok(()) => {
+                let counter = match tls.conn.handshake_kind() {
+                    Some(HandshakeKind::Resumed) => &ctx.inner.resumed,
+                    _ => &ctx.inner.full,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(tls)
+            }
+            Err(NetError::Timeout(_)) => Err(NetError::Tls(format!(
+                "handshake timed out after {} ms",
+                millis(deadline.saturating_duration_since(start))
+            ))),
+            Err(e) => {
+                if matches!(e, NetError::Tls(_)) {
+                    // Let the server know why (rustls queued an alert); best effort.
+                    let _ = tls.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn drive_handshake(&mut self, deadline: Instant) -> Result<(), NetError> {
+        let mut first_read = true;
+        while self.conn.is_handshaking() {
+            self.flush(deadline).await?;
+            if self.net_pos < self.net_buf.len() {
+                self.feed()?;
+                continue;
+            }
+            if self.recv(deadline).await? == 0 {
+                return Err(NetError::Tls(
+                    "connection closed by the server during the handshake".into(),
+                ));
+            }
+            if first_read && !TLS_FIRST_BYTES.contains(&self.net_buf[0]) {
+                return Err(NetError::Tls("not TLS (plain HTTP server?)".into()));
+            }
+            first_read = false;
+            self.feed()?;
+        }
+        // Our Finished (and anything else rustls queued).
+        self.flush(deadline).await
+    }
+
+    /// Encrypt and send all of `data`; returns the buffer (cleared) for reuse.
+    pub async fn write_all(
+        &mut self,
+        mut data: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, NetError> {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = self
+                .conn
+                .writer()
+                .write(rest)
+                .map_err(|e| NetError::Tls(format!("cannot encrypt: {e}")))?;
+            rest = &rest[n..];
+            if n == 0 && !self.conn.wants_write() {
+                return Err(NetError::Tls(
+                    "rustls accepted no plaintext and has nothing to send".into(),
+                ));
+            }
+            self.flush(deadline).await?;
+        }
+        data.clear();
+        Ok(data)
+    }
+
+    /// Read plaintext into `buf` (contents replaced; `buf[..n]`). `Ok(0)`: the peer closed,
+    /// with close_notify ([`TlsConn::eof_was_clean`] true) or without it (false).
+    pub async fn read(
+        &mut self,
+        mut buf: Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
+        if buf.capacity() == 0 {
+            buf.reserve_exact(READ_BUF_SIZE);
+        }
+        buf.clear();
+        buf.resize(buf.capacity(), 0);
+        let res = self.read_into(&mut buf, deadline).await;
+        buf.truncate(*res.as_ref().unwrap_or(&0));
+        (res, buf)
+    }
+
+    async fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, NetError> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(0) => {
+                    self.clean_eof = true;
+                    return Ok(0);
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.clean_eof = false;
+                    return Ok(0);
+                }
+                Err(e) => return Err(NetError::Tls(e.to_string())),
+            }
+            if self.net_pos >= self.net_buf.len() && self.recv(deadline).await? == 0 {
+                self.clean_eof = false;
+                return Ok(0);
+            }
+            self.feed()?;
+            // Post-handshake messages may need an answer (e.g. a KeyUpdate).
+            self.flush(deadline).await?;
+        }
+    }
+
+    /// After a read returned 0: whether the server sent close_notify.
+    pub fn eof_was_clean(&self) -> bool {
+        self.clean_eof
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.tcp.peer()
+    }
+
+    /// Whether the certificate chain was verified (false under `--insecure`).
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// The ALPN protocol the server chose, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// Send close_notify (best effort, briefly) and shut the socket down.
+    pub async fn close(mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+        self.tcp.shutdown();
+    }
+
+    /// rustls -> socket: write every pending TLS record.
+    async fn flush(&mut self, deadline: Instant) -> Result<(), NetError> {
+        while self.conn.wants_write() {
+            let mut out = std::mem::take(&mut self.out_buf);
+            out.clear();
+            while self.conn.wants_write() {
+                self.conn
+                    .write_tls(&mut out)
+                    .map_err(|e| NetError::Tls(format!("cannot encode records: {e}")))?;
+            }
+            let (res, out) = self.tcp.write_all(out, deadline).await;
+            self.out_buf = out;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// socket -> `net_buf` (only when rustls has taken every earlier byte).
+    async fn recv(&mut self, deadline: Instant) -> Result<usize, NetError> {
+        let buf = std::mem::take(&mut self.net_buf);
+        let (res, buf) = self.tcp.read(buf, deadline).await;
+        self.net_buf = buf;
+        self.net_pos = 0;
+        res
+    }
+
+    /// `net_buf` -> rustls, processing records as they complete. Stops early (bytes kept)
+    /// when rustls' plaintext buffer is full; the reader drains it first.
+    fn feed(&mut self) -> Result<(), NetError> {
+        while self.net_pos < self.net_buf.len() {
+            let mut rest = &self.net_buf[self.net_pos..];
+            let taken = self.conn.read_tls(&mut rest).unwrap_or(0);
+            self.net_pos += taken;
+            self.conn
+                .process_new_packets()
+                .map_err(|e| describe_tls_error(&e, &self.name))?;
+            if taken == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The SNI / verification name: a DNS name, or an IP literal (no SNI is sent for those).
+fn parse_server_name(name: &str) -> Result<ServerName<'static>, NetError> {
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(bare.to_string())
+        .map_err(|_| NetError::Tls(format!("invalid server name {name:?}")))
+}
+
+/// One line saying which TLS failure this is.
+fn describe_tls_error(e: &rustls::Error, name: &str) -> NetError {
+    use rustls::Error as E;
+    let msg = match e {
+        E::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "certificate signed by an unknown issuer (self-signed or private CA? see --ca-file)"
+                    .to_string()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "certificate has expired".to_string()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "certificate is not valid yet".to_string()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                format!("certificate is not valid for {name}")
+            }
+            CertificateError::Revoked => "certificate has been revoked".to_string(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        E::AlertReceived(alert) => format!("server sent alert {alert:?}"),
+        E::InvalidMessage(m) => format!("protocol error: invalid message {m:?}"),
+        E::PeerIncompatible(p) => format!("no common protocol with the server: {p:?}"),
+        E::NoApplicationProtocol => "server does not speak http/1.1 (ALPN)".to_string(),
+        other => other.to_string(),
+    };
+    NetError::Tls(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_send_sync_and_shares_config() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TlsContext>();
+        let ctx = TlsContext::new(None, false).unwrap();
+        let copy = ctx.clone();
+        assert!(Arc::ptr_eq(&ctx.inner.config, &copy.inner.config));
+        assert_eq!(ctx.inner.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(ctx.verifies());
+        assert!(!TlsContext::new(None, true).unwrap().verifies());
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(matches!(
+            parse_server_name("example.com").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            parse_server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            parse_server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(parse_server_name("bad name!").is_err());
+    }
+
+    #[test]
+    fn ca_file_errors_are_one_line() {
+        let e = TlsContext::new(Some(Path::new("/nonexistent/ca.pem")), false)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.pem");
+        std::fs::write(&p, "not a pem\n").unwrap();
+        let e = TlsContext::new(Some(&p), false).err().unwrap();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    // ---- end-to-end over loopback: rustls server threads, certificates made by rcgen ----
+
+    use crate::error::ErrorKind;
+    use crate::net::{ConnectOptions, Stream};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::rc::Rc;
+    use std::thread;
+
+    type Chain = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+    /// Per connection: the SNI the client sent, or why the exchange failed.
+    type ServerThread = thread::JoinHandle<Vec<Result<Option<String>, String>>>;
+
+    struct Pki {
+        _dir: tempfile::TempDir,
+        ca_file: PathBuf,
+        ca: rcgen::Certificate,
+        ca_key: KeyPair,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ringcrawl test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        Pki {
+            _dir: dir,
+            ca_file,
+            ca,
+            ca_key,
+        }
+    }
+
+    fn leaf(pki: &Pki, names: &[&str], expired: bool) -> Chain {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    fn self_signed(names: &[&str]) -> Chain {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    /// Serves `conns` TLS connections one after the other: reads a request head, answers
+    /// [`BODY`], then closes with or without close_notify. Returns the SNI seen per
+    /// connection (`Err` for a failed handshake).
+    fn tls_server(chain: Chain, conns: usize, close_notify: bool) -> (SocketAddr, ServerThread) {
+        tls_server_replying(chain, conns, close_notify, BODY.to_vec())
+    }
+
+    fn tls_server_replying(
+        chain: Chain,
+        conns: usize,
+        close_notify: bool,
+        reply: Vec<u8>,
+    ) -> (SocketAddr, ServerThread) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain.0, chain.1)
+            .unwrap();
+        cfg.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        let cfg = Arc::new(cfg);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            (0..conns)
+                .map(|_| {
+                    let (tcp, _) = listener.accept().unwrap();
+                    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            Ok(_) => return Err("EOF before request".to_string()),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    tls.write_all(&reply).map_err(|e| e.to_string())?;
+                    if close_notify {
+                        tls.conn.send_close_notify();
+                    }
+                    tls.flush().map_err(|e| e.to_string())?;
+                    while tls.conn.wants_write() {
+                        tls.conn
+                            .write_tls(&mut tls.sock)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(tls.conn.server_name().map(str::to_string))
+                })
+                .collect()
+        });
+        (addr, handle)
+    }
+
+    fn opts() -> ConnectOptions {
+        ConnectOptions {
+            connect_timeout: Duration::from_millis(1500),
+            bind: Rc::from([]),
+        }
+    }
+
+    struct Got {
+        body: Vec<u8>,
+        clean: bool,
+        verified: Option<bool>,
+        alpn: Option<Vec<u8>>,
+    }
+
+    /// GET over TLS to `addr` as `name`, reading until EOF.
+    async fn get(ctx: &TlsContext, addr: SocketAddr, name: &str) -> Result<Got, NetError> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut s = Stream::connect(&[addr], &opts(), Some((ctx, name)), deadline).await?;
+        let alpn = match &s {
+            Stream::Tls(t) => t.alpn().map(<[u8]>::to_vec),
+            Stream::Plain(_) => None,
+        };
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), deadline)
+            .await?;
+        let mut body = Vec::new();
+        let mut buf = Vec::with_capacity(READ_BUF_SIZE);
+        loop {
+            let (res, b) = s.read(buf, deadline).await;
+            buf = b;
+            match res? {
+                0 => break,
+                n => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        let got = Got {
+            body,
+            clean: s.eof_was_clean(),
+            verified: s.tls_verified(),
+            alpn,
+        };
+        s.close().await;
+        Ok(got)
+    }
+
+    fn tls_message(r: Result<Got, NetError>) -> String {
+        match r {
+            Ok(_) => panic!("expected a TLS error"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "{msg}");
+                msg
+            }
+        }
+    }
+
+    #[test]
+    fn private_ca_ok_with_close_notify_and_resumption() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 2, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            for _ in 0..2 {
+                let got = get(&ctx, addr, "localhost").await.unwrap();
+                assert_eq!(got.body, BODY);
+                assert!(got.clean, "close_notify was sent");
+                assert_eq!(got.verified, Some(true));
+                assert_eq!(got.alpn.as_deref(), Some(ALPN_HTTP11));
+            }
+        });
+        let snis = server.join().unwrap();
+        assert_eq!(
+            snis,
+            vec![
+                Ok(Some("localhost".to_string())),
+                Ok(Some("localhost".to_string()))
+            ]
+        );
+        let stats = ctx.stats();
+        assert_eq!((stats.full_handshakes, stats.resumed_handshakes), (1, 1));
+    }
+
+    #[test]
+    fn large_response_crosses_many_reads() {
+        // 1 MiB + change: many records per socket read, rustls' plaintext buffer fills up.
+        let big: Vec<u8> = (0..(1 << 20) + 777).map(|i| (i % 251) as u8).collect();
+        let pki = pki();
+        let (addr, server) =
+            tls_server_replying(leaf(&pki, &["localhost"], false), 1, true, big.clone());
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "localhost").await.unwrap();
+            assert_eq!(got.body.len(), big.len());
+            assert!(got.body == big, "bytes differ");
+            assert!(got.clean);
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn ip_literal_sends_no_sni() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["127.0.0.1"], false), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "127.0.0.1").await.unwrap();
+            assert_eq!(got.body, BODY);
+        });
+        assert_eq!(server.join().unwrap(), vec![Ok(None)]);
+    }
+
+    #[test]
+    fn truncation_without_close_notify_is_eof_not_error() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 1, false);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let got = get(&ctx, addr, "localhost").await.unwrap();
+            assert_eq!(got.body, BODY);
+            assert!(!got.clean);
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn unknown_issuer_without_ca_file() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], false), 1, true);
+        let ctx = TlsContext::new(None, false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert!(msg.contains("unknown issuer"), "{msg}");
+        assert!(server.join().unwrap()[0].is_err());
+    }
+
+    #[test]
+    fn expired_certificate() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["localhost"], true), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: certificate has expired");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn wrong_name() {
+        let pki = pki();
+        let (addr, server) = tls_server(leaf(&pki, &["other.test"], false), 1, true);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: certificate is not valid for localhost");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn self_signed_is_unknown_issuer_but_insecure_accepts_it() {
+        let (addr, server) = tls_server(self_signed(&["localhost"]), 2, true);
+        let pki = pki(); // an unrelated CA: must not help
+        let strict = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        let insecure = TlsContext::new(None, true).unwrap();
+        tokio_uring::start(async {
+            let msg = tls_message(get(&strict, addr, "localhost").await);
+            assert!(msg.contains("unknown issuer"), "{msg}");
+            let got = get(&insecure, addr, "localhost").await.unwrap();
+            assert_eq!(got.body, BODY);
+            assert_eq!(got.verified, Some(false));
+        });
+        let seen = server.join().unwrap();
+        assert!(seen[0].is_err() && seen[1].is_ok(), "{seen:?}");
+    }
+
+    #[test]
+    fn plain_http_port_is_not_tls() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 512]);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let ctx = TlsContext::new(None, false).unwrap();
+        let msg = tokio_uring::start(async { tls_message(get(&ctx, addr, "localhost").await) });
+        assert_eq!(msg, "TLS: not TLS (plain HTTP server?)");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn silent_server_is_a_handshake_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Holds the connection (reading the ClientHello) until the client gives up.
+            while matches!(s.read(&mut [0u8; 512]), Ok(n) if n > 0) {}
+        });
+        let ctx = TlsContext::new(None, false).unwrap();
+        tokio_uring::start(async {
+            let o = ConnectOptions {
+                connect_timeout: Duration::from_millis(200),
+                bind: Rc::from([]),
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let started = Instant::now();
+            let err = Stream::connect(&[addr], &o, Some((&ctx, "localhost")), deadline)
+                .await
+                .err()
+                .unwrap();
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(err.kind(), ErrorKind::Tls);
+            assert!(
+                err.to_string()
+                    .starts_with("TLS: handshake timed out after "),
+                "{err}"
+            );
+        });
+        server.join().unwrap();
+    }
 }
