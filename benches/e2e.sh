@@ -53,7 +53,8 @@ secs = 0.0
 for part in w.split(":"):
     secs = secs * 60 + float(part)
 cpu = float(g(r"User time \(seconds\): (\S+)")) + float(g(r"System time \(seconds\): (\S+)"))
-print(f"{sys.argv[2]}\t{secs:.2f}\t{cpu:.2f}\t{int(g(r'Maximum resident set size \(kbytes\): (\d+)'))//1024}")
+rss = int(g(r"Maximum resident set size \(kbytes\): (\d+)")) // 1024
+print(f"{sys.argv[2]}\t{secs:.2f}\t{cpu:.2f}\t{rss}")
 EOF
     }
     # table SCENARIO: print the rows of this scenario with ratios vs ringcrawl.
@@ -273,6 +274,7 @@ python3 -c 'import aiohttp, lxml, twisted' 2>/dev/null || {
 if [[ -z ${RCBENCH_NOBUILD:-} ]]; then
     (cd "$ROOT" && cargo build --release --bin ringcrawl --example delay_server)
 fi
+for f in "$BIN" "$DELAY"; do [[ -x $f ]] || { echo "not built: $f (set CARGO_TARGET_DIR?)" >&2; exit 1; }; done
 echo "generating the corpus in $DATA (cached)" >&2
 python3 "$HERE/gen_site.py" "$DATA"
 
@@ -285,7 +287,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "/etc/netns/$NS"
 cp "$DATA/hosts_nginx" "$HOSTS_FILE"
-echo "nameserver 127.0.0.53" > "/etc/netns/$NS/resolv.conf"
+# resolv.conf: the host's; its server is unreachable inside the netns (fails fast, ENETUNREACH)
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 [[ $# -eq 0 ]] && set -- $ALL
