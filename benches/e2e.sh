@@ -6,7 +6,8 @@
 #!
 #! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns ...]   (default: all)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
-#!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build).
+#!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
+#!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -16,6 +17,7 @@ export BIN=$TARGET/release/ringcrawl
 export DELAY=$TARGET/release/examples/delay_server
 export DATA=${RCBENCH_DATA:-/tmp/rcbench-data}
 export PEERS=${RCBENCH_PEERS:-$HERE/peers}
+export LIMIT=${RCBENCH_TIMEOUT:-150}   # seconds any one client may run
 ALL="broad https follow latency load"
 
 # ---------------------------------------------------------------- inside the namespace
@@ -41,7 +43,7 @@ if [[ ${1:-} == __inside ]]; then
     measure() {
         local name=$1; shift
         echo "  running $name ..." >&2
-        /usr/bin/time -v -o "$W/$name.time" "$@" >"$W/$name.out" 2>"$W/$name.err" || \
+        /usr/bin/time -v -o "$W/$name.time" timeout -k 5 "$LIMIT" "$@" >"$W/$name.out" 2>"$W/$name.err" || \
             echo "  ($name exited $?)" >&2
         python3 - "$W/$name.time" "$name" >>"$W/results.tsv" <<'EOF'
 import re, sys
