@@ -74,6 +74,7 @@ EOF
     }
     # titled FILE: "records N, with title M, errors E" for a JSON Lines output.
     titled() {
+        [[ -f $1 ]] || { echo "no output"; return; }
         python3 - "$1" <<'EOF'
 import json, sys
 n = t = e = 0
@@ -271,8 +272,8 @@ fi
 for t in nginx curl wrk dnsmasq openssl python3 /usr/bin/time ip; do
     command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
 done
-python3 -c 'import aiohttp, lxml, twisted' 2>/dev/null || {
-    echo "missing Python modules: pip install aiohttp lxml twisted" >&2; exit 1; }
+python3 -c 'import aiohttp, lxml, twisted.internet.ssl' 2>/dev/null || {
+    echo "missing Python modules: pip install aiohttp lxml twisted pyopenssl service_identity" >&2; exit 1; }
 if [[ -z ${RCBENCH_NOBUILD:-} ]]; then
     (cd "$ROOT" && cargo build --release --bin ringcrawl --example delay_server)
 fi
