@@ -1,0 +1,297 @@
+#!/bin/bash
+#! End-to-end benchmark of ringcrawl against peer clients (curl --parallel, aiohttp, Twisted, wrk).
+#! Owns: building the release binary and the delay server, the bench network namespace
+#! (loopback only, /etc/netns/NS/hosts for name resolution), nginx/dnsmasq/delay-server
+#! lifecycles, timing every client with /usr/bin/time -v and printing ratios vs ringcrawl.
+#!
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns ...]   (default: all)
+#! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
+#!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
+#!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+export BIN=$TARGET/release/ringcrawl
+export DELAY=$TARGET/release/examples/delay_server
+export DATA=${RCBENCH_DATA:-/tmp/rcbench-data}
+export PEERS=${RCBENCH_PEERS:-$HERE/peers}
+export LIMIT=${RCBENCH_TIMEOUT:-150}   # seconds any one client may run
+ALL="broad https follow latency load"
+
+# ---------------------------------------------------------------- inside the namespace
+if [[ ${1:-} == __inside ]]; then
+    shift
+    W=$(mktemp -d /tmp/rcbench-work.XXXXXX)
+    chmod 755 "$W"
+    PIDS=()
+    cleanup_inner() {
+        for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
+        [[ -f $W/nginx.pid ]] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+        wait 2>/dev/null || true
+        rm -rf "$W"
+    }
+    trap cleanup_inner EXIT
+    ulimit -n "$(ulimit -Hn)"
+    sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 \
+        net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1 || true
+
+    hosts() { cat "$1" > "$HOSTS_FILE"; }   # in place: the netns bind mount sees it
+
+    # measure NAME CMD...: run under /usr/bin/time -v, keep stdout/stderr, record figures.
+    measure() {
+        local name=$1; shift
+        echo "  running $name ..." >&2
+        /usr/bin/time -v -o "$W/$name.time" timeout -k 5 "$LIMIT" "$@" >"$W/$name.out" 2>"$W/$name.err" || \
+            echo "  ($name exited $?)" >&2
+        python3 - "$W/$name.time" "$name" >>"$W/results.tsv" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+def g(p):
+    m = re.search(p, t); return m.group(1) if m else "0"
+w = g(r"Elapsed \(wall clock\) time.*: (\S+)")
+secs = 0.0
+for part in w.split(":"):
+    secs = secs * 60 + float(part)
+cpu = float(g(r"User time \(seconds\): (\S+)")) + float(g(r"System time \(seconds\): (\S+)"))
+rss = int(g(r"Maximum resident set size \(kbytes\): (\d+)")) // 1024
+print(f"{sys.argv[2]}\t{secs:.2f}\t{cpu:.2f}\t{rss}")
+EOF
+    }
+    # table SCENARIO: print the rows of this scenario with ratios vs ringcrawl.
+    table() {
+        python3 - "$W/results.tsv" "$1" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.startswith(sys.argv[2] + ".")]
+rc = next((r for r in rows if r[0].endswith(".ringcrawl")), None)
+print(f"  {'client':<28}{'wall s':>8}{'cpu s':>8}{'rss MB':>8}{'wall/rc':>9}{'cpu/rc':>8}")
+for r in rows:
+    wr = f"{float(r[1]) / max(float(rc[1]), 1e-3):.2f}x" if rc else "-"
+    cr = f"{float(r[2]) / max(float(rc[2]), 1e-3):.2f}x" if rc else "-"
+    print(f"  {r[0]:<28}{r[1]:>8}{r[2]:>8}{r[3]:>8}{wr:>9}{cr:>8}")
+EOF
+    }
+    # titled FILE: "records N, with title M, errors E" for a JSON Lines output.
+    titled() {
+        [[ -f $1 ]] || { echo "no output"; return; }
+        python3 - "$1" <<'EOF'
+import json, sys
+n = t = e = 0
+for l in open(sys.argv[1], errors="replace"):
+    try: r = json.loads(l)
+    except ValueError: continue
+    n += 1; t += r.get("title") is not None; e += bool(r.get("error"))
+print(f"records {n}, with title {t}, errors {e}")
+EOF
+    }
+    rc_summary() { grep '^ringcrawl:' "$1" | sed 's/^/    /' || true; }
+
+    start_nginx() {
+        [[ -f $W/nginx.pid ]] && return
+        local tls=""
+        if [[ -f $W/tls/leaf.pem ]]; then
+            tls="listen 443 ssl reuseport; ssl_certificate $W/tls/leaf.pem; ssl_certificate_key $W/tls/leaf.key;
+                 ssl_session_cache shared:SSL:20m; ssl_session_tickets on; ssl_protocols TLSv1.2 TLSv1.3;"
+        fi
+        mkdir -p "$W/nginx"
+        cat > "$W/nginx.conf" <<EOF
+worker_processes 2;
+pid $W/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 16384; }
+worker_rlimit_nofile 40000;
+http {
+    log_format tls '\$ssl_session_reused \$connection_requests \$ssl_protocol';
+    access_log off;
+    client_body_temp_path $W/nginx/body; proxy_temp_path $W/nginx/proxy;
+    fastcgi_temp_path $W/nginx/fcgi; uwsgi_temp_path $W/nginx/uwsgi; scgi_temp_path $W/nginx/scgi;
+    types { text/html html; }
+    default_type text/html;
+    sendfile on; tcp_nopush on; keepalive_requests 100000; keepalive_timeout 60;
+    server {
+        listen 80 default_server reuseport backlog=65535;
+        $tls
+        server_name _;
+        root $DATA/www/\$host;
+        index index.html;
+        location / { if (\$scheme = https) { access_log $W/nginx/tls.log tls; } }
+    }
+}
+EOF
+        nginx -p "$W/nginx" -c "$W/nginx.conf"
+        sleep 0.5
+    }
+    stop_nginx() {
+        [[ -f $W/nginx.pid ]] || return 0
+        local p; p=$(cat "$W/nginx.pid"); kill "$p"; rm -f "$W/nginx.pid"
+        while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+    }
+    make_ca() {
+        [[ -f $W/tls/leaf.pem ]] && return
+        mkdir -p "$W/tls"; cd "$W/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=rcbench CA" -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=site.test" \
+            -keyout leaf.key -out leaf.csr 2>/dev/null
+        printf 'subjectAltName=DNS:*.site.test,DNS:*.blog.test,DNS:load.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile ext.cnf -out leaf.pem 2>/dev/null
+        cd - >/dev/null
+    }
+
+    # Compare ringcrawl records with the expected titles (and links with --follow).
+    check() {
+        python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+exp = {}
+for l in open(sys.argv[2]):
+    r = json.loads(l); exp[r["url"].replace("http://", sys.argv[3] + "://", 1)] = r
+got = {}
+bad = []
+for l in open(sys.argv[1]):
+    r = json.loads(l); got[r["url"]] = r
+for u, e in exp.items():
+    r = got.get(u)
+    if r is None: bad.append(f"missing {u}"); continue
+    if r.get("title") != e["title"]: bad.append(f"title {u}: {r.get('title')!r} != {e['title']!r} err={r.get('error')}")
+    elif "link" in e and r.get("link") != e["link"]: bad.append(f"link {u}: {r.get('link')!r} != {e['link']!r}")
+print(f"    check: {len(got)} records for {len(exp)} URLs, {len(bad)} wrong")
+for b in bad[:5]: print("     ", b)
+EOF
+    }
+
+    sc_broad() {
+        echo "== broad: 11,000 pages on 1,000 hosts, nginx, -c 300 =="
+        hosts "$DATA/hosts_nginx"; start_nginx
+        local L=$DATA/lists/broad_http.txt
+        measure broad.ringcrawl "$BIN" fetch -i "$L" -o "$W/broad.rc.jsonl" -c 300
+        measure broad.curl "$PEERS/curl_fetch.sh" "$L" 300 "$W/curl-broad"
+        measure broad.aiohttp python3 "$PEERS/aiohttp_titles.py" "$L" 300 "$W/broad.aio.jsonl"
+        table broad
+        echo "    ringcrawl: $(titled "$W/broad.rc.jsonl")"; rc_summary "$W/broad.ringcrawl.err"
+        check "$W/broad.rc.jsonl" "$DATA/expect_broad.jsonl" http
+        echo "    curl: $(find "$W/curl-broad" -name '*.html' -size +0 | wc -l) files; aiohttp: $(titled "$W/broad.aio.jsonl")"
+        rm -rf "$W/curl-broad"
+    }
+    sc_https() {
+        echo "== https: the same 11,000 pages over TLS (private CA), -c 300 =="
+        hosts "$DATA/hosts_nginx"; stop_nginx; make_ca; start_nginx
+        local L=$DATA/lists/broad_https.txt
+        : > "$W/nginx/tls.log"
+        measure https.ringcrawl "$BIN" fetch -i "$L" -o "$W/https.rc.jsonl" -c 300 --ca-file "$W/tls/ca.pem"
+        local rcnew rcres
+        rcnew=$(awk '$2==1 && $1=="."' "$W/nginx/tls.log" | wc -l); rcres=$(awk '$2==1 && $1=="r"' "$W/nginx/tls.log" | wc -l)
+        : > "$W/nginx/tls.log"
+        CURL_CA_BUNDLE=$W/tls/ca.pem measure https.curl "$PEERS/curl_fetch.sh" "$L" 300 "$W/curl-https"
+        local cunew cures
+        cunew=$(awk '$2==1 && $1=="."' "$W/nginx/tls.log" | wc -l); cures=$(awk '$2==1 && $1=="r"' "$W/nginx/tls.log" | wc -l)
+        SSL_CERT_FILE=$W/tls/ca.pem measure https.aiohttp python3 "$PEERS/aiohttp_titles.py" "$L" 300 "$W/https.aio.jsonl"
+        table https
+        echo "    ringcrawl: $(titled "$W/https.rc.jsonl")"; rc_summary "$W/https.ringcrawl.err"
+        check "$W/https.rc.jsonl" "$DATA/expect_broad.jsonl" https
+        echo "    nginx saw (new TLS connections): ringcrawl $rcnew full / $rcres resumed; curl $cunew full / $cures resumed"
+        echo "    curl: $(find "$W/curl-https" -name '*.html' -size +0 | wc -l) files; aiohttp: $(titled "$W/https.aio.jsonl")"
+        rm -rf "$W/curl-https"
+    }
+    sc_follow() {
+        echo "== follow: 1,000 blog indexes -> first h3 a -> title, concurrency 100 =="
+        hosts "$DATA/hosts_nginx"; start_nginx
+        local L=$DATA/lists/follow.txt
+        measure follow.ringcrawl "$BIN" fetch --follow 'h3 a' -i "$L" -o "$W/follow.rc.jsonl" -c 100
+        measure follow.twisted python3 "$PEERS/twisted_titles.py" "$L" 100 "$W/follow.tw.jsonl" --first
+        measure follow.aiohttp python3 "$PEERS/aiohttp_titles.py" "$L" 100 "$W/follow.aio.jsonl" --first
+        table follow
+        echo "    ringcrawl: $(titled "$W/follow.rc.jsonl")"; rc_summary "$W/follow.ringcrawl.err"
+        check "$W/follow.rc.jsonl" "$DATA/expect_follow.jsonl" http
+        echo "    twisted: $(titled "$W/follow.tw.jsonl"); aiohttp: $(titled "$W/follow.aio.jsonl")"
+    }
+    latency_run() {   # latency_run NAME LIST [extra ringcrawl args]
+        local name=$1 list=$2; shift 2
+        "$DELAY" 0.0.0.0:8080 2000 > "$W/delay.log" &
+        local dp=$!
+        for _ in $(seq 50); do grep -q listening "$W/delay.log" 2>/dev/null && break; sleep 0.1; done
+        measure "$name.ringcrawl" "$BIN" fetch -i "$list" -o "$W/$name.rc.jsonl" -c 10000 "$@"
+        kill "$dp"; wait "$dp" 2>/dev/null || true
+        python3 - "$W/results.tsv" "$name.ringcrawl" <<'EOF'
+import sys
+r = [l.split("\t") for l in open(sys.argv[1]) if l.startswith(sys.argv[2] + "\t")][-1]
+print(f"    total {r[1]} s vs ideal 4.0 s: {float(r[1]) / 4.0:.2f}x (target <= 1.10x); cpu {r[2]} s; peak RSS {r[3].strip()} MB (target <= 100)")
+EOF
+        echo "    ringcrawl: $(titled "$W/$name.rc.jsonl")"; rc_summary "$W/$name.ringcrawl.err"
+        python3 - "$W/$name.rc.jsonl" <<'EOF'
+import json, sys, collections
+c = collections.Counter((json.loads(l).get("error") or {}).get("kind") for l in open(sys.argv[1]))
+print("    error kinds:", dict(c))
+EOF
+        sed 's/^/    delay server: /' "$W/delay.log" | grep -v listening || true
+    }
+    sc_latency() {
+        echo "== latency: 20,000 hosts, every answer after 2 s, -c 10000 (ideal 4.0 s) =="
+        stop_nginx; hosts "$DATA/hosts_latency"
+        latency_run latency "$DATA/lists/latency.txt"
+    }
+    sc_latency_dns() {
+        echo "== latency-dns: as latency, names from dnsmasq via --resolver 127.0.0.53:53 =="
+        stop_nginx; hosts "$DATA/hosts_nginx"
+        dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts="$DATA/dnsmasq_hosts" \
+            --listen-address=127.0.0.53 --bind-interfaces --port=53 --cache-size=10000 \
+            --local-ttl=300 --user=root --pid-file="$W/dnsmasq.pid" 2>"$W/dnsmasq.log" &
+        local dm=$!; PIDS+=("$dm"); sleep 1
+        latency_run latency_dns "$DATA/lists/latency_dns.txt" --resolver 127.0.0.53:53
+        kill "$dm"; wait "$dm" 2>/dev/null || true
+    }
+    sc_load() {
+        echo "== load: one small page, 100 connections, 5 s =="
+        hosts "$DATA/hosts_nginx"; start_nginx
+        local U=http://load.test/small.html
+        measure load.ringcrawl "$BIN" load "$U" -c 100 -d 5 --json
+        measure load.wrk wrk -t2 -c100 -d5s "$U"
+        local a b
+        a=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["rps"]))' "$W/load.ringcrawl.out" 2>/dev/null || echo 0)
+        b=$(awk '/Requests\/sec/ {print int($2)}' "$W/load.wrk.out")
+        table load
+        echo "    requests/s: ringcrawl $a, wrk $b, ratio ringcrawl/wrk $(python3 -c "print(f'{$a/max($b,1):.2f}')")"
+        python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("    ringcrawl latency_ms", d.get("latency_ms"), "status", d.get("status"), "errors", d.get("errors"))' "$W/load.ringcrawl.out" 2>/dev/null || sed 's/^/    /' "$W/load.ringcrawl.err"
+        grep -E "Latency|Socket errors|Non-2xx" "$W/load.wrk.out" | sed 's/^/    wrk /' || true
+    }
+
+    echo "ringcrawl e2e bench $(date -u +%FT%TZ) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    for s in "$@"; do
+        case $s in
+            broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
+            latency) sc_latency ;; latency-dns) sc_latency_dns ;; load) sc_load ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns)" >&2; exit 2 ;;
+        esac
+    done
+    exit 0
+fi
+
+# ---------------------------------------------------------------- outside: build, set up, enter
+[[ $(id -u) == 0 ]] || { echo "e2e.sh must run as root (network namespace)" >&2; exit 1; }
+for t in nginx curl wrk dnsmasq openssl python3 /usr/bin/time ip; do
+    command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
+done
+python3 -c 'import aiohttp, lxml, twisted.internet.ssl' 2>/dev/null || {
+    echo "missing Python modules: pip install aiohttp lxml twisted pyopenssl service_identity" >&2; exit 1; }
+if [[ -z ${RCBENCH_NOBUILD:-} ]]; then
+    (cd "$ROOT" && cargo build --release --bin ringcrawl --example delay_server)
+fi
+for f in "$BIN" "$DELAY"; do [[ -x $f ]] || { echo "not built: $f (set CARGO_TARGET_DIR?)" >&2; exit 1; }; done
+echo "generating the corpus in $DATA (cached)" >&2
+python3 "$HERE/gen_site.py" "$DATA"
+
+NS=rcbench-$$
+export HOSTS_FILE=/etc/netns/$NS/hosts
+cleanup() {
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "/etc/netns/$NS"
+}
+trap cleanup EXIT
+mkdir -p "/etc/netns/$NS"
+cp "$DATA/hosts_nginx" "$HOSTS_FILE"
+# resolv.conf: the host's; its server is unreachable inside the netns (fails fast, ENETUNREACH)
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+[[ $# -eq 0 ]] && set -- $ALL
+ip netns exec "$NS" bash "$0" __inside "$@"
