@@ -24,8 +24,43 @@ pub struct Cli {
 pub enum Command {
     /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
     Fetch(FetchArgs),
+    /// Run the daemon: crawl list files dropped into the spool, journal every line once.
+    Run(RunArgs),
+    /// Queue URL list files (or - for stdin) into the daemon's spool.
+    Submit(SubmitArgs),
     /// Load-test one URL with keep-alive connections and report requests/s and latency.
     Load(LoadArgs),
+}
+
+/// `ringcrawl run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file [default: /etc/ringcrawl/ringcrawl.toml, if present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Spool directory (overrides the config file).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Journal file (overrides the config file).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Validate the configuration, report every problem, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// `ringcrawl submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Spool directory [default: the one in the configuration].
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Configuration file to take the spool directory from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// List files to queue ("-" = standard input).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// `ringcrawl load`.
@@ -131,6 +166,9 @@ pub struct FetchArgs {
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Take fetch options from this TOML file (flags still win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchFlags,
 }

@@ -13,8 +13,6 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 pub const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_USER_AGENT: &str = concat!("ringcrawl/", env!("CARGO_PKG_VERSION"));
-/// Largest accepted value for any timeout option, in seconds (one day).
-pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 /// Longest URL accepted (bytes); longer lines are `invalid_url`.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 

@@ -2,33 +2,35 @@
 //! as one line and map them to exit codes (0 ok, 1 runtime failure, 2 usage).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::thread::JoinHandle;
 
 use anyhow::Context;
 use clap::Parser;
 
-use ringcrawl::cli::{Cli, Command, FetchArgs, LoadArgs};
+use ringcrawl::cli::{Cli, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
 use ringcrawl::config::FetchOptions;
+use ringcrawl::config::{Config, Overrides};
 use ringcrawl::intake::LineReader;
+use ringcrawl::journal::{FsyncPolicy, Journal, Target};
 use ringcrawl::progress::ProgressDisplay;
-use ringcrawl::record::Record;
 use ringcrawl::runtime::{Engine, Summary};
 
-/// Records buffered between the workers and the output writer.
-const RECORD_CHANNEL_CAP: usize = 4096;
 /// Input read buffer.
 const INPUT_BUF_BYTES: usize = 256 * 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The daemon logs at its configured level; it initializes logging once that is known.
+    if !matches!(cli.command, Command::Run(_)) {
+        init_logging("warn");
+    }
     let result = match cli.command {
         Command::Fetch(args) => fetch(args),
         Command::Load(args) => load(args),
+        Command::Run(args) => run(args),
+        Command::Submit(args) => submit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,9 +41,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCRAWL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
@@ -54,16 +56,27 @@ fn is_stdio(p: Option<&Path>) -> bool {
 
 /// `ringcrawl fetch`: stream the inputs through the engine into the output.
 fn fetch(args: FetchArgs) -> anyhow::Result<()> {
-    let opts = args.fetch.apply(&FetchOptions::default())?;
+    let base = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Config::parse(&text, &Overrides::default())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .fetch
+        }
+        None => FetchOptions::default(),
+    };
+    let opts = args.fetch.apply(&base)?;
     if args.urls.is_empty() && args.input.is_none() {
         anyhow::bail!("no URLs given: pass them as arguments, or use -i FILE (or -i - for stdin)");
     }
-    let out: Box<dyn Write + Send> = if is_stdio(args.output.as_deref()) {
-        Box::new(io::stdout())
+    let target = if is_stdio(args.output.as_deref()) {
+        Target::Stdout
     } else {
-        let path = args.output.as_deref().expect("not stdio");
-        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        Box::new(f)
+        let path = args.output.clone().expect("not stdio");
+        // A fresh output per run: fetch is one-shot, unlike the daemon's append-only journal.
+        File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Target::File(path)
     };
     let input: Option<Box<dyn BufRead>> = match args.input.as_deref() {
         None => None,
@@ -77,8 +90,7 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         }
     };
 
-    let (tx, rx) = sync_channel(RECORD_CHANNEL_CAP);
-    let writer = spawn_writer(rx, out);
+    let (journal, tx) = Journal::start(target, FsyncPolicy::Never, None)?;
     let engine = Engine::start(&opts, tx)?;
     let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
         let file = args
@@ -92,12 +104,9 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if let Some(p) = progress {
         p.finish();
     }
-    let written = writer
-        .join()
-        .expect("writer thread does not panic")
-        .context("writing records")?;
+    let written = journal.finish().context("writing records")?;
     intake?;
-    debug_assert_eq!(written, summary.urls);
+    debug_assert_eq!(written.records, summary.urls);
     if !args.quiet {
         print_summary(&summary);
     }
@@ -118,30 +127,6 @@ fn feed(engine: &Engine, urls: &[String], input: Option<Box<dyn BufRead>>) -> an
         }
     }
     Ok(())
-}
-
-/// Write records as JSON lines until every sender is gone; returns how many were written.
-fn spawn_writer(rx: Receiver<Record>, out: Box<dyn Write + Send>) -> JoinHandle<io::Result<u64>> {
-    std::thread::Builder::new()
-        .name("ringcrawl-out".to_string())
-        .spawn(move || {
-            let mut out = BufWriter::with_capacity(256 * 1024, out);
-            let mut line = Vec::with_capacity(1024);
-            let mut n = 0u64;
-            while let Ok(first) = rx.recv() {
-                // Write whatever is ready, then flush once: complete lines reach readers soon.
-                for rec in std::iter::once(first).chain(rx.try_iter()) {
-                    line.clear();
-                    rec.write_line(&mut line);
-                    out.write_all(&line)?;
-                    n += 1;
-                }
-                out.flush()?;
-            }
-            out.flush()?;
-            Ok(n)
-        })
-        .expect("spawning the writer thread")
 }
 
 fn print_summary(s: &Summary) {
@@ -211,6 +196,44 @@ fn load(args: LoadArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", ringcrawl::load::format_report(&report));
+    }
+    Ok(())
+}
+
+/// `ringcrawl run`: the daemon (or `--check-config`).
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        spool: args.spool,
+        journal: args.journal,
+    };
+    let cfg = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            init_logging("warn");
+            anyhow::bail!("invalid configuration:\n{errors}");
+        }
+    };
+    if args.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
+    init_logging(&cfg.log_level);
+    ringcrawl::daemon::run(cfg)?;
+    Ok(())
+}
+
+/// `ringcrawl submit`: queue list files into the spool and say what was queued.
+fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let spool = match args.spool {
+        Some(dir) => dir,
+        None => {
+            Config::load(args.config.as_deref(), &Overrides::default())
+                .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?
+                .spool
+        }
+    };
+    for path in ringcrawl::spool::submit(&spool, &args.files)? {
+        println!("queued {}", path.display());
     }
     Ok(())
 }

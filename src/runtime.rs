@@ -76,6 +76,8 @@ pub enum EngineError {
     CaFile(String, String),
     #[error(transparent)]
     Selector(#[from] crate::html::HtmlError),
+    #[error("{0}")]
+    Bind(String),
     #[error("cannot start worker thread: {0}")]
     Thread(String),
 }
@@ -190,6 +192,8 @@ impl Engine {
     /// `records` (unless abandoned by [`Engine::drain`]).
     pub fn start(opts: &FetchOptions, records: RecordSender) -> Result<Engine, EngineError> {
         let threads = opts.threads.max(1);
+        crate::net::tcp::check_bind_addrs(&opts.bind)
+            .map_err(|e| EngineError::Bind(e.to_string()))?;
         let follow = opts
             .follow
             .as_deref()
