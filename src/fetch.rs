@@ -28,7 +28,7 @@ use crate::runtime::{Counters, Job};
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused.
-pub const DRAIN_FOR_REUSE_BYTES: u64 = 64 * 1024;
+pub const DRAIN_FOR_REUSE_BYTES: u64 = 16 * 1024;
 
 /// Everything a worker thread shares between its fetches.
 pub struct WorkerCtx {

@@ -224,12 +224,9 @@ mod tests {
                     running.push(k);
                 }
                 if let Some(k) = running.pop() {
-                    match s.continue_slot(&k) {
-                        Some(j) => {
-                            seen.push(j);
-                            running.push(k);
-                        }
-                        None => {}
+                    if let Some(j) = s.continue_slot(&k) {
+                        seen.push(j);
+                        running.push(k);
                     }
                 }
             }
