@@ -33,6 +33,10 @@ pub const DRAIN_FOR_REUSE_BYTES: u64 = 16 * 1024;
 /// connections every KiB here is 10 MB of RSS, so this is smaller than the TLS-sized
 /// `net::READ_BUF_SIZE` that other callers use.
 pub const FETCH_READ_BUF: usize = 4 * 1024;
+/// DNS lookups in progress per worker at most. A hickory lookup future is tens of KB; with
+/// 10,000 slots all resolving at once that was most of the RSS. Lookups are boxed (so a
+/// slot's future does not embed one) and bounded by this.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
 /// Initial capacity of a request buffer (a GET head; grows for long URLs).
 pub const REQUEST_BUF: usize = 512;
 
@@ -45,6 +49,7 @@ pub struct WorkerCtx {
     pub follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: RefCell<Vec<Vec<u8>>>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl WorkerCtx {
@@ -67,6 +72,7 @@ impl WorkerCtx {
             follow,
             counters,
             bufs: RefCell::new(Vec::new()),
+            lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
         }
     }
 
@@ -292,7 +298,14 @@ async fn connect(ctx: &WorkerCtx, url: &Url, deadline: Instant) -> Result<Stream
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
         Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
         Some(url::Host::Domain(name)) => {
-            let lookup = ctx.resolver.lookup(name);
+            let lookup = async {
+                let _permit = ctx
+                    .lookups
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                Box::pin(ctx.resolver.lookup(name)).await
+            };
             let ips = tokio::time::timeout_at(deadline.into(), lookup)
                 .await
                 .map_err(|_| deadline_error(ctx))??;
