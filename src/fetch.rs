@@ -338,6 +338,8 @@ struct Progress {
     extractor: Option<Extractor>,
     /// The extractor has all it wants (or the body is not worth parsing).
     satisfied: bool,
+    /// Not HTML: the body is not read at all.
+    skip_body: bool,
     reusable: bool,
 }
 
@@ -346,7 +348,8 @@ impl Progress {
         match ev {
             BodyEvent::Head(head) => {
                 let ct = head.content_type.as_deref();
-                if !is_redirect(head.status) && is_html(ct) {
+                self.skip_body = !is_html(ct);
+                if !is_redirect(head.status) && !self.skip_body {
                     self.extractor = Some(Extractor::new(ct, follow));
                 } else {
                     self.satisfied = true;
@@ -436,11 +439,7 @@ async fn request(
         {
             break Ok(());
         }
-        if progress.satisfied
-            && reader
-                .head()
-                .is_some_and(|h| !is_html(h.content_type.as_deref()))
-        {
+        if progress.skip_body {
             break Ok(()); // Not HTML: nothing to read the body for.
         }
     };

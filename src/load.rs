@@ -119,7 +119,7 @@ struct Shared {
     addrs: Vec<SocketAddr>,
     tls: Option<TlsContext>,
     connect: ConnectOptions,
-    request: Rc<Vec<u8>>,
+    request: Vec<u8>,
     /// Requests started, all workers (for `-n`).
     issued: Arc<AtomicU64>,
     live: Arc<LiveCounters>,
@@ -188,7 +188,7 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
                         addrs,
                         tls,
                         connect,
-                        request: Rc::new(request),
+                        request,
                         issued,
                         live,
                         stop_flag,
@@ -252,6 +252,7 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
     let mut res = WorkerResult::empty();
     let mut stream: Option<Stream> = None;
     let mut buf = Vec::with_capacity(READ_BUF_SIZE);
+    let mut req_buf = Vec::with_capacity(shared.request.len());
     // Open loop: this connection's share of the rate, phase-shifted so connections interleave.
     let interval = shared.opts.rate.map(|r| {
         let total_conns = shared.opts.connections.max(1) as f64;
@@ -292,7 +293,7 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
                 }
             }
         };
-        match exchange(&mut s, &shared, buf, deadline).await {
+        match exchange(&mut s, &shared, &mut req_buf, buf, deadline).await {
             (Ok((status, bytes, reusable)), b) => {
                 buf = b;
                 let us = intended.elapsed().as_micros() as u64;
@@ -319,17 +320,22 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
     res
 }
 
-/// Send the prepared request and consume one whole response.
+/// Send the prepared request (copied into this connection's `req_buf`, which `write_all`
+/// hands back, so no allocation per request) and consume one whole response.
 /// Returns (status, bytes read, connection reusable) and the read buffer.
 async fn exchange(
     s: &mut Stream,
     shared: &Shared,
+    req_buf: &mut Vec<u8>,
     buf: Vec<u8>,
     deadline: Instant,
 ) -> (Result<(u16, u64, bool), ErrorKind>, Vec<u8>) {
-    let req = (*shared.request).clone();
-    if let Err(e) = s.write_all(req, deadline).await {
-        return (Err(e.kind()), buf);
+    let mut req = std::mem::take(req_buf);
+    req.clear();
+    req.extend_from_slice(&shared.request);
+    match s.write_all(req, deadline).await {
+        Ok(b) => *req_buf = b,
+        Err(e) => return (Err(e.kind()), buf),
     }
     let mut reader = ResponseReader::new(u64::MAX, false);
     let mut status = 0u16;
