@@ -1,6 +1,9 @@
 //! Name resolution with hickory-resolver: one resolver per worker thread, a hard timeout per
 //! lookup, a positive/negative cache, concurrent lookups of one name coalesced into one
-//! query, and DNS failures mapped to distinct error kinds.
+//! query, and DNS failures mapped to distinct error kinds. The hosts file is read once per
+//! run (`hosts`) and answers the names it lists without any query.
+
+pub mod hosts;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -8,6 +11,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{FutureExt, Shared};
@@ -18,6 +22,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::TokioResolver;
 
 use crate::error::ErrorKind;
+pub use hosts::HostsTable;
 
 /// Hard bound on one lookup (all retries included) unless configured otherwise.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,9 +64,10 @@ impl DnsError {
 /// Resolver settings.
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
-    /// Use this server (UDP+TCP) instead of /etc/resolv.conf; /etc/hosts is still honoured
-    /// when `None` only.
+    /// Use this server (UDP+TCP) instead of /etc/resolv.conf.
     pub server: Option<SocketAddr>,
+    /// Names answered without a query (the hosts file; see [`DnsConfig::system`]).
+    pub hosts: Option<Arc<HostsTable>>,
     pub timeout: Duration,
     /// Entries cached at most (positive and negative).
     pub cache_size: usize,
@@ -71,8 +77,24 @@ impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
             server: None,
+            hosts: None,
             timeout: DEFAULT_DNS_TIMEOUT,
             cache_size: 65_536,
+        }
+    }
+}
+
+impl DnsConfig {
+    /// What a run uses: with `server`, that server alone; without, /etc/resolv.conf and the
+    /// system hosts file (read here, once, and shared by every worker's resolver).
+    pub fn system(server: Option<SocketAddr>) -> DnsConfig {
+        let hosts = server
+            .is_none()
+            .then(|| Arc::new(HostsTable::load(std::path::Path::new(hosts::SYSTEM_HOSTS))));
+        DnsConfig {
+            server,
+            hosts,
+            ..DnsConfig::default()
         }
     }
 }
@@ -84,6 +106,8 @@ pub struct DnsStats {
     pub lookups: u64,
     pub cache_hits: u64,
     pub coalesced: u64,
+    /// Names answered by the hosts file.
+    pub hosts_hits: u64,
 }
 
 /// Per-worker resolver (`!Send`; lives on one tokio-uring thread). IP literals never reach
@@ -98,6 +122,7 @@ type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
 
 struct Inner {
     resolver: TokioResolver,
+    hosts: Option<Arc<HostsTable>>,
     timeout: Duration,
     cache_size: usize,
     cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
@@ -112,8 +137,8 @@ struct CacheEntry {
 }
 
 impl Resolver {
-    /// Build a resolver: `cfg.server` only (UDP, TCP on truncation, no /etc/hosts), else
-    /// /etc/resolv.conf + /etc/hosts. May be built before the worker's runtime starts, but
+    /// Build a resolver: `cfg.hosts` first, then `cfg.server` (UDP, TCP on truncation) or the
+    /// servers of /etc/resolv.conf. May be built before the worker's runtime starts, but
     /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
         let setup_err =
@@ -134,15 +159,15 @@ impl Resolver {
         opts.attempts = DNS_ATTEMPTS;
         opts.cache_size = cfg.cache_size as u64;
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        opts.use_hosts_file = if cfg.server.is_some() {
-            ResolveHosts::Never
-        } else {
-            ResolveHosts::Always
-        };
+        // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
+        // about a kilobyte per name, and answers only the families the file lists, querying
+        // the network for the other one.
+        opts.use_hosts_file = ResolveHosts::Never;
         let resolver = builder.build().map_err(setup_err)?;
         Ok(Resolver {
             inner: Rc::new(Inner {
                 resolver,
+                hosts: cfg.hosts.clone(),
                 timeout: cfg.timeout,
                 cache_size: cfg.cache_size.max(1),
                 cache: RefCell::new(HashMap::new()),
@@ -162,7 +187,7 @@ impl Resolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(Rc::from([ip]));
         }
-        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        let name = hosts::normalize(bare);
         if name == "localhost" || name.ends_with(".localhost") {
             return Ok(Rc::from([
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -170,6 +195,10 @@ impl Resolver {
             ]));
         }
         let inner = &self.inner;
+        if let Some(ips) = inner.hosts.as_ref().and_then(|h| h.get(&name)) {
+            inner.bump(|s| s.hosts_hits += 1);
+            return Ok(ips);
+        }
         if let Some(result) = inner.cached(&name) {
             inner.bump(|s| s.cache_hits += 1);
             return result;
@@ -393,6 +422,7 @@ mod tests {
         fn resolver(&self, timeout_ms: u64) -> Resolver {
             Resolver::new(&DnsConfig {
                 server: Some(self.addr),
+                hosts: None,
                 timeout: Duration::from_millis(timeout_ms),
                 cache_size: 16,
             })
@@ -572,6 +602,37 @@ mod tests {
         });
         assert_eq!(dns.total(), 0);
         assert_eq!(r.stats().lookups, 0);
+    }
+
+    #[test]
+    fn hosts_file_names_need_no_query_of_either_family() {
+        let dns = FakeDns::start();
+        let r = Resolver::new(&DnsConfig {
+            server: Some(dns.addr),
+            hosts: Some(Arc::new(HostsTable::parse(
+                "127.1.0.9 listed.test\n::1 v6only.test\n",
+            ))),
+            timeout: Duration::from_millis(2000),
+            cache_size: 16,
+        })
+        .unwrap();
+        tokio_uring::start(async {
+            let listed = r.lookup("Listed.Test.").await.unwrap();
+            assert_eq!(&*listed, &["127.1.0.9".parse::<IpAddr>().unwrap()]);
+            let v6 = r.lookup("v6only.test").await.unwrap();
+            assert_eq!(&*v6, &[IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+            // Not in the table: the server answers.
+            assert_eq!(
+                &*r.lookup("other.test").await.unwrap(),
+                &[IpAddr::from(ANSWER_IP)]
+            );
+        });
+        assert_eq!(dns.queries("listed.test", TYPE_A), 0);
+        assert_eq!(dns.queries("listed.test", TYPE_AAAA), 0);
+        assert_eq!(dns.queries("v6only.test", TYPE_A), 0);
+        assert_eq!(dns.queries("other.test", TYPE_A), 1);
+        let s = r.stats();
+        assert_eq!((s.hosts_hits, s.lookups), (2, 1));
     }
 
     #[test]

@@ -223,10 +223,7 @@ fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
         _ => {}
     }
     let host = opts.url.host_str().unwrap_or_default().to_string();
-    let dns = DnsConfig {
-        server: opts.resolver,
-        ..DnsConfig::default()
-    };
+    let dns = DnsConfig::system(opts.resolver);
     let rt = tokio_uring::Runtime::new(&tokio_uring::builder())
         .map_err(|e| LoadError::NoUring(e.to_string()))?;
     let ips = rt.block_on(async move { Resolver::new(&dns)?.lookup(&host).await })?;

@@ -207,10 +207,7 @@ impl Engine {
         let entries = (per_worker as u32)
             .next_power_of_two()
             .clamp(256, MAX_RING_ENTRIES);
-        let dns = DnsConfig {
-            server: opts.resolver,
-            ..DnsConfig::default()
-        };
+        let dns = DnsConfig::system(opts.resolver);
         let opts = Arc::new(FetchOptions {
             concurrency: budget,
             ..opts.clone()
