@@ -25,11 +25,13 @@ pub enum ErrorKind {
     TooLarge,
     TooManyRedirects,
     NoLink,
+    /// A bug in ringcrawl (a panic while fetching this URL), reported instead of hanging.
+    Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in a stable order (summaries, tests).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidUrl,
         ErrorKind::DnsNxdomain,
         ErrorKind::DnsNoAddress,
@@ -45,6 +47,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::TooManyRedirects,
         ErrorKind::NoLink,
+        ErrorKind::Internal,
     ];
 
     /// The snake_case name written to the journal.
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::TooManyRedirects => "too_many_redirects",
             ErrorKind::NoLink => "no_link",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -335,7 +335,8 @@ fn deadline_error(ctx: &WorkerCtx) -> FetchError {
 #[derive(Default)]
 struct Progress {
     head: Option<ResponseHead>,
-    extractor: Option<Extractor>,
+    /// Boxed: a kilobyte that a connection waiting for its response should not hold.
+    extractor: Option<Box<Extractor>>,
     /// The extractor has all it wants (or the body is not worth parsing).
     satisfied: bool,
     /// Not HTML: the body is not read at all.
@@ -350,7 +351,7 @@ impl Progress {
                 let ct = head.content_type.as_deref();
                 self.skip_body = !is_html(ct);
                 if !is_redirect(head.status) && !self.skip_body {
-                    self.extractor = Some(Extractor::new(ct, follow));
+                    self.extractor = Some(Box::new(Extractor::new(ct, follow)));
                 } else {
                     self.satisfied = true;
                 }
@@ -453,10 +454,7 @@ async fn request(
         return Err(HttpError::Protocol("response ended before a head".to_string()).into());
     };
     let keep = reader.is_done() && progress.reusable;
-    let extracted = progress
-        .extractor
-        .map(Extractor::finish)
-        .unwrap_or_default();
+    let extracted = progress.extractor.map(|x| x.finish()).unwrap_or_default();
     let resp = Resp { head, extracted };
     if keep {
         Ok((resp, Some(stream)))

@@ -28,6 +28,9 @@ use crate::net::TlsContext;
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::sched::Scheduler;
 
+mod gate;
+pub use gate::SlotGate;
+
 /// Jobs a worker's scheduler holds at most (queued, not yet running). Large enough that a
 /// list sorted by host still keeps every slot busy; small enough to bound memory (~a few MB).
 pub const MAX_QUEUED_PER_WORKER: usize = 32 * 1024;
@@ -94,8 +97,6 @@ pub struct Counters {
     pub ok: AtomicU64,
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
     pub bytes_read: AtomicU64,
-    pub in_flight: AtomicU64,
-    pub peak_in_flight: AtomicU64,
     pub dns_lookups: AtomicU64,
     pub conns_opened: AtomicU64,
     pub conns_reused: AtomicU64,
@@ -128,7 +129,6 @@ impl Counters {
             }
         }
         sum.bytes_read += get(&self.bytes_read);
-        sum.peak_in_flight += get(&self.peak_in_flight);
         sum.dns_lookups += get(&self.dns_lookups);
         sum.connections_opened += get(&self.conns_opened);
         sum.connections_reused += get(&self.conns_reused);
@@ -149,6 +149,7 @@ pub struct EngineStats {
     intake: Counters,
     submitted: AtomicU64,
     tls: TlsContext,
+    gate: Arc<SlotGate>,
     started: Instant,
 }
 
@@ -160,6 +161,7 @@ impl EngineStats {
         for w in &self.workers {
             w.add_to(&mut sum);
         }
+        sum.peak_in_flight = self.gate.peak() as u64;
         let tls = self.tls.stats();
         sum.tls_full_handshakes = tls.full_handshakes;
         sum.tls_resumed_handshakes = tls.resumed_handshakes;
@@ -203,6 +205,9 @@ impl Engine {
             EngineError::CaFile(display_path(opts.ca_file.as_deref()), e.to_string())
         })?;
         let budget = connection_budget(opts.concurrency);
+        let gate = Arc::new(SlotGate::new(budget, threads));
+        // Rings are sized for a worker's even share; a worker that borrows more slots than
+        // that just submits in more batches.
         let per_worker = budget.div_ceil(threads).max(1);
         let entries = (per_worker as u32)
             .next_power_of_two()
@@ -229,7 +234,8 @@ impl Engine {
                 counters: counters.clone(),
                 records: records.clone(),
                 draining: draining.clone(),
-                budget: per_worker,
+                gate: gate.clone(),
+                index: i,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringcrawl-w{i}"))
@@ -249,6 +255,7 @@ impl Engine {
             intake: Counters::default(),
             submitted: AtomicU64::new(0),
             tls,
+            gate,
             started: Instant::now(),
         });
         Ok(Engine {
@@ -410,7 +417,9 @@ struct WorkerSetup {
     counters: Arc<Counters>,
     records: RecordSender,
     draining: Arc<AtomicBool>,
-    budget: usize,
+    gate: Arc<SlotGate>,
+    /// This worker's number (its waiter in `gate`).
+    index: usize,
 }
 
 /// Body of a worker thread: build its tokio-uring runtime (reporting failure to `start`)
@@ -438,45 +447,63 @@ fn worker_thread(
         };
         let _ = ready.send(Ok(()));
         let ctx = WorkerCtx::new(w.opts, resolver, w.tls, w.follow, w.counters);
-        worker_loop(Rc::new(ctx), rx, w.records, w.draining, w.budget).await;
+        let (done, done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let slots = WorkerSlots {
+            gate: w.gate,
+            index: w.index,
+            done,
+        };
+        worker_loop(Rc::new(ctx), rx, done_rx, w.records, w.draining, slots).await;
     });
 }
 
 type Sched = Rc<RefCell<Scheduler<String, WorkItem>>>;
+
+/// A worker's handle on the shared connection budget, and where its slots say they ended.
+#[derive(Clone)]
+struct WorkerSlots {
+    gate: Arc<SlotGate>,
+    index: usize,
+    done: tokio::sync::mpsc::UnboundedSender<()>,
+}
 
 /// Take jobs into the scheduler and start slots until the channel is closed and all work
 /// is done (or, when draining, until running slots finish).
 async fn worker_loop(
     ctx: Rc<WorkerCtx>,
     mut rx: tokio::sync::mpsc::Receiver<WorkItem>,
+    mut done_rx: tokio::sync::mpsc::UnboundedReceiver<()>,
     records: RecordSender,
     draining: Arc<AtomicBool>,
-    budget: usize,
+    slots: WorkerSlots,
 ) {
+    // The scheduler may use the whole budget; the gate keeps all workers together within it.
+    let budget = slots.gate.budget();
     let sched: Sched = Rc::new(RefCell::new(Scheduler::new(budget, ctx.opts.per_host)));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut open = true;
     loop {
         if draining.load(Ordering::Relaxed) {
             // Abandon what has not started; running slots finish their current job only.
             sched.borrow_mut().abandon_queued();
         }
+        let mut starved = false;
         loop {
-            let next = sched.borrow_mut().start_next();
+            let next = sched.borrow_mut().start_next_if(|| {
+                starved = !slots.gate.try_acquire(slots.index);
+                !starved
+            });
             let Some((key, item)) = next else { break };
-            let slot = run_slot(
+            // The slot future is spawned as it is: wrapping it in an `async move` block that
+            // awaits it would store it twice (the captured value and the awaitee).
+            tokio_uring::spawn(run_slot(
                 ctx.clone(),
                 sched.clone(),
                 key,
                 item,
                 records.clone(),
                 draining.clone(),
-            );
-            let done = done_tx.clone();
-            tokio_uring::spawn(async move {
-                slot.await;
-                let _ = done.send(());
-            });
+                slots.clone(),
+            ));
         }
         let (idle, queued) = {
             let s = sched.borrow();
@@ -495,6 +522,8 @@ async fn worker_loop(
                 None => open = false,
             },
             _ = done_rx.recv() => {}
+            // Another worker gave a slot back while this one had work and no slot.
+            _ = slots.gate.starved(slots.index), if starved => {}
         }
     }
 }
@@ -507,15 +536,17 @@ async fn run_slot(
     first: WorkItem,
     records: RecordSender,
     draining: Arc<AtomicBool>,
+    slots: WorkerSlots,
 ) {
     let c = &ctx.counters;
     let mut held: Option<Held> = None;
     let mut item = first;
     loop {
-        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        c.peak_in_flight.fetch_max(now, Ordering::Relaxed);
-        let rec = run_job(&ctx, &item.job, item.url, &mut held).await;
-        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let (rec, panicked) =
+            record_or_internal(&item.job, run_job(&ctx, &item.job, item.url, &mut held)).await;
+        if panicked {
+            held = None; // whatever state the connection was left in, it is not reused
+        }
         c.dns_lookups
             .store(ctx.resolver.stats().lookups, Ordering::Relaxed);
         c.count(&rec);
@@ -532,5 +563,84 @@ async fn run_slot(
     }
     if let Some(h) = held {
         h.close().await;
+    }
+    slots.gate.release();
+    let _ = slots.done.send(());
+}
+
+/// Run one job's future; a panic inside it becomes an `internal` error record for the job
+/// (and `true`), so the slot goes on and the URL still gets exactly one record. A
+/// combinator, not an `async fn`, so the job's future is stored once, not twice.
+pub fn record_or_internal<'a>(
+    job: &'a Job,
+    fetch: impl std::future::Future<Output = Record> + 'a,
+) -> impl std::future::Future<Output = (Record, bool)> + 'a {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(fetch)
+        .catch_unwind()
+        .map(move |outcome| match outcome {
+            Ok(rec) => (rec, false),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_string());
+                let rec = Record {
+                    url: job.url.clone(),
+                    error: Some(RecordError {
+                        kind: ErrorKind::Internal,
+                        message: format!("internal error (a ringcrawl bug, please report): {what}"),
+                        hop: None,
+                    }),
+                    ts: now_rfc3339(),
+                    src: job.src.as_deref().map(str::to_owned),
+                    line: job.line,
+                    ..Record::default()
+                };
+                (rec, true)
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            url: "http://a.test/".to_string(),
+            src: Some(Arc::from("list.txt")),
+            line: Some(7),
+        }
+    }
+
+    #[test]
+    fn a_panicking_fetch_becomes_an_internal_record() {
+        let job = job();
+        let (rec, panicked) = tokio_uring::start(record_or_internal(&job, async {
+            panic!("boom at byte 3");
+        }));
+        assert!(panicked);
+        let err = rec.error.expect("an error record");
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(err.message.contains("boom at byte 3"), "{}", err.message);
+        assert_eq!(rec.url, "http://a.test/");
+        assert_eq!((rec.src.as_deref(), rec.line), (Some("list.txt"), Some(7)));
+        assert!(rec.title.is_none());
+    }
+
+    #[test]
+    fn a_normal_fetch_passes_through() {
+        let job = job();
+        let (rec, panicked) = tokio_uring::start(record_or_internal(&job, async {
+            Record {
+                url: "http://a.test/".to_string(),
+                title: Some("T".to_string()),
+                ..Record::default()
+            }
+        }));
+        assert!(!panicked);
+        assert_eq!(rec.title.as_deref(), Some("T"));
     }
 }

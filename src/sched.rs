@@ -90,6 +90,32 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
         None
     }
 
+    /// As [`Scheduler::start_next`], but only once some host can start a slot, and only if
+    /// `admit` (asked at most once, only then) agrees: a budget shared with other
+    /// schedulers is taken only for a slot that really starts.
+    pub fn start_next_if(&mut self, admit: impl FnOnce() -> bool) -> Option<(K, J)> {
+        if self.active >= self.budget {
+            return None;
+        }
+        // Drop stale entries from the front until one can start now.
+        while let Some(key) = self.ready.front() {
+            match self.hosts.get_mut(key) {
+                Some(h) if h.active < self.per_host && !h.queue.is_empty() => break,
+                Some(h) => {
+                    h.in_ready = false;
+                    self.ready.pop_front();
+                }
+                None => {
+                    self.ready.pop_front();
+                }
+            }
+        }
+        if self.ready.is_empty() || !admit() {
+            return None;
+        }
+        self.start_next()
+    }
+
     /// The slot for `key` finished a job: its next job on the same host, or `None` when the
     /// host has nothing queued, in which case the slot is released.
     pub fn continue_slot(&mut self, key: &K) -> Option<J> {
@@ -146,6 +172,37 @@ mod tests {
 
     fn drain_starts(s: &mut Scheduler<&'static str, u32>) -> Vec<(&'static str, u32)> {
         std::iter::from_fn(|| s.start_next()).collect()
+    }
+
+    #[test]
+    fn admission_is_asked_only_for_a_slot_that_starts() {
+        let mut s = Scheduler::new(4, 1);
+        let mut asked = 0;
+        assert_eq!(
+            s.start_next_if(|| {
+                asked += 1;
+                true
+            }),
+            None
+        );
+        assert_eq!(asked, 0, "nothing queued: not asked");
+        s.push("a", 1);
+        s.push("a", 2);
+        assert_eq!(s.start_next_if(|| false), None);
+        assert_eq!(s.queued(), 2, "a refused start loses nothing");
+        assert_eq!(s.start_next_if(|| true), Some(("a", 1)));
+        // "a" is at its per-host limit: its stale ready entry is skipped without asking.
+        assert_eq!(
+            s.start_next_if(|| {
+                asked += 1;
+                true
+            }),
+            None
+        );
+        assert_eq!(asked, 0);
+        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert_eq!(s.continue_slot(&"a"), None);
+        assert!(s.is_idle());
     }
 
     #[test]

@@ -101,7 +101,9 @@ impl Stream {
                 None => Ok(Stream::Plain(tcp)),
                 Some((ctx, name)) => {
                     let hs_deadline = deadline.min(Instant::now() + opts.connect_timeout);
-                    let conn = tls::TlsConn::handshake(tcp, ctx, name, hs_deadline).await?;
+                    // Boxed for the same reason: only connecting slots pay for a handshake.
+                    let conn =
+                        Box::pin(tls::TlsConn::handshake(tcp, ctx, name, hs_deadline)).await?;
                     Ok(Stream::Tls(Box::new(conn)))
                 }
             };
@@ -166,7 +168,9 @@ impl Stream {
     pub async fn close(self) {
         match self {
             Stream::Plain(tcp) => tcp.shutdown(),
-            Stream::Tls(tls) => tls.close().await,
+            // Boxed: a TLS close (close_notify under a timeout) is a ~3 KB future, and every
+            // request future that may close its stream would otherwise carry it inline.
+            Stream::Tls(tls) => Box::pin(tls.close()).await,
         }
     }
 }
