@@ -509,6 +509,9 @@ async fn worker_loop(
             let s = sched.borrow();
             (s.is_idle(), s.queued())
         };
+        // Published after starting what could start, so other workers know at once whether
+        // they may borrow this worker's idle share.
+        slots.gate.set_queued(slots.index, queued);
         if !open && idle {
             break;
         }
@@ -564,7 +567,7 @@ async fn run_slot(
     if let Some(h) = held {
         h.close().await;
     }
-    slots.gate.release();
+    slots.gate.release(slots.index);
     let _ = slots.done.send(());
 }
 
