@@ -3,7 +3,9 @@
 //! producing exactly one [`Record`].
 //!
 //! A slot (see `sched`) owns at most one idle connection ([`Held`]) and offers it to each job
-//! it runs: a request to the same scheme+host+port reuses it. A reused connection that the
+//! it runs: a request to the same scheme+host+port reuses it. When the slot ends, or moves to
+//! another host, the connection is parked in the worker's keep-alive pool (`pool`), where a
+//! later job for that host finds it. A reused connection that the
 //! server had already closed (EOF or reset before any response byte) is retried once on a
 //! fresh connection, so keep-alive races never surface as errors.
 
@@ -23,16 +25,27 @@ use crate::html::{is_html, Extracted, Extractor, FollowSelector};
 use crate::http::{write_get, BodyEvent, HttpError, RequestOptions, ResponseHead, ResponseReader};
 use crate::intake::host_key;
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
+use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::runtime::{Counters, Job};
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
-/// costs at most this many more bytes, so the connection can be reused.
+/// costs at most this many more bytes, so the connection can be reused (no job for the host
+/// is waiting: the connection may still serve a later one from the keep-alive pool).
 pub const DRAIN_FOR_REUSE_BYTES: u64 = 16 * 1024;
+/// The same when the slot has another job for this host waiting: reading the rest of a page
+/// costs far less than a new connection (a TCP and maybe TLS handshake, on both ends).
+pub const DRAIN_FOR_NEXT_JOB_BYTES: u64 = 256 * 1024;
 /// Read buffer per request in flight. Titles sit in the first few KiB, and at 10,000
 /// connections every KiB here is 10 MB of RSS, so this is smaller than the TLS-sized
 /// `net::READ_BUF_SIZE` that other callers use.
 pub const FETCH_READ_BUF: usize = 4 * 1024;
+/// Read buffer once the extractor is satisfied and the rest of a response is only read to
+/// keep the connection: the bytes are there already, so fewer, larger reads.
+pub const DRAIN_READ_BUF: usize = 64 * 1024;
+/// Drain buffers a worker lends at once, at most (a server trickling the rest of its pages
+/// to 10,000 connections must not pin 64 KiB each); past that, drains use a small buffer.
+pub const MAX_DRAIN_BUFS: usize = 64;
 /// DNS lookups in progress per worker at most. A hickory lookup future is tens of KB; with
 /// 10,000 slots all resolving at once that was most of the RSS. Lookups are boxed (so a
 /// slot's future does not embed one) and bounded by this.
@@ -49,7 +62,10 @@ pub struct WorkerCtx {
     pub follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: RefCell<Vec<Vec<u8>>>,
+    drain_bufs: RefCell<Vec<Vec<u8>>>,
+    drain_bufs_lent: std::cell::Cell<usize>,
     lookups: tokio::sync::Semaphore,
+    idle: RefCell<IdlePool<Stream>>,
 }
 
 impl WorkerCtx {
@@ -59,6 +75,7 @@ impl WorkerCtx {
         tls: TlsContext,
         follow: Option<FollowSelector>,
         counters: Arc<Counters>,
+        idle_cap: usize,
     ) -> Self {
         let connect = ConnectOptions {
             connect_timeout: opts.connect_timeout,
@@ -72,7 +89,45 @@ impl WorkerCtx {
             follow,
             counters,
             bufs: RefCell::new(Vec::new()),
+            drain_bufs: RefCell::new(Vec::new()),
+            drain_bufs_lent: std::cell::Cell::new(0),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
+            idle: RefCell::new(IdlePool::new(idle_cap, MAX_IDLE_AGE)),
+        }
+    }
+
+    /// Keep `held` for a later job on its host (closing whatever the pool lets go).
+    pub async fn park(&self, held: Held) {
+        let Held { key, mut stream } = held;
+        stream.release_idle_buffers();
+        let evicted = self.idle.borrow_mut().put(&key, stream, Instant::now());
+        if let Some(old) = evicted {
+            old.close().await;
+        }
+    }
+
+    /// An idle connection to `key`'s host, if one is parked and young enough.
+    async fn unpark(&self, key: &str) -> Option<Stream> {
+        let taken = self.idle.borrow_mut().take(key, Instant::now());
+        for old in taken.expired {
+            old.close().await;
+        }
+        taken.conn
+    }
+
+    /// Close the parked connections that are too old to reuse.
+    pub async fn close_expired_idle(&self) {
+        let old = self.idle.borrow_mut().expire(Instant::now());
+        for stream in old {
+            stream.close().await;
+        }
+    }
+
+    /// Close every parked connection (the worker is done).
+    pub async fn close_idle(&self) {
+        let all = self.idle.borrow_mut().drain();
+        for stream in all {
+            stream.close().await;
         }
     }
 
@@ -84,9 +139,28 @@ impl WorkerCtx {
             .unwrap_or_else(|| Vec::with_capacity(FETCH_READ_BUF))
     }
 
+    /// A cleared buffer of [`DRAIN_READ_BUF`] capacity from the worker's pool, unless
+    /// [`MAX_DRAIN_BUFS`] are lent already.
+    fn take_drain_buf(&self) -> Option<Vec<u8>> {
+        let lent = self.drain_bufs_lent.get();
+        if lent >= MAX_DRAIN_BUFS {
+            return None;
+        }
+        self.drain_bufs_lent.set(lent + 1);
+        let pooled = self.drain_bufs.borrow_mut().pop();
+        Some(pooled.unwrap_or_else(|| Vec::with_capacity(DRAIN_READ_BUF)))
+    }
+
+    /// Back to the pool it came from (by capacity).
     fn put_buf(&self, mut buf: Vec<u8>) {
         buf.clear();
-        self.bufs.borrow_mut().push(buf);
+        if buf.capacity() >= DRAIN_READ_BUF {
+            self.drain_bufs_lent
+                .set(self.drain_bufs_lent.get().saturating_sub(1));
+            self.drain_bufs.borrow_mut().push(buf);
+        } else {
+            self.bufs.borrow_mut().push(buf);
+        }
     }
 }
 
@@ -103,11 +177,12 @@ impl Held {
 }
 
 /// Per-URL accounting across hops and redirects.
-#[derive(Default)]
 struct Acct {
     bytes: u64,
     redirects: u32,
     tls_verified: Option<bool>,
+    /// Bytes past the title that may be read to keep the connection reusable.
+    drain_for_reuse: u64,
 }
 
 /// The page a hop ended on, after redirects.
@@ -123,11 +198,27 @@ struct Resp {
     extracted: Extracted,
 }
 
-/// Fetch one job (already parsed) and build its record.
-pub async fn run_job(ctx: &WorkerCtx, job: &Job, url: Url, held: &mut Option<Held>) -> Record {
+/// Fetch one job (already parsed) and build its record. `next_on_host`: the slot has another
+/// job for this host waiting (so reading a page to its end to keep the connection pays).
+pub async fn run_job(
+    ctx: &WorkerCtx,
+    job: &Job,
+    url: Url,
+    held: &mut Option<Held>,
+    next_on_host: bool,
+) -> Record {
     let started = Instant::now();
     let deadline = started + ctx.opts.timeout;
-    let mut acct = Acct::default();
+    let mut acct = Acct {
+        bytes: 0,
+        redirects: 0,
+        tls_verified: None,
+        drain_for_reuse: if next_on_host {
+            DRAIN_FOR_NEXT_JOB_BYTES
+        } else {
+            DRAIN_FOR_REUSE_BYTES
+        },
+    };
     let mut rec = Record {
         url: job.url.clone(),
         src: job.src.as_deref().map(str::to_owned),
@@ -268,13 +359,17 @@ async fn exchange(
     let key = host_key(url);
     if held.as_ref().is_some_and(|h| h.key != key) {
         if let Some(h) = held.take() {
-            h.close().await;
+            ctx.park(h).await;
         }
     }
     loop {
-        let (stream, reused) = match held.take() {
-            Some(h) => (h.stream, true),
-            None => (connect(ctx, url, deadline).await?, false),
+        let parked = match held.take() {
+            Some(h) => Some(h.stream),
+            None => ctx.unpark(&key).await,
+        };
+        let (stream, reused) = match parked {
+            Some(stream) => (stream, true),
+            None => (Box::pin(connect(ctx, url, deadline)).await?, false),
         };
         if reused {
             ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
@@ -436,12 +531,16 @@ async fn request(
         if let Err(e) = reader.feed(&buf[..n], &mut |ev| progress.on_event(ev, follow)) {
             break Err(e.into());
         }
-        if reader.is_done() || (progress.satisfied && read_after_satisfied > DRAIN_FOR_REUSE_BYTES)
-        {
+        if reader.is_done() || (progress.satisfied && read_after_satisfied > acct.drain_for_reuse) {
             break Ok(());
         }
         if progress.skip_body {
             break Ok(()); // Not HTML: nothing to read the body for.
+        }
+        if progress.satisfied && buf.capacity() < DRAIN_READ_BUF {
+            if let Some(big) = ctx.take_drain_buf() {
+                ctx.put_buf(std::mem::replace(&mut buf, big));
+            }
         }
     };
     ctx.put_buf(buf);

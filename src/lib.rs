@@ -20,6 +20,7 @@ pub mod intake;
 pub mod journal;
 pub mod load;
 pub mod net;
+pub mod pool;
 pub mod progress;
 pub mod record;
 pub mod runtime;

@@ -25,6 +25,7 @@ use crate::fetch::{run_job, Held, WorkerCtx};
 use crate::html::FollowSelector;
 use crate::intake::{host_key, parse_url, parse_url_str, InputLine};
 use crate::net::TlsContext;
+use crate::pool::MAX_IDLE_CONNS;
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::sched::Scheduler;
 
@@ -39,6 +40,8 @@ pub const JOB_CHANNEL_CAP: usize = 1024;
 /// File descriptors kept back from the connection budget (stdio, journal, DNS sockets,
 /// io_uring fds, spool files).
 pub const RESERVED_FDS: u64 = 256;
+/// How often a worker closes parked keep-alive connections that got too old.
+pub const IDLE_SWEEP: Duration = Duration::from_secs(5);
 /// io_uring submission queue entries per worker, at most.
 pub const MAX_RING_ENTRIES: u32 = 4096;
 
@@ -204,7 +207,7 @@ impl Engine {
         let tls = TlsContext::new(opts.ca_file.as_deref(), opts.insecure).map_err(|e| {
             EngineError::CaFile(display_path(opts.ca_file.as_deref()), e.to_string())
         })?;
-        let budget = connection_budget(opts.concurrency);
+        let (budget, idle_cap) = connection_budget(opts.concurrency);
         let gate = Arc::new(SlotGate::new(budget, threads));
         // Rings are sized for a worker's even share; a worker that borrows more slots than
         // that just submits in more batches.
@@ -236,6 +239,7 @@ impl Engine {
                 draining: draining.clone(),
                 gate: gate.clone(),
                 index: i,
+                idle_cap: idle_cap / threads,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("ringcrawl-w{i}"))
@@ -371,17 +375,23 @@ pub fn invalid_record(job: Job, message: String) -> Record {
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit and return how many connections fit in
-/// it: `wanted`, or less (said once on stderr) when the limit is too low.
-pub fn connection_budget(wanted: usize) -> usize {
-    let limit = raise_nofile_limit();
+/// it: `wanted`, or less (said once on stderr) when the limit is too low; and how many idle
+/// keep-alive connections may be kept besides (what the limit leaves, at most
+/// [`MAX_IDLE_CONNS`]).
+pub fn connection_budget(wanted: usize) -> (usize, usize) {
+    split_fds(wanted, raise_nofile_limit())
+}
+
+fn split_fds(wanted: usize, limit: u64) -> (usize, usize) {
     let fit = limit.saturating_sub(RESERVED_FDS).max(1) as usize;
     if wanted > fit {
         tracing::warn!(
             "--concurrency {wanted} does not fit in the open-file limit ({limit}); running with {fit} connections"
         );
-        return fit;
+        return (fit, 0);
     }
-    wanted.max(1)
+    let budget = wanted.max(1);
+    (budget, (fit - budget).min(MAX_IDLE_CONNS))
 }
 
 /// Set the soft open-file limit to the hard one; returns the soft limit in force.
@@ -420,6 +430,8 @@ struct WorkerSetup {
     gate: Arc<SlotGate>,
     /// This worker's number (its waiter in `gate`).
     index: usize,
+    /// Idle keep-alive connections this worker may keep.
+    idle_cap: usize,
 }
 
 /// Body of a worker thread: build its tokio-uring runtime (reporting failure to `start`)
@@ -446,14 +458,16 @@ fn worker_thread(
             }
         };
         let _ = ready.send(Ok(()));
-        let ctx = WorkerCtx::new(w.opts, resolver, w.tls, w.follow, w.counters);
+        let ctx = WorkerCtx::new(w.opts, resolver, w.tls, w.follow, w.counters, w.idle_cap);
         let (done, done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let slots = WorkerSlots {
             gate: w.gate,
             index: w.index,
             done,
         };
-        worker_loop(Rc::new(ctx), rx, done_rx, w.records, w.draining, slots).await;
+        let ctx = Rc::new(ctx);
+        worker_loop(ctx.clone(), rx, done_rx, w.records, w.draining, slots).await;
+        ctx.close_idle().await;
     });
 }
 
@@ -481,6 +495,8 @@ async fn worker_loop(
     let budget = slots.gate.budget();
     let sched: Sched = Rc::new(RefCell::new(Scheduler::new(budget, ctx.opts.per_host)));
     let mut open = true;
+    let mut sweep = tokio::time::interval(IDLE_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if draining.load(Ordering::Relaxed) {
             // Abandon what has not started; running slots finish their current job only.
@@ -527,6 +543,7 @@ async fn worker_loop(
             _ = done_rx.recv() => {}
             // Another worker gave a slot back while this one had work and no slot.
             _ = slots.gate.starved(slots.index), if starved => {}
+            _ = sweep.tick() => ctx.close_expired_idle().await,
         }
     }
 }
@@ -545,8 +562,12 @@ async fn run_slot(
     let mut held: Option<Held> = None;
     let mut item = first;
     loop {
-        let (rec, panicked) =
-            record_or_internal(&item.job, run_job(&ctx, &item.job, item.url, &mut held)).await;
+        let next_on_host = sched.borrow().has_queued(&key);
+        let (rec, panicked) = record_or_internal(
+            &item.job,
+            run_job(&ctx, &item.job, item.url, &mut held, next_on_host),
+        )
+        .await;
         if panicked {
             held = None; // whatever state the connection was left in, it is not reused
         }
@@ -565,7 +586,7 @@ async fn run_slot(
         }
     }
     if let Some(h) = held {
-        h.close().await;
+        ctx.park(h).await;
     }
     slots.gate.release(slots.index);
     let _ = slots.done.send(());
@@ -631,6 +652,17 @@ mod tests {
         assert_eq!(rec.url, "http://a.test/");
         assert_eq!((rec.src.as_deref(), rec.line), (Some("list.txt"), Some(7)));
         assert!(rec.title.is_none());
+    }
+
+    #[test]
+    fn fds_left_after_the_budget_go_to_idle_connections() {
+        // Plenty of fds: the budget as asked, idle connections up to the pool's cap.
+        assert_eq!(split_fds(300, 1 << 20), (300, MAX_IDLE_CONNS));
+        // Some left: those, and no more.
+        let limit = RESERVED_FDS + 300 + 100;
+        assert_eq!(split_fds(300, limit), (300, 100));
+        // Too few for the budget itself: it shrinks, and nothing is kept idle.
+        assert_eq!(split_fds(10_000, RESERVED_FDS + 500), (500, 0));
     }
 
     #[test]

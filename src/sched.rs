@@ -150,6 +150,12 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
         dropped
     }
 
+    /// Whether `key` has jobs waiting (for a slot of it: whether its connection will be
+    /// wanted again soon).
+    pub fn has_queued(&self, key: &K) -> bool {
+        self.hosts.get(key).is_some_and(|h| !h.queue.is_empty())
+    }
+
     /// Slots running.
     pub fn active(&self) -> usize {
         self.active
@@ -203,6 +209,18 @@ mod tests {
         assert_eq!(s.continue_slot(&"a"), Some(2));
         assert_eq!(s.continue_slot(&"a"), None);
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn has_queued_tells_whether_a_host_has_work_waiting() {
+        let mut s = Scheduler::new(4, 1);
+        s.push("a", 1);
+        s.push("a", 2);
+        assert_eq!(s.start_next(), Some(("a", 1)));
+        assert!(s.has_queued(&"a"));
+        assert!(!s.has_queued(&"b"));
+        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert!(!s.has_queued(&"a"));
     }
 
     #[test]

@@ -164,6 +164,13 @@ impl Stream {
         }
     }
 
+    /// Free what an idle connection does not need (TLS: the emptied network buffer).
+    pub fn release_idle_buffers(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.release_idle_buffers();
+        }
+    }
+
     /// Shut down and close (sends close_notify for TLS, best effort, no waiting).
     pub async fn close(self) {
         match self {

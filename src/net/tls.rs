@@ -324,6 +324,18 @@ impl TlsConn {
         }
     }
 
+    /// Drop the network buffers when they hold nothing (an idle pooled connection need not
+    /// keep 16 KiB; the next read allocates again).
+    pub fn release_idle_buffers(&mut self) {
+        if self.net_pos >= self.net_buf.len() {
+            self.net_buf = Vec::new();
+            self.net_pos = 0;
+        }
+        if self.out_buf.is_empty() {
+            self.out_buf = Vec::new();
+        }
+    }
+
     /// After a read returned 0: whether the server sent close_notify.
     pub fn eof_was_clean(&self) -> bool {
         self.clean_eof
