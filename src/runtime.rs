@@ -442,7 +442,7 @@ fn worker_thread(
     entries: u32,
     ready: std::sync::mpsc::SyncSender<Result<(), String>>,
 ) {
-    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(entries)) {
+    let rt = match crate::net::new_runtime(entries) {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));

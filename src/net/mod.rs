@@ -21,6 +21,29 @@ pub use tls::{TlsConfigError, TlsContext, TlsStats};
 
 /// Size of the pooled read buffers handed to the kernel.
 pub const READ_BUF_SIZE: usize = 16 * 1024;
+/// Submission queue entries of a ring not sized for a connection budget.
+pub const DEFAULT_RING_ENTRIES: u32 = 256;
+
+/// A tokio-uring runtime for one thread with `entries` submission queue entries. The ring is
+/// set up with COOP_TASKRUN (completions are processed when the thread next enters the
+/// kernel, without an interrupt to a running thread) and SINGLE_ISSUER (only this thread
+/// submits), which cut per-request kernel overhead; kernels older than 6.0 refuse those
+/// flags, and then the ring is made without them.
+pub fn new_runtime(entries: u32) -> io::Result<tokio_uring::Runtime> {
+    let mut tuned = tokio_uring::uring_builder();
+    tuned.setup_coop_taskrun().setup_single_issuer();
+    match tokio_uring::Runtime::new(
+        tokio_uring::builder()
+            .entries(entries)
+            .uring_builder(&tuned),
+    ) {
+        Ok(rt) => Ok(rt),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tokio_uring::Runtime::new(tokio_uring::builder().entries(entries))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
