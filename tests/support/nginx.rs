@@ -121,11 +121,25 @@ impl Nginx {
     }
 }
 
+/// How long nginx gets to stop its workers after SIGTERM before it is killed.
+const NGINX_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Workers notice the master's death and exit; give the pid file to nobody.
+        // SIGTERM: the master stops its workers, then exits. A SIGKILLed master leaves its
+        // workers running (they do not notice), so that is only the fallback.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped (so not reused).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let stopped = wait_until(NGINX_STOP_TIMEOUT, || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
