@@ -247,11 +247,15 @@ EOF
         local U=http://load.test/small.html
         measure load.ringcrawl "$BIN" load "$U" -c 100 -d 5 --json
         measure load.wrk wrk -t2 -c100 -d5s "$U"
-        local a b
+        # ringcrawl load uses one thread against a loopback target on 2 cores: wrk with one
+        # thread too, for comparison (the target is wrk -t2).
+        measure load.wrk_t1 wrk -t1 -c100 -d5s "$U"
+        local a b c
         a=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["rps"]))' "$W/load.ringcrawl.out" 2>/dev/null || echo 0)
         b=$(awk '/Requests\/sec/ {print int($2)}' "$W/load.wrk.out")
+        c=$(awk '/Requests\/sec/ {print int($2)}' "$W/load.wrk_t1.out")
         table load
-        echo "    requests/s: ringcrawl $a, wrk $b, ratio ringcrawl/wrk $(python3 -c "print(f'{$a/max($b,1):.2f}')")"
+        echo "    requests/s: ringcrawl $a, wrk -t2 $b, ratio ringcrawl/wrk $(python3 -c "print(f'{$a/max($b,1):.2f}')"); wrk -t1 $c ($(python3 -c "print(f'{$a/max($c,1):.2f}')"))"
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("    ringcrawl latency_ms", d.get("latency_ms"), "status", d.get("status"), "errors", d.get("errors"))' "$W/load.ringcrawl.out" 2>/dev/null || sed 's/^/    /' "$W/load.ringcrawl.err"
         grep -E "Latency|Socket errors|Non-2xx" "$W/load.wrk.out" | sed 's/^/    wrk /' || true
     }

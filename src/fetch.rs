@@ -40,6 +40,13 @@ pub const DRAIN_FOR_NEXT_JOB_BYTES: u64 = 256 * 1024;
 /// connections every KiB here is 10 MB of RSS, so this is smaller than the TLS-sized
 /// `net::READ_BUF_SIZE` that other callers use.
 pub const FETCH_READ_BUF: usize = 4 * 1024;
+/// Read buffers of [`FETCH_READ_BUF`] a worker lends at once, at most. Reads only take a
+/// buffer once data is there (`Stream::read_ready`), but 10,000 responses that arrive in
+/// the same instant all want one; past this many, reads use a [`BURST_READ_BUF`] buffer.
+pub const MAX_READ_BUFS: usize = 512;
+/// Read buffer beyond [`MAX_READ_BUFS`]: a burst is read in smaller pieces instead of
+/// growing the pool (and the RSS) by 4 KiB per connection.
+pub const BURST_READ_BUF: usize = 1024;
 /// Read buffer once the extractor is satisfied and the rest of a response is only read to
 /// keep the connection: the bytes are there already, so fewer, larger reads.
 pub const DRAIN_READ_BUF: usize = 64 * 1024;
@@ -62,6 +69,7 @@ pub struct WorkerCtx {
     pub follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: RefCell<Vec<Vec<u8>>>,
+    bufs_lent: std::cell::Cell<usize>,
     drain_bufs: RefCell<Vec<Vec<u8>>>,
     drain_bufs_lent: std::cell::Cell<usize>,
     lookups: tokio::sync::Semaphore,
@@ -89,6 +97,7 @@ impl WorkerCtx {
             follow,
             counters,
             bufs: RefCell::new(Vec::new()),
+            bufs_lent: std::cell::Cell::new(0),
             drain_bufs: RefCell::new(Vec::new()),
             drain_bufs_lent: std::cell::Cell::new(0),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
@@ -131,12 +140,25 @@ impl WorkerCtx {
         }
     }
 
-    /// A cleared read buffer of [`FETCH_READ_BUF`] capacity, from the worker's pool.
+    /// A cleared read buffer: [`FETCH_READ_BUF`] from the worker's pool, or a
+    /// [`BURST_READ_BUF`] one when [`MAX_READ_BUFS`] are lent already.
     fn take_buf(&self) -> Vec<u8> {
-        self.bufs
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(FETCH_READ_BUF))
+        let lent = self.bufs_lent.get();
+        if lent >= MAX_READ_BUFS {
+            return Vec::with_capacity(BURST_READ_BUF);
+        }
+        self.bufs_lent.set(lent + 1);
+        let pooled = self.bufs.borrow_mut().pop();
+        pooled.unwrap_or_else(|| Vec::with_capacity(FETCH_READ_BUF))
+    }
+
+    /// The buffer for the next read: a large one once the page has given what it had to
+    /// and the rest is only read to keep the connection.
+    fn take_read_buf(&self, draining: bool) -> Vec<u8> {
+        draining
+            .then(|| self.take_drain_buf())
+            .flatten()
+            .unwrap_or_else(|| self.take_buf())
     }
 
     /// A cleared buffer of [`DRAIN_READ_BUF`] capacity from the worker's pool, unless
@@ -151,14 +173,15 @@ impl WorkerCtx {
         Some(pooled.unwrap_or_else(|| Vec::with_capacity(DRAIN_READ_BUF)))
     }
 
-    /// Back to the pool it came from (by capacity).
+    /// Back to the pool it came from (by capacity); burst buffers are freed.
     fn put_buf(&self, mut buf: Vec<u8>) {
         buf.clear();
         if buf.capacity() >= DRAIN_READ_BUF {
             self.drain_bufs_lent
                 .set(self.drain_bufs_lent.get().saturating_sub(1));
             self.drain_bufs.borrow_mut().push(buf);
-        } else {
+        } else if buf.capacity() >= FETCH_READ_BUF {
+            self.bufs_lent.set(self.bufs_lent.get().saturating_sub(1));
             self.bufs.borrow_mut().push(buf);
         }
     }
@@ -493,12 +516,18 @@ async fn request(
 
     let mut reader = ResponseReader::new(ctx.opts.max_body, false);
     let mut progress = Progress::default();
-    let mut buf = ctx.take_buf();
     let mut got_any = false;
     let mut read_after_satisfied = 0u64;
+    // Each read takes a pooled buffer only once data is there and gives it back at once:
+    // a connection waiting for its server holds none.
+    let mut buf = Vec::new();
     let result = loop {
+        ctx.put_buf(std::mem::take(&mut buf));
         let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
-        let (res, b) = stream.read(buf, io_deadline).await;
+        let draining = progress.satisfied;
+        let (res, b) = stream
+            .read_ready(|| ctx.take_read_buf(draining), io_deadline)
+            .await;
         buf = b;
         let n = match res {
             Ok(n) => n,
@@ -536,11 +565,6 @@ async fn request(
         }
         if progress.skip_body {
             break Ok(()); // Not HTML: nothing to read the body for.
-        }
-        if progress.satisfied && buf.capacity() < DRAIN_READ_BUF {
-            if let Some(big) = ctx.take_drain_buf() {
-                ctx.put_buf(std::mem::replace(&mut buf, big));
-            }
         }
     };
     ctx.put_buf(buf);

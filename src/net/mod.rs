@@ -163,6 +163,20 @@ impl Stream {
         }
     }
 
+    /// Like [`Stream::read`], with the buffer taken from `take` only when there is
+    /// something to read (see [`TcpConn::read_ready`]). TLS connections read the plain way:
+    /// rustls decides when a read is needed, and keeps its own network buffer.
+    pub async fn read_ready(
+        &mut self,
+        take: impl FnOnce() -> Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
+        match self {
+            Stream::Plain(tcp) => tcp.read_ready(take, deadline).await,
+            Stream::Tls(tls) => tls.read(take(), deadline).await,
+        }
+    }
+
     /// After a read returned 0: whether the peer closed cleanly (always true for plain TCP).
     pub fn eof_was_clean(&self) -> bool {
         match self {
@@ -287,6 +301,89 @@ mod tests {
             s.write_all(reply).unwrap();
             req
         })
+    }
+
+    /// read_ready: no buffer is taken while the server is silent; data larger than the
+    /// buffers arrives in bursts and is read to the last byte (no edge is lost); EOF is 0.
+    #[test]
+    fn read_ready_takes_a_buffer_only_when_data_is_there() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        const DELAY: Duration = Duration::from_millis(150);
+        const BURST: usize = 50_000;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for round in 0..3u8 {
+                thread::sleep(DELAY);
+                s.write_all(&vec![b'a' + round; BURST]).unwrap();
+            }
+        });
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            let start = std::time::Instant::now();
+            let mut first_take = None;
+            let mut got = Vec::new();
+            loop {
+                let (n, buf) = s
+                    .read_ready(
+                        || {
+                            first_take.get_or_insert_with(|| start.elapsed());
+                            Vec::with_capacity(4096)
+                        },
+                        in_ms(5000),
+                    )
+                    .await;
+                let n = n.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let first_take = first_take.expect("a buffer was taken");
+            assert!(
+                first_take >= DELAY - Duration::from_millis(20),
+                "{first_take:?}"
+            );
+            assert_eq!(got.len(), 3 * BURST);
+            assert!(got[..BURST].iter().all(|&b| b == b'a'));
+            assert!(got[2 * BURST..].iter().all(|&b| b == b'c'));
+            s.close().await;
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn read_ready_times_out_without_taking_a_buffer() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            thread::sleep(Duration::from_millis(400));
+            drop(s);
+        });
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            let mut taken = false;
+            let (res, _) = s
+                .read_ready(
+                    || {
+                        taken = true;
+                        Vec::new()
+                    },
+                    in_ms(100),
+                )
+                .await;
+            assert!(matches!(res, Err(NetError::Timeout(_))), "{res:?}");
+            assert!(!taken);
+            s.close().await;
+        });
+        server.join().unwrap();
     }
 
     #[test]

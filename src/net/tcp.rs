@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -31,6 +31,10 @@ thread_local! {
 /// A connected tokio-uring TCP stream that is shut down before it is dropped whenever an
 /// operation on it timed out or was abandoned (tokio-uring does not cancel in-flight ops).
 pub struct TcpConn {
+    /// Readiness of the socket in tokio's epoll, registered at the first
+    /// [`TcpConn::readable`]. Declared before `stream` so it is deregistered before the fd
+    /// is closed.
+    ready: Option<tokio::io::unix::AsyncFd<FdRef>>,
     stream: tokio_uring::net::TcpStream,
     peer: SocketAddr,
     /// Set while a uring op is submitted and not yet completed; if the future awaiting it is
@@ -82,6 +86,7 @@ impl TcpConn {
                         .map_err(|e| classify_io(&e, addr, Phase::Connect))?;
                     let stream = tokio_uring::net::TcpStream::from_std(std_stream);
                     return Ok(TcpConn {
+                        ready: None,
                         stream,
                         peer: addr,
                         op_pending: false,
@@ -153,6 +158,85 @@ impl TcpConn {
         }
     }
 
+    /// Like [`TcpConn::read`], but the buffer is taken from `take` only once the socket has
+    /// something to read (data, EOF or an error): a connection waiting seconds for its
+    /// response holds no read buffer (10,000 of them would hold 40 MB). The wait uses
+    /// tokio's epoll, which the runtime polls anyway; the read itself goes through io_uring
+    /// and completes at once. Readiness is edge-triggered, so it is only forgotten when the
+    /// read came back short of the buffer (the socket was drained) and no newer edge came
+    /// meanwhile (tokio's readiness ticks see to that). A socket that cannot be registered
+    /// is read the plain way.
+    pub async fn read_ready(
+        &mut self,
+        take: impl FnOnce() -> Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
+        if self.dead {
+            return (
+                Err(NetError::Reset(
+                    "connection already shut down after a timeout".into(),
+                )),
+                Vec::new(),
+            );
+        }
+        if self.ready.is_none() {
+            let fd = FdRef(self.stream.as_raw_fd());
+            // SAFETY: the fd belongs to `self.stream`, which is only closed when this
+            // TcpConn is dropped, and `ready` is declared before `stream`, so the AsyncFd
+            // (deregistration included) is dropped first: the fd stays open and names the
+            // same socket for the AsyncFd's whole life, as the contract requires.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            match registered {
+                Ok(afd) => self.ready = Some(afd),
+                Err(_) => return self.read(take(), deadline).await,
+            }
+        }
+        let Some(afd) = self.ready.as_ref() else {
+            return self.read(take(), deadline).await;
+        };
+        let start = Instant::now();
+        let guard = match tokio::time::timeout_at(deadline.into(), afd.readable()).await {
+            Ok(Ok(guard)) => Some(guard),
+            Ok(Err(_)) => None, // the read reports the socket's error
+            Err(_) => {
+                let waited = millis(deadline.saturating_duration_since(start));
+                return (Err(NetError::Timeout(waited)), Vec::new());
+            }
+        };
+        let mut buf = take();
+        buf.clear();
+        if buf.capacity() == 0 {
+            buf.reserve_exact(READ_BUF_SIZE);
+        }
+        let cap = buf.capacity();
+        self.op_pending = true;
+        match tokio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
+            Ok((res, mut buf)) => {
+                self.op_pending = false;
+                match res {
+                    Ok(n) => {
+                        if let (Some(mut guard), true) = (guard, n < cap) {
+                            guard.clear_ready();
+                        }
+                        buf.truncate(n);
+                        (Ok(n), buf)
+                    }
+                    Err(e) => (Err(classify_io(&e, self.peer, Phase::Transfer)), buf),
+                }
+            }
+            Err(_) => {
+                // The readiness guard is let go without clearing: nothing was read.
+                let _ = guard;
+                (
+                    Err(self.timed_out(start, deadline)),
+                    Vec::with_capacity(cap),
+                )
+            }
+        }
+    }
+
     /// Write all of `buf`; returns it (cleared) for reuse.
     pub async fn write_all(
         &mut self,
@@ -207,6 +291,16 @@ impl Drop for TcpConn {
         if self.op_pending {
             self.shutdown();
         }
+    }
+}
+
+/// A socket fd registered for readiness only; the fd is owned (and closed) by the
+/// tokio-uring stream next to it.
+struct FdRef(RawFd);
+
+impl AsRawFd for FdRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
 }
 
