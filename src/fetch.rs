@@ -32,7 +32,7 @@ use crate::runtime::{Counters, Job};
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused (no job for the host
 /// is waiting: the connection may still serve a later one from the keep-alive pool).
-pub const DRAIN_FOR_REUSE_BYTES: u64 = 16 * 1024;
+pub const DRAIN_FOR_REUSE_BYTES: u64 = 64 * 1024;
 /// The same when the slot has another job for this host waiting: reading the rest of a page
 /// costs far less than a new connection (a TCP and maybe TLS handshake, on both ends).
 pub const DRAIN_FOR_NEXT_JOB_BYTES: u64 = 256 * 1024;
@@ -525,6 +525,35 @@ async fn request(
         ctx.put_buf(std::mem::take(&mut buf));
         let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
         let draining = progress.satisfied;
+        // The rest of a Content-Length body is only read to keep the connection: throw it
+        // away unseen when the budget covers it all, and give up on the connection at once
+        // when it does not.
+        let skippable = reader.skippable();
+        if draining && skippable > 0 {
+            if read_after_satisfied + skippable > acct.drain_for_reuse {
+                break Ok(());
+            }
+            let max = usize::try_from(skippable).unwrap_or(usize::MAX);
+            match stream.discard(max, io_deadline).await {
+                Some(Ok(0)) => match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
+                    Ok(()) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                },
+                Some(Ok(n)) => {
+                    acct.bytes += n as u64;
+                    read_after_satisfied += n as u64;
+                    if let Err(e) = reader.skip(n as u64, &mut |ev| progress.on_event(ev, follow)) {
+                        break Err(e.into());
+                    }
+                    if reader.is_done() {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                Some(Err(e)) => break Err(net_error(ctx, e, deadline)),
+                None => {} // TLS: read it
+            }
+        }
         let (res, b) = stream
             .read_ready(|| ctx.take_read_buf(draining), io_deadline)
             .await;

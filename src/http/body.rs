@@ -510,6 +510,36 @@ impl ResponseReader {
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
+
+    /// Body bytes that may be skipped unseen with [`ResponseReader::skip`]: the rest of a
+    /// Content-Length body without content coding (0 for every other framing or state).
+    pub fn skippable(&self) -> u64 {
+        match self.state {
+            State::Length { remaining, .. } if self.decoder.is_identity() => {
+                remaining.min(self.max_body - self.wire)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Account for `n` (at most [`ResponseReader::skippable`]) body bytes the caller
+    /// discarded without reading them: framing advances, no `Data` is emitted, and `End`
+    /// comes when the body is complete.
+    pub fn skip(&mut self, n: u64, sink: &mut dyn FnMut(BodyEvent<'_>)) -> Result<(), HttpError> {
+        let n = n.min(self.skippable());
+        let State::Length { remaining, total } = self.state else {
+            return Ok(());
+        };
+        self.wire += n;
+        let remaining = remaining - n;
+        self.state = if remaining == 0 {
+            self.finish_body(sink)?
+        } else {
+            State::Length { remaining, total }
+        };
+        // Emit `End` now that the body is complete (nothing follows in this call).
+        self.run(&[], sink).map(|_| ())
+    }
 }
 
 fn check_chunk_line(line: usize) -> Result<(), HttpError> {
@@ -767,6 +797,60 @@ mod tests {
         }
         v.truncate(n);
         v
+    }
+
+    // ---- skipping the rest of a body ----
+
+    #[test]
+    fn skip_completes_a_length_body_without_data() {
+        let mut r = ResponseReader::new(1 << 20, false);
+        let mut ev = Vec::new();
+        let mut sink = |e: BodyEvent<'_>| {
+            ev.push(match e {
+                BodyEvent::Head(h) => format!("head {}", h.status),
+                BodyEvent::Data(d) => format!("data {}", d.len()),
+                BodyEvent::End { reusable } => format!("end {reusable}"),
+            })
+        };
+        let n = r
+            .feed(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123",
+                &mut sink,
+            )
+            .unwrap();
+        assert_eq!(n, 43);
+        assert_eq!(r.skippable(), 6);
+        r.skip(4, &mut sink).unwrap();
+        assert_eq!(r.skippable(), 2);
+        assert!(!r.is_done());
+        r.skip(100, &mut sink).unwrap(); // capped at what is left
+        assert!(r.is_done());
+        assert_eq!(r.skippable(), 0);
+        assert_eq!(ev, ["head 200", "data 4", "end true"]);
+    }
+
+    #[test]
+    fn only_identity_length_bodies_are_skippable() {
+        let mut sink = |_: BodyEvent<'_>| {};
+        let mut chunked = ResponseReader::new(1 << 20, false);
+        chunked
+            .feed(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &mut sink,
+            )
+            .unwrap();
+        assert_eq!(chunked.skippable(), 0);
+        let mut gz = ResponseReader::new(1 << 20, false);
+        gz.feed(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n",
+            &mut sink,
+        )
+        .unwrap();
+        assert_eq!(gz.skippable(), 0);
+        let mut head = ResponseReader::new(1 << 20, false);
+        assert_eq!(head.skippable(), 0);
+        head.skip(5, &mut sink).unwrap();
+        assert!(!head.is_done());
     }
 
     // ---- Content-Length ----

@@ -48,6 +48,11 @@ enum Kind {
 }
 
 impl Decoder {
+    /// Bytes pass through unchanged (no content coding to undo).
+    pub fn is_identity(&self) -> bool {
+        matches!(self.kind, Kind::Identity)
+    }
+
     /// Pick the decoder for a `Content-Encoding` value (lower-cased list, as in
     /// `ResponseHead::content_encoding`). `identity` entries are ignored; a single `gzip`,
     /// `x-gzip` or `deflate` is decoded; a coding we know but cannot decode, or a chain of

@@ -177,6 +177,19 @@ impl Stream {
         }
     }
 
+    /// Throw away up to `max` received bytes unseen (see [`TcpConn::discard`]); `None` when
+    /// this stream cannot (TLS: records must be decrypted in order), so the caller reads.
+    pub async fn discard(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+    ) -> Option<Result<usize, NetError>> {
+        match self {
+            Stream::Plain(tcp) => tcp.discard(max, deadline).await,
+            Stream::Tls(_) => None,
+        }
+    }
+
     /// After a read returned 0: whether the peer closed cleanly (always true for plain TCP).
     pub fn eof_was_clean(&self) -> bool {
         match self {
@@ -350,6 +363,43 @@ mod tests {
             assert_eq!(got.len(), 3 * BURST);
             assert!(got[..BURST].iter().all(|&b| b == b'a'));
             assert!(got[2 * BURST..].iter().all(|&b| b == b'c'));
+            s.close().await;
+        });
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn discard_throws_away_exactly_what_it_is_asked() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(&[b'x'; 30_000]).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            s.write_all(b"tail").unwrap();
+        });
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            let mut left = 30_000;
+            while left > 0 {
+                let n = s.discard(left, in_ms(2000)).await.unwrap().unwrap();
+                assert!(n > 0 && n <= left);
+                left -= n;
+            }
+            // What follows the discarded bytes is intact, after a wait for it.
+            let mut got = Vec::new();
+            loop {
+                let (n, buf) = s.read_ready(|| Vec::with_capacity(16), in_ms(2000)).await;
+                match n.unwrap() {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            assert_eq!(got, b"tail");
+            assert_eq!(s.discard(10, in_ms(500)).await.unwrap().unwrap(), 0, "EOF");
             s.close().await;
         });
         server.join().unwrap();

@@ -179,31 +179,14 @@ impl TcpConn {
                 Vec::new(),
             );
         }
-        if self.ready.is_none() {
-            let fd = FdRef(self.stream.as_raw_fd());
-            // SAFETY: the fd belongs to `self.stream`, which is only closed when this
-            // TcpConn is dropped, and `ready` is declared before `stream`, so the AsyncFd
-            // (deregistration included) is dropped first: the fd stays open and names the
-            // same socket for the AsyncFd's whole life, as the contract requires.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            };
-            match registered {
-                Ok(afd) => self.ready = Some(afd),
-                Err(_) => return self.read(take(), deadline).await,
-            }
-        }
+        self.register_readiness();
         let Some(afd) = self.ready.as_ref() else {
             return self.read(take(), deadline).await;
         };
         let start = Instant::now();
-        let guard = match tokio::time::timeout_at(deadline.into(), afd.readable()).await {
-            Ok(Ok(guard)) => Some(guard),
-            Ok(Err(_)) => None, // the read reports the socket's error
-            Err(_) => {
-                let waited = millis(deadline.saturating_duration_since(start));
-                return (Err(NetError::Timeout(waited)), Vec::new());
-            }
+        let guard = match wait_readable(afd, deadline).await {
+            Ok(guard) => guard,
+            Err(e) => return (Err(e), Vec::new()),
         };
         let mut buf = take();
         buf.clear();
@@ -234,6 +217,73 @@ impl TcpConn {
                     Vec::with_capacity(cap),
                 )
             }
+        }
+    }
+
+    /// Register the socket in tokio's epoll for read readiness, once (left unregistered
+    /// if that fails: callers then read the plain way).
+    fn register_readiness(&mut self) {
+        if self.ready.is_some() {
+            return;
+        }
+        let fd = FdRef(self.stream.as_raw_fd());
+        // SAFETY: the fd belongs to `self.stream`, which is only closed when this TcpConn is
+        // dropped, and `ready` is declared before `stream`, so the AsyncFd (deregistration
+        // included) is dropped first: the fd stays open and names the same socket for the
+        // AsyncFd's whole life, as the contract requires.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        self.ready = registered.ok();
+    }
+
+    /// Throw away up to `max` received bytes without copying them (recv with MSG_TRUNC,
+    /// which TCP sockets honour by discarding), waiting for readiness when none are there.
+    /// `Ok(0)` is EOF. `None` when the socket is not registered for readiness (the caller
+    /// reads instead).
+    pub async fn discard(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+    ) -> Option<Result<usize, NetError>> {
+        if self.dead {
+            return Some(Err(NetError::Reset(
+                "connection already shut down after a timeout".into(),
+            )));
+        }
+        self.register_readiness();
+        let afd = self.ready.as_ref()?;
+        let fd = afd.get_ref().0;
+        loop {
+            let guard = match wait_readable(afd, deadline).await {
+                Ok(guard) => guard,
+                Err(e) => return Some(Err(e)),
+            };
+            // SAFETY: recv(2) on our open socket with a null buffer: with MSG_TRUNC the
+            // kernel discards up to `max` bytes and writes nothing to user memory.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    max,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                let n = n as usize;
+                if let (Some(mut guard), true) = (guard, n < max) {
+                    guard.clear_ready();
+                }
+                return Some(Ok(n));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock {
+                if let Some(mut guard) = guard {
+                    guard.clear_ready();
+                }
+                continue;
+            }
+            return Some(Err(classify_io(&err, self.peer, Phase::Transfer)));
         }
     }
 
@@ -291,6 +341,22 @@ impl Drop for TcpConn {
         if self.op_pending {
             self.shutdown();
         }
+    }
+}
+
+/// Wait for read readiness (data, EOF or an error) until `deadline`. The guard, when there
+/// is one, must be cleared only after a read that drained the socket.
+async fn wait_readable(
+    afd: &tokio::io::unix::AsyncFd<FdRef>,
+    deadline: Instant,
+) -> Result<Option<tokio::io::unix::AsyncFdReadyGuard<'_, FdRef>>, NetError> {
+    let start = Instant::now();
+    match tokio::time::timeout_at(deadline.into(), afd.readable()).await {
+        Ok(Ok(guard)) => Ok(Some(guard)),
+        Ok(Err(_)) => Ok(None), // the read reports the socket's error
+        Err(_) => Err(NetError::Timeout(millis(
+            deadline.saturating_duration_since(start),
+        ))),
     }
 }
 
