@@ -157,7 +157,9 @@ impl Resolver {
         let opts = builder.options_mut();
         opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
         opts.attempts = DNS_ATTEMPTS;
-        opts.cache_size = cfg.cache_size as u64;
+        // Answers are cached here (`Inner::cache`, a few dozen bytes per name); hickory's own
+        // response cache would keep whole DNS messages for the same names again.
+        opts.cache_size = 0;
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
         // about a kilobyte per name, and answers only the families the file lists, querying
