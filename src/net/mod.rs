@@ -221,10 +221,12 @@ impl Stream {
         }
     }
 
-    /// Shut down and close (sends close_notify for TLS, best effort, no waiting).
+    /// Close (TLS: close_notify first, best effort, no waiting).
     pub async fn close(self) {
         match self {
-            Stream::Plain(tcp) => tcp.shutdown(),
+            // Closing the fd sends the FIN; shutdown(2) first is only needed when an
+            // operation may still be in flight, which TcpConn's Drop takes care of.
+            Stream::Plain(tcp) => drop(tcp),
             // Boxed: a TLS close (close_notify under a timeout) is a ~3 KB future, and every
             // request future that may close its stream would otherwise carry it inline.
             Stream::Tls(tls) => Box::pin(tls.close()).await,

@@ -1,12 +1,15 @@
-//! TCP over tokio-uring: connect (a socket2 socket connected by tokio under a timeout, then
-//! handed to tokio-uring), reads and writes under deadlines, shutdown-before-drop whenever an
-//! operation may still be in flight.
+//! TCP over tokio-uring: connect (a non-blocking socket2 socket, completion awaited through
+//! tokio's epoll under a timeout, then handed to tokio-uring), reads and writes under
+//! deadlines, reads that take their buffer only once data is there, and shutdown-before-drop
+//! whenever an operation may still be in flight.
 //!
 //! Why the detour for connect: tokio-uring 0.5 drops in-flight operations without cancelling
 //! them, so a uring connect that times out would keep its socket until the kernel gives up.
-//! A tokio (epoll) connect future closes its socket when dropped. Reads and writes do go
-//! through io_uring; an operation abandoned by a timeout (ours or a caller's) keeps the fd
-//! open until it completes, so the socket is `shutdown(Both)` first, which completes it.
+//! An epoll wait simply ends when dropped, and the socket is closed. The epoll registration
+//! made for connect stays for the connection's life and tells reads when data has arrived.
+//! Reads and writes go through io_uring; an operation abandoned by a timeout (ours or a
+//! caller's) keeps the fd open until it completes, so the socket is `shutdown(Both)` first,
+//! which completes it.
 
 use std::cell::Cell;
 use std::io;
@@ -77,16 +80,13 @@ impl TcpConn {
             };
             // Socket setup errors (a --bind address not on this host...) are not retried.
             let socket = new_socket(addr, source).map_err(|e| bind_error(&e, source))?;
-            let attempt = tokio::net::TcpSocket::from_std_stream(socket.into()).connect(addr);
-            match tokio::time::timeout_at(limit.into(), attempt).await {
+            match tokio::time::timeout_at(limit.into(), connect_registered(&socket, addr)).await {
                 Err(_) => return Err(timeout_err()),
-                Ok(Ok(stream)) => {
-                    let std_stream = stream
-                        .into_std()
-                        .map_err(|e| classify_io(&e, addr, Phase::Connect))?;
+                Ok(Ok(ready)) => {
+                    let std_stream: std::net::TcpStream = socket.into();
                     let stream = tokio_uring::net::TcpStream::from_std(std_stream);
                     return Ok(TcpConn {
-                        ready: None,
+                        ready,
                         stream,
                         peer: addr,
                         op_pending: false,
@@ -220,8 +220,8 @@ impl TcpConn {
         }
     }
 
-    /// Register the socket in tokio's epoll for read readiness, once (left unregistered
-    /// if that fails: callers then read the plain way).
+    /// Register the socket in tokio's epoll for read readiness unless connect already did
+    /// (left unregistered if that fails: callers then read the plain way).
     fn register_readiness(&mut self) {
         if self.ready.is_some() {
             return;
@@ -344,6 +344,42 @@ impl Drop for TcpConn {
     }
 }
 
+/// Connect the non-blocking `socket` and wait until that completes, through tokio's epoll.
+/// The registration made for the wait is returned, to serve [`TcpConn::read_ready`] for
+/// the connection's life (one epoll_ctl pair per connection); `None` when the socket could
+/// not be registered after an immediate connect. If the future is dropped (a timeout), the
+/// registration goes with it and the caller closes the socket.
+async fn connect_registered(
+    socket: &Socket,
+    addr: SocketAddr,
+) -> io::Result<Option<tokio::io::unix::AsyncFd<FdRef>>> {
+    let in_progress = match socket.connect(&addr.into()) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(e) => return Err(e),
+    };
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    // SAFETY: the fd is `socket`'s, which outlives this registration: the caller drops this
+    // future (and with it the AsyncFd) before the socket, or moves the AsyncFd into a
+    // TcpConn whose `ready` field is dropped before the stream that then owns the fd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(FdRef(socket.as_raw_fd()), interest)
+    };
+    let afd = match registered {
+        Ok(afd) => afd,
+        Err(_) if !in_progress => return Ok(None),
+        Err(e) => return Err(e.into_parts().1),
+    };
+    if in_progress {
+        // Writable (connected) or an error condition; SO_ERROR tells which.
+        let _ = afd.writable().await?;
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(Some(afd))
+}
+
 /// Wait for read readiness (data, EOF or an error) until `deadline`. The guard, when there
 /// is one, must be cleared only after a read that drained the socket.
 async fn wait_readable(
@@ -401,8 +437,12 @@ pub fn check_bind_addrs(addrs: &[IpAddr]) -> Result<(), BindCheckError> {
 /// A non-blocking TCP socket for `addr`'s family with TCP_NODELAY, bound to `source` (port
 /// chosen at connect time) when given.
 fn new_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    // Non-blocking from the start (SOCK_NONBLOCK): no fcntl round trip per connection.
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_tcp_nodelay(true)?;
     if let Some(ip) = source {
         // Linux honours this IPPROTO_IP option on IPv6 sockets too; an older kernel without
