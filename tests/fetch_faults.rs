@@ -314,6 +314,41 @@ fn keep_alive_connections_are_reused_for_the_same_host() {
     );
 }
 
+/// A page far past the title is read to its end (unseen) when the slot has another job for
+/// the host, so one connection serves them all; a lone page is not read to its end.
+#[test]
+fn big_pages_keep_their_connection_only_when_the_host_has_more_jobs() {
+    const N: usize = 12;
+    let f = FaultServer::start();
+    let cases: Vec<(String, Want)> = (0..N)
+        .map(|i| (f.url(&format!("/bigpage/{i}")), page(&format!("big {i}"))))
+        .collect();
+    run_cases(
+        &cases,
+        &["--per-host", "1", "-c", "1"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(f.requests(), N as u64);
+    // The first page may start before the others are queued (then it is a lone page).
+    assert!(
+        f.connections() <= 2,
+        "{} connections for {N} big pages on one host",
+        f.connections()
+    );
+
+    let lone = FaultServer::start();
+    let url = lone.url("/bigpage/lone");
+    let run = run_fetch(&["-c", "1", &url], None);
+    run.assert_success();
+    let rec = &run.records[0];
+    assert_eq!(rec["title"], "big lone");
+    let bytes = rec["bytes"].as_u64().unwrap();
+    assert!(
+        bytes < support::fault::BIG_PAGE_BYTES as u64,
+        "a lone page was read to its end ({bytes} bytes)"
+    );
+}
+
 #[test]
 fn stalled_connections_do_not_hold_up_other_hosts() {
     const STALLS: usize = 1000;

@@ -39,6 +39,9 @@ const ENDLESS_HEADER_LINE: usize = 1024;
 pub const HUGE_HEADER_BYTES: usize = 256 * 1024;
 /// Longest redirect chain `/redirect/N` serves.
 pub const MAX_REDIRECT_CHAIN: u32 = 100;
+/// Size of a `/bigpage/N` body: past the drain budget for a lone page, within the one for a
+/// page whose host has more jobs waiting.
+pub const BIG_PAGE_BYTES: usize = 100 * 1024;
 
 /// Every fixed path and what it does (the `/redirect/N`, `/keepalive/N` and
 /// `/charset/<kind>` families are parameterised).
@@ -91,6 +94,10 @@ pub const PATHS: &[(&str, &str)] = &[
     ),
     ("/huge-head", "one 256 KiB header"),
     ("/keepalive/N", "200 keep-alive, title \"keepalive N\""),
+    (
+        "/bigpage/N",
+        "200 keep-alive, title \"big N\" at the top of a BIG_PAGE_BYTES page",
+    ),
     (
         "/charset/<kind>",
         "page variants from pages.rs by PageKind::name()",
@@ -552,6 +559,12 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
             }
             _ => not_found(s),
         },
+        p if p.starts_with("/bigpage/") => {
+            let mut body = title_doc(&format!("big {}", &p["/bigpage/".len()..]));
+            body.resize(BIG_PAGE_BYTES, b' ');
+            full(s, "200 OK", html, "", &body)?;
+            Ok(Next::KeepAlive)
+        }
         p if p.starts_with("/keepalive/") => {
             let n = &p["/keepalive/".len()..];
             full(s, "200 OK", html, "", &title_doc(&format!("keepalive {n}")))?;
