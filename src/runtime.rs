@@ -360,11 +360,20 @@ fn display_path(p: Option<&std::path::Path>) -> String {
 
 /// The record for a line that is not a fetchable URL.
 pub fn invalid_record(job: Job, message: String) -> Record {
+    job_error_record(
+        &job,
+        ErrorKind::InvalidUrl,
+        format!("invalid URL: {message}"),
+    )
+}
+
+/// A failure record for `job` made without a fetch result (invalid input, a panic).
+fn job_error_record(job: &Job, kind: ErrorKind, message: String) -> Record {
     Record {
-        url: job.url,
+        url: job.url.clone(),
         error: Some(RecordError {
-            kind: ErrorKind::InvalidUrl,
-            message: format!("invalid URL: {message}"),
+            kind,
+            message,
             hop: None,
         }),
         ts: now_rfc3339(),
@@ -610,19 +619,8 @@ pub fn record_or_internal<'a>(
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "panic".to_string());
-                let rec = Record {
-                    url: job.url.clone(),
-                    error: Some(RecordError {
-                        kind: ErrorKind::Internal,
-                        message: format!("internal error (a ringcrawl bug, please report): {what}"),
-                        hop: None,
-                    }),
-                    ts: now_rfc3339(),
-                    src: job.src.as_deref().map(str::to_owned),
-                    line: job.line,
-                    ..Record::default()
-                };
-                (rec, true)
+                let message = format!("internal error (a ringcrawl bug, please report): {what}");
+                (job_error_record(job, ErrorKind::Internal, message), true)
             }
         })
 }

@@ -122,36 +122,16 @@ impl TcpConn {
     /// capacity gets [`READ_BUF_SIZE`]). `Ok(0)` is EOF.
     pub async fn read(
         &mut self,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         deadline: Instant,
     ) -> (Result<usize, NetError>, Vec<u8>) {
         if self.dead {
-            return (
-                Err(NetError::Reset(
-                    "connection already shut down after a timeout".into(),
-                )),
-                buf,
-            );
+            return (Err(dead_error()), buf);
         }
-        buf.clear();
-        if buf.capacity() == 0 {
-            buf.reserve_exact(READ_BUF_SIZE);
-        }
-        let cap = buf.capacity();
         let start = Instant::now();
-        self.op_pending = true;
-        match tokio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
-            Ok((res, mut buf)) => {
-                self.op_pending = false;
-                match res {
-                    Ok(n) => {
-                        buf.truncate(n);
-                        (Ok(n), buf)
-                    }
-                    Err(e) => (Err(classify_io(&e, self.peer, Phase::Transfer)), buf),
-                }
-            }
-            Err(_) => (
+        match read_op(&self.stream, self.peer, &mut self.op_pending, buf, deadline).await {
+            ReadOp::Done(res, buf, _) => (res, buf),
+            ReadOp::TimedOut(cap) => (
                 Err(self.timed_out(start, deadline)),
                 Vec::with_capacity(cap),
             ),
@@ -172,12 +152,7 @@ impl TcpConn {
         deadline: Instant,
     ) -> (Result<usize, NetError>, Vec<u8>) {
         if self.dead {
-            return (
-                Err(NetError::Reset(
-                    "connection already shut down after a timeout".into(),
-                )),
-                Vec::new(),
-            );
+            return (Err(dead_error()), Vec::new());
         }
         self.register_readiness();
         let Some(afd) = self.ready.as_ref() else {
@@ -188,35 +163,21 @@ impl TcpConn {
             Ok(guard) => guard,
             Err(e) => return (Err(e), Vec::new()),
         };
-        let mut buf = take();
-        buf.clear();
-        if buf.capacity() == 0 {
-            buf.reserve_exact(READ_BUF_SIZE);
-        }
-        let cap = buf.capacity();
-        self.op_pending = true;
-        match tokio::time::timeout_at(deadline.into(), self.stream.read(buf)).await {
-            Ok((res, mut buf)) => {
-                self.op_pending = false;
-                match res {
-                    Ok(n) => {
-                        if let (Some(mut guard), true) = (guard, n < cap) {
-                            guard.clear_ready();
-                        }
-                        buf.truncate(n);
-                        (Ok(n), buf)
+        let buf = take();
+        match read_op(&self.stream, self.peer, &mut self.op_pending, buf, deadline).await {
+            ReadOp::Done(res, buf, cap) => {
+                if let (Some(mut guard), Ok(n)) = (guard, &res) {
+                    if *n < cap {
+                        guard.clear_ready();
                     }
-                    Err(e) => (Err(classify_io(&e, self.peer, Phase::Transfer)), buf),
                 }
+                (res, buf)
             }
-            Err(_) => {
-                // The readiness guard is let go without clearing: nothing was read.
-                let _ = guard;
-                (
-                    Err(self.timed_out(start, deadline)),
-                    Vec::with_capacity(cap),
-                )
-            }
+            // The readiness guard is let go without clearing: nothing was read.
+            ReadOp::TimedOut(cap) => (
+                Err(self.timed_out(start, deadline)),
+                Vec::with_capacity(cap),
+            ),
         }
     }
 
@@ -247,9 +208,7 @@ impl TcpConn {
         deadline: Instant,
     ) -> Option<Result<usize, NetError>> {
         if self.dead {
-            return Some(Err(NetError::Reset(
-                "connection already shut down after a timeout".into(),
-            )));
+            return Some(Err(dead_error()));
         }
         self.register_readiness();
         let afd = self.ready.as_ref()?;
@@ -294,12 +253,7 @@ impl TcpConn {
         deadline: Instant,
     ) -> (Result<(), NetError>, Vec<u8>) {
         if self.dead {
-            return (
-                Err(NetError::Reset(
-                    "connection already shut down after a timeout".into(),
-                )),
-                buf,
-            );
+            return (Err(dead_error()), buf);
         }
         let cap = buf.capacity();
         let start = Instant::now();
@@ -378,6 +332,51 @@ async fn connect_registered(
         }
     }
     Ok(Some(afd))
+}
+
+/// What any operation on a connection shut down after a timeout gets.
+fn dead_error() -> NetError {
+    NetError::Reset("connection already shut down after a timeout".into())
+}
+
+/// How a uring read under a deadline ended.
+enum ReadOp {
+    /// Completed: the result, the buffer (`buf[..n]`) and the capacity that was offered.
+    Done(Result<usize, NetError>, Vec<u8>, usize),
+    /// The deadline passed with the operation in flight (`op_pending` stays set; the buffer
+    /// is the kernel's until it completes): the capacity that was offered.
+    TimedOut(usize),
+}
+
+/// One io_uring read into `buf` (cleared; a buffer without capacity gets
+/// [`READ_BUF_SIZE`]) before `deadline`, with `op_pending` set while it is in flight. Takes
+/// the stream's parts rather than the TcpConn so a caller may hold a readiness guard.
+async fn read_op(
+    stream: &tokio_uring::net::TcpStream,
+    peer: SocketAddr,
+    op_pending: &mut bool,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> ReadOp {
+    buf.clear();
+    if buf.capacity() == 0 {
+        buf.reserve_exact(READ_BUF_SIZE);
+    }
+    let cap = buf.capacity();
+    *op_pending = true;
+    match tokio::time::timeout_at(deadline.into(), stream.read(buf)).await {
+        Ok((res, mut buf)) => {
+            *op_pending = false;
+            match res {
+                Ok(n) => {
+                    buf.truncate(n);
+                    ReadOp::Done(Ok(n), buf, cap)
+                }
+                Err(e) => ReadOp::Done(Err(classify_io(&e, peer, Phase::Transfer)), buf, cap),
+            }
+        }
+        Err(_) => ReadOp::TimedOut(cap),
+    }
 }
 
 /// Wait for read readiness (data, EOF or an error) until `deadline`. The guard, when there
