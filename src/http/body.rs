@@ -829,6 +829,52 @@ mod tests {
         assert_eq!(ev, ["head 200", "data 4", "end true"]);
     }
 
+    /// Any mix of feeding and skipping the body ends at the same byte, with the same `End`,
+    /// and never accepts more than the body (what follows is left unconsumed).
+    #[test]
+    fn skip_and_feed_mixed_end_where_feeding_ends() {
+        const BODY: usize = 5000;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize + 1
+        };
+        for _ in 0..200 {
+            let mut r = ResponseReader::new(1 << 20, false);
+            let mut ends = Vec::new();
+            let mut data = 0usize;
+            let mut sink = |e: BodyEvent<'_>| match e {
+                BodyEvent::Data(d) => data += d.len(),
+                BodyEvent::End { reusable } => ends.push(reusable),
+                BodyEvent::Head(_) => {}
+            };
+            assert_eq!(r.feed(head.as_bytes(), &mut sink).unwrap(), head.len());
+            let mut taken = 0usize;
+            // Bytes after the body in the same feed make the connection not reusable.
+            let mut overran = false;
+            while !r.is_done() {
+                let n = next(700);
+                if next(2) == 1 {
+                    let before = r.skippable();
+                    r.skip(n as u64, &mut sink).unwrap();
+                    taken += (before - r.skippable()) as usize;
+                } else {
+                    let chunk = vec![b'x'; n];
+                    let used = r.feed(&chunk, &mut sink).unwrap();
+                    overran = used < n;
+                    taken += used;
+                }
+            }
+            assert_eq!(r.feed(b"more", &mut sink).unwrap(), 0);
+            assert_eq!(taken, BODY);
+            assert!(data <= BODY);
+            assert_eq!(ends, [!overran]);
+        }
+    }
+
     #[test]
     fn only_identity_length_bodies_are_skippable() {
         let mut sink = |_: BodyEvent<'_>| {};
