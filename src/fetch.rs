@@ -193,12 +193,6 @@ pub struct Held {
     stream: Stream,
 }
 
-impl Held {
-    pub async fn close(self) {
-        self.stream.close().await;
-    }
-}
-
 /// Per-URL accounting across hops and redirects.
 struct Acct {
     bytes: u64,
