@@ -37,6 +37,13 @@ pub const RECORD_CHANNEL_CAPACITY: usize = 16 * 1024;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// How often the writer looks at control requests (reopen) while idle.
 pub const CONTROL_POLL: Duration = Duration::from_millis(50);
+/// After a write of fewer than [`COALESCE_BELOW`] records, the writer waits this long
+/// before taking the next ones: workers then hand over records in batches instead of
+/// waking this thread once per record (at 16,000 records/s that was a tenth of the CPU,
+/// in futex wakeups and context switches). Records are only this much later on disk.
+pub const RECORD_COALESCE: Duration = Duration::from_millis(2);
+/// See [`RECORD_COALESCE`].
+pub const COALESCE_BELOW: usize = 64;
 /// Mode of a newly created journal file (before umask).
 pub const JOURNAL_FILE_MODE: u32 = 0o640;
 /// Chunk size used when scanning backwards for the last newline.
@@ -100,6 +107,8 @@ pub struct Progress {
 pub struct JournalStats {
     pub records: u64,
     pub bytes: u64,
+    /// write(2) calls (one per batch of records).
+    pub writes: u64,
     pub fsyncs: u64,
     pub reopens: u64,
 }
@@ -255,10 +264,14 @@ impl Writer {
             match self.rx.recv_timeout(timeout) {
                 Ok(rec) => {
                     self.append(&rec);
+                    let mut batch = 1usize;
                     let mut disconnected = false;
                     while self.buf.len() < MAX_BATCH_BYTES {
                         match self.rx.try_recv() {
-                            Ok(rec) => self.append(&rec),
+                            Ok(rec) => {
+                                self.append(&rec);
+                                batch += 1;
+                            }
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Disconnected) => {
                                 disconnected = true;
@@ -269,6 +282,9 @@ impl Writer {
                     self.write_batch()?;
                     if disconnected {
                         return self.commit();
+                    }
+                    if batch < COALESCE_BELOW {
+                        std::thread::sleep(RECORD_COALESCE);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -305,6 +321,7 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.stats.writes += 1;
         match &mut self.out {
             Output::File { path, file } => {
                 file.write_all(&self.buf)
@@ -510,6 +527,28 @@ mod tests {
         let (_f, removed) = open_journal(&p).unwrap();
         assert_eq!(removed, 0);
         assert_eq!(std::fs::read(&p).unwrap(), b"{}\n{}\n");
+    }
+
+    /// Records trickling in one by one (20,000/s) are written in batches, not one write each.
+    #[test]
+    fn a_trickle_of_records_is_written_in_batches() {
+        const N: u64 = 400;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        let (j, tx) = Journal::start(Target::File(p.clone()), FsyncPolicy::Never, None).unwrap();
+        for i in 0..N {
+            tx.send(rec("http://a.test/", None, Some(i))).unwrap();
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        drop(tx);
+        let stats = j.finish().unwrap();
+        assert_eq!(stats.records, N);
+        assert_eq!(lines(&p).len(), N as usize);
+        assert!(
+            stats.writes <= N / 8,
+            "{} writes for {N} records",
+            stats.writes
+        );
     }
 
     #[test]
