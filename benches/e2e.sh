@@ -34,8 +34,10 @@ if [[ ${1:-} == __inside ]]; then
     }
     trap cleanup_inner EXIT
     ulimit -n "$(ulimit -Hn)"
+    # Ephemeral ports start above the servers' ports (8080 for the delay server), so a
+    # client connection of an earlier scenario can never hold the port a server binds.
     sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 \
-        net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1 || true
+        net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 || true
 
     hosts() { cat "$1" > "$HOSTS_FILE"; }   # in place: the netns bind mount sees it
 
