@@ -349,6 +349,47 @@ fn big_pages_keep_their_connection_only_when_the_host_has_more_jobs() {
     );
 }
 
+/// With `--follow`, each job moves its slot from the index host to the article host and
+/// back: the connection it leaves is parked in the keep-alive pool and taken up again by the
+/// next job, so each host is connected to about once, not once per job.
+#[test]
+fn connections_left_for_another_host_are_parked_and_reused() {
+    const N: usize = 10;
+    let index = FaultServer::start();
+    let articles = FaultServer::start();
+    let port = articles.addr.port();
+    let mut input = String::new();
+    for i in 0..N {
+        input.push_str(&index.url(&format!("/linkto/{port}/{i}")));
+        input.push('\n');
+    }
+    let run = run_fetch(
+        &["-i", "-", "--follow", "h3 a", "-c", "1", "--per-host", "1"],
+        Some(input.as_bytes()),
+    );
+    run.assert_success();
+    assert_eq!(run.records.len(), N);
+    for (i, url) in input.lines().enumerate() {
+        let rec = &run.by_url()[url];
+        assert_eq!(rec["title"], format!("keepalive {i}"), "{rec}");
+        assert_eq!(
+            rec["link"],
+            articles.url(&format!("/keepalive/{i}")),
+            "{rec}"
+        );
+    }
+    assert_eq!(
+        (index.requests(), articles.requests()),
+        (N as u64, N as u64)
+    );
+    assert!(
+        index.connections() <= 2 && articles.connections() <= 2,
+        "connections: index {}, articles {} for {N} jobs",
+        index.connections(),
+        articles.connections()
+    );
+}
+
 #[test]
 fn stalled_connections_do_not_hold_up_other_hosts() {
     const STALLS: usize = 1000;

@@ -95,6 +95,10 @@ pub const PATHS: &[(&str, &str)] = &[
     ("/huge-head", "one 256 KiB header"),
     ("/keepalive/N", "200 keep-alive, title \"keepalive N\""),
     (
+        "/linkto/PORT/N",
+        "200 keep-alive, title \"index N\", <h3><a> to http://127.0.0.1:PORT/keepalive/N",
+    ),
+    (
         "/bigpage/N",
         "200 keep-alive, title \"big N\" at the top of a BIG_PAGE_BYTES page",
     ),
@@ -559,6 +563,17 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
             }
             _ => not_found(s),
         },
+        p if p.starts_with("/linkto/") => {
+            let Some((port, n)) = p["/linkto/".len()..].split_once('/') else {
+                return not_found(s);
+            };
+            let body = format!(
+                "<!DOCTYPE html><html><head><title>index {n}</title></head><body>\
+                 <h3><a href=\"http://127.0.0.1:{port}/keepalive/{n}\">post</a></h3></body></html>\n"
+            );
+            full(s, "200 OK", html, "", body.as_bytes())?;
+            Ok(Next::KeepAlive)
+        }
         p if p.starts_with("/bigpage/") => {
             let mut body = title_doc(&format!("big {}", &p["/bigpage/".len()..]));
             body.resize(BIG_PAGE_BYTES, b' ');
