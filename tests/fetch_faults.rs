@@ -390,6 +390,51 @@ fn connections_left_for_another_host_are_parked_and_reused() {
     );
 }
 
+/// `unreachable`: in a network namespace of its own (root only; skipped otherwise) with an
+/// `unreachable` route for 127.99.0.0/16, connecting there fails with EHOSTUNREACH, which
+/// must be reported as `unreachable` (not as a refusal or a timeout), at once.
+#[test]
+fn unreachable_routes_are_classified() {
+    use std::process::Command;
+    if !support::running_as_root() {
+        eprintln!("not root: cannot create a network namespace; skipping");
+        return;
+    }
+    let ns = format!("ringcrawl-unreach-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ip(&["netns", "add", &ns]) {
+        eprintln!("`ip netns add` failed; skipping");
+        return;
+    }
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let setup = "ip link set lo up && ip route add unreachable 127.99.0.0/16 table local";
+    assert!(ip(&["netns", "exec", &ns, "sh", "-c", setup]), "{setup}");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, support::ringcrawl_bin(), "fetch"])
+        .args(["--connect-timeout", "5", "http://127.99.0.1/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: Value = serde_json::from_slice(&out.stdout).expect("one record");
+    assert_eq!(error_kind(&rec), Some("unreachable"), "{rec}");
+    assert!(rec["ms"].as_f64().unwrap() < 1000.0, "not at once: {rec}");
+}
+
 #[test]
 fn stalled_connections_do_not_hold_up_other_hosts() {
     const STALLS: usize = 1000;
