@@ -68,10 +68,8 @@ pub struct WorkerCtx {
     pub connect: ConnectOptions,
     pub follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
-    bufs: RefCell<Vec<Vec<u8>>>,
-    bufs_lent: std::cell::Cell<usize>,
-    drain_bufs: RefCell<Vec<Vec<u8>>>,
-    drain_bufs_lent: std::cell::Cell<usize>,
+    bufs: BufPool,
+    drain_bufs: BufPool,
     lookups: tokio::sync::Semaphore,
     idle: RefCell<IdlePool<Stream>>,
 }
@@ -96,10 +94,8 @@ impl WorkerCtx {
             connect,
             follow,
             counters,
-            bufs: RefCell::new(Vec::new()),
-            bufs_lent: std::cell::Cell::new(0),
-            drain_bufs: RefCell::new(Vec::new()),
-            drain_bufs_lent: std::cell::Cell::new(0),
+            bufs: BufPool::new(FETCH_READ_BUF, MAX_READ_BUFS),
+            drain_bufs: BufPool::new(DRAIN_READ_BUF, MAX_DRAIN_BUFS),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
             idle: RefCell::new(IdlePool::new(idle_cap, MAX_IDLE_AGE)),
         }
@@ -143,47 +139,67 @@ impl WorkerCtx {
     /// A cleared read buffer: [`FETCH_READ_BUF`] from the worker's pool, or a
     /// [`BURST_READ_BUF`] one when [`MAX_READ_BUFS`] are lent already.
     fn take_buf(&self) -> Vec<u8> {
-        let lent = self.bufs_lent.get();
-        if lent >= MAX_READ_BUFS {
-            return Vec::with_capacity(BURST_READ_BUF);
-        }
-        self.bufs_lent.set(lent + 1);
-        let pooled = self.bufs.borrow_mut().pop();
-        pooled.unwrap_or_else(|| Vec::with_capacity(FETCH_READ_BUF))
+        self.bufs
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(BURST_READ_BUF))
     }
 
     /// The buffer for the next read: a large one once the page has given what it had to
     /// and the rest is only read to keep the connection.
     fn take_read_buf(&self, draining: bool) -> Vec<u8> {
         draining
-            .then(|| self.take_drain_buf())
+            .then(|| self.drain_bufs.take())
             .flatten()
             .unwrap_or_else(|| self.take_buf())
     }
 
-    /// A cleared buffer of [`DRAIN_READ_BUF`] capacity from the worker's pool, unless
-    /// [`MAX_DRAIN_BUFS`] are lent already.
-    fn take_drain_buf(&self) -> Option<Vec<u8>> {
-        let lent = self.drain_bufs_lent.get();
-        if lent >= MAX_DRAIN_BUFS {
-            return None;
+    /// Back to the pool it came from (by capacity); burst buffers are freed.
+    fn put_buf(&self, buf: Vec<u8>) {
+        if let Some(buf) = self.drain_bufs.put(buf) {
+            // Not a drain buffer: a pooled one, or a burst buffer (which is dropped here).
+            let _ = self.bufs.put(buf);
         }
-        self.drain_bufs_lent.set(lent + 1);
-        let pooled = self.drain_bufs.borrow_mut().pop();
-        Some(pooled.unwrap_or_else(|| Vec::with_capacity(DRAIN_READ_BUF)))
+    }
+}
+
+/// Read buffers of one size that a worker lends, at most `max_lent` at once.
+struct BufPool {
+    size: usize,
+    max_lent: usize,
+    free: RefCell<Vec<Vec<u8>>>,
+    lent: std::cell::Cell<usize>,
+}
+
+impl BufPool {
+    fn new(size: usize, max_lent: usize) -> BufPool {
+        BufPool {
+            size,
+            max_lent,
+            free: RefCell::new(Vec::new()),
+            lent: std::cell::Cell::new(0),
+        }
     }
 
-    /// Back to the pool it came from (by capacity); burst buffers are freed.
-    fn put_buf(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        if buf.capacity() >= DRAIN_READ_BUF {
-            self.drain_bufs_lent
-                .set(self.drain_bufs_lent.get().saturating_sub(1));
-            self.drain_bufs.borrow_mut().push(buf);
-        } else if buf.capacity() >= FETCH_READ_BUF {
-            self.bufs_lent.set(self.bufs_lent.get().saturating_sub(1));
-            self.bufs.borrow_mut().push(buf);
+    /// A cleared buffer of `size` capacity, unless `max_lent` are out already.
+    fn take(&self) -> Option<Vec<u8>> {
+        let lent = self.lent.get();
+        if lent >= self.max_lent {
+            return None;
         }
+        self.lent.set(lent + 1);
+        let pooled = self.free.borrow_mut().pop();
+        Some(pooled.unwrap_or_else(|| Vec::with_capacity(self.size)))
+    }
+
+    /// Keep `buf` if it is one of ours (by capacity); otherwise hand it back.
+    fn put(&self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if buf.capacity() < self.size {
+            return Some(buf);
+        }
+        buf.clear();
+        self.lent.set(self.lent.get().saturating_sub(1));
+        self.free.borrow_mut().push(buf);
+        None
     }
 }
 

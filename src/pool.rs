@@ -115,29 +115,12 @@ impl<S> IdlePool<S> {
     /// sweep, so an idle daemon does not keep them open).
     pub fn expire(&mut self, now: Instant) -> Vec<S> {
         let mut old = Vec::new();
-        while let Some((key, seq)) = self.lru.front() {
-            let Some(list) = self.by_key.get_mut(key) else {
-                self.lru.pop_front();
-                continue;
-            };
-            match list.front() {
-                Some(i) if i.seq == *seq => {
-                    if now.saturating_duration_since(i.since) <= self.max_age {
-                        break; // the oldest parked connection is still young: so are the rest
-                    }
-                    let idle = list.pop_front().expect("checked");
-                    if list.is_empty() {
-                        let key = key.clone();
-                        self.by_key.remove(&key);
-                    }
-                    self.len -= 1;
-                    old.push(idle.conn);
-                    self.lru.pop_front();
-                }
-                _ => {
-                    self.lru.pop_front();
-                }
-            }
+        // Oldest first: once one is young enough, so are the rest.
+        while self
+            .oldest_since()
+            .is_some_and(|since| now.saturating_duration_since(since) > self.max_age)
+        {
+            old.extend(self.evict_oldest());
         }
         old
     }
@@ -160,23 +143,33 @@ impl<S> IdlePool<S> {
         self.len == 0
     }
 
-    fn evict_oldest(&mut self) -> Option<S> {
-        while let Some((key, seq)) = self.lru.pop_front() {
-            let Some(list) = self.by_key.get_mut(&key) else {
-                continue;
-            };
+    /// When the least recently parked connection was parked (recency records of taken
+    /// connections at the front are dropped on the way).
+    fn oldest_since(&mut self) -> Option<Instant> {
+        while let Some((key, seq)) = self.lru.front() {
             // Live entries keep their recency record, and records are in parking order, so
-            // the front record is live exactly when it names the key's oldest entry.
-            if list.front().is_some_and(|i| i.seq == seq) {
-                let idle = list.pop_front().expect("checked");
-                if list.is_empty() {
-                    self.by_key.remove(&key);
+            // the front record is live exactly when it names its key's oldest entry.
+            let oldest = self.by_key.get(key).and_then(|list| list.front());
+            match oldest {
+                Some(i) if i.seq == *seq => return Some(i.since),
+                _ => {
+                    self.lru.pop_front();
                 }
-                self.len -= 1;
-                return Some(idle.conn);
             }
         }
         None
+    }
+
+    fn evict_oldest(&mut self) -> Option<S> {
+        self.oldest_since()?;
+        let (key, _) = self.lru.pop_front()?;
+        let list = self.by_key.get_mut(&key)?;
+        let idle = list.pop_front()?;
+        if list.is_empty() {
+            self.by_key.remove(&key);
+        }
+        self.len -= 1;
+        Some(idle.conn)
     }
 
     /// Drop recency records of connections already taken.

@@ -105,24 +105,15 @@ impl SlotGate {
     }
 
     fn take(&self) -> bool {
-        let mut cur = self.in_use.load(Ordering::SeqCst);
-        loop {
-            if cur >= self.budget {
-                return false;
-            }
-            match self.in_use.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => {
-                    self.peak.fetch_max(cur + 1, Ordering::Relaxed);
-                    return true;
-                }
-                Err(now) => cur = now,
-            }
+        let taken = self
+            .in_use
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.budget).then_some(n + 1)
+            });
+        if let Ok(before) = taken {
+            self.peak.fetch_max(before + 1, Ordering::Relaxed);
         }
+        taken.is_ok()
     }
 
     /// `worker` gives a slot back; one worker refused for want of a free slot, if any, is
