@@ -15,6 +15,7 @@ ROOT=$(dirname "$HERE")
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 export BIN=$TARGET/release/ringcrawl
 export DELAY=$TARGET/release/examples/delay_server
+export FLOOR=$TARGET/release/floor_client   # benches/floor_client.c, built below with cc
 export DATA=${RCBENCH_DATA:-/tmp/rcbench-data}
 export PEERS=${RCBENCH_PEERS:-$HERE/peers}
 export LIMIT=${RCBENCH_TIMEOUT:-150}   # seconds any one client may run
@@ -208,13 +209,17 @@ EOF
         check "$W/follow.rc.jsonl" "$DATA/expect_follow.jsonl" http
         echo "    twisted: $(titled "$W/follow.tw.jsonl"); aiohttp: $(titled "$W/follow.aio.jsonl")"
     }
+    start_delay() {   # a fresh delay server per client, so no client inherits another's state
+        "$DELAY" 0.0.0.0:8080 2000 > "$W/delay.log" &
+        DELAY_PID=$!
+        for _ in $(seq 50); do grep -q listening "$W/delay.log" 2>/dev/null && break; sleep 0.1; done
+    }
+    stop_delay() { kill "$DELAY_PID"; wait "$DELAY_PID" 2>/dev/null || true; }
     latency_run() {   # latency_run NAME LIST [extra ringcrawl args]
         local name=$1 list=$2; shift 2
-        "$DELAY" 0.0.0.0:8080 2000 > "$W/delay.log" &
-        local dp=$!
-        for _ in $(seq 50); do grep -q listening "$W/delay.log" 2>/dev/null && break; sleep 0.1; done
+        start_delay
         measure "$name.ringcrawl" "$BIN" fetch -i "$list" -o "$W/$name.rc.jsonl" -c 10000 "$@"
-        kill "$dp"; wait "$dp" 2>/dev/null || true
+        stop_delay
         python3 - "$W/results.tsv" "$name.ringcrawl" <<'EOF'
 import sys
 r = [l.split("\t") for l in open(sys.argv[1]) if l.startswith(sys.argv[2] + "\t")][-1]
@@ -232,6 +237,31 @@ EOF
         echo "== latency: 20,000 hosts, every answer after 2 s, -c 10000 (ideal 4.0 s) =="
         stop_nginx; hosts "$DATA/hosts_latency"
         latency_run latency "$DATA/lists/latency.txt"
+        # The floor: a minimal C epoll client (no DNS, URL parsing, HTML or journal) on the same
+        # list, addresses resolved before its clock starts. What it cannot reach, no client can
+        # on this machine; ringcrawl's distance to it is ringcrawl's own overhead.
+        python3 - "$DATA/lists/latency.txt" "$DATA/hosts_latency" > "$W/floor.targets" <<'EOF'
+import sys, urllib.parse
+ip = {}
+for l in open(sys.argv[2]):
+    f = l.split()
+    if len(f) >= 2: ip.setdefault(f[1], f[0])
+for l in open(sys.argv[1]):
+    u = urllib.parse.urlsplit(l.strip())
+    print(ip[u.hostname], u.port or 80, u.netloc, u.path or "/")
+EOF
+        start_delay
+        measure latency.floor_client "$FLOOR" "$W/floor.targets" 10000 "$(nproc)"
+        stop_delay
+        sed 's/^/    /' "$W/latency.floor_client.out"
+        python3 - "$W/results.tsv" <<'EOF'
+import sys
+rows = {l.split("\t")[0]: l.split("\t") for l in open(sys.argv[1])}
+rc, fl = rows.get("latency.ringcrawl"), rows.get("latency.floor_client")
+if rc and fl:
+    print(f"    floor client {fl[1]} s ({float(fl[1]) / 4.0:.2f}x ideal, cpu {fl[2]} s); "
+          f"ringcrawl / floor: {float(rc[1]) / float(fl[1]):.2f}x wall, {float(rc[2]) / max(float(fl[2]), 0.01):.2f}x cpu")
+EOF
     }
     sc_latency_dns() {
         echo "== latency-dns: as latency, names from dnsmasq via --resolver 127.0.0.53:53 =="
@@ -275,7 +305,7 @@ fi
 
 # ---------------------------------------------------------------- outside: build, set up, enter
 [[ $(id -u) == 0 ]] || { echo "e2e.sh must run as root (network namespace)" >&2; exit 1; }
-for t in nginx curl wrk dnsmasq openssl python3 /usr/bin/time ip; do
+for t in nginx curl wrk dnsmasq openssl python3 /usr/bin/time ip cc; do
     command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
 done
 python3 -c 'import aiohttp, lxml, twisted.internet.ssl' 2>/dev/null || {
@@ -283,7 +313,8 @@ python3 -c 'import aiohttp, lxml, twisted.internet.ssl' 2>/dev/null || {
 if [[ -z ${RCBENCH_NOBUILD:-} ]]; then
     (cd "$ROOT" && cargo build --release --bin ringcrawl --example delay_server)
 fi
-for f in "$BIN" "$DELAY"; do [[ -x $f ]] || { echo "not built: $f (set CARGO_TARGET_DIR?)" >&2; exit 1; }; done
+cc -O2 -pthread -o "$FLOOR" "$HERE/floor_client.c"
+for f in "$BIN" "$DELAY" "$FLOOR"; do [[ -x $f ]] || { echo "not built: $f (set CARGO_TARGET_DIR?)" >&2; exit 1; }; done
 echo "generating the corpus in $DATA (cached)" >&2
 python3 "$HERE/gen_site.py" "$DATA"
 
