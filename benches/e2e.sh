@@ -253,7 +253,12 @@ EOF
         start_delay
         measure latency.floor_client "$FLOOR" "$W/floor.targets" 10000 "$(nproc)"
         stop_delay
+        start_delay
+        measure latency.aiohttp python3 "$PEERS/aiohttp_titles.py" "$DATA/lists/latency.txt" 10000 "$W/latency.aio.jsonl"
+        stop_delay
+        table latency
         sed 's/^/    /' "$W/latency.floor_client.out"
+        echo "    aiohttp: $(titled "$W/latency.aio.jsonl")"
         python3 - "$W/results.tsv" <<'EOF'
 import sys
 rows = {l.split("\t")[0]: l.split("\t") for l in open(sys.argv[1])}
