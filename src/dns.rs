@@ -1,7 +1,10 @@
 //! Name resolution with hickory-resolver: one resolver per worker thread, a hard timeout per
 //! lookup, a positive/negative cache, concurrent lookups of one name coalesced into one
 //! query, and DNS failures mapped to distinct error kinds. The hosts file is read once per
-//! run (`hosts`) and answers the names it lists without any query.
+//! run (`hosts`) and answers the names it lists without any query. AAAA records are asked
+//! for only when this machine has an IPv6 address that can reach beyond it (the rule of
+//! getaddrinfo's `AI_ADDRCONFIG`): without one, IPv6 answers could never be connected to,
+//! and skipping them halves the queries.
 
 pub mod hosts;
 
@@ -42,8 +45,8 @@ const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 pub enum DnsError {
     #[error("DNS: no such host {0}")]
     NxDomain(String),
-    #[error("DNS: {0} has no A/AAAA address")]
-    NoAddress(String),
+    #[error("DNS: {0} has no {records} address{note}", records = .1.records(), note = .1.note())]
+    NoAddress(String, Families),
     #[error("DNS: lookup of {0} failed: {1}")]
     Failure(String, String),
     #[error("DNS: lookup of {0} timed out after {1} ms")]
@@ -54,11 +57,59 @@ impl DnsError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DnsError::NxDomain(_) => ErrorKind::DnsNxdomain,
-            DnsError::NoAddress(_) => ErrorKind::DnsNoAddress,
+            DnsError::NoAddress(..) => ErrorKind::DnsNoAddress,
             DnsError::Failure(..) => ErrorKind::DnsFailure,
             DnsError::Timeout(..) => ErrorKind::DnsTimeout,
         }
     }
+}
+
+/// Which address records a lookup asks for (and so what "no address" means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Families {
+    /// A and AAAA.
+    Both,
+    /// A only: the machine has no IPv6 address beyond loopback and link-local.
+    Ipv4Only,
+}
+
+impl Families {
+    /// The record types asked for.
+    fn records(self) -> &'static str {
+        match self {
+            Families::Both => "A/AAAA",
+            Families::Ipv4Only => "A",
+        }
+    }
+
+    /// Why a record type was not asked for, if one was not.
+    fn note(self) -> &'static str {
+        match self {
+            Families::Both => "",
+            Families::Ipv4Only => " (AAAA not asked: this machine has no IPv6 address)",
+        }
+    }
+}
+
+/// The kernel's list of configured IPv6 addresses.
+const IF_INET6: &str = "/proc/net/if_inet6";
+/// `/proc/net/if_inet6` scope values of addresses that reach beyond the link: global and
+/// site-local (loopback is 0x10, link-local 0x20).
+const ROUTABLE_SCOPES: [u8; 2] = [0x00, 0x40];
+
+/// Whether `/proc/net/if_inet6` text lists an address of global or site scope on an
+/// interface other than loopback.
+pub fn has_routable_ipv6(if_inet6: &str) -> bool {
+    if_inet6.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, _, _, scope, _, name] => {
+                *name != "lo"
+                    && u8::from_str_radix(scope, 16).is_ok_and(|s| ROUTABLE_SCOPES.contains(&s))
+            }
+            _ => false,
+        }
+    })
 }
 
 /// Resolver settings.
@@ -71,6 +122,8 @@ pub struct DnsConfig {
     pub timeout: Duration,
     /// Entries cached at most (positive and negative).
     pub cache_size: usize,
+    /// Address records to ask for (see [`DnsConfig::system`]).
+    pub families: Families,
 }
 
 impl Default for DnsConfig {
@@ -80,20 +133,29 @@ impl Default for DnsConfig {
             hosts: None,
             timeout: DEFAULT_DNS_TIMEOUT,
             cache_size: 65_536,
+            families: Families::Both,
         }
     }
 }
 
 impl DnsConfig {
     /// What a run uses: with `server`, that server alone; without, /etc/resolv.conf and the
-    /// system hosts file (read here, once, and shared by every worker's resolver).
+    /// system hosts file (read here, once, and shared by every worker's resolver). AAAA
+    /// records are asked for only if the machine has a routable IPv6 address now (no
+    /// `/proc/net/if_inet6` means IPv6 is off in the kernel).
     pub fn system(server: Option<SocketAddr>) -> DnsConfig {
         let hosts = server
             .is_none()
             .then(|| Arc::new(HostsTable::load(std::path::Path::new(hosts::SYSTEM_HOSTS))));
+        let ipv6 = std::fs::read_to_string(IF_INET6).is_ok_and(|t| has_routable_ipv6(&t));
         DnsConfig {
             server,
             hosts,
+            families: if ipv6 {
+                Families::Both
+            } else {
+                Families::Ipv4Only
+            },
             ..DnsConfig::default()
         }
     }
@@ -124,6 +186,7 @@ struct Inner {
     resolver: TokioResolver,
     hosts: Option<Arc<HostsTable>>,
     timeout: Duration,
+    families: Families,
     cache_size: usize,
     cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
     /// Queries in flight by name: later lookups of the same name wait on the same future.
@@ -160,7 +223,10 @@ impl Resolver {
         // Answers are cached here (`Inner::cache`, a few dozen bytes per name); hickory's own
         // response cache would keep whole DNS messages for the same names again.
         opts.cache_size = 0;
-        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.ip_strategy = match cfg.families {
+            Families::Both => LookupIpStrategy::Ipv4AndIpv6,
+            Families::Ipv4Only => LookupIpStrategy::Ipv4Only,
+        };
         // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
         // about a kilobyte per name, and answers only the families the file lists, querying
         // the network for the other one.
@@ -171,6 +237,7 @@ impl Resolver {
                 resolver,
                 hosts: cfg.hosts.clone(),
                 timeout: cfg.timeout,
+                families: cfg.families,
                 cache_size: cfg.cache_size.max(1),
                 cache: RefCell::new(HashMap::new()),
                 in_flight: RefCell::new(HashMap::new()),
@@ -217,6 +284,7 @@ impl Resolver {
             inner.resolver.clone(),
             name.clone(),
             inner.timeout,
+            inner.families,
         );
         let shared = query.boxed_local().shared();
         inner.in_flight.borrow_mut().insert(name, shared.clone());
@@ -235,6 +303,7 @@ async fn query(
     resolver: TokioResolver,
     name: Rc<str>,
     timeout: Duration,
+    families: Families,
 ) -> LookupResult {
     let now = Instant::now();
     let (result, expires) = match tokio::time::timeout(timeout, resolver.lookup_ip(&*name)).await {
@@ -243,9 +312,9 @@ async fn query(
             now + FAILURE_CACHE_TTL,
         ),
         Ok(Err(e)) => {
-            let err = map_error(&name, &e, timeout);
+            let err = map_error(&name, &e, timeout, families);
             let ttl = match err {
-                DnsError::NxDomain(_) | DnsError::NoAddress(_) => NEGATIVE_CACHE_TTL,
+                DnsError::NxDomain(_) | DnsError::NoAddress(..) => NEGATIVE_CACHE_TTL,
                 DnsError::Failure(..) | DnsError::Timeout(..) => FAILURE_CACHE_TTL,
             };
             (Err(err), now + ttl)
@@ -255,7 +324,7 @@ async fn query(
             let expires = found.valid_until().max(now + POSITIVE_MIN_TTL);
             if addrs.is_empty() {
                 (
-                    Err(DnsError::NoAddress(name.to_string())),
+                    Err(DnsError::NoAddress(name.to_string(), families)),
                     now + NEGATIVE_CACHE_TTL,
                 )
             } else {
@@ -316,13 +385,13 @@ impl Inner {
 }
 
 /// hickory's error -> our kinds: NXDOMAIN, no A/AAAA (NODATA), timeout, anything else failure.
-fn map_error(name: &str, e: &HickoryError, timeout: Duration) -> DnsError {
+fn map_error(name: &str, e: &HickoryError, timeout: Duration, families: Families) -> DnsError {
     match e {
         _ if e.is_nx_domain() => DnsError::NxDomain(name.to_string()),
         HickoryError::Dns(HickoryDnsError::NoRecordsFound(nr))
             if nr.response_code == ResponseCode::NoError =>
         {
-            DnsError::NoAddress(name.to_string())
+            DnsError::NoAddress(name.to_string(), families)
         }
         HickoryError::Timeout => DnsError::Timeout(name.to_string(), millis(timeout)),
         HickoryError::Dns(HickoryDnsError::ResponseCode(code)) => {
@@ -422,11 +491,16 @@ mod tests {
         }
 
         fn resolver(&self, timeout_ms: u64) -> Resolver {
+            self.resolver_for(timeout_ms, Families::Both)
+        }
+
+        fn resolver_for(&self, timeout_ms: u64, families: Families) -> Resolver {
             Resolver::new(&DnsConfig {
                 server: Some(self.addr),
                 hosts: None,
                 timeout: Duration::from_millis(timeout_ms),
                 cache_size: 16,
+                families,
             })
             .unwrap()
         }
@@ -507,8 +581,51 @@ mod tests {
         let dns = FakeDns::start();
         let r = dns.resolver(2000);
         let e = tokio_uring::start(async { r.lookup("nodata.example.test").await.unwrap_err() });
-        assert_eq!(e, DnsError::NoAddress("nodata.example.test".into()));
+        assert_eq!(
+            e,
+            DnsError::NoAddress("nodata.example.test".into(), Families::Both)
+        );
         assert_eq!(e.kind(), ErrorKind::DnsNoAddress);
+        assert_eq!(
+            e.to_string(),
+            "DNS: nodata.example.test has no A/AAAA address"
+        );
+    }
+
+    #[test]
+    fn aaaa_is_asked_only_when_the_machine_has_ipv6() {
+        let dns = FakeDns::start();
+        let both = dns.resolver_for(2000, Families::Both);
+        let v4 = dns.resolver_for(2000, Families::Ipv4Only);
+        let ip = IpAddr::from(ANSWER_IP);
+        tokio_uring::start(async {
+            assert_eq!(&*both.lookup("both.example.test").await.unwrap(), &[ip]);
+            assert_eq!(&*v4.lookup("v4.example.test").await.unwrap(), &[ip]);
+            let e = v4.lookup("nodata.example.test").await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DnsNoAddress);
+            assert_eq!(
+                e.to_string(),
+                "DNS: nodata.example.test has no A address (AAAA not asked: this machine has \
+                 no IPv6 address)"
+            );
+        });
+        assert_eq!(dns.queries("both.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("both.example.test", TYPE_AAAA), 1);
+        assert_eq!(dns.queries("v4.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("v4.example.test", TYPE_AAAA), 0);
+        assert_eq!(dns.queries("nodata.example.test", TYPE_AAAA), 0);
+    }
+
+    #[test]
+    fn routable_ipv6_is_global_or_site_scope_off_loopback() {
+        let lo = "00000000000000000000000000000001 01 80 10 80       lo\n";
+        let link = "fe80000000000000021122fffe334455 02 40 20 80     eth0\n";
+        let global = "20010db8000000000000000000000001 02 40 00 80     eth0\n";
+        assert!(!has_routable_ipv6(""));
+        assert!(!has_routable_ipv6(lo));
+        assert!(!has_routable_ipv6(&format!("{lo}{link}")));
+        assert!(has_routable_ipv6(&format!("{lo}{link}{global}")));
+        assert!(!has_routable_ipv6("garbage line\n"));
     }
 
     #[test]
@@ -616,6 +733,8 @@ mod tests {
             ))),
             timeout: Duration::from_millis(2000),
             cache_size: 16,
+            // The hosts file answers IPv6 even when the network is not asked for it.
+            families: Families::Ipv4Only,
         })
         .unwrap();
         tokio_uring::start(async {
