@@ -216,6 +216,8 @@ struct Acct {
     tls_verified: Option<bool>,
     /// Bytes past the title that may be read to keep the connection reusable.
     drain_for_reuse: u64,
+    /// With `--follow`: the link hop 2 fetches (the record's `link`).
+    link: Option<String>,
 }
 
 /// The page a hop ended on, after redirects.
@@ -233,77 +235,103 @@ struct Resp {
 
 /// Fetch one job (already parsed) and build its record. `next_on_host`: the slot has another
 /// job for this host waiting (so reading a page to its end to keep the connection pays).
-pub async fn run_job(
-    ctx: &WorkerCtx,
-    job: &Job,
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async
+/// fn` keeps each argument twice in its future (as passed, and as the body's variable), and
+/// every connection in flight carries this future.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future"
+)]
+pub fn run_job<'a>(
+    ctx: &'a WorkerCtx,
+    job: &'a Job,
     url: Url,
-    held: &mut Option<Held>,
+    held: &'a mut Option<Held>,
     next_on_host: bool,
-) -> Record {
-    let started = Instant::now();
-    let deadline = started + ctx.opts.timeout;
-    let mut acct = Acct {
-        bytes: 0,
-        redirects: 0,
-        tls_verified: None,
-        drain_for_reuse: if next_on_host {
-            DRAIN_FOR_NEXT_JOB_BYTES
-        } else {
-            DRAIN_FOR_REUSE_BYTES
-        },
-    };
-    let mut rec = Record {
-        url: job.url.clone(),
-        src: job.src.as_deref().map(str::to_owned),
-        line: job.line,
-        ..Record::default()
-    };
-    let outcome = fetch_hops(ctx, url, deadline, held, &mut acct, &mut rec).await;
-    match outcome {
-        Ok(page) => {
-            rec.final_url = Some(page.final_url.to_string());
-            rec.status = Some(page.status);
-            rec.title = page.extracted.title;
-            rec.title_truncated = page.extracted.title_truncated;
+) -> impl std::future::Future<Output = Record> + 'a {
+    async move {
+        let started = Instant::now();
+        let deadline = started + ctx.opts.timeout;
+        let mut acct = Acct {
+            bytes: 0,
+            redirects: 0,
+            tls_verified: None,
+            drain_for_reuse: if next_on_host {
+                DRAIN_FOR_NEXT_JOB_BYTES
+            } else {
+                DRAIN_FOR_REUSE_BYTES
+            },
+            link: None,
+        };
+        // The record is built once the fetch is over, not held across it: a slot's future
+        // carries its largest state for every connection in flight.
+        let outcome = fetch_hops(ctx, &url, deadline, held, &mut acct).await;
+        let mut rec = Record {
+            url: job.url.clone(),
+            src: job.src.as_deref().map(str::to_owned),
+            line: job.line,
+            link: acct.link.take(),
+            ..Record::default()
+        };
+        match outcome {
+            Ok(page) => {
+                rec.final_url = Some(page.final_url.to_string());
+                rec.status = Some(page.status);
+                rec.title = page.extracted.title;
+                rec.title_truncated = page.extracted.title_truncated;
+            }
+            Err((e, hop)) => {
+                let hop = ctx.follow.as_ref().map(|_| hop);
+                rec.error = Some(RecordError::from_fetch(&e, hop));
+            }
         }
-        Err((e, hop)) => {
-            let hop = ctx.follow.as_ref().map(|_| hop);
-            rec.error = Some(RecordError::from_fetch(&e, hop));
-        }
+        rec.redirects = acct.redirects;
+        rec.bytes = acct.bytes;
+        rec.tls_verified = acct.tls_verified.filter(|v| !v);
+        rec.ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        rec.ts = now_rfc3339();
+        rec
     }
-    rec.redirects = acct.redirects;
-    rec.bytes = acct.bytes;
-    rec.tls_verified = acct.tls_verified.filter(|v| !v);
-    rec.ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    rec.ts = now_rfc3339();
-    rec
 }
 
-/// Hop 1, and with `--follow` hop 2; errors carry the hop they happened on.
-async fn fetch_hops(
-    ctx: &WorkerCtx,
-    url: Url,
+/// Hop 1, and with `--follow` hop 2 (its URL goes to `acct.link`); errors carry the hop
+/// they happened on.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn fetch_hops<'a>(
+    ctx: &'a WorkerCtx,
+    url: &'a Url,
     deadline: Instant,
-    held: &mut Option<Held>,
-    acct: &mut Acct,
-    rec: &mut Record,
-) -> Result<Page, (FetchError, u8)> {
-    let first = get_page(ctx, url, deadline, ctx.follow.as_ref(), held, acct)
-        .await
-        .map_err(|e| (e, 1))?;
-    if ctx.follow.is_none() {
-        return Ok(first);
+    held: &'a mut Option<Held>,
+    acct: &'a mut Acct,
+) -> impl std::future::Future<Output = Result<Page, (FetchError, u8)>> + 'a {
+    async move {
+        let first = get_page(ctx, url, deadline, ctx.follow.as_ref(), held, acct)
+            .await
+            .map_err(|e| (e, 1))?;
+        if ctx.follow.is_none() {
+            return Ok(first);
+        }
+        let link = first_link(first)?;
+        acct.link = Some(link.to_string());
+        get_page(ctx, &link, deadline, None, held, acct)
+            .await
+            .map_err(|e| (e, 2))
     }
-    let link = first
+}
+
+/// The link hop 2 follows. Takes hop 1's page by value so it is gone before hop 2 starts
+/// (not kept in the slot's future while hop 2 is in flight).
+fn first_link(first: Page) -> Result<Url, (FetchError, u8)> {
+    first
         .extracted
         .link
         .as_deref()
         .and_then(|href| resolve_link(&first.final_url, first.extracted.base_href.as_deref(), href))
-        .ok_or((FetchError::NoLink, 1))?;
-    rec.link = Some(link.to_string());
-    get_page(ctx, link, deadline, None, held, acct)
-        .await
-        .map_err(|e| (e, 2))
+        .ok_or((FetchError::NoLink, 1))
 }
 
 /// Resolve `href` against `<base href>` (itself resolved against the page URL) or the page
@@ -322,48 +350,55 @@ fn is_redirect(status: u16) -> bool {
 }
 
 /// Fetch `url`, following redirects, and extract from the final page.
-async fn get_page(
-    ctx: &WorkerCtx,
-    url: Url,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn get_page<'a>(
+    ctx: &'a WorkerCtx,
+    url: &'a Url,
     deadline: Instant,
-    follow: Option<&FollowSelector>,
-    held: &mut Option<Held>,
-    acct: &mut Acct,
-) -> Result<Page, FetchError> {
-    let mut current = url;
-    let mut visited: Vec<Url> = vec![current.clone()];
-    loop {
-        let resp = exchange(ctx, &current, deadline, follow, held, acct).await?;
-        let status = resp.head.status;
-        if let (true, Some(location)) = (is_redirect(status), resp.head.location.as_deref()) {
-            let hops = visited.len() as u32 - 1;
-            if hops >= ctx.opts.max_redirects {
-                return Err(FetchError::TooManyRedirects(ctx.opts.max_redirects));
+    follow: Option<&'a FollowSelector>,
+    held: &'a mut Option<Held>,
+    acct: &'a mut Acct,
+) -> impl std::future::Future<Output = Result<Page, FetchError>> + 'a {
+    async move {
+        // Redirect targets after the first; `url` itself is borrowed, not copied, for the
+        // common case of no redirect.
+        let mut visited: Vec<Url> = Vec::new();
+        loop {
+            let current = visited.last().unwrap_or(url);
+            let resp = exchange(ctx, current, deadline, follow, held, acct).await?;
+            let status = resp.head.status;
+            if let (true, Some(location)) = (is_redirect(status), resp.head.location.as_deref()) {
+                let hops = visited.len() as u32;
+                if hops >= ctx.opts.max_redirects {
+                    return Err(FetchError::TooManyRedirects(ctx.opts.max_redirects));
+                }
+                let mut next = current.join(location).map_err(|e| {
+                    HttpError::Protocol(format!("bad Location header {location:?}: {e}"))
+                })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(HttpError::Protocol(format!(
+                        "redirect to unsupported scheme {:?}",
+                        next.scheme()
+                    ))
+                    .into());
+                }
+                next.set_fragment(None);
+                if next == *url || visited.contains(&next) {
+                    return Err(FetchError::RedirectLoop(next.to_string()));
+                }
+                acct.redirects += 1;
+                visited.push(next);
+                continue;
             }
-            let mut next = current.join(location).map_err(|e| {
-                HttpError::Protocol(format!("bad Location header {location:?}: {e}"))
-            })?;
-            if !matches!(next.scheme(), "http" | "https") {
-                return Err(HttpError::Protocol(format!(
-                    "redirect to unsupported scheme {:?}",
-                    next.scheme()
-                ))
-                .into());
-            }
-            next.set_fragment(None);
-            if visited.contains(&next) {
-                return Err(FetchError::RedirectLoop(next.to_string()));
-            }
-            acct.redirects += 1;
-            visited.push(next.clone());
-            current = next;
-            continue;
+            return Ok(Page {
+                final_url: current.clone(),
+                status,
+                extracted: resp.extracted,
+            });
         }
-        return Ok(Page {
-            final_url: current,
-            status,
-            extracted: resp.extracted,
-        });
     }
 }
 
@@ -381,40 +416,46 @@ impl<E: Into<FetchError>> From<E> for ExchangeError {
 }
 
 /// One request/response on a reused or new connection to `url`'s host.
-async fn exchange(
-    ctx: &WorkerCtx,
-    url: &Url,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn exchange<'a>(
+    ctx: &'a WorkerCtx,
+    url: &'a Url,
     deadline: Instant,
-    follow: Option<&FollowSelector>,
-    held: &mut Option<Held>,
-    acct: &mut Acct,
-) -> Result<Resp, FetchError> {
-    let key = host_key(url);
-    if held.as_ref().is_some_and(|h| h.key != key) {
-        if let Some(h) = held.take() {
-            ctx.park(h).await;
-        }
-    }
-    loop {
-        let parked = match held.take() {
-            Some(h) => Some(h.stream),
-            None => ctx.unpark(&key).await,
-        };
-        let (stream, reused) = match parked {
-            Some(stream) => (stream, true),
-            None => (Box::pin(connect(ctx, url, deadline)).await?, false),
-        };
-        if reused {
-            ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
-        }
-        acct.tls_verified = stream.tls_verified().or(acct.tls_verified);
-        match request(ctx, stream, url, deadline, follow, reused, acct).await {
-            Ok((resp, keep)) => {
-                *held = keep.map(|stream| Held { key, stream });
-                return Ok(resp);
+    follow: Option<&'a FollowSelector>,
+    held: &'a mut Option<Held>,
+    acct: &'a mut Acct,
+) -> impl std::future::Future<Output = Result<Resp, FetchError>> + 'a {
+    async move {
+        let key = host_key(url);
+        if held.as_ref().is_some_and(|h| h.key != key) {
+            if let Some(h) = held.take() {
+                ctx.park(h).await;
             }
-            Err(ExchangeError::Stale) => continue,
-            Err(ExchangeError::Fatal(e)) => return Err(e),
+        }
+        loop {
+            let parked = match held.take() {
+                Some(h) => Some(h.stream),
+                None => ctx.unpark(&key).await,
+            };
+            let (stream, reused) = match parked {
+                Some(stream) => (stream, true),
+                None => (Box::pin(connect(ctx, url, deadline)).await?, false),
+            };
+            if reused {
+                ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
+            }
+            acct.tls_verified = stream.tls_verified().or(acct.tls_verified);
+            match request(ctx, stream, url, deadline, follow, reused, acct).await {
+                Ok((resp, keep)) => {
+                    *held = keep.map(|stream| Held { key, stream });
+                    return Ok(resp);
+                }
+                Err(ExchangeError::Stale) => continue,
+                Err(ExchangeError::Fatal(e)) => return Err(e),
+            }
         }
     }
 }
@@ -497,132 +538,142 @@ impl Progress {
 
 /// Send the request and read the response on `stream`. Returns the stream when it may carry
 /// another request.
-async fn request(
-    ctx: &WorkerCtx,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn request<'a>(
+    ctx: &'a WorkerCtx,
     mut stream: Stream,
-    url: &Url,
+    url: &'a Url,
     deadline: Instant,
-    follow: Option<&FollowSelector>,
+    follow: Option<&'a FollowSelector>,
     reused: bool,
-    acct: &mut Acct,
-) -> Result<(Resp, Option<Stream>), ExchangeError> {
-    let mut req = Vec::with_capacity(REQUEST_BUF);
-    let opts = RequestOptions {
-        user_agent: &ctx.opts.user_agent,
-        close: false,
-    };
-    write_get(&mut req, url, &opts);
-    match stream.write_all(req, deadline).await {
-        Ok(_) => {}
-        Err(e) => {
-            stream.close().await;
-            return Err(if reused {
-                ExchangeError::Stale
-            } else {
-                net_error(ctx, e, deadline)
-            });
-        }
-    }
-
-    let mut reader = ResponseReader::new(ctx.opts.max_body, false);
-    let mut progress = Progress::default();
-    let mut got_any = false;
-    let mut read_after_satisfied = 0u64;
-    // Each read takes a pooled buffer only once data is there and gives it back at once:
-    // a connection waiting for its server holds none.
-    let mut buf = Vec::new();
-    let result = loop {
-        ctx.put_buf(std::mem::take(&mut buf));
-        let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
-        let draining = progress.satisfied;
-        // The rest of a Content-Length body is only read to keep the connection: throw it
-        // away unseen when the budget covers it all, and give up on the connection at once
-        // when it does not.
-        let skippable = reader.skippable();
-        if draining && skippable > 0 {
-            if read_after_satisfied + skippable > acct.drain_for_reuse {
-                break Ok(());
+    acct: &'a mut Acct,
+) -> impl std::future::Future<Output = Result<(Resp, Option<Stream>), ExchangeError>> + 'a {
+    async move {
+        let mut req = Vec::with_capacity(REQUEST_BUF);
+        let opts = RequestOptions {
+            user_agent: &ctx.opts.user_agent,
+            close: false,
+        };
+        write_get(&mut req, url, &opts);
+        match stream.write_all(req, deadline).await {
+            Ok(_) => {}
+            Err(e) => {
+                stream.close().await;
+                return Err(if reused {
+                    ExchangeError::Stale
+                } else {
+                    net_error(ctx, e, deadline)
+                });
             }
-            let max = usize::try_from(skippable).unwrap_or(usize::MAX);
-            match stream.discard(max, io_deadline).await {
-                Some(Ok(0)) => match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
+        }
+
+        let mut reader = ResponseReader::new(ctx.opts.max_body, false);
+        let mut progress = Progress::default();
+        let mut got_any = false;
+        let mut read_after_satisfied = 0u64;
+        // Each read takes a pooled buffer only once data is there and gives it back at once:
+        // a connection waiting for its server holds none.
+        let mut buf = Vec::new();
+        let result = loop {
+            ctx.put_buf(std::mem::take(&mut buf));
+            let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
+            let draining = progress.satisfied;
+            // The rest of a Content-Length body is only read to keep the connection: throw it
+            // away unseen when the budget covers it all, and give up on the connection at once
+            // when it does not.
+            let skippable = reader.skippable();
+            if draining && skippable > 0 {
+                if read_after_satisfied + skippable > acct.drain_for_reuse {
+                    break Ok(());
+                }
+                let max = usize::try_from(skippable).unwrap_or(usize::MAX);
+                match stream.discard(max, io_deadline).await {
+                    Some(Ok(0)) => match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
+                        Ok(()) => break Ok(()),
+                        Err(e) => break Err(e.into()),
+                    },
+                    Some(Ok(n)) => {
+                        acct.bytes += n as u64;
+                        read_after_satisfied += n as u64;
+                        if let Err(e) =
+                            reader.skip(n as u64, &mut |ev| progress.on_event(ev, follow))
+                        {
+                            break Err(e.into());
+                        }
+                        if reader.is_done() {
+                            break Ok(());
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => break Err(net_error(ctx, e, deadline)),
+                    None => {} // TLS: read it
+                }
+            }
+            let (res, b) = stream
+                .read_ready(|| ctx.take_read_buf(draining), io_deadline)
+                .await;
+            buf = b;
+            let n = match res {
+                Ok(n) => n,
+                Err(e) if reused && !got_any && matches!(e, NetError::Reset(_)) => {
+                    break Err(ExchangeError::Stale)
+                }
+                Err(e) => break Err(net_error(ctx, e, deadline)),
+            };
+            acct.bytes += n as u64;
+            if n == 0 {
+                if reused && !got_any {
+                    break Err(ExchangeError::Stale);
+                }
+                if !stream.eof_was_clean() && !reader.is_done() && reader.head().is_some() {
+                    break Err(NetError::Tls(
+                        "connection closed without close_notify before the body was complete"
+                            .to_string(),
+                    )
+                    .into());
+                }
+                match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
                     Ok(()) => break Ok(()),
                     Err(e) => break Err(e.into()),
-                },
-                Some(Ok(n)) => {
-                    acct.bytes += n as u64;
-                    read_after_satisfied += n as u64;
-                    if let Err(e) = reader.skip(n as u64, &mut |ev| progress.on_event(ev, follow)) {
-                        break Err(e.into());
-                    }
-                    if reader.is_done() {
-                        break Ok(());
-                    }
-                    continue;
                 }
-                Some(Err(e)) => break Err(net_error(ctx, e, deadline)),
-                None => {} // TLS: read it
             }
-        }
-        let (res, b) = stream
-            .read_ready(|| ctx.take_read_buf(draining), io_deadline)
-            .await;
-        buf = b;
-        let n = match res {
-            Ok(n) => n,
-            Err(e) if reused && !got_any && matches!(e, NetError::Reset(_)) => {
-                break Err(ExchangeError::Stale)
+            got_any = true;
+            if progress.satisfied {
+                read_after_satisfied += n as u64;
             }
-            Err(e) => break Err(net_error(ctx, e, deadline)),
+            if let Err(e) = reader.feed(&buf[..n], &mut |ev| progress.on_event(ev, follow)) {
+                break Err(e.into());
+            }
+            if reader.is_done()
+                || (progress.satisfied && read_after_satisfied > acct.drain_for_reuse)
+            {
+                break Ok(());
+            }
+            if progress.skip_body {
+                break Ok(()); // Not HTML: nothing to read the body for.
+            }
         };
-        acct.bytes += n as u64;
-        if n == 0 {
-            if reused && !got_any {
-                break Err(ExchangeError::Stale);
-            }
-            if !stream.eof_was_clean() && !reader.is_done() && reader.head().is_some() {
-                break Err(NetError::Tls(
-                    "connection closed without close_notify before the body was complete"
-                        .to_string(),
-                )
-                .into());
-            }
-            match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
-                Ok(()) => break Ok(()),
-                Err(e) => break Err(e.into()),
-            }
+        ctx.put_buf(buf);
+        if let Err(e) = result {
+            stream.close().await;
+            return Err(e);
         }
-        got_any = true;
-        if progress.satisfied {
-            read_after_satisfied += n as u64;
+        let Some(head) = progress.head else {
+            stream.close().await;
+            return Err(HttpError::Protocol("response ended before a head".to_string()).into());
+        };
+        let keep = reader.is_done() && progress.reusable;
+        let extracted = progress.extractor.map(|x| x.finish()).unwrap_or_default();
+        let resp = Resp { head, extracted };
+        if keep {
+            Ok((resp, Some(stream)))
+        } else {
+            stream.close().await;
+            Ok((resp, None))
         }
-        if let Err(e) = reader.feed(&buf[..n], &mut |ev| progress.on_event(ev, follow)) {
-            break Err(e.into());
-        }
-        if reader.is_done() || (progress.satisfied && read_after_satisfied > acct.drain_for_reuse) {
-            break Ok(());
-        }
-        if progress.skip_body {
-            break Ok(()); // Not HTML: nothing to read the body for.
-        }
-    };
-    ctx.put_buf(buf);
-    if let Err(e) = result {
-        stream.close().await;
-        return Err(e);
-    }
-    let Some(head) = progress.head else {
-        stream.close().await;
-        return Err(HttpError::Protocol("response ended before a head".to_string()).into());
-    };
-    let keep = reader.is_done() && progress.reusable;
-    let extracted = progress.extractor.map(|x| x.finish()).unwrap_or_default();
-    let resp = Resp { head, extracted };
-    if keep {
-        Ok((resp, Some(stream)))
-    } else {
-        stream.close().await;
-        Ok((resp, None))
     }
 }
 

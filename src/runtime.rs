@@ -557,48 +557,55 @@ async fn worker_loop(
     }
 }
 
-/// One slot: run jobs of one host back to back on one keep-alive connection.
-async fn run_slot(
+/// One slot: run jobs of one host back to back on one keep-alive connection. (An `async
+/// move` block, not an `async fn`, so the arguments are stored once in the task: see
+/// [`run_job`].)
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn run_slot(
     ctx: Rc<WorkerCtx>,
     sched: Sched,
     key: String,
-    first: WorkItem,
+    mut item: WorkItem,
     records: RecordSender,
     draining: Arc<AtomicBool>,
     slots: WorkerSlots,
-) {
-    let c = &ctx.counters;
-    let mut held: Option<Held> = None;
-    let mut item = first;
-    loop {
-        let next_on_host = sched.borrow().has_queued(&key);
-        let (rec, panicked) = record_or_internal(
-            &item.job,
-            run_job(&ctx, &item.job, item.url, &mut held, next_on_host),
-        )
-        .await;
-        if panicked {
-            held = None; // whatever state the connection was left in, it is not reused
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let c = &ctx.counters;
+        let mut held: Option<Held> = None;
+        loop {
+            let next_on_host = sched.borrow().has_queued(&key);
+            let (rec, panicked) = record_or_internal(
+                &item.job,
+                run_job(&ctx, &item.job, item.url, &mut held, next_on_host),
+            )
+            .await;
+            if panicked {
+                held = None; // whatever state the connection was left in, it is not reused
+            }
+            c.dns_lookups
+                .store(ctx.resolver.stats().lookups, Ordering::Relaxed);
+            c.count(&rec);
+            // Stop early when the journal is gone or the engine drains; what this host still had
+            // queued is then abandoned (the worker loop drops queued work when draining).
+            let stop = records.send(rec).is_err() || draining.load(Ordering::Relaxed);
+            if stop {
+                sched.borrow_mut().abandon_queued();
+            }
+            match sched.borrow_mut().continue_slot(&key) {
+                Some(next) => item = next,
+                None => break,
+            }
         }
-        c.dns_lookups
-            .store(ctx.resolver.stats().lookups, Ordering::Relaxed);
-        c.count(&rec);
-        // Stop early when the journal is gone or the engine drains; what this host still had
-        // queued is then abandoned (the worker loop drops queued work when draining).
-        let stop = records.send(rec).is_err() || draining.load(Ordering::Relaxed);
-        if stop {
-            sched.borrow_mut().abandon_queued();
+        if let Some(h) = held {
+            ctx.park(h).await;
         }
-        match sched.borrow_mut().continue_slot(&key) {
-            Some(next) => item = next,
-            None => break,
-        }
+        slots.gate.release(slots.index);
+        let _ = slots.done.send(());
     }
-    if let Some(h) = held {
-        ctx.park(h).await;
-    }
-    slots.gate.release(slots.index);
-    let _ = slots.done.send(());
 }
 
 /// Run one job's future; a panic inside it becomes an `internal` error record for the job
