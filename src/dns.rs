@@ -3,8 +3,8 @@
 //! query, and DNS failures mapped to distinct error kinds. The hosts file is read once per
 //! run (`hosts`) and answers the names it lists without any query. AAAA records are asked
 //! for only when this machine has an IPv6 address that can reach beyond it (the rule of
-//! getaddrinfo's `AI_ADDRCONFIG`): without one, IPv6 answers could never be connected to,
-//! and skipping them halves the queries.
+//! getaddrinfo's `AI_ADDRCONFIG`, looked at again every [`ADDRCONFIG_RECHECK`]): without
+//! one, IPv6 answers could never be connected to, and skipping them halves the queries.
 
 pub mod hosts;
 
@@ -93,6 +93,9 @@ impl Families {
 
 /// The kernel's list of configured IPv6 addresses.
 const IF_INET6: &str = "/proc/net/if_inet6";
+/// How long a resolver trusts its look at the machine's IPv6 addresses: a daemon may start
+/// before its IPv6 address is configured, and then asks for AAAA within this time after.
+pub const ADDRCONFIG_RECHECK: Duration = Duration::from_secs(30);
 /// `/proc/net/if_inet6` scope values of addresses that reach beyond the link: global and
 /// site-local (loopback is 0x10, link-local 0x20).
 const ROUTABLE_SCOPES: [u8; 2] = [0x00, 0x40];
@@ -112,6 +115,16 @@ pub fn has_routable_ipv6(if_inet6: &str) -> bool {
     })
 }
 
+/// What to ask for now, judged from the machine's addresses (no `/proc/net/if_inet6` means
+/// IPv6 is off in the kernel).
+fn machine_families() -> Families {
+    if std::fs::read_to_string(IF_INET6).is_ok_and(|t| has_routable_ipv6(&t)) {
+        Families::Both
+    } else {
+        Families::Ipv4Only
+    }
+}
+
 /// Resolver settings.
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
@@ -122,8 +135,9 @@ pub struct DnsConfig {
     pub timeout: Duration,
     /// Entries cached at most (positive and negative).
     pub cache_size: usize,
-    /// Address records to ask for (see [`DnsConfig::system`]).
-    pub families: Families,
+    /// Address records to ask for; `None`: decided by the machine's addresses, looked at
+    /// again every [`ADDRCONFIG_RECHECK`].
+    pub families: Option<Families>,
 }
 
 impl Default for DnsConfig {
@@ -133,7 +147,7 @@ impl Default for DnsConfig {
             hosts: None,
             timeout: DEFAULT_DNS_TIMEOUT,
             cache_size: 65_536,
-            families: Families::Both,
+            families: None,
         }
     }
 }
@@ -141,21 +155,14 @@ impl Default for DnsConfig {
 impl DnsConfig {
     /// What a run uses: with `server`, that server alone; without, /etc/resolv.conf and the
     /// system hosts file (read here, once, and shared by every worker's resolver). AAAA
-    /// records are asked for only if the machine has a routable IPv6 address now (no
-    /// `/proc/net/if_inet6` means IPv6 is off in the kernel).
+    /// records are asked for while the machine has a routable IPv6 address.
     pub fn system(server: Option<SocketAddr>) -> DnsConfig {
         let hosts = server
             .is_none()
             .then(|| Arc::new(HostsTable::load(std::path::Path::new(hosts::SYSTEM_HOSTS))));
-        let ipv6 = std::fs::read_to_string(IF_INET6).is_ok_and(|t| has_routable_ipv6(&t));
         DnsConfig {
             server,
             hosts,
-            families: if ipv6 {
-                Families::Both
-            } else {
-                Families::Ipv4Only
-            },
             ..DnsConfig::default()
         }
     }
@@ -183,10 +190,16 @@ type LookupResult = Result<Rc<[IpAddr]>, DnsError>;
 type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
 
 struct Inner {
-    resolver: TokioResolver,
+    /// Asks for A and AAAA.
+    dual: TokioResolver,
+    /// Asks for A only.
+    v4: TokioResolver,
     hosts: Option<Arc<HostsTable>>,
     timeout: Duration,
-    families: Families,
+    /// Fixed by the configuration, or `None`: see `auto`.
+    families: Option<Families>,
+    /// Without a fixed choice: the last look at the machine, and when to look again.
+    auto: Cell<(Families, Instant)>,
     cache_size: usize,
     cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
     /// Queries in flight by name: later lookups of the same name wait on the same future.
@@ -204,40 +217,16 @@ impl Resolver {
     /// servers of /etc/resolv.conf. May be built before the worker's runtime starts, but
     /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        let setup_err =
-            |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
-        let mut builder = match cfg.server {
-            Some(server) => {
-                let mut ns = NameServerConfig::udp_and_tcp(server.ip());
-                for conn in &mut ns.connections {
-                    conn.port = server.port();
-                }
-                let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
-                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-            }
-            None => TokioResolver::builder_tokio().map_err(setup_err)?,
-        };
-        let opts = builder.options_mut();
-        opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
-        opts.attempts = DNS_ATTEMPTS;
-        // Answers are cached here (`Inner::cache`, a few dozen bytes per name); hickory's own
-        // response cache would keep whole DNS messages for the same names again.
-        opts.cache_size = 0;
-        opts.ip_strategy = match cfg.families {
-            Families::Both => LookupIpStrategy::Ipv4AndIpv6,
-            Families::Ipv4Only => LookupIpStrategy::Ipv4Only,
-        };
-        // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
-        // about a kilobyte per name, and answers only the families the file lists, querying
-        // the network for the other one.
-        opts.use_hosts_file = ResolveHosts::Never;
-        let resolver = builder.build().map_err(setup_err)?;
+        let now = Instant::now();
         Ok(Resolver {
             inner: Rc::new(Inner {
-                resolver,
+                dual: build_resolver(cfg, LookupIpStrategy::Ipv4AndIpv6)?,
+                v4: build_resolver(cfg, LookupIpStrategy::Ipv4Only)?,
                 hosts: cfg.hosts.clone(),
                 timeout: cfg.timeout,
                 families: cfg.families,
+                // Looked at on the first query, not before: most runs never send one.
+                auto: Cell::new((Families::Both, now)),
                 cache_size: cfg.cache_size.max(1),
                 cache: RefCell::new(HashMap::new()),
                 in_flight: RefCell::new(HashMap::new()),
@@ -279,12 +268,17 @@ impl Resolver {
         }
         inner.bump(|s| s.lookups += 1);
         let name: Rc<str> = Rc::from(name);
+        let families = inner.families();
+        let resolver = match families {
+            Families::Both => inner.dual.clone(),
+            Families::Ipv4Only => inner.v4.clone(),
+        };
         let query = query(
             Rc::downgrade(inner),
-            inner.resolver.clone(),
+            resolver,
             name.clone(),
             inner.timeout,
-            inner.families,
+            families,
         );
         let shared = query.boxed_local().shared();
         inner.in_flight.borrow_mut().insert(name, shared.clone());
@@ -294,6 +288,54 @@ impl Resolver {
     pub fn stats(&self) -> DnsStats {
         self.inner.stats.get()
     }
+}
+
+/// `fixed` if configured; else the last `look` at the machine if it is younger than
+/// [`ADDRCONFIG_RECHECK`], else a new one (remembered in `auto` with when to look again).
+fn decide_families(
+    fixed: Option<Families>,
+    auto: &Cell<(Families, Instant)>,
+    now: Instant,
+    look: impl FnOnce() -> Families,
+) -> Families {
+    if let Some(fixed) = fixed {
+        return fixed;
+    }
+    let (last, next_look) = auto.get();
+    if now < next_look {
+        return last;
+    }
+    let current = look();
+    auto.set((current, now + ADDRCONFIG_RECHECK));
+    current
+}
+
+/// One hickory resolver for `cfg` asking for the records of `strategy`.
+fn build_resolver(cfg: &DnsConfig, strategy: LookupIpStrategy) -> Result<TokioResolver, DnsError> {
+    let setup_err = |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
+    let mut builder = match cfg.server {
+        Some(server) => {
+            let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+            for conn in &mut ns.connections {
+                conn.port = server.port();
+            }
+            let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        }
+        None => TokioResolver::builder_tokio().map_err(setup_err)?,
+    };
+    let opts = builder.options_mut();
+    opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
+    opts.attempts = DNS_ATTEMPTS;
+    // Answers are cached here (`Inner::cache`, a few dozen bytes per name); hickory's own
+    // response cache would keep whole DNS messages for the same names again.
+    opts.cache_size = 0;
+    opts.ip_strategy = strategy;
+    // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
+    // about a kilobyte per name, and answers only the families the file lists, querying
+    // the network for the other one.
+    opts.use_hosts_file = ResolveHosts::Never;
+    builder.build().map_err(setup_err)
 }
 
 /// One real query under the hard timeout; the outcome goes to the cache and the name leaves
@@ -375,6 +417,12 @@ impl Inner {
             }
         }
         cache.insert(name, entry);
+    }
+
+    /// The records to ask for now: as configured, or from a look at the machine at most
+    /// [`ADDRCONFIG_RECHECK`] old.
+    fn families(&self) -> Families {
+        decide_families(self.families, &self.auto, Instant::now(), machine_families)
     }
 
     fn bump(&self, f: impl FnOnce(&mut DnsStats)) {
@@ -491,10 +539,10 @@ mod tests {
         }
 
         fn resolver(&self, timeout_ms: u64) -> Resolver {
-            self.resolver_for(timeout_ms, Families::Both)
+            self.resolver_for(timeout_ms, Some(Families::Both))
         }
 
-        fn resolver_for(&self, timeout_ms: u64, families: Families) -> Resolver {
+        fn resolver_for(&self, timeout_ms: u64, families: Option<Families>) -> Resolver {
             Resolver::new(&DnsConfig {
                 server: Some(self.addr),
                 hosts: None,
@@ -595,8 +643,8 @@ mod tests {
     #[test]
     fn aaaa_is_asked_only_when_the_machine_has_ipv6() {
         let dns = FakeDns::start();
-        let both = dns.resolver_for(2000, Families::Both);
-        let v4 = dns.resolver_for(2000, Families::Ipv4Only);
+        let both = dns.resolver_for(2000, Some(Families::Both));
+        let v4 = dns.resolver_for(2000, Some(Families::Ipv4Only));
         let ip = IpAddr::from(ANSWER_IP);
         tokio_uring::start(async {
             assert_eq!(&*both.lookup("both.example.test").await.unwrap(), &[ip]);
@@ -614,6 +662,39 @@ mod tests {
         assert_eq!(dns.queries("v4.example.test", TYPE_A), 1);
         assert_eq!(dns.queries("v4.example.test", TYPE_AAAA), 0);
         assert_eq!(dns.queries("nodata.example.test", TYPE_AAAA), 0);
+    }
+
+    #[test]
+    fn the_machine_is_looked_at_again_after_the_recheck_time() {
+        let t0 = Instant::now();
+        let auto = Cell::new((Families::Both, t0));
+        let looks = Cell::new(0);
+        let look = |answer| {
+            let looks = &looks;
+            move || {
+                looks.set(looks.get() + 1);
+                answer
+            }
+        };
+        // First query: looks (IPv4 only at boot).
+        let f = decide_families(None, &auto, t0, look(Families::Ipv4Only));
+        assert_eq!((f, looks.get()), (Families::Ipv4Only, 1));
+        // Within the recheck time: the same answer, no new look, even though IPv6 came up.
+        let soon = t0 + ADDRCONFIG_RECHECK - Duration::from_millis(1);
+        let f = decide_families(None, &auto, soon, look(Families::Both));
+        assert_eq!((f, looks.get()), (Families::Ipv4Only, 1));
+        // After it: looks again and asks for AAAA from then on.
+        let later = t0 + ADDRCONFIG_RECHECK;
+        let f = decide_families(None, &auto, later, look(Families::Both));
+        assert_eq!((f, looks.get()), (Families::Both, 2));
+        // A configured choice never looks.
+        let f = decide_families(
+            Some(Families::Ipv4Only),
+            &auto,
+            later + ADDRCONFIG_RECHECK,
+            look(Families::Both),
+        );
+        assert_eq!((f, looks.get()), (Families::Ipv4Only, 2));
     }
 
     #[test]
@@ -734,7 +815,7 @@ mod tests {
             timeout: Duration::from_millis(2000),
             cache_size: 16,
             // The hosts file answers IPv6 even when the network is not asked for it.
-            families: Families::Ipv4Only,
+            families: Some(Families::Ipv4Only),
         })
         .unwrap();
         tokio_uring::start(async {
