@@ -4,9 +4,9 @@
 //! `Sender<Record>` (the journal writer).
 //!
 //! The connection budget (`--concurrency`) is split evenly across workers and capped by the
-//! file-descriptor limit, which is raised from soft to hard at start. Each worker's
-//! scheduler holds at most [`MAX_QUEUED_PER_WORKER`] jobs, so memory does not grow with the
-//! list; intake blocks on the bounded channel past that. Counters are per worker (atomics
+//! file-descriptor limit, which is raised from soft to hard at start. The workers'
+//! schedulers hold at most [`queue_bound`] jobs between them, so memory does not grow with
+//! the list; intake blocks on the bounded channel past that. Counters are per worker (atomics
 //! written by one thread, read by whoever asks for a [`Summary`]): no lock on the URL path.
 
 use std::cell::RefCell;
@@ -32,11 +32,22 @@ use crate::sched::Scheduler;
 mod gate;
 pub use gate::SlotGate;
 
-/// Jobs a worker's scheduler holds at most (queued, not yet running). Large enough that a
-/// list sorted by host still keeps every slot busy; small enough to bound memory (~a few MB).
-pub const MAX_QUEUED_PER_WORKER: usize = 32 * 1024;
+/// Jobs queued (not yet running) across all workers, per slot of the budget: every slot
+/// that finishes finds work waiting. A queued job costs ~400 bytes (the job, its host's
+/// queue and map entry, the host key), so at `-c 10000` the queues stay under ~8 MB.
+pub const QUEUED_PER_SLOT: usize = 2;
+/// Jobs queued across all workers at least, whatever the budget: look-ahead past a run of
+/// one host's URLs for a small `-c`.
+pub const MIN_QUEUED_TOTAL: usize = 16 * 1024;
 /// Capacity of each intake-to-worker channel.
 pub const JOB_CHANNEL_CAP: usize = 1024;
+/// Jobs one of `workers` schedulers holds at most, for a connection budget of `budget`.
+/// (A fixed 32 Ki per worker was 26 MB of queues on two workers, 13x that on 16 cores.)
+pub fn queue_bound(budget: usize, workers: usize) -> usize {
+    let total = budget.saturating_mul(QUEUED_PER_SLOT).max(MIN_QUEUED_TOTAL);
+    total.div_ceil(workers.max(1))
+}
+
 /// File descriptors kept back from the connection budget (stdio, journal, DNS sockets,
 /// io_uring fds, spool files).
 pub const RESERVED_FDS: u64 = 256;
@@ -503,6 +514,7 @@ async fn worker_loop(
     // The scheduler may use the whole budget; the gate keeps all workers together within it.
     let budget = slots.gate.budget();
     let sched: Sched = Rc::new(RefCell::new(Scheduler::new(budget, ctx.opts.per_host)));
+    let max_queued = queue_bound(budget, slots.gate.workers());
     let mut open = true;
     let mut sweep = tokio::time::interval(IDLE_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -540,7 +552,7 @@ async fn worker_loop(
         if !open && idle {
             break;
         }
-        let take = open && queued < MAX_QUEUED_PER_WORKER;
+        let take = open && queued < max_queued;
         tokio::select! {
             item = rx.recv(), if take => match item {
                 Some(item) => {
@@ -657,6 +669,16 @@ mod tests {
         assert_eq!(rec.url, "http://a.test/");
         assert_eq!((rec.src.as_deref(), rec.line), (Some("list.txt"), Some(7)));
         assert!(rec.title.is_none());
+    }
+
+    #[test]
+    fn queues_are_bounded_by_the_budget_not_the_list() {
+        // Two slots' worth of work per slot, split over the workers...
+        assert_eq!(queue_bound(10_000, 2), 10_000);
+        assert_eq!(queue_bound(10_000, 16), 1_250);
+        // ...and a floor of look-ahead for small budgets.
+        assert_eq!(queue_bound(300, 2), 8 * 1024);
+        assert_eq!(queue_bound(300, 0), 16 * 1024);
     }
 
     #[test]

@@ -147,6 +147,11 @@ impl SlotGate {
     pub fn budget(&self) -> usize {
         self.budget
     }
+
+    /// How many workers share the budget.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
 }
 
 #[cfg(test)]
