@@ -165,8 +165,7 @@ impl Stream {
     }
 
     /// Like [`Stream::read`], with the buffer taken from `take` only when there is
-    /// something to read (see [`TcpConn::read_ready`]). TLS connections read the plain way:
-    /// rustls decides when a read is needed, and keeps its own network buffer.
+    /// something to read (see [`TcpConn::read_ready`] and [`tls::TlsConn::read_ready`]).
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
@@ -174,7 +173,7 @@ impl Stream {
     ) -> (Result<usize, NetError>, Vec<u8>) {
         match self {
             Stream::Plain(tcp) => tcp.read_ready(take, deadline).await,
-            Stream::Tls(tls) => tls.read(take(), deadline).await,
+            Stream::Tls(tls) => tls.read_ready(take, deadline).await,
         }
     }
 

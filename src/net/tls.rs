@@ -299,6 +299,42 @@ impl TlsConn {
         (res, buf)
     }
 
+    /// Like [`TlsConn::read`], but the caller's buffer is taken only once rustls has
+    /// plaintext for it (or the stream ended). Until then the connection moves network bytes
+    /// into rustls itself, and before each wait on the socket it lets go of its network
+    /// buffers: a TLS connection waiting seconds for its response holds neither the 16 KiB
+    /// network buffer nor a plaintext buffer. (Records without plaintext, such as TLS 1.3
+    /// session tickets, are handled here without taking the caller's buffer.)
+    pub async fn read_ready(
+        &mut self,
+        take: impl FnOnce() -> Vec<u8>,
+        deadline: Instant,
+    ) -> (Result<usize, NetError>, Vec<u8>) {
+        // `wants_read` is false while rustls holds plaintext or has seen close_notify.
+        while self.net_pos >= self.net_buf.len() && self.conn.wants_read() {
+            self.release_idle_buffers();
+            let step = async {
+                self.tcp.readable(deadline).await?;
+                let n = self.recv(deadline).await?;
+                if n > 0 {
+                    self.feed()?;
+                    self.flush(deadline).await?;
+                }
+                Ok::<usize, NetError>(n)
+            };
+            match step.await {
+                Ok(0) => {
+                    // The socket ended without close_notify (see `read_into`).
+                    self.clean_eof = false;
+                    return (Ok(0), Vec::new());
+                }
+                Ok(_) => {}
+                Err(e) => return (Err(e), Vec::new()),
+            }
+        }
+        self.read(take(), deadline).await
+    }
+
     async fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, NetError> {
         loop {
             match self.conn.reader().read(buf) {
@@ -379,10 +415,12 @@ impl TlsConn {
         Ok(())
     }
 
-    /// socket -> `net_buf` (only when rustls has taken every earlier byte).
+    /// socket -> `net_buf` (only when rustls has taken every earlier byte). Goes through
+    /// [`TcpConn::read_ready`] so that readiness seen by [`TlsConn::read_ready`] is forgotten
+    /// once the socket is drained; a `net_buf` without capacity gets one after the wait.
     async fn recv(&mut self, deadline: Instant) -> Result<usize, NetError> {
         let buf = std::mem::take(&mut self.net_buf);
-        let (res, buf) = self.tcp.read(buf, deadline).await;
+        let (res, buf) = self.tcp.read_ready(move || buf, deadline).await;
         self.net_buf = buf;
         self.net_pos = 0;
         res
@@ -575,14 +613,16 @@ mod tests {
     /// [`BODY`], then closes with or without close_notify. Returns the SNI seen per
     /// connection (`Err` for a failed handshake).
     fn tls_server(chain: Chain, conns: usize, close_notify: bool) -> (SocketAddr, ServerThread) {
-        tls_server_replying(chain, conns, close_notify, BODY.to_vec())
+        tls_server_replying(chain, conns, close_notify, BODY.to_vec(), Duration::ZERO)
     }
 
+    /// As [`tls_server`], answering `reply` once `delay` has passed after the request.
     fn tls_server_replying(
         chain: Chain,
         conns: usize,
         close_notify: bool,
         reply: Vec<u8>,
+        delay: Duration,
     ) -> (SocketAddr, ServerThread) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -611,6 +651,7 @@ mod tests {
                             Err(e) => return Err(e.to_string()),
                         }
                     }
+                    thread::sleep(delay);
                     tls.write_all(&reply).map_err(|e| e.to_string())?;
                     if close_notify {
                         tls.conn.send_close_notify();
@@ -715,8 +756,13 @@ mod tests {
         // 1 MiB + change: many records per socket read, rustls' plaintext buffer fills up.
         let big: Vec<u8> = (0..(1 << 20) + 777).map(|i| (i % 251) as u8).collect();
         let pki = pki();
-        let (addr, server) =
-            tls_server_replying(leaf(&pki, &["localhost"], false), 1, true, big.clone());
+        let (addr, server) = tls_server_replying(
+            leaf(&pki, &["localhost"], false),
+            1,
+            true,
+            big.clone(),
+            Duration::ZERO,
+        );
         let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
         tokio_uring::start(async {
             let got = get(&ctx, addr, "localhost").await.unwrap();
@@ -725,6 +771,55 @@ mod tests {
             assert!(got.clean);
         });
         server.join().unwrap();
+    }
+
+    /// read_ready over TLS: no plaintext buffer is taken while the server is silent, and a
+    /// 1 MiB answer that follows is read to the last byte (no readiness edge is lost between
+    /// the TLS layer's wait and its socket reads).
+    #[test]
+    fn read_ready_over_tls_takes_a_buffer_only_when_data_is_there() {
+        const DELAY: Duration = Duration::from_millis(200);
+        let big: Vec<u8> = (0..(1 << 20) + 333).map(|i| (i % 241) as u8).collect();
+        let pki = pki();
+        let chain = leaf(&pki, &["localhost"], false);
+        let (addr, server) = tls_server_replying(chain, 1, true, big.clone(), DELAY);
+        let ctx = TlsContext::new(Some(&pki.ca_file), false).unwrap();
+        tokio_uring::start(async {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut s = Stream::connect(&[addr], &opts(), Some((&ctx, "localhost")), deadline)
+                .await
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), deadline)
+                .await
+                .unwrap();
+            let sent = std::time::Instant::now();
+            let mut first_take = None;
+            let mut body = Vec::new();
+            loop {
+                let (n, buf) = s
+                    .read_ready(
+                        || {
+                            first_take.get_or_insert_with(|| sent.elapsed());
+                            Vec::with_capacity(READ_BUF_SIZE)
+                        },
+                        deadline,
+                    )
+                    .await;
+                match n.unwrap() {
+                    0 => break,
+                    n => body.extend_from_slice(&buf[..n]),
+                }
+            }
+            let waited = first_take.expect("a buffer was taken");
+            assert!(
+                waited >= DELAY - Duration::from_millis(20),
+                "taken after {waited:?}"
+            );
+            assert_eq!(body.len(), big.len());
+            assert!(body == big, "bytes differ");
+            assert!(s.eof_was_clean());
+        });
+        server.join().unwrap().pop().unwrap().unwrap();
     }
 
     #[test]
