@@ -4,7 +4,8 @@
 #! (loopback only, /etc/netns/NS/hosts for name resolution), nginx/dnsmasq/delay-server
 #! lifecycles, timing every client with /usr/bin/time -v and printing ratios vs ringcrawl.
 #!
-#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns ...]   (default: all)
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls ...]
+#!   (default: broad https follow latency load)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
 #!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed).
@@ -137,7 +138,7 @@ EOF
             -subj "/CN=rcbench CA" -keyout ca.key -out ca.pem 2>/dev/null
         openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=site.test" \
             -keyout leaf.key -out leaf.csr 2>/dev/null
-        printf 'subjectAltName=DNS:*.site.test,DNS:*.blog.test,DNS:load.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+        printf 'subjectAltName=DNS:*.site.test,DNS:*.blog.test,DNS:load.test,DNS:*.lat.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
         openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
             -extfile ext.cnf -out leaf.pem 2>/dev/null
         cd - >/dev/null
@@ -283,6 +284,38 @@ EOF
         latency_run latency_dns "$DATA/lists/latency_dns.txt" --resolver 127.0.0.53:53
         kill "$dm"; wait "$dm" 2>/dev/null || true
     }
+    sc_latency_tls() {
+        echo "== latency-tls: 10,000 https hosts, nginx TLS in front of the delay server, -c 10000 =="
+        stop_nginx; hosts "$DATA/hosts_latency"; make_ca
+        mkdir -p "$W/nginx-tls"
+        cat > "$W/nginx-tls.conf" <<EOF
+worker_processes 2;
+pid $W/nginx-tls.pid;
+error_log $W/nginx-tls/error.log warn;
+events { worker_connections 30000; }
+worker_rlimit_nofile 70000;
+http {
+    access_log off;
+    client_body_temp_path $W/nginx-tls/body; proxy_temp_path $W/nginx-tls/proxy;
+    fastcgi_temp_path $W/nginx-tls/fcgi; uwsgi_temp_path $W/nginx-tls/uwsgi; scgi_temp_path $W/nginx-tls/scgi;
+    server {
+        listen 443 ssl reuseport backlog=65535;
+        ssl_certificate $W/tls/leaf.pem; ssl_certificate_key $W/tls/leaf.key;
+        ssl_session_cache shared:SSL:50m; ssl_protocols TLSv1.2 TLSv1.3;
+        location / { proxy_pass http://127.0.0.1:8080; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+        nginx -p "$W/nginx-tls" -c "$W/nginx-tls.conf"; sleep 0.5
+        head -10000 "$DATA/lists/latency.txt" | sed 's#^http://\(.*\):8080/#https://\1/#' > "$W/latency_tls.txt"
+        start_delay
+        measure latency_tls.ringcrawl "$BIN" fetch -i "$W/latency_tls.txt" -o "$W/latency_tls.rc.jsonl" \
+            -c 10000 --ca-file "$W/tls/ca.pem"
+        stop_delay
+        kill "$(cat "$W/nginx-tls.pid")"
+        table latency_tls
+        echo "    ringcrawl: $(titled "$W/latency_tls.rc.jsonl")"; rc_summary "$W/latency_tls.ringcrawl.err"
+    }
     sc_load() {
         echo "== load: one small page, 100 connections, 5 s =="
         hosts "$DATA/hosts_nginx"; start_nginx
@@ -306,8 +339,8 @@ EOF
     for s in "$@"; do
         case $s in
             broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
-            latency) sc_latency ;; latency-dns) sc_latency_dns ;; load) sc_load ;;
-            *) echo "unknown scenario $s (known: $ALL latency-dns)" >&2; exit 2 ;;
+            latency) sc_latency ;; latency-dns) sc_latency_dns ;; latency-tls) sc_latency_tls ;; load) sc_load ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls)" >&2; exit 2 ;;
         esac
     done
     exit 0
