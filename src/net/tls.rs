@@ -242,6 +242,8 @@ impl TlsConn {
                 self.feed()?;
                 continue;
             }
+            // The server's next flight may take a while: wait without a buffer.
+            self.net_buf = Vec::new();
             if self.recv(deadline).await? == 0 {
                 return Err(NetError::Tls(
                     "connection closed by the server during the handshake".into(),
@@ -415,13 +417,15 @@ impl TlsConn {
         Ok(())
     }
 
-    /// socket -> `net_buf` (only when rustls has taken every earlier byte). The old buffer
-    /// is let go first and a new one allocated only once the socket is readable (through
+    /// socket -> `net_buf` (only when rustls has taken every earlier byte), reusing its
+    /// capacity: within a response the next bytes are usually there already. Where a wait
+    /// is likely (the handshake's flights, a response's start) callers let the buffer go
+    /// first, and a new one is allocated only once the socket is readable (through
     /// [`TcpConn::read_ready`], which also forgets readiness once the socket is drained):
     /// 10,000 connections waiting on their handshakes or responses hold no network buffer.
     async fn recv(&mut self, deadline: Instant) -> Result<usize, NetError> {
-        self.net_buf = Vec::new();
-        let (res, buf) = self.tcp.read_ready(Vec::new, deadline).await;
+        let buf = std::mem::take(&mut self.net_buf);
+        let (res, buf) = self.tcp.read_ready(move || buf, deadline).await;
         self.net_buf = buf;
         self.net_pos = 0;
         res
