@@ -18,10 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{FutureExt, Shared};
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError as HickoryError};
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::system_conf::read_system_conf;
 use hickory_resolver::TokioResolver;
 
 use crate::error::ErrorKind;
@@ -218,10 +221,12 @@ impl Resolver {
     /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
         let now = Instant::now();
+        // Read once for both resolvers (from /etc/resolv.conf unless a server is given).
+        let base = base_config(cfg)?;
         Ok(Resolver {
             inner: Rc::new(Inner {
-                dual: build_resolver(cfg, LookupIpStrategy::Ipv4AndIpv6)?,
-                v4: build_resolver(cfg, LookupIpStrategy::Ipv4Only)?,
+                dual: build_resolver(&base, cfg, LookupIpStrategy::Ipv4AndIpv6)?,
+                v4: build_resolver(&base, cfg, LookupIpStrategy::Ipv4Only)?,
                 hosts: cfg.hosts.clone(),
                 timeout: cfg.timeout,
                 families: cfg.families,
@@ -310,20 +315,34 @@ fn decide_families(
     current
 }
 
-/// One hickory resolver for `cfg` asking for the records of `strategy`.
-fn build_resolver(cfg: &DnsConfig, strategy: LookupIpStrategy) -> Result<TokioResolver, DnsError> {
-    let setup_err = |e: HickoryError| DnsError::Failure("(resolver setup)".into(), e.to_string());
-    let mut builder = match cfg.server {
+fn setup_err(e: HickoryError) -> DnsError {
+    DnsError::Failure("(resolver setup)".into(), e.to_string())
+}
+
+/// The servers and base options: `cfg.server` alone, or the system's (/etc/resolv.conf).
+fn base_config(cfg: &DnsConfig) -> Result<(ResolverConfig, ResolverOpts), DnsError> {
+    match cfg.server {
         Some(server) => {
             let mut ns = NameServerConfig::udp_and_tcp(server.ip());
             for conn in &mut ns.connections {
                 conn.port = server.port();
             }
             let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            Ok((config, ResolverOpts::default()))
         }
-        None => TokioResolver::builder_tokio().map_err(setup_err)?,
-    };
+        None => read_system_conf().map_err(setup_err),
+    }
+}
+
+/// One hickory resolver on `base` for `cfg`, asking for the records of `strategy`.
+fn build_resolver(
+    base: &(ResolverConfig, ResolverOpts),
+    cfg: &DnsConfig,
+    strategy: LookupIpStrategy,
+) -> Result<TokioResolver, DnsError> {
+    let mut builder =
+        TokioResolver::builder_with_config(base.0.clone(), TokioRuntimeProvider::default());
+    *builder.options_mut() = base.1.clone();
     let opts = builder.options_mut();
     opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
     opts.attempts = DNS_ATTEMPTS;

@@ -285,6 +285,30 @@ mod tests {
         }
     }
 
+    /// Read `s` to EOF with [`Stream::read_ready`], lending `cap`-byte buffers: the bytes,
+    /// and how long after the call the first buffer was taken.
+    pub(super) async fn read_to_end_ready(
+        s: &mut Stream,
+        cap: usize,
+        deadline: Instant,
+    ) -> (Vec<u8>, Duration) {
+        let start = std::time::Instant::now();
+        let mut first_take = None;
+        let mut got = Vec::new();
+        loop {
+            let take = || {
+                first_take.get_or_insert_with(|| start.elapsed());
+                Vec::with_capacity(cap)
+            };
+            let (n, buf) = s.read_ready(take, deadline).await;
+            match n.unwrap() {
+                0 => break,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        (got, first_take.expect("a buffer was taken"))
+    }
+
     fn in_ms(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
     }
@@ -338,26 +362,7 @@ mod tests {
             let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
                 .await
                 .unwrap();
-            let start = std::time::Instant::now();
-            let mut first_take = None;
-            let mut got = Vec::new();
-            loop {
-                let (n, buf) = s
-                    .read_ready(
-                        || {
-                            first_take.get_or_insert_with(|| start.elapsed());
-                            Vec::with_capacity(4096)
-                        },
-                        in_ms(5000),
-                    )
-                    .await;
-                let n = n.unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            let first_take = first_take.expect("a buffer was taken");
+            let (got, first_take) = read_to_end_ready(&mut s, 4096, in_ms(5000)).await;
             assert!(
                 first_take >= DELAY - Duration::from_millis(20),
                 "{first_take:?}"

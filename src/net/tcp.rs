@@ -138,21 +138,6 @@ impl TcpConn {
         }
     }
 
-    /// Wait until the socket has something to read (data, EOF or an error), without reading
-    /// and without forgetting the readiness: the next [`TcpConn::read_ready`] finds it at
-    /// once. For a layer that takes its own buffers only then (TLS). A socket that cannot be
-    /// registered returns at once.
-    pub async fn readable(&mut self, deadline: Instant) -> Result<(), NetError> {
-        if self.dead {
-            return Err(dead_error());
-        }
-        self.register_readiness();
-        match self.ready.as_ref() {
-            Some(afd) => wait_readable(afd, deadline).await.map(drop),
-            None => Ok(()),
-        }
-    }
-
     /// Like [`TcpConn::read`], but the buffer is taken from `take` only once the socket has
     /// something to read (data, EOF or an error): a connection waiting seconds for its
     /// response holds no read buffer (10,000 of them would hold 40 MB). The wait uses

@@ -303,10 +303,11 @@ impl TlsConn {
 
     /// Like [`TlsConn::read`], but the caller's buffer is taken only once rustls has
     /// plaintext for it (or the stream ended). Until then the connection moves network bytes
-    /// into rustls itself, and before each wait on the socket it lets go of its network
-    /// buffers: a TLS connection waiting seconds for its response holds neither the 16 KiB
-    /// network buffer nor a plaintext buffer. (Records without plaintext, such as TLS 1.3
-    /// session tickets, are handled here without taking the caller's buffer.)
+    /// into rustls itself, having let go of its network buffers first, and the socket read
+    /// waits for readiness before it allocates (see [`TlsConn::recv`]): a TLS connection
+    /// waiting seconds for its response holds neither the 16 KiB network buffer nor a
+    /// plaintext buffer. (Records without plaintext, such as TLS 1.3 session tickets, are
+    /// handled here without taking the caller's buffer.)
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
@@ -315,22 +316,9 @@ impl TlsConn {
         // `wants_read` is false while rustls holds plaintext or has seen close_notify.
         while self.net_pos >= self.net_buf.len() && self.conn.wants_read() {
             self.release_idle_buffers();
-            let step = async {
-                self.tcp.readable(deadline).await?;
-                let n = self.recv(deadline).await?;
-                if n > 0 {
-                    self.feed()?;
-                    self.flush(deadline).await?;
-                }
-                Ok::<usize, NetError>(n)
-            };
-            match step.await {
-                Ok(0) => {
-                    // The socket ended without close_notify (see `read_into`).
-                    self.clean_eof = false;
-                    return (Ok(0), Vec::new());
-                }
-                Ok(_) => {}
+            match self.pump(deadline).await {
+                Ok(true) => {}
+                Ok(false) => return (Ok(0), Vec::new()),
                 Err(e) => return (Err(e), Vec::new()),
             }
         }
@@ -352,14 +340,24 @@ impl TlsConn {
                 }
                 Err(e) => return Err(NetError::Tls(e.to_string())),
             }
-            if self.net_pos >= self.net_buf.len() && self.recv(deadline).await? == 0 {
-                self.clean_eof = false;
+            if !self.pump(deadline).await? {
                 return Ok(0);
             }
-            self.feed()?;
-            // Post-handshake messages may need an answer (e.g. a KeyUpdate).
-            self.flush(deadline).await?;
         }
+    }
+
+    /// Move network bytes into rustls: read the socket if rustls has taken every byte so
+    /// far, process the records, send what they call for. `Ok(false)`: the socket ended
+    /// (without close_notify, so [`TlsConn::eof_was_clean`] becomes false).
+    async fn pump(&mut self, deadline: Instant) -> Result<bool, NetError> {
+        if self.net_pos >= self.net_buf.len() && self.recv(deadline).await? == 0 {
+            self.clean_eof = false;
+            return Ok(false);
+        }
+        self.feed()?;
+        // Post-handshake messages may need an answer (e.g. a KeyUpdate).
+        self.flush(deadline).await?;
+        Ok(true)
     }
 
     /// Drop the network buffers when they hold nothing (an idle pooled connection need not
@@ -797,25 +795,8 @@ mod tests {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), deadline)
                 .await
                 .unwrap();
-            let sent = std::time::Instant::now();
-            let mut first_take = None;
-            let mut body = Vec::new();
-            loop {
-                let (n, buf) = s
-                    .read_ready(
-                        || {
-                            first_take.get_or_insert_with(|| sent.elapsed());
-                            Vec::with_capacity(READ_BUF_SIZE)
-                        },
-                        deadline,
-                    )
-                    .await;
-                match n.unwrap() {
-                    0 => break,
-                    n => body.extend_from_slice(&buf[..n]),
-                }
-            }
-            let waited = first_take.expect("a buffer was taken");
+            let (body, waited) =
+                crate::net::tests::read_to_end_ready(&mut s, READ_BUF_SIZE, deadline).await;
             assert!(
                 waited >= DELAY - Duration::from_millis(20),
                 "taken after {waited:?}"
