@@ -25,9 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use sd_notify::NotifyState;
 
 use crate::config::{Config, ConfigErrors, FetchOptions};
+use crate::engine::{Engine, EngineError};
+use crate::job::Summary;
 use crate::journal::{Journal, JournalControl, JournalError, Progress, Target};
-use crate::runtime::{Engine, EngineError, RecordSender, Summary};
 use crate::spool::{self, FeedStats, JobSink, LineSet, Outcome, Spool, SpoolError};
+use crate::worker::RecordSender;
 
 /// Period of STATUS updates (and the longest event-loop sleep).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -672,9 +674,10 @@ pub fn forward_signals(tx: Sender<Event>) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Stopped;
+    use crate::job::Job;
     use crate::journal::FsyncPolicy;
     use crate::record::Record;
-    use crate::runtime::{Job, Stopped};
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Mutex;

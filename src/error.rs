@@ -1,8 +1,9 @@
-//! Typed errors per stage and their mapping to the journal's `error.kind`.
+//! The journal's `error.kind` vocabulary: [`ErrorKind`], the closed set of kinds the record
+//! contract allows (ARCHITECTURE.md, "Journal record").
 //!
-//! Each layer owns its error type (`http::HttpError`, `html::HtmlError`, `dns::DnsError`,
-//! `net::NetError`); [`FetchError`] gathers them for one URL and [`ErrorKind`] is the closed
-//! set of kinds the journal contract allows. Messages are one line, for people.
+//! A leaf module: each layer owns its error type (`http::HttpError`, `html::HtmlError`,
+//! `dns::DnsError`, `net::NetError`, `fetch::FetchError`) and maps it to a kind here, so
+//! nothing in this file depends on them.
 
 use serde::Serialize;
 
@@ -50,6 +51,11 @@ impl ErrorKind {
         ErrorKind::Internal,
     ];
 
+    /// This kind's position in [`ErrorKind::ALL`] (for per-kind counter arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The snake_case name written to the journal.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,40 +85,17 @@ impl std::fmt::Display for ErrorKind {
     }
 }
 
-/// Why one URL failed. Every variant maps to exactly one [`ErrorKind`].
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("invalid URL: {0}")]
-    InvalidUrl(String),
-    #[error(transparent)]
-    Dns(#[from] crate::dns::DnsError),
-    #[error(transparent)]
-    Net(#[from] crate::net::NetError),
-    #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
-    #[error("timed out after {0} ms (whole-URL deadline)")]
-    Deadline(u64),
-    #[error("more than {0} redirects")]
-    TooManyRedirects(u32),
-    #[error("redirect loop back to {0}")]
-    RedirectLoop(String),
-    #[error("no element matches the --follow selector with a usable href")]
-    NoLink,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl FetchError {
-    /// The journal `error.kind` for this error.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            FetchError::InvalidUrl(_) => ErrorKind::InvalidUrl,
-            FetchError::Dns(e) => e.kind(),
-            FetchError::Net(e) => e.kind(),
-            FetchError::Http(e) => e.kind(),
-            FetchError::Deadline(_) => ErrorKind::Timeout,
-            FetchError::TooManyRedirects(_) | FetchError::RedirectLoop(_) => {
-                ErrorKind::TooManyRedirects
-            }
-            FetchError::NoLink => ErrorKind::NoLink,
+    #[test]
+    fn every_kind_sits_at_its_index_and_has_a_distinct_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k}");
+            assert!(names.insert(k.as_str()), "{k} twice");
+            assert_eq!(serde_json::to_string(k).unwrap(), format!("\"{k}\""));
         }
     }
 }

@@ -1,15 +1,17 @@
-//! One URL end to end: DNS, connect (or reuse), request, streamed response into the title
-//! extractor, redirects, the optional second hop of `--follow`, all under one deadline,
-//! producing exactly one [`Record`].
+//! One URL end to end: DNS, connect (or reuse), the request and its streamed response
+//! (an `http::Exchange` driven by `conn::drive`) into the title extractor, redirects, the
+//! optional second hop of `--follow`, all under one deadline, producing exactly one
+//! [`Record`]. Also owns [`FetchCtx`], what a worker's fetches share (resolver, TLS config,
+//! read buffers, keep-alive pool), and [`FetchError`], why one URL failed.
 //!
 //! A slot (see `sched`) owns at most one idle connection ([`Held`]) and offers it to each job
 //! it runs: a request to the same scheme+host+port reuses it. When the slot ends, or moves to
 //! another host, the connection is parked in the worker's keep-alive pool (`pool`), where a
-//! later job for that host finds it. A reused connection that the
-//! server had already closed (EOF or reset before any response byte) is retried once on a
-//! fresh connection, so keep-alive races never surface as errors.
+//! later job for that host finds it. A reused connection that the server had already closed
+//! (EOF or reset before any response byte) is retried on a fresh connection, so keep-alive
+//! races never surface as errors.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -19,15 +21,19 @@ use std::time::Instant;
 use url::Url;
 
 use crate::config::FetchOptions;
-use crate::dns::Resolver;
-use crate::error::FetchError;
+use crate::conn::{self, DriveError, Limits, ReadBufs};
+use crate::dns::{DnsError, Resolver};
+use crate::error::ErrorKind;
 use crate::html::{is_html, Extracted, Extractor, FollowSelector};
-use crate::http::{write_get, BodyEvent, HttpError, RequestOptions, ResponseHead, ResponseReader};
+use crate::http::{
+    write_get, Consumer, Exchange, ExchangeError, ExchangeOptions, HttpError, RequestOptions,
+    ResponseHead, Want,
+};
 use crate::intake::host_key;
+use crate::job::{Counters, Job};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
-use crate::runtime::{Counters, Job};
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused (no job for the host
@@ -53,20 +59,76 @@ pub const DRAIN_READ_BUF: usize = 64 * 1024;
 /// Drain buffers a worker lends at once, at most (a server trickling the rest of its pages
 /// to 10,000 connections must not pin 64 KiB each); past that, drains use a small buffer.
 pub const MAX_DRAIN_BUFS: usize = 64;
-/// DNS lookups in progress per worker at most. A hickory lookup future is tens of KB; with
-/// 10,000 slots all resolving at once that was most of the RSS. Lookups are boxed (so a
-/// slot's future does not embed one) and bounded by this.
+/// DNS lookups in progress per worker at most. A lookup future is tens of KB; with 10,000
+/// slots all resolving at once that was most of the RSS. Lookups are boxed (so a slot's
+/// future does not embed one) and bounded by this.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
 /// Initial capacity of a request buffer (a GET head; grows for long URLs).
 pub const REQUEST_BUF: usize = 512;
 
-/// Everything a worker thread shares between its fetches.
-pub struct WorkerCtx {
+/// Why one URL failed. Every variant maps to exactly one [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("timed out after {0} ms (whole-URL deadline)")]
+    Deadline(u64),
+    #[error("more than {0} redirects")]
+    TooManyRedirects(u32),
+    #[error("redirect loop back to {0}")]
+    RedirectLoop(String),
+    #[error("no element matches the --follow selector with a usable href")]
+    NoLink,
+}
+
+impl FetchError {
+    /// The journal `error.kind` for this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::InvalidUrl(_) => ErrorKind::InvalidUrl,
+            FetchError::Dns(e) => e.kind(),
+            FetchError::Net(e) => e.kind(),
+            FetchError::Http(e) => e.kind(),
+            FetchError::Deadline(_) => ErrorKind::Timeout,
+            FetchError::TooManyRedirects(_) | FetchError::RedirectLoop(_) => {
+                ErrorKind::TooManyRedirects
+            }
+            FetchError::NoLink => ErrorKind::NoLink,
+        }
+    }
+
+    /// The record's `error` object; `hop` with `--follow`.
+    fn to_record(&self, hop: Option<u8>) -> RecordError {
+        RecordError {
+            kind: self.kind(),
+            message: self.to_string(),
+            hop,
+        }
+    }
+}
+
+impl From<ExchangeError> for FetchError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Http(e) => FetchError::Http(e),
+            ExchangeError::Truncated => FetchError::Net(NetError::Tls(e.to_string())),
+        }
+    }
+}
+
+/// Everything a worker's fetches share. Lives on the worker thread (not `Send`).
+pub struct FetchCtx {
     pub opts: Arc<FetchOptions>,
     pub resolver: Resolver,
-    pub tls: TlsContext,
-    pub connect: ConnectOptions,
-    pub follow: Option<FollowSelector>,
+    tls: TlsContext,
+    connect: ConnectOptions,
+    follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: BufPool,
     drain_bufs: BufPool,
@@ -74,7 +136,7 @@ pub struct WorkerCtx {
     idle: RefCell<IdlePool<Stream>>,
 }
 
-impl WorkerCtx {
+impl FetchCtx {
     pub fn new(
         opts: Arc<FetchOptions>,
         resolver: Resolver,
@@ -87,7 +149,7 @@ impl WorkerCtx {
             connect_timeout: opts.connect_timeout,
             bind: Rc::from(opts.bind.clone()),
         };
-        WorkerCtx {
+        FetchCtx {
             opts,
             resolver,
             tls,
@@ -135,26 +197,22 @@ impl WorkerCtx {
             stream.close().await;
         }
     }
+}
 
-    /// A cleared read buffer: [`FETCH_READ_BUF`] from the worker's pool, or a
-    /// [`BURST_READ_BUF`] one when [`MAX_READ_BUFS`] are lent already.
-    fn take_buf(&self) -> Vec<u8> {
-        self.bufs
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(BURST_READ_BUF))
-    }
-
-    /// The buffer for the next read: a large one once the page has given what it had to
-    /// and the rest is only read to keep the connection.
-    fn take_read_buf(&self, draining: bool) -> Vec<u8> {
+impl ReadBufs for FetchCtx {
+    /// A [`DRAIN_READ_BUF`] buffer while draining (if one is free), else a
+    /// [`FETCH_READ_BUF`] one from the pool, or a [`BURST_READ_BUF`] one when
+    /// [`MAX_READ_BUFS`] are lent already.
+    fn take(&self, draining: bool) -> Vec<u8> {
         draining
             .then(|| self.drain_bufs.take())
             .flatten()
-            .unwrap_or_else(|| self.take_buf())
+            .or_else(|| self.bufs.take())
+            .unwrap_or_else(|| Vec::with_capacity(BURST_READ_BUF))
     }
 
     /// Back to the pool it came from (by capacity); burst buffers are freed.
-    fn put_buf(&self, buf: Vec<u8>) {
+    fn give(&self, buf: Vec<u8>) {
         if let Some(buf) = self.drain_bufs.put(buf) {
             // Not a drain buffer: a pooled one, or a burst buffer (which is dropped here).
             let _ = self.bufs.put(buf);
@@ -167,7 +225,7 @@ struct BufPool {
     size: usize,
     max_lent: usize,
     free: RefCell<Vec<Vec<u8>>>,
-    lent: std::cell::Cell<usize>,
+    lent: Cell<usize>,
 }
 
 impl BufPool {
@@ -176,7 +234,7 @@ impl BufPool {
             size,
             max_lent,
             free: RefCell::new(Vec::new()),
-            lent: std::cell::Cell::new(0),
+            lent: Cell::new(0),
         }
     }
 
@@ -244,7 +302,7 @@ struct Resp {
     reason = "arguments stored once in the future"
 )]
 pub fn run_job<'a>(
-    ctx: &'a WorkerCtx,
+    ctx: &'a FetchCtx,
     job: &'a Job,
     url: Url,
     held: &'a mut Option<Held>,
@@ -283,7 +341,7 @@ pub fn run_job<'a>(
             }
             Err((e, hop)) => {
                 let hop = ctx.follow.as_ref().map(|_| hop);
-                rec.error = Some(RecordError::from_fetch(&e, hop));
+                rec.error = Some(e.to_record(hop));
             }
         }
         rec.redirects = acct.redirects;
@@ -302,7 +360,7 @@ pub fn run_job<'a>(
     reason = "arguments stored once in the future: see run_job"
 )]
 fn fetch_hops<'a>(
-    ctx: &'a WorkerCtx,
+    ctx: &'a FetchCtx,
     url: &'a Url,
     deadline: Instant,
     held: &'a mut Option<Held>,
@@ -336,7 +394,7 @@ fn first_link(first: Page) -> Result<Url, (FetchError, u8)> {
 
 /// Resolve `href` against `<base href>` (itself resolved against the page URL) or the page
 /// URL; only http(s) results count.
-pub fn resolve_link(page: &Url, base_href: Option<&str>, href: &str) -> Option<Url> {
+fn resolve_link(page: &Url, base_href: Option<&str>, href: &str) -> Option<Url> {
     let base = base_href
         .and_then(|b| page.join(b).ok())
         .unwrap_or_else(|| page.clone());
@@ -355,7 +413,7 @@ fn is_redirect(status: u16) -> bool {
     reason = "arguments stored once in the future: see run_job"
 )]
 fn get_page<'a>(
-    ctx: &'a WorkerCtx,
+    ctx: &'a FetchCtx,
     url: &'a Url,
     deadline: Instant,
     follow: Option<&'a FollowSelector>,
@@ -368,7 +426,7 @@ fn get_page<'a>(
         let mut visited: Vec<Url> = Vec::new();
         loop {
             let current = visited.last().unwrap_or(url);
-            let resp = exchange(ctx, current, deadline, follow, held, acct).await?;
+            let resp = on_connection(ctx, current, deadline, follow, held, acct).await?;
             let status = resp.head.status;
             if let (true, Some(location)) = (is_redirect(status), resp.head.location.as_deref()) {
                 let hops = visited.len() as u32;
@@ -402,26 +460,14 @@ fn get_page<'a>(
     }
 }
 
-/// Why one request on one connection failed.
-enum ExchangeError {
-    /// A reused connection died before any response byte: retry on a fresh one.
-    Stale,
-    Fatal(FetchError),
-}
-
-impl<E: Into<FetchError>> From<E> for ExchangeError {
-    fn from(e: E) -> Self {
-        ExchangeError::Fatal(e.into())
-    }
-}
-
-/// One request/response on a reused or new connection to `url`'s host.
+/// One request/response for `url` on the slot's held connection, a parked one, or a new
+/// one; a reused connection found dead is replaced and the request sent again.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
 )]
-fn exchange<'a>(
-    ctx: &'a WorkerCtx,
+fn on_connection<'a>(
+    ctx: &'a FetchCtx,
     url: &'a Url,
     deadline: Instant,
     follow: Option<&'a FollowSelector>,
@@ -440,7 +486,7 @@ fn exchange<'a>(
                 Some(h) => Some(h.stream),
                 None => ctx.unpark(&key).await,
             };
-            let (stream, reused) = match parked {
+            let (mut stream, reused) = match parked {
                 Some(stream) => (stream, true),
                 None => (Box::pin(connect(ctx, url, deadline)).await?, false),
             };
@@ -448,20 +494,30 @@ fn exchange<'a>(
                 ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
             }
             acct.tls_verified = stream.tls_verified().or(acct.tls_verified);
-            match request(ctx, stream, url, deadline, follow, reused, acct).await {
-                Ok((resp, keep)) => {
-                    *held = keep.map(|stream| Held { key, stream });
+            match request(ctx, &mut stream, url, deadline, follow, reused, acct).await {
+                Ok((resp, true)) => {
+                    *held = Some(Held { key, stream });
                     return Ok(resp);
                 }
-                Err(ExchangeError::Stale) => continue,
-                Err(ExchangeError::Fatal(e)) => return Err(e),
+                Ok((resp, false)) => {
+                    stream.close().await;
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    stream.close().await;
+                    match e {
+                        DriveError::Stale => continue,
+                        DriveError::Net(e) => return Err(net_error(ctx, e, deadline)),
+                        DriveError::Exchange(e) => return Err(e.into()),
+                    }
+                }
             }
         }
     }
 }
 
 /// Resolve and connect (TLS included for https) before `deadline`.
-async fn connect(ctx: &WorkerCtx, url: &Url, deadline: Instant) -> Result<Stream, FetchError> {
+async fn connect(ctx: &FetchCtx, url: &Url, deadline: Instant) -> Result<Stream, FetchError> {
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -485,72 +541,65 @@ async fn connect(ctx: &WorkerCtx, url: &Url, deadline: Instant) -> Result<Stream
     let tls = (url.scheme() == "https").then(|| (&ctx.tls, url.host_str().unwrap_or("")));
     let stream = Stream::connect(&addrs, &ctx.connect, tls, deadline)
         .await
-        .map_err(|e| {
-            if Instant::now() >= deadline && matches!(e, NetError::Timeout(_)) {
-                deadline_error(ctx)
-            } else {
-                FetchError::Net(e)
-            }
-        })?;
+        .map_err(|e| net_error(ctx, e, deadline))?;
     ctx.counters.conns_opened.fetch_add(1, Ordering::Relaxed);
     Ok(stream)
 }
 
-fn deadline_error(ctx: &WorkerCtx) -> FetchError {
+fn deadline_error(ctx: &FetchCtx) -> FetchError {
     FetchError::Deadline(ctx.opts.timeout.as_millis() as u64)
 }
 
-/// What the response reader's events have told us so far.
-#[derive(Default)]
-struct Progress {
-    head: Option<ResponseHead>,
-    /// Boxed: a kilobyte that a connection waiting for its response should not hold.
-    extractor: Option<Box<Extractor>>,
-    /// The extractor has all it wants (or the body is not worth parsing).
-    satisfied: bool,
-    /// Not HTML: the body is not read at all.
-    skip_body: bool,
-    reusable: bool,
+/// A network error, reported as the URL deadline when that is what ran out.
+fn net_error(ctx: &FetchCtx, e: NetError, deadline: Instant) -> FetchError {
+    if matches!(e, NetError::Timeout(_)) && Instant::now() >= deadline {
+        deadline_error(ctx)
+    } else {
+        FetchError::Net(e)
+    }
 }
 
-impl Progress {
-    fn on_event(&mut self, ev: BodyEvent<'_>, follow: Option<&FollowSelector>) {
-        match ev {
-            BodyEvent::Head(head) => {
-                let ct = head.content_type.as_deref();
-                self.skip_body = !is_html(ct);
-                if !is_redirect(head.status) && !self.skip_body {
-                    self.extractor = Some(Box::new(Extractor::new(ct, follow)));
-                } else {
-                    self.satisfied = true;
-                }
-                self.head = Some(head.clone());
-            }
-            BodyEvent::Data(data) => {
-                if let (false, Some(x)) = (self.satisfied, self.extractor.as_mut()) {
-                    self.satisfied = x.feed(data);
-                }
-            }
-            BodyEvent::End { reusable } => self.reusable = reusable,
+/// What a page's response feeds: the title extractor, for an HTML page that is not a
+/// redirect; nothing otherwise.
+struct PageReader<'a> {
+    follow: Option<&'a FollowSelector>,
+    /// Boxed: a kilobyte that a connection waiting for its response should not hold.
+    extractor: Option<Box<Extractor>>,
+}
+
+impl Consumer for PageReader<'_> {
+    fn head(&mut self, head: &ResponseHead) -> Want {
+        let ct = head.content_type.as_deref();
+        if is_redirect(head.status) || !is_html(ct) {
+            return Want::Enough;
+        }
+        self.extractor = Some(Box::new(Extractor::new(ct, self.follow)));
+        Want::Body
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Want {
+        match self.extractor.as_mut().map(|x| x.feed(bytes)) {
+            Some(false) => Want::Body,
+            _ => Want::Enough,
         }
     }
 }
 
-/// Send the request and read the response on `stream`. Returns the stream when it may carry
-/// another request.
+/// Send the request for `url` on `stream` and read its response. Returns it, and whether
+/// the connection may carry another request.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
 )]
 fn request<'a>(
-    ctx: &'a WorkerCtx,
-    mut stream: Stream,
+    ctx: &'a FetchCtx,
+    stream: &'a mut Stream,
     url: &'a Url,
     deadline: Instant,
     follow: Option<&'a FollowSelector>,
     reused: bool,
     acct: &'a mut Acct,
-) -> impl std::future::Future<Output = Result<(Resp, Option<Stream>), ExchangeError>> + 'a {
+) -> impl std::future::Future<Output = Result<(Resp, bool), DriveError>> + 'a {
     async move {
         let mut req = Vec::with_capacity(REQUEST_BUF);
         let opts = RequestOptions {
@@ -558,131 +607,38 @@ fn request<'a>(
             close: false,
         };
         write_get(&mut req, url, &opts);
-        match stream.write_all(req, deadline).await {
-            Ok(_) => {}
-            Err(e) => {
-                stream.close().await;
-                return Err(if reused {
-                    ExchangeError::Stale
-                } else {
-                    net_error(ctx, e, deadline)
-                });
-            }
-        }
-
-        let mut reader = ResponseReader::new(ctx.opts.max_body, false);
-        let mut progress = Progress::default();
-        let mut got_any = false;
-        let mut read_after_satisfied = 0u64;
-        // Each read takes a pooled buffer only once data is there and gives it back at once:
-        // a connection waiting for its server holds none.
-        let mut buf = Vec::new();
-        let result = loop {
-            ctx.put_buf(std::mem::take(&mut buf));
-            let io_deadline = deadline.min(Instant::now() + ctx.opts.read_timeout);
-            let draining = progress.satisfied;
-            // The rest of a Content-Length body is only read to keep the connection: throw it
-            // away unseen when the budget covers it all, and give up on the connection at once
-            // when it does not.
-            let skippable = reader.skippable();
-            if draining && skippable > 0 {
-                if read_after_satisfied + skippable > acct.drain_for_reuse {
-                    break Ok(());
-                }
-                let max = usize::try_from(skippable).unwrap_or(usize::MAX);
-                match stream.discard(max, io_deadline).await {
-                    Some(Ok(0)) => match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
-                        Ok(()) => break Ok(()),
-                        Err(e) => break Err(e.into()),
-                    },
-                    Some(Ok(n)) => {
-                        acct.bytes += n as u64;
-                        read_after_satisfied += n as u64;
-                        if let Err(e) =
-                            reader.skip(n as u64, &mut |ev| progress.on_event(ev, follow))
-                        {
-                            break Err(e.into());
-                        }
-                        if reader.is_done() {
-                            break Ok(());
-                        }
-                        continue;
-                    }
-                    Some(Err(e)) => break Err(net_error(ctx, e, deadline)),
-                    None => {} // TLS: read it
-                }
-            }
-            let (res, b) = stream
-                .read_ready(|| ctx.take_read_buf(draining), io_deadline)
-                .await;
-            buf = b;
-            let n = match res {
-                Ok(n) => n,
-                Err(e) if reused && !got_any && matches!(e, NetError::Reset(_)) => {
-                    break Err(ExchangeError::Stale)
-                }
-                Err(e) => break Err(net_error(ctx, e, deadline)),
-            };
-            acct.bytes += n as u64;
-            if n == 0 {
-                if reused && !got_any {
-                    break Err(ExchangeError::Stale);
-                }
-                if !stream.eof_was_clean() && !reader.is_done() && reader.head().is_some() {
-                    break Err(NetError::Tls(
-                        "connection closed without close_notify before the body was complete"
-                            .to_string(),
-                    )
-                    .into());
-                }
-                match reader.eof(&mut |ev| progress.on_event(ev, follow)) {
-                    Ok(()) => break Ok(()),
-                    Err(e) => break Err(e.into()),
-                }
-            }
-            got_any = true;
-            if progress.satisfied {
-                read_after_satisfied += n as u64;
-            }
-            if let Err(e) = reader.feed(&buf[..n], &mut |ev| progress.on_event(ev, follow)) {
-                break Err(e.into());
-            }
-            if reader.is_done()
-                || (progress.satisfied && read_after_satisfied > acct.drain_for_reuse)
-            {
-                break Ok(());
-            }
-            if progress.skip_body {
-                break Ok(()); // Not HTML: nothing to read the body for.
-            }
+        let mut ex = Exchange::new(ExchangeOptions {
+            max_body: ctx.opts.max_body,
+            head_request: false,
+            drain_budget: acct.drain_for_reuse,
+            reused,
+        });
+        let mut page = PageReader {
+            follow,
+            extractor: None,
         };
-        ctx.put_buf(buf);
-        if let Err(e) = result {
-            stream.close().await;
-            return Err(e);
-        }
-        let Some(head) = progress.head else {
-            stream.close().await;
-            return Err(HttpError::Protocol("response ended before a head".to_string()).into());
+        let limits = Limits {
+            deadline,
+            idle: ctx.opts.read_timeout,
         };
-        let keep = reader.is_done() && progress.reusable;
-        let extracted = progress.extractor.map(|x| x.finish()).unwrap_or_default();
-        let resp = Resp { head, extracted };
-        if keep {
-            Ok((resp, Some(stream)))
-        } else {
-            stream.close().await;
-            Ok((resp, None))
-        }
-    }
-}
-
-/// A network error, reported as the URL deadline when that is what ran out.
-fn net_error(ctx: &WorkerCtx, e: NetError, deadline: Instant) -> ExchangeError {
-    if matches!(e, NetError::Timeout(_)) && Instant::now() >= deadline {
-        ExchangeError::Fatal(deadline_error(ctx))
-    } else {
-        ExchangeError::Fatal(FetchError::Net(e))
+        let (res, _) = conn::drive(
+            stream,
+            req,
+            &mut ex,
+            &mut page,
+            ctx,
+            limits,
+            &mut acct.bytes,
+        )
+        .await;
+        let keep_alive = res?;
+        let head = ex.into_head().ok_or_else(|| {
+            DriveError::Exchange(
+                HttpError::Protocol("response ended before a head".to_string()).into(),
+            )
+        })?;
+        let extracted = page.extractor.map(|x| x.finish()).unwrap_or_default();
+        Ok((Resp { head, extracted }, keep_alive))
     }
 }
 

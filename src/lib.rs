@@ -10,19 +10,23 @@
 
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod dns;
+pub mod engine;
 pub mod error;
 pub mod fetch;
+pub mod gate;
 pub mod html;
 pub mod http;
 pub mod intake;
+pub mod job;
 pub mod journal;
 pub mod load;
 pub mod net;
 pub mod pool;
 pub mod progress;
 pub mod record;
-pub mod runtime;
 pub mod sched;
 pub mod spool;
+pub mod worker;

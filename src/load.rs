@@ -1,14 +1,15 @@
 //! `ringcrawl load URL`: a wrk-style HTTP/1.1 load generator on the same io_uring stack.
 //!
 //! `--threads` workers, each a tokio-uring runtime running its share of `-c` keep-alive
-//! connections. Every response is fully framed and consumed (the sans-IO
-//! [`ResponseReader`]) before the next request on that connection; a connection the server
-//! closes is reopened and counted. Closed loop by default (each connection sends as soon as
+//! connections. Every response is fully framed and consumed (an `http::Exchange`, driven by
+//! `conn::drive` like every fetch) before the next request on that connection; a connection
+//! the server closes is reopened and counted. Closed loop by default (each connection sends as soon as
 //! its previous response is complete); with `--rate`, open loop: each connection sends on a
 //! fixed schedule and latency is measured from when the request *should* have been sent,
 //! which corrects coordinated omission as wrk2 does. Latencies go to a per-worker
 //! hdrhistogram (microseconds), merged at the end.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,10 +21,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use url::Url;
 
+use crate::conn::{self, DriveError, Limits, ReadBufs};
 use crate::dns::{DnsConfig, DnsError, Resolver};
 use crate::error::ErrorKind;
-use crate::http::{write_get, BodyEvent, RequestOptions, ResponseReader};
-use crate::net::{ConnectOptions, Stream, TlsContext, READ_BUF_SIZE};
+use crate::http::{
+    write_get, Consumer, Exchange, ExchangeOptions, RequestOptions, ResponseHead, Want,
+};
+use crate::net::{ConnectOptions, StartError, Stream, TlsContext, READ_BUF_SIZE};
 
 /// Highest latency the histogram tracks (microseconds): one hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -62,10 +66,10 @@ pub enum LoadError {
     BadUrl(String),
     #[error(transparent)]
     Dns(#[from] DnsError),
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    #[error("io_uring is not available: {0}")]
-    NoUring(String),
+    #[error(transparent)]
+    Tls(#[from] crate::net::TlsConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// Latency percentiles in milliseconds.
@@ -148,9 +152,7 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         return Err(LoadError::BadUrl(url.to_string()));
     }
     let tls = if url.scheme() == "https" {
-        let ctx = TlsContext::new(opts.ca_file.as_deref(), opts.insecure)
-            .map_err(|e| LoadError::Tls(e.to_string()))?;
-        Some(ctx)
+        Some(TlsContext::new(opts.ca_file.as_deref(), opts.insecure)?)
     } else {
         None
     };
@@ -173,47 +175,40 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         let conns = opts.connections / threads + usize::from(i < opts.connections % threads);
         let (opts, addrs, tls) = (opts.clone(), addrs.clone(), tls.clone());
         let (issued, live, stop_flag) = (issued.clone(), live.clone(), stop_flag.clone());
-        handles.push(std::thread::spawn(
-            move || -> Result<WorkerResult, LoadError> {
-                let rt = crate::net::new_runtime(crate::net::DEFAULT_RING_ENTRIES)
-                    .map_err(|e| LoadError::NoUring(e.to_string()))?;
-                Ok(rt.block_on(async move {
-                    let mut request = Vec::new();
-                    let ro = RequestOptions {
-                        user_agent: &opts.user_agent,
-                        close: false,
-                    };
-                    write_get(&mut request, &opts.url, &ro);
-                    let connect = ConnectOptions {
-                        connect_timeout: opts.connect_timeout,
-                        bind: Rc::from(Vec::new()),
-                    };
-                    let shared = Rc::new(Shared {
-                        opts,
-                        addrs,
-                        tls,
-                        connect,
-                        request,
-                        issued,
-                        live,
-                        stop_flag,
-                        end,
-                    });
-                    worker(shared, conns).await
-                }))
-            },
-        ));
+        let run = move |()| {
+            let mut request = Vec::new();
+            let ro = RequestOptions {
+                user_agent: &opts.user_agent,
+                close: false,
+            };
+            write_get(&mut request, &opts.url, &ro);
+            let connect = ConnectOptions {
+                connect_timeout: opts.connect_timeout,
+                bind: Rc::from(Vec::new()),
+            };
+            let shared = Rc::new(Shared {
+                opts,
+                addrs,
+                tls,
+                connect,
+                request,
+                issued,
+                live,
+                stop_flag,
+                end,
+            });
+            worker(shared, conns)
+        };
+        handles.push(crate::net::spawn_runtime(
+            format!("ringcrawl-load{i}"),
+            crate::net::DEFAULT_RING_ENTRIES,
+            || Ok(()),
+            run,
+        )?);
     }
     let mut total = WorkerResult::empty();
-    let mut failure = None;
     for h in handles {
-        match h.join().expect("load worker does not panic") {
-            Ok(r) => total.merge(r),
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
+        total.merge(h.join().expect("load worker does not panic"));
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     Ok(total.report(&url, opts.connections, threads, elapsed))
@@ -242,7 +237,7 @@ fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
     let host = opts.url.host_str().unwrap_or_default().to_string();
     let dns = DnsConfig::system(opts.resolver);
     let rt = crate::net::new_runtime(crate::net::DEFAULT_RING_ENTRIES)
-        .map_err(|e| LoadError::NoUring(e.to_string()))?;
+        .map_err(|e| LoadError::Start(StartError::NoUring(e)))?;
     let ips = rt.block_on(async move { Resolver::new(&dns)?.lookup(&host).await })?;
     Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }
@@ -261,11 +256,46 @@ async fn worker(shared: Rc<Shared>, conns: usize) -> WorkerResult {
     total
 }
 
+/// What a load test wants of a response: its status; the body is only read through.
+struct Status(u16);
+
+impl Consumer for Status {
+    fn head(&mut self, head: &ResponseHead) -> Want {
+        self.0 = head.status;
+        Want::Enough
+    }
+    fn data(&mut self, _: &[u8]) -> Want {
+        Want::Enough
+    }
+}
+
+/// One connection's read buffer, kept across its requests.
+struct ConnBuf(RefCell<Vec<u8>>);
+
+impl ReadBufs for ConnBuf {
+    fn take(&self, _draining: bool) -> Vec<u8> {
+        let buf = std::mem::take(&mut *self.0.borrow_mut());
+        if buf.capacity() == 0 {
+            Vec::with_capacity(READ_BUF_SIZE)
+        } else {
+            buf
+        }
+    }
+    fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() > 0 {
+            *self.0.borrow_mut() = buf;
+        }
+    }
+    fn hold_while_waiting(&self) -> bool {
+        true
+    }
+}
+
 /// One connection slot: (re)connect, then request/response until the run ends.
 async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> WorkerResult {
     let mut res = WorkerResult::empty();
     let mut stream: Option<Stream> = None;
-    let mut buf = Vec::with_capacity(READ_BUF_SIZE);
+    let buf = ConnBuf(RefCell::new(Vec::new()));
     let mut req_buf = Vec::with_capacity(shared.request.len());
     // Open loop: this connection's share of the rate, phase-shifted so connections interleave.
     let interval = shared.opts.rate.map(|r| {
@@ -275,18 +305,22 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
     let start = Instant::now();
     let mut next_send = interval.map(|iv| start + iv.mul_f64(index as f64 / conns.max(1) as f64));
     let mut had_connection = false;
-    while shared.claim() {
-        let intended = match next_send {
-            Some(t) => {
+    // A request whose connection turned out stale is sent again, as the same request.
+    let mut retry: Option<Instant> = None;
+    loop {
+        let intended = match (retry.take(), next_send) {
+            (Some(t), _) => t,
+            (None, _) if !shared.claim() => break,
+            (None, Some(t)) => {
                 tokio::time::sleep_until(t.into()).await;
                 next_send = Some(t + interval.expect("rate set"));
                 t
             }
-            None => Instant::now(),
+            (None, None) => Instant::now(),
         };
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let mut s = match stream.take() {
-            Some(s) => s,
+        let (mut s, reused) = match stream.take() {
+            Some(s) => (s, true),
             None => {
                 let tls = shared
                     .tls
@@ -297,7 +331,7 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
                         res.connects += 1;
                         res.reconnects += u64::from(had_connection);
                         had_connection = true;
-                        s
+                        (s, false)
                     }
                     Err(e) => {
                         res.error(e.kind(), &shared);
@@ -307,23 +341,43 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
                 }
             }
         };
-        match exchange(&mut s, &shared, &mut req_buf, buf, deadline).await {
-            (Ok((status, bytes, reusable)), b) => {
-                buf = b;
+        let mut req = std::mem::take(&mut req_buf);
+        req.clear();
+        req.extend_from_slice(&shared.request);
+        let mut ex = Exchange::new(ExchangeOptions {
+            max_body: u64::MAX,
+            head_request: false,
+            drain_budget: u64::MAX,
+            reused,
+        });
+        let mut status = Status(0);
+        let limits = Limits {
+            deadline,
+            idle: REQUEST_TIMEOUT,
+        };
+        let mut bytes = 0;
+        let (outcome, req) =
+            conn::drive(&mut s, req, &mut ex, &mut status, &buf, limits, &mut bytes).await;
+        req_buf = req;
+        res.bytes += bytes;
+        match outcome {
+            Ok(keep_alive) => {
                 let us = intended.elapsed().as_micros() as u64;
                 res.hist.saturating_record(us.max(1));
-                res.bytes += bytes;
-                *res.status.entry(status).or_default() += 1;
+                *res.status.entry(status.0).or_default() += 1;
                 shared.live.requests.fetch_add(1, Ordering::Relaxed);
-                if reusable {
+                if keep_alive {
                     stream = Some(s);
                 } else {
                     s.close().await;
                 }
             }
-            (Err(kind), b) => {
-                buf = b;
-                res.error(kind, &shared);
+            Err(DriveError::Stale) => {
+                s.close().await;
+                retry = Some(intended);
+            }
+            Err(e) => {
+                res.error(e.kind(), &shared);
                 s.close().await;
             }
         }
@@ -332,56 +386,6 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
         s.close().await;
     }
     res
-}
-
-/// Send the prepared request (copied into this connection's `req_buf`, which `write_all`
-/// hands back, so no allocation per request) and consume one whole response.
-/// Returns (status, bytes read, connection reusable) and the read buffer.
-async fn exchange(
-    s: &mut Stream,
-    shared: &Shared,
-    req_buf: &mut Vec<u8>,
-    buf: Vec<u8>,
-    deadline: Instant,
-) -> (Result<(u16, u64, bool), ErrorKind>, Vec<u8>) {
-    let mut req = std::mem::take(req_buf);
-    req.clear();
-    req.extend_from_slice(&shared.request);
-    match s.write_all(req, deadline).await {
-        Ok(b) => *req_buf = b,
-        Err(e) => return (Err(e.kind()), buf),
-    }
-    let mut reader = ResponseReader::new(u64::MAX, false);
-    let mut status = 0u16;
-    let mut reusable = false;
-    let mut bytes = 0u64;
-    let mut buf = buf;
-    let mut sink = |ev: BodyEvent<'_>| match ev {
-        BodyEvent::Head(h) => status = h.status,
-        BodyEvent::Data(_) => {}
-        BodyEvent::End { reusable: r } => reusable = r,
-    };
-    loop {
-        let (r, b) = s.read(buf, deadline).await;
-        buf = b;
-        let n = match r {
-            Ok(n) => n,
-            Err(e) => return (Err(e.kind()), buf),
-        };
-        bytes += n as u64;
-        let step = if n == 0 {
-            reader.eof(&mut sink)
-        } else {
-            reader.feed(&buf[..n], &mut sink).map(|_| ())
-        };
-        if let Err(e) = step {
-            return (Err(e.kind()), buf);
-        }
-        if n == 0 || reader.is_done() {
-            break;
-        }
-    }
-    (Ok((status, bytes, reusable)), buf)
 }
 
 impl WorkerResult {

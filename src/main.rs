@@ -12,10 +12,11 @@ use clap::Parser;
 use ringcrawl::cli::{Cli, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
 use ringcrawl::config::FetchOptions;
 use ringcrawl::config::{Config, Overrides};
+use ringcrawl::engine::Engine;
 use ringcrawl::intake::LineReader;
+use ringcrawl::job::Summary;
 use ringcrawl::journal::{FsyncPolicy, Journal, Target};
 use ringcrawl::progress::ProgressDisplay;
-use ringcrawl::runtime::{Engine, Summary};
 
 /// Input read buffer.
 const INPUT_BUF_BYTES: usize = 256 * 1024;

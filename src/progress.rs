@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::EngineStats;
+use crate::engine::EngineStats;
 
 /// How often the bar is redrawn.
 pub const TICK: Duration = Duration::from_millis(100);

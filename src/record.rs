@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::error::{ErrorKind, FetchError};
+use crate::error::ErrorKind;
 
 /// `error` object of a failed record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -16,16 +16,6 @@ pub struct RecordError {
     /// With `--follow`: which hop failed (1 = the listed page, 2 = the linked page).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hop: Option<u8>,
-}
-
-impl RecordError {
-    pub fn from_fetch(e: &FetchError, hop: Option<u8>) -> Self {
-        RecordError {
-            kind: e.kind(),
-            message: e.to_string(),
-            hop,
-        }
-    }
 }
 
 /// One journal line.

@@ -52,7 +52,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::runtime::{Engine, Job, Stopped};
+use crate::engine::{Engine, Stopped};
+use crate::job::Job;
 
 pub const TMP: &str = "tmp";
 pub const NEW: &str = "new";
@@ -569,7 +570,13 @@ pub trait JobSink: Sync {
 
 impl JobSink for Engine {
     fn submit(&self, job: Job) -> Result<(), Stopped> {
-        Engine::submit(self, job)
+        let line = crate::intake::InputLine {
+            len: job.url.len(),
+            text: job.url,
+            number: job.line.unwrap_or(0),
+            not_utf8: false,
+        };
+        self.submit_line(line, job.src)
     }
 }
 

@@ -506,6 +506,11 @@ impl ResponseReader {
         self.head.as_ref()
     }
 
+    /// The final head, taking it out of a reader that is no longer needed.
+    pub fn into_head(self) -> Option<ResponseHead> {
+        self.head
+    }
+
     /// `End` has been emitted.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -3,10 +3,12 @@
 
 pub mod body;
 pub mod decode;
+pub mod exchange;
 pub mod request;
 pub mod response;
 
 pub use body::{BodyEvent, ResponseReader};
+pub use exchange::{Consumer, Exchange, ExchangeError, ExchangeOptions, Next, Want};
 pub use request::{write_get, RequestOptions};
 pub use response::{ResponseHead, MAX_HEADERS, MAX_HEAD_BYTES};
 

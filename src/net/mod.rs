@@ -46,6 +46,82 @@ pub fn new_runtime(entries: u32) -> io::Result<tokio_uring::Runtime> {
     }
 }
 
+/// Why a runtime thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("io_uring is not available ({0}); ringcrawl needs Linux 5.11+ without a seccomp filter blocking io_uring_setup")]
+    NoUring(io::Error),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot start thread: {0}")]
+    Thread(io::Error),
+}
+
+/// A thread running a tokio-uring runtime (see [`spawn_runtime`]).
+pub struct RuntimeThread<T>(std::thread::JoinHandle<Option<T>>);
+
+impl<T> RuntimeThread<T> {
+    /// Wait for the thread; `Err` if it panicked.
+    pub fn join(self) -> std::thread::Result<T> {
+        self.0
+            .join()
+            .map(|t| t.expect("only a thread whose setup succeeded is handed out"))
+    }
+
+    /// The thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// Start thread `name` with a tokio-uring runtime of `entries` submission queue entries.
+/// On that thread, inside the runtime, `setup` runs first; this returns once it has, with
+/// its error (or the ring's) if it failed. Then the thread runs `run` on what `setup` made,
+/// to its end. The engine's workers and `load`'s workers start this way.
+pub fn spawn_runtime<S, F, Fut, T>(
+    name: String,
+    entries: u32,
+    setup: impl FnOnce() -> Result<S, String> + Send + 'static,
+    run: F,
+) -> Result<RuntimeThread<T>, StartError>
+where
+    F: FnOnce(S) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), StartError>>(1);
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let rt = match new_runtime(entries) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StartError::NoUring(e)));
+                    return None;
+                }
+            };
+            rt.block_on(async move {
+                let made = match setup() {
+                    Ok(made) => made,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Setup(e)));
+                        return None;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Some(run(made).await)
+            })
+        })
+        .map_err(StartError::Thread)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(RuntimeThread(thread)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(StartError::Setup(
+            "runtime thread died at start".to_string(),
+        )),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
     #[error("connection refused by {0}")]

@@ -1,0 +1,338 @@
+//! The engine: starts one worker per thread (`worker`), routes each submitted line to a
+//! worker by a hash of its host (so one host's scheduling, DNS cache entries and keep-alive
+//! connections live on one core, with no locks), and hands every job exactly one record on
+//! the record channel (an invalid line gets its `invalid_url` record here, at intake).
+//!
+//! The connection budget (`--concurrency`) is shared by the workers through the slot gate
+//! (`gate`) and capped by the file-descriptor limit, which is raised from soft to hard at
+//! start. The workers' schedulers hold at most [`queue_bound`] jobs between them, so memory
+//! does not grow with the list; intake blocks on the bounded channel past that. Counters are
+//! per worker (`job::Counters`), summed on demand into a [`Summary`].
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::FetchOptions;
+use crate::dns::{DnsConfig, Resolver};
+use crate::error::ErrorKind;
+use crate::gate::SlotGate;
+use crate::html::FollowSelector;
+use crate::intake::{host_key, parse_url, InputLine};
+use crate::job::{Counters, Job, Summary, WorkItem};
+use crate::net::{RuntimeThread, StartError, TlsConfigError, TlsContext};
+use crate::pool::MAX_IDLE_CONNS;
+use crate::worker::{RecordSender, WorkerSetup};
+
+/// Jobs queued (not yet running) across all workers, per slot of the budget: every slot
+/// that finishes finds work waiting. A queued job costs ~400 bytes (the job, its host's
+/// queue and map entry, the host key), so at `-c 10000` the queues stay under ~8 MB.
+pub const QUEUED_PER_SLOT: usize = 2;
+/// Jobs queued across all workers at least, whatever the budget: look-ahead past a run of
+/// one host's URLs for a small `-c`.
+pub const MIN_QUEUED_TOTAL: usize = 16 * 1024;
+/// Capacity of each intake-to-worker channel.
+pub const JOB_CHANNEL_CAP: usize = 1024;
+/// Jobs one of `workers` schedulers holds at most, for a connection budget of `budget`.
+/// (A fixed 32 Ki per worker was 26 MB of queues on two workers, and 8x that on 16 cores.)
+pub fn queue_bound(budget: usize, workers: usize) -> usize {
+    let total = budget.saturating_mul(QUEUED_PER_SLOT).max(MIN_QUEUED_TOTAL);
+    total.div_ceil(workers.max(1))
+}
+
+/// File descriptors kept back from the connection budget (stdio, journal, DNS sockets,
+/// io_uring fds, spool files).
+pub const RESERVED_FDS: u64 = 256;
+/// io_uring submission queue entries per worker, at most.
+pub const MAX_RING_ENTRIES: u32 = 4096;
+
+/// Why the engine could not start (clear one-line messages for the binary edge).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    #[error(transparent)]
+    Selector(#[from] crate::html::HtmlError),
+    #[error(transparent)]
+    Bind(#[from] crate::net::BindCheckError),
+}
+
+/// Returned by [`Engine::submit`] once the engine is stopping.
+#[derive(Debug, thiserror::Error)]
+#[error("engine is stopping")]
+pub struct Stopped;
+
+/// The engine's counters, readable from any thread while it runs (progress, sd_notify
+/// STATUS) and after it stopped.
+pub struct EngineStats {
+    workers: Vec<Arc<Counters>>,
+    /// Counts records made at intake (invalid URLs).
+    intake: Counters,
+    submitted: AtomicU64,
+    tls: TlsContext,
+    gate: Arc<SlotGate>,
+    started: Instant,
+}
+
+impl EngineStats {
+    /// A snapshot of the counters.
+    pub fn summary(&self) -> Summary {
+        let mut sum = Summary::default();
+        self.intake.add_to(&mut sum);
+        for w in &self.workers {
+            w.add_to(&mut sum);
+        }
+        sum.peak_in_flight = self.gate.peak() as u64;
+        let tls = self.tls.stats();
+        sum.tls_full_handshakes = tls.full_handshakes;
+        sum.tls_resumed_handshakes = tls.resumed_handshakes;
+        sum.elapsed = self.started.elapsed();
+        sum
+    }
+
+    /// Jobs submitted so far.
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Jobs submitted and not yet recorded.
+    pub fn in_flight(&self) -> u64 {
+        self.submitted().saturating_sub(self.summary().urls)
+    }
+}
+
+/// Handle to the running worker threads. `Send + Sync`: intake threads share it.
+pub struct Engine {
+    senders: Vec<tokio::sync::mpsc::Sender<WorkItem>>,
+    threads: Vec<RuntimeThread<()>>,
+    stats: Arc<EngineStats>,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Start `opts.threads` workers. Every submitted job yields exactly one record on
+    /// `records` (unless abandoned by [`Engine::drain`]).
+    pub fn start(opts: &FetchOptions, records: RecordSender) -> Result<Engine, EngineError> {
+        let threads = opts.threads.max(1);
+        crate::net::check_bind_addrs(&opts.bind)?;
+        let follow = opts
+            .follow
+            .as_deref()
+            .map(FollowSelector::parse)
+            .transpose()?;
+        let tls = TlsContext::new(opts.ca_file.as_deref(), opts.insecure)?;
+        let (budget, idle_cap) = connection_budget(opts.concurrency);
+        let gate = Arc::new(SlotGate::new(budget, threads));
+        // Rings are sized for a worker's even share; a worker that borrows more slots than
+        // that just submits in more batches.
+        let per_worker = budget.div_ceil(threads).max(1);
+        let entries = (per_worker as u32)
+            .next_power_of_two()
+            .clamp(256, MAX_RING_ENTRIES);
+        let dns = DnsConfig::system(opts.resolver);
+        let opts = Arc::new(FetchOptions {
+            concurrency: budget,
+            ..opts.clone()
+        });
+        let draining = Arc::new(AtomicBool::new(false));
+        let max_queued = queue_bound(budget, threads);
+
+        let mut senders = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = tokio::sync::mpsc::channel(JOB_CHANNEL_CAP);
+            let counters = Arc::new(Counters::default());
+            let w = WorkerSetup {
+                opts: opts.clone(),
+                tls: tls.clone(),
+                follow: follow.clone(),
+                counters: counters.clone(),
+                records: records.clone(),
+                draining: draining.clone(),
+                gate: gate.clone(),
+                index: i,
+                idle_cap: idle_cap / threads,
+                max_queued,
+            };
+            let dns = dns.clone();
+            let handle = crate::net::spawn_runtime(
+                format!("ringcrawl-w{i}"),
+                entries,
+                move || Resolver::new(&dns).map_err(|e| format!("cannot set up DNS: {e}")),
+                move |resolver| crate::worker::run(w, resolver, rx),
+            )?;
+            senders.push(tx);
+            handles.push(handle);
+            workers.push(counters);
+        }
+        let stats = Arc::new(EngineStats {
+            workers,
+            intake: Counters::default(),
+            submitted: AtomicU64::new(0),
+            tls,
+            gate,
+            started: Instant::now(),
+        });
+        Ok(Engine {
+            senders,
+            threads: handles,
+            stats,
+            records,
+            draining,
+        })
+    }
+
+    /// Parse and route one input line (from [`crate::intake::LineReader`], which knows
+    /// about over-long and non-UTF-8 lines); a line that is not a fetchable URL becomes an
+    /// `invalid_url` record at once. Blocks while the target worker's queue is full
+    /// (backpressure).
+    pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
+        let parsed = parse_url(&line);
+        let job = Job {
+            url: line.text,
+            line: src.as_ref().map(|_| line.number),
+            src,
+        };
+        self.route(job, parsed)
+    }
+
+    fn route(&self, job: Job, parsed: Result<url::Url, String>) -> Result<(), Stopped> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Stopped);
+        }
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let url = match parsed {
+            Ok(url) => url,
+            Err(message) => {
+                let rec =
+                    job.error_record(ErrorKind::InvalidUrl, format!("invalid URL: {message}"));
+                self.stats.intake.count(&rec);
+                return self.records.send(rec).map_err(|_| Stopped);
+            }
+        };
+        let mut h = DefaultHasher::new();
+        host_key(&url).hash(&mut h);
+        let worker = (h.finish() % self.senders.len() as u64) as usize;
+        self.senders[worker]
+            .blocking_send(WorkItem { job, url })
+            .map_err(|_| Stopped)
+    }
+
+    /// Jobs submitted and not yet recorded.
+    pub fn in_flight(&self) -> u64 {
+        self.stats.in_flight()
+    }
+
+    /// A snapshot of the counters.
+    pub fn summary(&self) -> Summary {
+        self.stats.summary()
+    }
+
+    /// The counters, shareable with other threads beyond the engine's lifetime.
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.stats.clone()
+    }
+
+    /// Wait until every submitted job has its record, then stop the workers.
+    pub fn finish(mut self) -> Summary {
+        self.senders.clear(); // workers see their channel close once it is empty
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.summary()
+    }
+
+    /// Stop taking jobs, let in-flight ones finish for up to `grace`, then abandon the rest
+    /// (no record is written for an abandoned job), and stop the workers.
+    pub fn drain(mut self, grace: Duration) -> Summary {
+        self.draining.store(true, Ordering::Relaxed);
+        self.senders.clear();
+        let until = Instant::now() + grace;
+        while Instant::now() < until && self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Threads still running past the grace period are left to die with the process.
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        self.summary()
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit and return how many connections fit in
+/// it: `wanted`, or less (said once on stderr) when the limit is too low; and how many idle
+/// keep-alive connections may be kept besides (what the limit leaves, at most
+/// [`MAX_IDLE_CONNS`]).
+pub fn connection_budget(wanted: usize) -> (usize, usize) {
+    split_fds(wanted, raise_nofile_limit())
+}
+
+fn split_fds(wanted: usize, limit: u64) -> (usize, usize) {
+    let fit = limit.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if wanted > fit {
+        tracing::warn!(
+            "--concurrency {wanted} does not fit in the open-file limit ({limit}); running with {fit} connections"
+        );
+        return (fit, 0);
+    }
+    let budget = wanted.max(1);
+    (budget, (fit - budget).min(MAX_IDLE_CONNS))
+}
+
+/// Set the soft open-file limit to the hard one; returns the soft limit in force.
+fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass by valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_bounded_by_the_budget_not_the_list() {
+        // Two slots' worth of work per slot, split over the workers...
+        assert_eq!(queue_bound(10_000, 2), 10_000);
+        assert_eq!(queue_bound(10_000, 16), 1_250);
+        // ...and a floor of look-ahead for small budgets.
+        assert_eq!(queue_bound(300, 2), 8 * 1024);
+        assert_eq!(queue_bound(300, 0), 16 * 1024);
+    }
+
+    #[test]
+    fn fds_left_after_the_budget_go_to_idle_connections() {
+        // Plenty of fds: the budget as asked, idle connections up to the pool's cap.
+        assert_eq!(split_fds(300, 1 << 20), (300, MAX_IDLE_CONNS));
+        // Some left: those, and no more.
+        let limit = RESERVED_FDS + 300 + 100;
+        assert_eq!(split_fds(300, limit), (300, 100));
+        // Too few for the budget itself: it shrinks, and nothing is kept idle.
+        assert_eq!(split_fds(10_000, RESERVED_FDS + 500), (500, 0));
+    }
+}
