@@ -48,6 +48,10 @@ pub const BIG_PAGE_BYTES: usize = 100 * 1024;
 pub const PATHS: &[(&str, &str)] = &[
     ("/ok", "200, Content-Length, title \"OK page\", keep-alive"),
     (
+        "/then-close",
+        "200, Content-Length, no Connection: close, then the connection is closed",
+    ),
+    (
         "/chunked",
         "200 chunked, title split across chunks, chunk extensions and trailers",
     ),
@@ -579,6 +583,12 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
             body.resize(BIG_PAGE_BYTES, b' ');
             full(s, "200 OK", html, "", &body)?;
             Ok(Next::KeepAlive)
+        }
+        // A keep-alive response, then the connection closed anyway: the client's next
+        // request on it finds it dead (a stale keep-alive connection).
+        "/then-close" => {
+            full(s, "200 OK", html, "", &title_doc("then close"))?;
+            Ok(Next::Close)
         }
         p if p.starts_with("/keepalive/") => {
             let n = &p["/keepalive/".len()..];
