@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::{Consumer, Exchange, ExchangeError, Next};
-use crate::net::{NetError, Stream};
+use crate::net::{Lend, NetError, Stream};
 
 /// Where a driver gets its read buffers from, and gives them back to.
 pub trait ReadBufs {
@@ -112,11 +112,14 @@ pub fn drive<'a, C: Consumer, B: ReadBufs>(
                 Some(Err(e)) => break Err(read_error(ex, e)),
                 // A read, or a discard this stream cannot do (TLS).
                 None => {
-                    let (res, b) = if bufs.hold_while_waiting() {
-                        stream.read(bufs.take(draining), io_deadline).await
+                    let lend = if bufs.hold_while_waiting() {
+                        Lend::Now
                     } else {
-                        stream.read_ready(|| bufs.take(draining), io_deadline).await
+                        Lend::WhenReady
                     };
+                    let (res, b) = stream
+                        .read_ready(|| bufs.take(draining), io_deadline, lend)
+                        .await;
                     buf = b;
                     match res {
                         Ok(0) => ex.closed(stream.eof_was_clean(), consumer),
