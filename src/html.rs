@@ -14,7 +14,7 @@
 //! `""` vs `None` distinct; capped at [`MAX_TITLE_BYTES`].
 //!
 //! lol_html hands out raw text and attribute values (character references undecoded), so
-//! references are decoded here with the standard's full named table ([`entities`]).
+//! references are decoded here with the standard's full named table (`html/entities.rs`).
 
 mod entities;
 
