@@ -191,8 +191,8 @@ type Handlers = (
     ElementContentHandlers<'static, SendHandlerTypes>,
 );
 
-/// The built-in selectors, parsed once per process (parsing them for every page showed as
-/// ~1.5% of the samples in a perf profile of the broad bench).
+/// The built-in selectors, parsed once per process (parsing them for every page showed up
+/// in perf profiles of the broad bench).
 static TEMPLATE: LazyLock<Selector> = LazyLock::new(|| builtin("template"));
 static SVG_TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("svg title"));
 static TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("title"));
