@@ -14,7 +14,7 @@
 //! `""` vs `None` distinct; capped at [`MAX_TITLE_BYTES`].
 //!
 //! lol_html hands out raw text and attribute values (character references undecoded), so
-//! references are decoded here with the standard's full named table ([`entities`]).
+//! references are decoded here with the standard's full named table (`html/entities.rs`).
 
 mod entities;
 
@@ -191,8 +191,8 @@ type Handlers = (
     ElementContentHandlers<'static, SendHandlerTypes>,
 );
 
-/// The built-in selectors, parsed once per process (parsing them for every page showed as
-/// ~1.5% of the samples in a perf profile of the broad bench).
+/// The built-in selectors, parsed once per process (parsing them for every page showed up
+/// in perf profiles of the broad bench).
 static TEMPLATE: LazyLock<Selector> = LazyLock::new(|| builtin("template"));
 static SVG_TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("svg title"));
 static TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("title"));

@@ -39,8 +39,8 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const CONTROL_POLL: Duration = Duration::from_millis(50);
 /// After a write of fewer than [`COALESCE_BELOW`] records, the writer waits this long
 /// before taking the next ones: workers then hand over records in batches instead of
-/// waking this thread once per record (at 16,000 records/s that was a tenth of the CPU,
-/// in futex wakeups and context switches). Records are only this much later on disk.
+/// waking this thread once per record (a futex wakeup and two context switches each, a
+/// real share of the CPU at high record rates). Records are only this much later on disk.
 pub const RECORD_COALESCE: Duration = Duration::from_millis(2);
 /// See [`RECORD_COALESCE`].
 pub const COALESCE_BELOW: usize = 64;

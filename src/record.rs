@@ -1,4 +1,4 @@
-//! The journal record: one JSON object per input URL (see ARCHITECTURE.md, "Journal record").
+//! The journal record: one JSON object per input URL (see ARCHITECTURE.md, "Journal records").
 //!
 //! Field order and names are the user-visible contract; optional fields are omitted when
 //! they do not apply (`src`/`line` only for spool input, `link` only with `--follow`,

@@ -14,7 +14,7 @@ use flate2::{Crc, Decompress, FlushDecompress, Status};
 use super::HttpError;
 
 /// Size of the decoded-output buffer: the most decoded bytes produced per step. Equal to
-/// the inflater's 32 KiB window (see [`inflate`] for why).
+/// the inflater's 32 KiB window (see `inflate` for why).
 pub const OUT_CHUNK: usize = 32 * 1024;
 
 /// Content codings we know but cannot decode (we never advertise them).

@@ -35,7 +35,7 @@ thread_local! {
 /// operation on it timed out or was abandoned (tokio-uring does not cancel in-flight ops).
 pub struct TcpConn {
     /// Readiness of the socket in tokio's epoll, registered at the first
-    /// [`TcpConn::readable`]. Declared before `stream` so it is deregistered before the fd
+    /// [`TcpConn::read_ready`]. Declared before `stream` so it is deregistered before the fd
     /// is closed.
     ready: Option<tokio::io::unix::AsyncFd<FdRef>>,
     stream: tokio_uring::net::TcpStream,

@@ -304,7 +304,7 @@ impl TlsConn {
     /// Like [`TlsConn::read`], but the caller's buffer is taken only once rustls has
     /// plaintext for it (or the stream ended). Until then the connection moves network bytes
     /// into rustls itself, having let go of its network buffers first, and the socket read
-    /// waits for readiness before it allocates (see [`TlsConn::recv`]): a TLS connection
+    /// waits for readiness before it allocates (see `TlsConn::recv`): a TLS connection
     /// waiting seconds for its response holds neither the 16 KiB network buffer nor a
     /// plaintext buffer. (Records without plaintext, such as TLS 1.3 session tickets, are
     /// handled here without taking the caller's buffer.)
