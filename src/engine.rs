@@ -36,7 +36,7 @@ pub const MIN_QUEUED_TOTAL: usize = 16 * 1024;
 /// Capacity of each intake-to-worker channel.
 pub const JOB_CHANNEL_CAP: usize = 1024;
 /// Jobs one of `workers` schedulers holds at most, for a connection budget of `budget`.
-/// (A fixed 32 Ki per worker was 26 MB of queues on two workers, and 8x that on 16 cores.)
+/// (A fixed number per worker would grow with the core count, not with the work.)
 pub fn queue_bound(budget: usize, workers: usize) -> usize {
     let total = budget.saturating_mul(QUEUED_PER_SLOT).max(MIN_QUEUED_TOTAL);
     total.div_ceil(workers.max(1))
@@ -61,7 +61,7 @@ pub enum EngineError {
     Bind(#[from] crate::net::BindCheckError),
 }
 
-/// Returned by [`Engine::submit`] once the engine is stopping.
+/// Returned by [`Engine::submit_line`] once the engine is stopping.
 #[derive(Debug, thiserror::Error)]
 #[error("engine is stopping")]
 pub struct Stopped;

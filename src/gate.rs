@@ -1,10 +1,9 @@
 //! The connection budget shared by all workers. Each worker has an even share of it; a
 //! worker may go past its share (borrow) only while no other worker has work waiting, so
-//! hash routing cannot leave slots idle at the end of a run (with 20,000 distinct hosts on
-//! two workers, one got 10,048 URLs for its 5,000 slots and ran a third, almost empty wave
-//! of 2-second requests) and cannot pile the whole budget onto one core either (a plain
-//! shared count let the worker that released a slot grab it again at once: the broad bench
-//! ran on one core, 1.0 s -> 1.9 s).
+//! hash routing cannot leave slots idle at the end of a run (hashing gives one worker a few
+//! more URLs than its share of slots, and they would run as a last, almost empty wave) and
+//! cannot pile the whole budget onto one core either (with a plain shared count, the worker
+//! that released a slot grabbed it again at once, and the run went to one core).
 //!
 //! Taking and giving back a slot is a few atomic operations. A worker refused a slot is
 //! marked and woken when what refused it changes: by the next release when the budget was

@@ -215,8 +215,8 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
 }
 
 /// Worker threads when `--threads` is not given: every core for a remote target; half of
-/// them for a target on this machine (loopback), whose server needs the rest. Measured on
-/// 2 cores against nginx: one thread 61,585 req/s, two 53,190 (wrk -t2: 55,711).
+/// them for a target on this machine (loopback), whose server needs the rest (on a small
+/// machine, one load thread beside the server beat two in `benches/e2e.sh load`).
 pub fn default_threads(addrs: &[SocketAddr], cores: usize) -> usize {
     let local = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
     if local {

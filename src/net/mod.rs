@@ -27,9 +27,8 @@ pub const DEFAULT_RING_ENTRIES: u32 = 256;
 /// A tokio-uring runtime for one thread with `entries` submission queue entries. The ring is
 /// set up with COOP_TASKRUN (completions are processed when the thread next enters the
 /// kernel, without an interrupt to a running thread) and SINGLE_ISSUER (only this thread
-/// submits). `benches/e2e.sh load`, three alternating runs with and without them:
-/// 62,221 / 64,609 / 64,578 req/s against 55,072 / 58,732 / 64,372. Kernels older than 6.0
-/// refuse those flags, and then the ring is made without them.
+/// submits), which measured faster in `benches/e2e.sh load`. Kernels older than 6.0 refuse
+/// those flags, and then the ring is made without them.
 pub fn new_runtime(entries: u32) -> io::Result<tokio_uring::Runtime> {
     let mut tuned = tokio_uring::uring_builder();
     tuned.setup_coop_taskrun().setup_single_issuer();
