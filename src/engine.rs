@@ -21,7 +21,7 @@ use crate::error::ErrorKind;
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
 use crate::intake::{host_key, parse_url, InputLine};
-use crate::job::{Counters, Job, Summary, WorkItem};
+use crate::job::{Counters, Health, Job, Summary, WorkItem};
 use crate::net::{RuntimeThread, StartError, TlsConfigError, TlsContext};
 use crate::pool::MAX_IDLE_CONNS;
 use crate::worker::{RecordSender, WorkerSetup};
@@ -45,6 +45,11 @@ pub fn queue_bound(budget: usize, workers: usize) -> usize {
 /// File descriptors kept back from the connection budget (stdio, journal, DNS sockets,
 /// io_uring fds, spool files).
 pub const RESERVED_FDS: u64 = 256;
+/// After a worker failed, how long the others may take to finish the URLs they are
+/// fetching before the engine gives up on them.
+pub const FAILURE_GRACE: Duration = Duration::from_secs(5);
+/// How often `finish` and `drain` look at the worker threads.
+const FINISH_POLL: Duration = Duration::from_millis(10);
 /// io_uring submission queue entries per worker, at most.
 pub const MAX_RING_ENTRIES: u32 = 4096;
 
@@ -75,10 +80,21 @@ pub struct EngineStats {
     submitted: AtomicU64,
     tls: TlsContext,
     gate: Arc<SlotGate>,
+    health: Arc<Health>,
     started: Instant,
 }
 
 impl EngineStats {
+    /// How the workers are doing (heartbeats, failure).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Why the engine failed (a worker panicked outside the per-URL catch), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
     /// A snapshot of the counters.
     pub fn summary(&self) -> Summary {
         let mut sum = Summary::default();
@@ -140,6 +156,7 @@ impl Engine {
             ..opts.clone()
         });
         let draining = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::new(threads));
         let max_queued = queue_bound(budget, threads);
 
         let mut senders = Vec::with_capacity(threads);
@@ -156,6 +173,7 @@ impl Engine {
                 records: records.clone(),
                 draining: draining.clone(),
                 gate: gate.clone(),
+                health: health.clone(),
                 index: i,
                 idle_cap: idle_cap / threads,
                 max_queued,
@@ -177,6 +195,7 @@ impl Engine {
             submitted: AtomicU64::new(0),
             tls,
             gate,
+            health,
             started: Instant::now(),
         });
         Ok(Engine {
@@ -239,13 +258,33 @@ impl Engine {
         self.stats.clone()
     }
 
-    /// Wait until every submitted job has its record, then stop the workers.
+    /// Wait until every submitted job has its record, then stop the workers. After a
+    /// failure (see [`EngineStats::failure`]) the workers drain, and this waits for them
+    /// at most [`FAILURE_GRACE`].
     pub fn finish(mut self) -> Summary {
         self.senders.clear(); // workers see their channel close once it is empty
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        let mut failed_at = None;
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if self.stats.health.has_failed() {
+                let since = *failed_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= FAILURE_GRACE {
+                    break;
+                }
+            }
+            std::thread::sleep(FINISH_POLL);
         }
+        self.join_finished();
         self.summary()
+    }
+
+    /// Join the worker threads that have ended; the others are left to die with the
+    /// process.
+    fn join_finished(&mut self) {
+        for t in self.threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
     }
 
     /// Stop taking jobs, let in-flight ones finish for up to `grace`, then abandon the rest
@@ -255,14 +294,9 @@ impl Engine {
         self.senders.clear();
         let until = Instant::now() + grace;
         while Instant::now() < until && self.threads.iter().any(|t| !t.is_finished()) {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(FINISH_POLL);
         }
-        // Threads still running past the grace period are left to die with the process.
-        for t in self.threads.drain(..) {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        self.join_finished();
         self.summary()
     }
 }

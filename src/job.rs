@@ -3,9 +3,9 @@
 //! [`Summary`] they add up to. A leaf of the module graph: no I/O, no runtime.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
 use crate::record::{now_rfc3339, Record, RecordError};
@@ -101,6 +101,78 @@ impl Counters {
     }
 }
 
+/// How the workers are doing, for whoever watches them: a heartbeat per worker (each turn
+/// of its loop, at least every few seconds while it is alive, busy or idle) and the first
+/// failure (a panic outside the per-URL catch: the engine then stops).
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    /// Per worker: milliseconds after `started` of its last loop turn.
+    beats: Vec<AtomicU64>,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn new(workers: usize) -> Health {
+        Health {
+            started: Instant::now(),
+            beats: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Worker `worker` is alive now.
+    pub fn beat(&self, worker: usize) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beats[worker].store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the least recently alive worker last said so.
+    pub fn stalest(&self) -> Duration {
+        let now = self.started.elapsed();
+        let oldest = self
+            .beats
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
+        now.saturating_sub(Duration::from_millis(oldest))
+    }
+
+    /// A worker failed; the first reason is kept.
+    pub fn fail(&self, why: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert(why);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Why the engine failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        if !self.has_failed() {
+            return None;
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +197,29 @@ mod tests {
         assert_eq!((sum.urls, sum.ok, sum.bytes_read), (6, 2, 20));
         assert_eq!(sum.errors.get(&ErrorKind::Timeout), Some(&4));
         assert_eq!(sum.errors.len(), 1);
+    }
+
+    #[test]
+    fn health_keeps_the_first_failure_and_the_stalest_beat() {
+        let h = Health::new(2);
+        assert_eq!(h.failure(), None);
+        std::thread::sleep(Duration::from_millis(30));
+        h.beat(0);
+        // Worker 1 has not beaten since the start.
+        assert!(h.stalest() >= Duration::from_millis(30));
+        h.beat(1);
+        assert!(h.stalest() < Duration::from_millis(30));
+        h.fail("first".into());
+        h.fail("second".into());
+        assert!(h.has_failed());
+        assert_eq!(h.failure().as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn panic_messages_of_both_payload_types() {
+        let a = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        let b = std::panic::catch_unwind(|| panic!("formatted {}", 3)).unwrap_err();
+        assert_eq!(panic_message(&*a), "static");
+        assert_eq!(panic_message(&*b), "formatted 3");
     }
 }

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dns;
 pub mod engine;
 pub mod error;
+mod failpoint;
 pub mod fetch;
 pub mod gate;
 pub mod html;

@@ -5,19 +5,22 @@
 //! back on one connection) through `fetch`. Every job ends in exactly one record on the
 //! record channel, a panic included (an `internal` record).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use crate::config::FetchOptions;
 use crate::error::ErrorKind;
+use crate::failpoint;
 use crate::fetch::{run_job, FetchCtx, Held};
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
 use crate::intake::host_key;
-use crate::job::{Counters, Job, WorkItem};
+use crate::job::{panic_message, Counters, Health, Job, WorkItem};
 use crate::net::TlsContext;
 use crate::record::Record;
 use crate::sched::Scheduler;
@@ -37,6 +40,7 @@ pub struct WorkerSetup {
     pub records: RecordSender,
     pub draining: Arc<AtomicBool>,
     pub gate: Arc<SlotGate>,
+    pub health: Arc<Health>,
     /// This worker's number (its waiter in `gate`).
     pub index: usize,
     /// Idle keep-alive connections this worker may keep.
@@ -47,18 +51,38 @@ pub struct WorkerSetup {
 
 type Sched = Rc<RefCell<Scheduler<String, WorkItem>>>;
 
-/// A worker's handle on the shared connection budget, and where its slots say they ended.
+/// A worker's handle on the shared connection budget and health, and where its slots say
+/// they ended.
 #[derive(Clone)]
 struct WorkerSlots {
     gate: Arc<SlotGate>,
+    health: Arc<Health>,
     index: usize,
     done: tokio::sync::mpsc::UnboundedSender<()>,
+    /// A slot of this worker panicked (its bookkeeping is lost).
+    broken: Rc<Cell<bool>>,
 }
 
 /// The worker's life, inside its runtime: take jobs from `rx` and run them until the
 /// channel is closed and all work is done (or, when draining, until running slots finish),
-/// then close the keep-alive pool.
+/// then close the keep-alive pool. A panic outside the per-URL catch (in a slot's
+/// bookkeeping or in the loop itself) is a failure of the engine: it is recorded in
+/// [`Health`], every worker drains, and this worker stops at once (its slots' records are
+/// lost: the caller exits non-zero, and the daemon's recovery fetches them again).
 pub async fn run(
+    w: WorkerSetup,
+    resolver: crate::dns::Resolver,
+    rx: tokio::sync::mpsc::Receiver<WorkItem>,
+) {
+    let (health, draining, index) = (w.health.clone(), w.draining.clone(), w.index);
+    let life = std::panic::AssertUnwindSafe(live(w, resolver, rx)).catch_unwind();
+    if let Err(panic) = life.await {
+        health.fail(format!("worker {index} failed: {}", panic_message(&*panic)));
+        draining.store(true, Ordering::Release);
+    }
+}
+
+async fn live(
     w: WorkerSetup,
     resolver: crate::dns::Resolver,
     rx: tokio::sync::mpsc::Receiver<WorkItem>,
@@ -69,8 +93,10 @@ pub async fn run(
     let (done, done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let slots = WorkerSlots {
         gate: w.gate,
+        health: w.health,
         index: w.index,
         done,
+        broken: Rc::new(Cell::new(false)),
     };
     worker_loop(
         ctx.clone(),
@@ -103,6 +129,11 @@ async fn worker_loop(
     let mut sweep = tokio::time::interval(IDLE_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        slots.health.beat(slots.index);
+        if slots.health.has_failed() {
+            // Another worker failed (this one's own failure ends the loop by unwinding).
+            draining.store(true, Ordering::Release);
+        }
         if draining.load(Ordering::Relaxed) {
             // Abandon what has not started; running slots finish their current job only.
             sched.borrow_mut().abandon_queued();
@@ -114,9 +145,9 @@ async fn worker_loop(
                 !starved
             });
             let Some((key, item)) = next else { break };
-            // The slot future is spawned as it is: wrapping it in an `async move` block that
-            // awaits it would store it twice (the captured value and the awaitee).
-            tokio_uring::spawn(run_slot(
+            // The slot future is spawned inside combinators, not an `async move` block that
+            // awaits it (which would store it twice: the captured value and the awaitee).
+            let slot = run_slot(
                 ctx.clone(),
                 sched.clone(),
                 key,
@@ -124,6 +155,14 @@ async fn worker_loop(
                 records.clone(),
                 draining.clone(),
                 slots.clone(),
+            );
+            let watch = slots.clone();
+            tokio_uring::spawn(std::panic::AssertUnwindSafe(slot).catch_unwind().map(
+                move |ended| {
+                    if let Err(panic) = ended {
+                        watch.failed(&*panic);
+                    }
+                },
             ));
         }
         let (idle, queued) = {
@@ -148,8 +187,30 @@ async fn worker_loop(
             _ = done_rx.recv() => {}
             // Another worker gave a slot back while this one had work and no slot.
             _ = slots.gate.starved(slots.index), if starved => {}
-            _ = sweep.tick() => ctx.close_expired_idle().await,
+            _ = sweep.tick() => {
+                failpoint::hit("worker-sweep");
+                ctx.close_expired_idle().await;
+            }
         }
+        if slots.broken.get() {
+            // A slot of this worker panicked: its accounting is gone, so the scheduler
+            // can never become idle. Stop now.
+            break;
+        }
+    }
+}
+
+impl WorkerSlots {
+    /// A slot of this worker panicked outside the per-URL catch.
+    fn failed(&self, panic: &(dyn std::any::Any + Send)) {
+        self.broken.set(true);
+        self.health.fail(format!(
+            "worker {} failed: a slot panicked: {}",
+            self.index,
+            panic_message(panic)
+        ));
+        // Wake the worker loop so it sees the failure at once.
+        let _ = self.done.send(());
     }
 }
 
@@ -199,6 +260,7 @@ fn run_slot(
         if let Some(h) = held {
             ctx.park(h).await;
         }
+        failpoint::hit("slot-release");
         slots.gate.release(slots.index);
         let _ = slots.done.send(());
     }
@@ -211,18 +273,15 @@ fn record_or_internal<'a>(
     job: &'a Job,
     fetch: impl std::future::Future<Output = Record> + 'a,
 ) -> impl std::future::Future<Output = (Record, bool)> + 'a {
-    use futures_util::FutureExt;
     std::panic::AssertUnwindSafe(fetch)
         .catch_unwind()
         .map(move |outcome| match outcome {
             Ok(rec) => (rec, false),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_string());
-                let message = format!("internal error (a ringcrawl bug, please report): {what}");
+                let message = format!(
+                    "internal error (a ringcrawl bug, please report): {}",
+                    panic_message(&*panic)
+                );
                 (job.error_record(ErrorKind::Internal, message), true)
             }
         })
