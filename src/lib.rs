@@ -8,6 +8,7 @@
 //! appended to the JSON Lines journal (`journal`). The daemon (`daemon`, `spool`) feeds the
 //! same engine from a spool directory with exactly-once journaling.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
