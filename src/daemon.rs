@@ -24,8 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sd_notify::NotifyState;
 
-use crate::config::{Config, ConfigErrors, FetchOptions};
+use crate::config::{Config, ConfigErrors};
+use crate::intake::{ReadError, ReadLimits};
 use crate::journal::{Journal, JournalControl, JournalError, Progress, Target};
+use crate::options::FetchOptions;
 use crate::runtime::{Engine, EngineError, RecordSender, Summary};
 use crate::spool::{self, FeedStats, JobSink, LineSet, Outcome, Spool, SpoolError};
 
@@ -90,7 +92,7 @@ pub enum Event {
     /// A reader finished (or failed on) the file `src` in `cur/`.
     FeedDone {
         src: String,
-        result: io::Result<FeedStats>,
+        result: Result<FeedStats, ReadError>,
     },
 }
 
@@ -119,12 +121,15 @@ where
         env!("CARGO_PKG_VERSION"),
         cfg.summary_line()
     );
-    let spool = Spool::open(&cfg.spool)?;
+    let spool = Spool::open(&cfg.restart.spool)?;
 
     // The journal's torn tail is repaired here, before the recovery scan reads it.
     let (ptx, prx) = mpsc::channel::<Progress>();
-    let (journal, records) =
-        Journal::start(Target::File(cfg.journal.clone()), cfg.fsync, Some(ptx))?;
+    let (journal, records) = Journal::start(
+        Target::File(cfg.live.journal.clone()),
+        cfg.live.fsync,
+        Some(ptx),
+    )?;
     let fwd_tx = tx.clone();
     let forwarder = std::thread::Builder::new()
         .name("journal-progress".into())
@@ -138,7 +143,7 @@ where
         .map_err(DaemonError::Thread)?;
 
     let recovered = recover(&spool, &cfg)?;
-    let backend = Arc::new(start(&cfg.fetch, records)?);
+    let backend = Arc::new(start(&cfg.restart.fetch, records)?);
     start_inotify(&spool, tx.clone());
 
     let mut d = Daemon {
@@ -157,11 +162,11 @@ where
     for (name, skip) in recovered {
         d.start_reader(name, Some(skip))?;
     }
-    if let Some(age) = d.cfg.done_retention {
+    if let Some(age) = d.cfg.live.done_retention {
         d.purge(age);
     }
     notify(&[NotifyState::Ready]);
-    tracing::info!(spool = %d.cfg.spool.display(), journal = %d.cfg.journal.display(), "ready");
+    tracing::info!(spool = %d.cfg.restart.spool.display(), journal = %d.cfg.live.journal.display(), "ready");
     let loop_result = d.event_loop(&rx, &journal);
     notify(&[NotifyState::Stopping]);
     let summary = d.shutdown(&rx, forwarder, journal);
@@ -198,9 +203,9 @@ fn recover(spool: &Spool, cfg: &Config) -> Result<Vec<(String, LineSet)>, Daemon
     let mut oldest = SystemTime::now();
     for n in &names {
         let meta =
-            std::fs::metadata(spool.path(spool::CUR, n)).map_err(|source| SpoolError::Dir {
+            std::fs::metadata(spool.path(spool::CUR, n)).map_err(|cause| SpoolError::Dir {
                 path: spool.path(spool::CUR, n),
-                source,
+                cause,
             })?;
         let ctime = SystemTime::UNIX_EPOCH
             + Duration::from_secs(
@@ -209,7 +214,7 @@ fn recover(spool: &Spool, cfg: &Config) -> Result<Vec<(String, LineSet)>, Daemon
         oldest = oldest.min(ctime);
         wanted.insert(n.clone(), spool::claim_ts(&meta));
     }
-    let journals = spool::journal_candidates(&cfg.journal, oldest);
+    let journals = spool::journal_candidates(&cfg.live.journal, oldest);
     let started = Instant::now();
     let mut found = spool::journaled_lines(&journals, &wanted)?;
     let already: u64 = found.values().map(LineSet::len).sum();
@@ -264,7 +269,7 @@ impl<B: Backend + Sync> Daemon<B> {
         let tick = watchdog.map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL));
         let mut next_status = Instant::now();
         let mut next_watchdog = Instant::now();
-        let mut next_rescan = Instant::now() + self.cfg.rescan;
+        let mut next_rescan = Instant::now() + self.cfg.live.rescan;
         let mut next_retention = Instant::now() + RETENTION_INTERVAL;
         loop {
             if self.want_scan {
@@ -304,10 +309,10 @@ impl<B: Backend + Sync> Daemon<B> {
             }
             if now >= next_rescan {
                 self.want_scan = true;
-                next_rescan = now + self.cfg.rescan;
+                next_rescan = now + self.cfg.live.rescan;
             }
             if now >= next_retention {
-                if let Some(age) = self.cfg.done_retention {
+                if let Some(age) = self.cfg.live.done_retention {
                     self.purge(age);
                 }
                 next_retention = now + RETENTION_INTERVAL;
@@ -409,7 +414,7 @@ impl<B: Backend + Sync> Daemon<B> {
         };
         self.pending = names.len();
         for name in names {
-            if self.active.len() >= self.cfg.max_files {
+            if self.active.len() >= self.cfg.live.max_files {
                 // Looked at again when a slot frees up.
                 return Ok(());
             }
@@ -430,16 +435,21 @@ impl<B: Backend + Sync> Daemon<B> {
         let path = self.spool.path(spool::CUR, &name);
         let submitted = Arc::new(AtomicU64::new(0));
         let backend = self.backend.clone().ok_or(DaemonError::EngineShared)?;
-        let (stop, tx) = (self.stop.clone(), self.tx.clone());
+        // Issue 13 adds `daemon.max_list_bytes` as `max_bytes` here.
+        let limits = ReadLimits {
+            stop: Some(self.stop.clone()),
+            max_bytes: None,
+        };
+        let tx = self.tx.clone();
         let counter = submitted.clone();
         let src_name = name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("read {name}"))
             .spawn(move || {
                 let src: Arc<str> = Arc::from(src_name.as_str());
-                let result = File::open(&path).and_then(|f| {
+                let result = File::open(&path).map_err(ReadError::from).and_then(|f| {
                     let r = BufReader::with_capacity(READER_BUFFER, f);
-                    spool::feed(r, &src, skip.as_ref(), &*backend, &counter, &stop)
+                    spool::feed(r, &src, skip.as_ref(), &*backend, &counter, limits)
                 });
                 drop(backend);
                 let _ = tx.send(Event::FeedDone {
@@ -462,40 +472,34 @@ impl<B: Backend + Sync> Daemon<B> {
         Ok(())
     }
 
+    /// SIGHUP: re-read the config file; apply its reloadable part, log each restart-only
+    /// change (kept until a restart), and reopen the journal (at its new path, if it moved).
     fn reload(&mut self) {
         let new = match Config::load(self.cfg.source.as_deref(), &self.cfg.overrides) {
             Ok(c) => c,
             Err(errs) => {
-                for e in &errs.0 {
+                for e in &errs.errors {
                     tracing::error!(error = %e, "SIGHUP: config not reloaded");
                 }
                 self.journal_ctl.reopen(None, None);
                 return;
             }
         };
-        let changes = self.cfg.diff(&new);
-        if changes.is_empty() {
+        let old = self.cfg.live.clone();
+        let outcome = self.cfg.apply_reload(new);
+        if outcome.applied.is_empty() && outcome.kept.is_empty() {
             tracing::info!("SIGHUP: config unchanged; reopening journal");
         }
-        for c in &changes {
-            let restart = c.starts_with("daemon.spool")
-                || c.starts_with("daemon.log_level")
-                || c.starts_with("fetch");
-            if restart {
-                tracing::warn!(change = %c, "SIGHUP: change needs a restart; keeping the running value");
-            } else {
-                tracing::info!(change = %c, "SIGHUP: applied");
-            }
+        for c in &outcome.kept {
+            tracing::warn!(change = %c, "SIGHUP: change needs a restart; keeping the running value");
         }
-        let path = (new.journal != self.cfg.journal).then(|| new.journal.clone());
-        let policy = (new.fsync != self.cfg.fsync).then_some(new.fsync);
+        for c in &outcome.applied {
+            tracing::info!(change = %c, "SIGHUP: applied");
+        }
+        let live = &self.cfg.live;
+        let path = (live.journal != old.journal).then(|| live.journal.clone());
+        let policy = (live.fsync != old.fsync).then_some(live.fsync);
         self.journal_ctl.reopen(path, policy);
-        self.cfg.journal = new.journal;
-        self.cfg.fsync = new.fsync;
-        self.cfg.done_retention = new.done_retention;
-        self.cfg.rescan = new.rescan;
-        self.cfg.max_files = new.max_files;
-        self.cfg.drain_grace = new.drain_grace;
         self.want_scan = true;
     }
 
@@ -540,7 +544,7 @@ impl<B: Backend + Sync> Daemon<B> {
             .take()
             .and_then(Arc::into_inner)
             .ok_or(DaemonError::EngineShared)?;
-        let grace = self.cfg.drain_grace.saturating_sub(started.elapsed());
+        let grace = self.cfg.live.drain_grace.saturating_sub(started.elapsed());
         // Dropping the engine drops its record senders, which ends the journal writer.
         let summary = backend.drain(grace);
         let journal_result = journal.finish();
@@ -672,12 +676,16 @@ pub fn forward_signals(tx: Sender<Event>) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intake::InputLine;
     use crate::journal::FsyncPolicy;
     use crate::record::Record;
-    use crate::runtime::{Job, Stopped};
+    use crate::runtime::Stopped;
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Mutex;
+
+    /// A line as the engine gets it.
+    type Job = (InputLine, Arc<str>);
 
     /// A stand-in engine: one worker thread turns jobs into records; after `budget` records
     /// it holds jobs forever (in flight at a "crash"); `drain` abandons what is left.
@@ -696,16 +704,16 @@ mod tests {
             let (fl, ab) = (in_flight.clone(), abandon.clone());
             let worker = std::thread::spawn(move || {
                 let mut done = 0;
-                for job in jrx {
+                for (line, src) in jrx {
                     if ab.load(Ordering::Acquire) || done >= budget {
                         continue;
                     }
                     std::thread::sleep(Duration::from_micros(200));
                     let rec = Record {
-                        url: job.url,
+                        url: line.text,
                         ts: crate::record::now_rfc3339(),
-                        src: job.src.map(|s| s.to_string()),
-                        line: job.line,
+                        src: Some(src.to_string()),
+                        line: Some(line.number),
                         ..Record::default()
                     };
                     done += 1;
@@ -725,13 +733,13 @@ mod tests {
     }
 
     impl JobSink for Fake {
-        fn submit(&self, job: Job) -> Result<(), Stopped> {
+        fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped> {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let guard = self.jobs.lock().unwrap();
             guard
                 .as_ref()
                 .ok_or(Stopped)?
-                .send(job)
+                .send((line, src.clone()))
                 .map_err(|_| Stopped)
         }
     }
@@ -779,7 +787,10 @@ mod tests {
         );
         std::fs::write(&file, text).unwrap();
         let cfg = Config::load(Some(&file), &Default::default()).unwrap();
-        assert_eq!(cfg.fsync, FsyncPolicy::Batch(Duration::from_millis(10)));
+        assert_eq!(
+            cfg.live.fsync,
+            FsyncPolicy::Batch(Duration::from_millis(10))
+        );
         cfg
     }
 
@@ -842,8 +853,8 @@ mod tests {
     fn lists_are_journaled_exactly_once_and_moved_to_done() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let spool_dir = cfg.spool.clone();
-        let journal = cfg.journal.clone();
+        let spool_dir = cfg.restart.spool.clone();
+        let journal = cfg.live.journal.clone();
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         let lists: Vec<_> = (0..4)
@@ -867,7 +878,7 @@ mod tests {
     fn interrupted_run_is_completed_without_duplicates_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         // First run: only 30 records are ever produced; the rest are "in flight" at the stop.
         let d = start(cfg.clone(), 30);
         wait_for("spool", || spool_dir.join("new").is_dir());
@@ -906,7 +917,7 @@ mod tests {
     fn unreadable_list_goes_to_bad_and_reload_reopens_moved_journal() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         // A directory cannot be read as a list (even by root).
@@ -932,7 +943,7 @@ mod tests {
     fn partial_file_in_tmp_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         std::fs::write(spool_dir.join("tmp/partial"), "http://127.0.0.1:9/x\n").unwrap();
@@ -948,7 +959,7 @@ mod tests {
     fn second_daemon_on_same_spool_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let spool_dir = cfg.spool.clone();
+        let spool_dir = cfg.restart.spool.clone();
         let d = start(cfg.clone(), u64::MAX);
         wait_for("spool", || spool_dir.join(".lock").exists());
         std::thread::sleep(Duration::from_millis(100));

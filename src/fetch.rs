@@ -18,13 +18,13 @@ use std::time::Instant;
 
 use url::Url;
 
-use crate::config::FetchOptions;
 use crate::dns::Resolver;
 use crate::error::FetchError;
 use crate::html::{is_html, Extracted, Extractor, FollowSelector};
 use crate::http::{write_get, BodyEvent, HttpError, RequestOptions, ResponseHead, ResponseReader};
 use crate::intake::host_key;
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
+use crate::options::FetchOptions;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::runtime::{Counters, Job};

@@ -9,21 +9,22 @@
 //! same engine from a spool directory with exactly-once journaling.
 
 pub mod app;
-pub mod cli;
-pub mod config;
-pub mod daemon;
+pub(crate) mod cli;
+pub(crate) mod config;
+pub(crate) mod daemon;
 pub mod dns;
 pub mod error;
 pub mod fetch;
 pub mod html;
 pub mod http;
-pub mod intake;
-pub mod journal;
+pub(crate) mod intake;
+pub(crate) mod journal;
 pub mod load;
 pub mod net;
+pub(crate) mod options;
 pub mod pool;
-pub mod progress;
-pub mod record;
+pub(crate) mod progress;
+pub(crate) mod record;
 pub mod runtime;
 pub mod sched;
-pub mod spool;
+pub(crate) mod spool;

@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::FetchOptions;
 use crate::dns::{DnsConfig, Resolver};
 use crate::error::ErrorKind;
 use crate::fetch::{run_job, Held, WorkerCtx};
 use crate::html::FollowSelector;
-use crate::intake::{host_key, parse_url, parse_url_str, InputLine};
+use crate::intake::{host_key, parse_url, InputLine};
 use crate::net::TlsContext;
+use crate::options::FetchOptions;
 use crate::pool::MAX_IDLE_CONNS;
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::sched::Scheduler;
@@ -89,8 +89,9 @@ pub struct Summary {
 pub enum EngineError {
     #[error("io_uring is not available ({0}); ringcrawl needs Linux 5.11+ without a seccomp filter blocking io_uring_setup")]
     NoUring(String),
-    #[error("cannot read CA file {0}: {1}")]
-    CaFile(String, String),
+    /// The CA file or TLS configuration (its message names the file once).
+    #[error(transparent)]
+    Tls(#[from] crate::net::TlsConfigError),
     #[error(transparent)]
     Selector(#[from] crate::html::HtmlError),
     #[error("{0}")]
@@ -99,7 +100,7 @@ pub enum EngineError {
     Thread(String),
 }
 
-/// Returned by [`Engine::submit`] once the engine is stopping.
+/// Returned by [`Engine::submit_line`] once the engine is stopping.
 #[derive(Debug, thiserror::Error)]
 #[error("engine is stopping")]
 pub struct Stopped;
@@ -215,9 +216,7 @@ impl Engine {
             .as_deref()
             .map(FollowSelector::parse)
             .transpose()?;
-        let tls = TlsContext::new(opts.ca_file.as_deref(), opts.insecure).map_err(|e| {
-            EngineError::CaFile(display_path(opts.ca_file.as_deref()), e.to_string())
-        })?;
+        let tls = TlsContext::new(opts.ca_file.as_deref(), opts.insecure)?;
         let (budget, idle_cap) = connection_budget(opts.concurrency);
         let gate = Arc::new(SlotGate::new(budget, threads));
         // Rings are sized for a worker's even share; a worker that borrows more slots than
@@ -282,15 +281,9 @@ impl Engine {
         })
     }
 
-    /// Parse and route one job; an invalid URL becomes an `invalid_url` record at once.
-    /// Blocks while the target worker's queue is full (backpressure).
-    pub fn submit(&self, job: Job) -> Result<(), Stopped> {
-        let parsed = parse_url_str(&job.url);
-        self.route(job, parsed)
-    }
-
-    /// Like [`Engine::submit`] for a line from [`crate::intake::LineReader`], which knows
-    /// about over-long and non-UTF-8 lines.
+    /// Parse and route one input line (from any source: see `intake`); a line that is not a
+    /// fetchable URL becomes an `invalid_url` record at once. Blocks while the target
+    /// worker's queue is full (backpressure).
     pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
         let parsed = parse_url(&line);
         let job = Job {
@@ -363,10 +356,6 @@ impl Engine {
         }
         self.summary()
     }
-}
-
-fn display_path(p: Option<&std::path::Path>) -> String {
-    p.map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
 }
 
 /// The record for a line that is not a fetchable URL.
