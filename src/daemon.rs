@@ -5,9 +5,12 @@
 //! - Signals (a small tokio current-thread runtime on its own thread forwards them as events):
 //!   SIGTERM/SIGINT stop claiming, stop the readers, drain the engine for up to
 //!   `drain_grace`, fsync the journal and return Ok (exit 0); SIGHUP reloads the config file,
-//!   logs what changed, applies what is safe at run time (journal path and fsync policy,
-//!   rescan period, max files, drain grace, retention) and reopens the journal; SIGUSR1 only
-//!   reopens the journal (logrotate `create` mode).
+//!   applies its reloadable part (`config::Reloadable`: journal path and fsync policy,
+//!   rescan period, max files, drain grace, retention), logs each restart-only change it
+//!   keeps, and reopens the journal; SIGUSR1 only reopens the journal (logrotate `create`).
+//! - One reader thread per list in `cur/` feeds its lines through `spool::feed` (the one
+//!   `intake` reader, whose stop flag is the daemon's, so SIGTERM is not held up by a list
+//!   that is one endless line).
 //! - sd_notify: READY once recovery is done and the engine runs, STATUS with live counts
 //!   every second, WATCHDOG from the event loop (only when `WATCHDOG_USEC` is set), STOPPING.
 //! - New files are noticed through inotify on `new/` and a periodic rescan.
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sd_notify::NotifyState;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::Config;
 use crate::intake::{ReadError, ReadLimits};
 use crate::journal::{Journal, JournalControl, JournalError, Progress, Target};
 use crate::options::FetchOptions;
@@ -43,8 +46,6 @@ const INOTIFY_BUFFER: usize = 4096;
 /// Why the daemon stopped with an error (one-line messages).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    Config(#[from] ConfigErrors),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error(transparent)]
@@ -953,6 +954,66 @@ mod tests {
         d.stop().unwrap();
         assert!(spool_dir.join("tmp/partial").exists());
         assert_eq!(journal_keys(&[&journal]).len(), 3);
+    }
+
+    #[test]
+    fn a_list_that_is_one_endless_line_does_not_hold_up_sigterm() {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let spool_dir = cfg.restart.spool.clone();
+        let d = start(cfg, u64::MAX);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        // A FIFO fed 'x' forever: a list with no newline and no end. Opened before it is
+        // dropped into new/, where the daemon claims it at once.
+        let fifo = dir.path().join("endless");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path, which outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Read-write, so opening waits for no reader and the daemon's open waits for no writer.
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        std::fs::rename(&fifo, spool_dir.join("new/endless")).unwrap();
+        let written = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (n, end) = (written.clone(), done.clone());
+        let writer = std::thread::spawn(move || {
+            let chunk = [b'x'; 64 * 1024];
+            while !end.load(Ordering::Acquire) {
+                match w.write(&chunk) {
+                    Ok(k) => {
+                        n.fetch_add(k as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("fifo write: {e}"),
+                }
+            }
+        });
+        // Far more than a pipe holds: the daemon is reading (and skipping) the line.
+        wait_for("the endless line being read", || {
+            written.load(Ordering::Relaxed) > 16 << 20
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(d.stop().map(|_| ())));
+        let stopped = rx.recv_timeout(Duration::from_secs(10));
+        done.store(true, Ordering::Release);
+        writer.join().unwrap();
+        assert!(
+            matches!(stopped, Ok(Ok(()))),
+            "SIGTERM waited on the endless line: {stopped:?}"
+        );
+        assert!(
+            spool_dir.join("cur/endless").exists(),
+            "an unfinished list stays in cur/"
+        );
     }
 
     #[test]
