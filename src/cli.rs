@@ -209,7 +209,7 @@ pub(crate) struct FetchArgs {
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Take fetch options from this TOML file's [fetch] table (flags still win).
+    /// Take fetch options from the fetch table of this TOML config file (flags still win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
