@@ -152,7 +152,7 @@ impl LoadArgs {
         };
         let url = crate::intake::parse_arg(&self.url);
         if let Err(why) = &url {
-            bad("URL", why.clone());
+            bad("URL", format!("{:?}: {why}", self.url));
         }
         let stop = match (self.requests, self.duration) {
             (Some(0), _) => {
@@ -329,7 +329,7 @@ mod tests {
         let errs = load(&["not a url", "-c", "0", "--rate", "0", "-d", "-1"]).unwrap_err();
         let msg = errs.to_string();
         for want in [
-            "bad value for URL: ",
+            "bad value for URL: \"not a url\": ",
             "bad value for --connections: 0 is out of range",
             "bad value for --rate: 0 is not",
             "bad value for --duration: -1 is not",

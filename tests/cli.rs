@@ -187,7 +187,7 @@ fn usage_errors_exit_2_with_one_line_each_cause_once() {
         (vec!["load", "not a url"], "bad value for URL"),
         (
             vec!["load", "ftp://x/"],
-            "bad value for URL: unsupported scheme",
+            "bad value for URL: \"ftp://x/\": unsupported scheme",
         ),
     ];
     for (args, want) in &cases {
