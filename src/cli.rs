@@ -1,13 +1,16 @@
-//! Command-line interface (clap derive): `fetch`, and the option set shared with the daemon
-//! and load modes, mapped onto [`FetchOptions`].
+//! The command line (clap derive): the commands and their flags. Flags that shape fetching
+//! become a [`RawFetchOptions`] layer (each value tagged with its flag's name) for the one
+//! validation in `options`; `load`'s flags become [`LoadOptions`] the same way.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, FetchOptions};
+use crate::load::{LoadOptions, Stop};
+use crate::options::{Given, Name, OptionError, OptionErrors, RawFetchOptions, MAX_TIMEOUT_SECS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,13 +18,13 @@ use crate::config::{self, FetchOptions};
     version,
     about = "Fetch the HTML titles of huge URL lists over io_uring"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
     Fetch(FetchArgs),
     /// Run the daemon: crawl list files dropped into the spool, journal every line once.
@@ -34,7 +37,7 @@ pub enum Command {
 
 /// `ringcrawl run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Configuration file [default: /etc/ringcrawl/ringcrawl.toml, if present].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -51,7 +54,7 @@ pub struct RunArgs {
 
 /// `ringcrawl submit`.
 #[derive(Debug, Args)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// Spool directory [default: the one in the configuration].
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
@@ -66,30 +69,30 @@ pub struct SubmitArgs {
 /// `ringcrawl load`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("stop").args(["requests", "duration"])))]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// The URL to request (http or https).
-    pub url: String,
+    pub url: OsString,
     /// Connections kept open [default: 100].
-    #[arg(short = 'c', long, value_name = "N", default_value_t = 100)]
-    pub connections: usize,
+    #[arg(short = 'c', long, value_name = "N", allow_negative_numbers = true)]
+    pub connections: Option<i64>,
     /// Stop after N requests.
     #[arg(short = 'n', long, value_name = "N")]
     pub requests: Option<u64>,
     /// Stop after S seconds [default: 10 when -n is not given].
-    #[arg(short = 'd', long, value_name = "S")]
+    #[arg(short = 'd', long, value_name = "S", allow_negative_numbers = true)]
     pub duration: Option<f64>,
-    /// Worker threads [default: number of cores; half of them when the target is this
-    /// machine (a loopback address), so the server under test keeps the other half].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    /// Worker threads [default (or 0): number of cores; half of them when the target is
+    /// this machine (a loopback address), so the server under test keeps the other half].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub threads: Option<i64>,
     /// Open loop at this many requests/s overall, latency corrected for coordinated omission.
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
     /// Connect timeout in seconds [default: 10].
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub connect_timeout: Option<f64>,
     /// Extra trusted CA certificates (PEM) for https.
     #[arg(long, value_name = "PEM")]
@@ -105,59 +108,98 @@ pub struct LoadArgs {
     pub user_agent: Option<String>,
 }
 
-/// Default length of a load test without -n or -d.
-pub const DEFAULT_LOAD_SECS: f64 = 10.0;
+/// Connections of a load test without -c.
+pub(crate) const DEFAULT_LOAD_CONNECTIONS: i64 = 100;
+/// Length of a load test without -n or -d.
+pub(crate) const DEFAULT_LOAD_SECS: f64 = 10.0;
+
+/// A flag's value with its name.
+fn flag<T>(name: &'static str, value: Option<T>) -> Option<Given<T>> {
+    value.map(|value| Given {
+        value,
+        name: Name::Flag(name),
+    })
+}
+
+/// `Some(true)` when a switch was given (a switch cannot turn a file's `true` off).
+fn switch(name: &'static str, on: bool) -> Option<Given<bool>> {
+    flag(name, on.then_some(true))
+}
 
 impl LoadArgs {
-    /// Validate into [`crate::load::LoadOptions`].
-    pub fn options(&self) -> Result<crate::load::LoadOptions, FlagError> {
-        use crate::load::{LoadOptions, Stop};
-        let url = url::Url::parse(&self.url).map_err(|e| FlagError {
-            flag: "URL",
-            why: format!("{:?}: {e}", self.url),
-        })?;
+    /// Validate into [`LoadOptions`]: the shared options (`-c` is their concurrency) through
+    /// the one validation, the load-only ones here; every problem reported.
+    pub(crate) fn options(&self) -> Result<LoadOptions, OptionErrors> {
+        let raw = RawFetchOptions {
+            concurrency: flag(
+                "--connections",
+                Some(self.connections.unwrap_or(DEFAULT_LOAD_CONNECTIONS)),
+            ),
+            threads: flag("--threads", self.threads),
+            connect_timeout: flag("--connect-timeout", self.connect_timeout),
+            ca_file: flag("--ca-file", self.ca_file.clone()),
+            insecure: switch("--insecure", self.insecure),
+            resolver: flag("--resolver", self.resolver),
+            user_agent: flag("--user-agent", self.user_agent.clone()),
+            ..RawFetchOptions::default()
+        };
+        let mut errors = Vec::new();
+        let mut bad = |name, message: String| {
+            errors.push(OptionError {
+                name: Name::Flag(name),
+                message,
+            })
+        };
+        let url = crate::intake::parse_arg(&self.url);
+        if let Err(why) = &url {
+            bad("URL", format!("{:?}: {why}", self.url));
+        }
         let stop = match (self.requests, self.duration) {
             (Some(0), _) => {
-                return Err(FlagError {
-                    flag: "requests",
-                    why: "must be at least 1".into(),
-                })
+                bad("--requests", "0 is out of range 1..".into());
+                None
             }
-            (Some(n), _) => Stop::Requests(n),
-            (None, d) => Stop::Duration(seconds("duration", d.unwrap_or(DEFAULT_LOAD_SECS))?),
+            (Some(n), _) => Some(Stop::Requests(n)),
+            (None, d) => {
+                let d = d.unwrap_or(DEFAULT_LOAD_SECS);
+                if d.is_finite() && d > 0.0 && d <= MAX_TIMEOUT_SECS {
+                    Some(Stop::Duration(Duration::from_secs_f64(d)))
+                } else {
+                    bad(
+                        "--duration",
+                        format!("{d} is not a number of seconds in (0, {MAX_TIMEOUT_SECS}]"),
+                    );
+                    None
+                }
+            }
         };
         if let Some(r) = self.rate {
             if !(r.is_finite() && r > 0.0) {
-                return Err(FlagError {
-                    flag: "rate",
-                    why: format!("{r} (must be > 0)"),
-                });
+                bad(
+                    "--rate",
+                    format!("{r} is not a number of requests/s above 0"),
+                );
             }
         }
-        let defaults = FetchOptions::default();
-        Ok(LoadOptions {
-            url,
-            connections: positive("connections", self.connections)?,
-            threads: self.threads.map(|t| positive("threads", t)).transpose()?,
-            stop,
-            rate: self.rate,
-            connect_timeout: match self.connect_timeout {
-                Some(v) => seconds("connect-timeout", v)?,
-                None => defaults.connect_timeout,
-            },
-            ca_file: self.ca_file.clone(),
-            insecure: self.insecure,
-            resolver: self.resolver,
-            user_agent: self.user_agent.clone().unwrap_or(defaults.user_agent),
-        })
+        let fetch = raw.validate().map_err(|e| errors.extend(e.0));
+        match (url, stop, fetch) {
+            (Ok(url), Some(stop), Ok(fetch)) if errors.is_empty() => Ok(LoadOptions {
+                url,
+                threads: self.threads.filter(|&t| t > 0).map(|_| fetch.threads),
+                stop,
+                rate: self.rate,
+                fetch,
+            }),
+            _ => Err(OptionErrors(errors)),
+        }
     }
 }
 
 /// `ringcrawl fetch`.
 #[derive(Debug, Args)]
-pub struct FetchArgs {
+pub(crate) struct FetchArgs {
     /// URLs to fetch (in addition to --input).
-    pub urls: Vec<String>,
+    pub urls: Vec<OsString>,
     /// Read URLs from FILE, one per line ("-" = standard input).
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -167,40 +209,40 @@ pub struct FetchArgs {
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Take fetch options from this TOML file (flags still win).
+    /// Take fetch options from the fetch table of this TOML config file (flags still win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchFlags,
 }
 
-/// Options that shape fetching, shared by `fetch`, `run` and `load`.
+/// Options that shape fetching (`fetch`; `run` takes them from its config file).
 #[derive(Debug, Args, Clone, Default)]
-pub struct FetchFlags {
+pub(crate) struct FetchFlags {
     /// Connections in flight, all threads together [default: 256].
-    #[arg(short = 'c', long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Connections in flight per host [default: 6].
-    #[arg(long, value_name = "N")]
-    pub per_host: Option<usize>,
-    /// Worker threads, each one io_uring runtime [default: number of cores].
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(short = 'c', long, value_name = "N", allow_negative_numbers = true)]
+    pub concurrency: Option<i64>,
+    /// Connections in flight per host [default: 6, or --concurrency if less].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub per_host: Option<i64>,
+    /// Worker threads, each one io_uring runtime [default (or 0): number of cores].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub threads: Option<i64>,
     /// Deadline per URL in seconds, redirects and both --follow hops included [default: 30].
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
-    /// Connect timeout per address in seconds [default: 10].
-    #[arg(long, value_name = "S")]
+    /// Connect timeout per address in seconds [default: 10, or --timeout if less].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub connect_timeout: Option<f64>,
     /// Longest wait for the next byte from a server, in seconds [default: 15].
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub read_timeout: Option<f64>,
     /// Redirects followed per page at most [default: 10].
-    #[arg(long, value_name = "N")]
-    pub max_redirects: Option<u32>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_redirects: Option<i64>,
     /// Body bytes read per page at most [default: 4194304].
-    #[arg(long, value_name = "BYTES")]
-    pub max_body: Option<u64>,
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub max_body: Option<i64>,
     /// DNS server to query instead of /etc/resolv.conf.
     #[arg(long, value_name = "IP:PORT")]
     pub resolver: Option<SocketAddr>,
@@ -223,83 +265,25 @@ pub struct FetchFlags {
     pub bind: Vec<IpAddr>,
 }
 
-/// Why a flag value is unusable.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid value for --{flag}: {why}")]
-pub struct FlagError {
-    pub flag: &'static str,
-    pub why: String,
-}
-
-fn seconds(flag: &'static str, v: f64) -> Result<Duration, FlagError> {
-    if v.is_finite() && v > 0.0 && v <= config::MAX_TIMEOUT_SECS {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(FlagError {
-            flag,
-            why: format!(
-                "{v} (seconds, more than 0 and at most {})",
-                config::MAX_TIMEOUT_SECS
-            ),
-        })
-    }
-}
-
-fn positive(flag: &'static str, v: usize) -> Result<usize, FlagError> {
-    if v == 0 {
-        return Err(FlagError {
-            flag,
-            why: "must be at least 1".to_string(),
-        });
-    }
-    Ok(v)
-}
-
 impl FetchFlags {
-    /// Apply these flags over `base` (defaults or a config file).
-    pub fn apply(&self, base: &FetchOptions) -> Result<FetchOptions, FlagError> {
-        let mut o = base.clone();
-        if let Some(v) = self.concurrency {
-            o.concurrency = positive("concurrency", v)?;
+    /// These flags as an options layer (over the defaults or a config file).
+    pub(crate) fn raw(&self) -> RawFetchOptions {
+        RawFetchOptions {
+            concurrency: flag("--concurrency", self.concurrency),
+            per_host: flag("--per-host", self.per_host),
+            threads: flag("--threads", self.threads),
+            timeout: flag("--timeout", self.timeout),
+            connect_timeout: flag("--connect-timeout", self.connect_timeout),
+            read_timeout: flag("--read-timeout", self.read_timeout),
+            max_redirects: flag("--max-redirects", self.max_redirects),
+            max_body: flag("--max-body", self.max_body),
+            user_agent: flag("--user-agent", self.user_agent.clone()),
+            resolver: flag("--resolver", self.resolver),
+            ca_file: flag("--ca-file", self.ca_file.clone()),
+            insecure: switch("--insecure", self.insecure),
+            follow: flag("--follow", self.follow.clone()),
+            bind: flag("--bind", (!self.bind.is_empty()).then(|| self.bind.clone())),
         }
-        if let Some(v) = self.per_host {
-            o.per_host = positive("per-host", v)?;
-        }
-        if let Some(v) = self.threads {
-            o.threads = positive("threads", v)?;
-        }
-        if let Some(v) = self.timeout {
-            o.timeout = seconds("timeout", v)?;
-        }
-        if let Some(v) = self.connect_timeout {
-            o.connect_timeout = seconds("connect-timeout", v)?;
-        }
-        if let Some(v) = self.read_timeout {
-            o.read_timeout = seconds("read-timeout", v)?;
-        }
-        if let Some(v) = self.max_redirects {
-            o.max_redirects = v;
-        }
-        if let Some(v) = self.max_body {
-            o.max_body = v;
-        }
-        if self.resolver.is_some() {
-            o.resolver = self.resolver;
-        }
-        if self.ca_file.is_some() {
-            o.ca_file = self.ca_file.clone();
-        }
-        o.insecure |= self.insecure;
-        if self.follow.is_some() {
-            o.follow = self.follow.clone();
-        }
-        if let Some(ua) = &self.user_agent {
-            o.user_agent = ua.clone();
-        }
-        if !self.bind.is_empty() {
-            o.bind = self.bind.clone();
-        }
-        Ok(o)
     }
 }
 
@@ -307,33 +291,61 @@ impl FetchFlags {
 mod tests {
     use super::*;
 
+    fn load(args: &[&str]) -> Result<LoadOptions, OptionErrors> {
+        let mut v = vec!["ringcrawl", "load"];
+        v.extend_from_slice(args);
+        let Command::Load(l) = Cli::try_parse_from(v).unwrap().command else {
+            panic!("load")
+        };
+        l.options()
+    }
+
+    fn fetch(args: &[&str]) -> FetchArgs {
+        let mut v = vec!["ringcrawl", "fetch"];
+        v.extend_from_slice(args);
+        let Command::Fetch(f) = Cli::try_parse_from(v).unwrap().command else {
+            panic!("fetch")
+        };
+        f
+    }
+
     #[test]
     fn load_flags() {
-        let parse = |args: &[&str]| {
-            let mut v = vec!["ringcrawl", "load"];
-            v.extend_from_slice(args);
-            let Command::Load(l) = Cli::try_parse_from(v).unwrap().command else {
-                panic!("load")
-            };
-            l.options()
-        };
-        let o = parse(&["http://127.0.0.1:8080/", "-c", "5", "-n", "100"]).unwrap();
-        assert_eq!(o.connections, 5);
-        assert_eq!(o.stop, crate::load::Stop::Requests(100));
-        let o = parse(&["http://127.0.0.1/"]).unwrap();
-        assert_eq!(o.stop, crate::load::Stop::Duration(Duration::from_secs(10)));
-        assert!(parse(&["http://127.0.0.1/", "--rate", "0"]).is_err());
-        assert!(parse(&["not a url"]).is_err());
+        let o = load(&["http://127.0.0.1:8080/", "-c", "5", "-n", "100"]).unwrap();
+        assert_eq!(o.fetch.concurrency, 5);
+        assert_eq!(o.stop, Stop::Requests(100));
+        assert_eq!(o.threads, None);
+        let o = load(&["http://127.0.0.1/", "--threads", "3"]).unwrap();
+        assert_eq!(o.fetch.concurrency, 100);
+        assert_eq!(o.threads, Some(3));
+        assert_eq!(o.stop, Stop::Duration(Duration::from_secs(10)));
         assert!(
             Cli::try_parse_from(["ringcrawl", "load", "http://a/", "-n", "1", "-d", "1"]).is_err()
         );
     }
 
     #[test]
-    fn flags_override_defaults_and_reject_nonsense() {
-        let cli = Cli::try_parse_from([
-            "ringcrawl",
-            "fetch",
+    fn load_reports_every_bad_value_by_its_flag() {
+        let errs = load(&["not a url", "-c", "0", "--rate", "0", "-d", "-1"]).unwrap_err();
+        let msg = errs.to_string();
+        for want in [
+            "bad value for URL: \"not a url\": ",
+            "bad value for --connections: 0 is out of range",
+            "bad value for --rate: 0 is not",
+            "bad value for --duration: -1 is not",
+        ] {
+            assert!(msg.contains(want), "no {want:?} in {msg}");
+        }
+        assert_eq!(errs.0.len(), 4, "{msg}");
+        assert!(
+            load(&["ftp://a/"]).is_err(),
+            "one URL validation for all inputs"
+        );
+    }
+
+    #[test]
+    fn fetch_flags_become_a_named_layer() {
+        let f = fetch(&[
             "-c",
             "10",
             "--timeout",
@@ -341,22 +353,23 @@ mod tests {
             "--bind",
             "127.0.0.2,127.0.0.3",
             "http://a/",
-        ])
-        .unwrap();
-        let Command::Fetch(f) = cli.command else {
-            panic!("fetch")
-        };
-        let o = f.fetch.apply(&FetchOptions::default()).unwrap();
+        ]);
+        let o = f.fetch.raw().validate().unwrap();
         assert_eq!(o.concurrency, 10);
         assert_eq!(o.timeout, Duration::from_millis(2500));
+        assert_eq!(o.connect_timeout, Duration::from_millis(2500));
         assert_eq!(o.bind.len(), 2);
-        assert_eq!(f.urls, vec!["http://a/"]);
-        for bad in [["--timeout", "0"], ["--timeout", "nan"], ["-c", "0"]] {
-            let cli = Cli::try_parse_from(["ringcrawl", "fetch", bad[0], bad[1]]).unwrap();
-            let Command::Fetch(f) = cli.command else {
-                panic!("fetch")
-            };
-            assert!(f.fetch.apply(&FetchOptions::default()).is_err(), "{bad:?}");
+        assert_eq!(f.urls, vec![OsString::from("http://a/")]);
+        for (bad, name) in [
+            (["--timeout", "0"], "--timeout"),
+            (["--timeout", "nan"], "--timeout"),
+            (["--timeout", "-1"], "--timeout"),
+            (["-c", "0"], "--concurrency"),
+            (["--max-body", "-5"], "--max-body"),
+            (["--user-agent", ""], "--user-agent"),
+        ] {
+            let errs = fetch(&bad).fetch.raw().validate().unwrap_err();
+            assert_eq!(errs.0[0].name, Name::Flag(name), "{bad:?}");
         }
     }
 }

@@ -1,103 +1,76 @@
-//! Options for the fetch path, with their defaults as named constants. (The daemon's TOML
-//! file, CLI overrides and `--check-config` build on this.)
+//! The configuration file (TOML: `ringcrawl run --config FILE`, also `fetch --config FILE`)
+//! and the daemon's validated [`Config`].
+//!
+//! The `[daemon]` table is read and checked here. The `[fetch]` table is read here into a
+//! [`RawFetchOptions`] layer (value types and key names only) and checked by `options`, the
+//! one validation shared with the command-line flags. A [`Config`] is split by what a SIGHUP
+//! may change: the [`Reloadable`] part takes effect at once, the [`RestartOnly`] part is kept
+//! until the daemon restarts ([`Config::apply_reload`] says what changed in each).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULT_CONCURRENCY: usize = 256;
-pub const DEFAULT_PER_HOST: usize = 6;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
-pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
-pub const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
-pub const DEFAULT_USER_AGENT: &str = concat!("ringcrawl/", env!("CARGO_PKG_VERSION"));
-/// Longest URL accepted (bytes); longer lines are `invalid_url`.
-pub const MAX_URL_BYTES: usize = 8 * 1024;
+use crate::journal::FsyncPolicy;
+use crate::options::{FetchOptions, Given, Name, OptionError, RawFetchOptions, MAX_TIMEOUT_SECS};
 
-/// Everything that shapes how URLs are fetched; shared by `fetch`, `run` and `load`.
-#[derive(Clone, Debug)]
-pub struct FetchOptions {
-    /// Connections in flight, all workers together.
-    pub concurrency: usize,
-    /// Connections in flight per host.
-    pub per_host: usize,
-    /// Worker threads (each one tokio-uring runtime).
-    pub threads: usize,
-    /// Whole-URL deadline, redirects and both hops included.
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Longest wait for the next byte from a server.
-    pub read_timeout: Duration,
-    pub max_redirects: u32,
-    /// Decoded body bytes read at most per page.
-    pub max_body: u64,
-    pub user_agent: String,
-    /// DNS server to use instead of /etc/resolv.conf.
-    pub resolver: Option<SocketAddr>,
-    /// Extra trust anchors (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Skip certificate verification (records get `tls_verified: false`).
-    pub insecure: bool,
-    /// Two-hop mode: follow the first link matching this CSS selector.
-    pub follow: Option<String>,
-    /// Source addresses for outbound connections.
-    pub bind: Vec<IpAddr>,
+/// Where `ringcrawl run` looks for its configuration when `--config` is not given (a missing
+/// file there means "all defaults").
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/ringcrawl/ringcrawl.toml";
+pub(crate) const DEFAULT_SPOOL: &str = "/var/spool/ringcrawl";
+pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/ringcrawl/journal.jsonl";
+pub(crate) const DEFAULT_DONE_RETENTION_DAYS: u64 = 7;
+pub(crate) const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_FILES: usize = 4;
+pub(crate) const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const MAX_FILES_LIMIT: u64 = 1024;
+pub(crate) const MAX_FSYNC_BATCH_MS: u64 = 60_000;
+pub(crate) const MAX_DONE_RETENTION_DAYS: u64 = 100 * 365;
+const SECS_PER_DAY: u64 = 24 * 3600;
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// Everything `ringcrawl run` needs, validated, split by what a reload may change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Config {
+    /// Kept from start to exit: a change in the file is logged on SIGHUP, not applied.
+    pub restart: RestartOnly,
+    /// Applied on SIGHUP.
+    pub live: Reloadable,
+    /// The file the configuration came from (None: built-in defaults).
+    pub source: Option<PathBuf>,
+    /// The command-line overrides applied (kept so a reload applies them again).
+    pub overrides: Overrides,
 }
 
-impl Default for FetchOptions {
+/// The part of the configuration that needs a restart to change.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RestartOnly {
+    /// The spool root (with `tmp new cur done bad` under it); the daemon holds its lock.
+    pub spool: PathBuf,
+    /// `error | warn | info | debug | trace`, or a tracing `EnvFilter` directive (the
+    /// subscriber is installed once).
+    pub log_level: String,
+    /// The engine's options (its threads, budget and resolvers are built once).
+    pub fetch: FetchOptions,
+}
+
+impl Default for RestartOnly {
     fn default() -> Self {
-        FetchOptions {
-            concurrency: DEFAULT_CONCURRENCY,
-            per_host: DEFAULT_PER_HOST,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            max_redirects: DEFAULT_MAX_REDIRECTS,
-            max_body: DEFAULT_MAX_BODY,
-            user_agent: DEFAULT_USER_AGENT.to_string(),
-            resolver: None,
-            ca_file: None,
-            insecure: false,
-            follow: None,
-            bind: Vec::new(),
+        RestartOnly {
+            spool: PathBuf::from(DEFAULT_SPOOL),
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            fetch: FetchOptions::default(),
         }
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The daemon configuration: TOML file + CLI overrides -> one validated `Config`.
-// ---------------------------------------------------------------------------------------
-
-/// Where `ringcrawl run` looks for its configuration when `--config` is not given (a missing
-/// file there means "all defaults").
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/ringcrawl/ringcrawl.toml";
-pub const DEFAULT_SPOOL: &str = "/var/spool/ringcrawl";
-pub const DEFAULT_JOURNAL: &str = "/var/lib/ringcrawl/journal.jsonl";
-pub const DEFAULT_DONE_RETENTION_DAYS: u64 = 7;
-pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_FILES: usize = 4;
-pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(20);
-pub const DEFAULT_LOG_LEVEL: &str = "info";
-/// Upper bounds that catch typos (a timeout of a year is a mistake, not a choice).
-pub const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
-pub const MAX_CONCURRENCY: usize = 1_000_000;
-pub const MAX_THREADS: usize = 1024;
-pub const MAX_FILES_LIMIT: usize = 1024;
-pub const MAX_FSYNC_BATCH_MS: u64 = 60_000;
-const SECS_PER_DAY: u64 = 24 * 3600;
-const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-
-/// Everything `ringcrawl run` needs, validated.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The spool root (with `tmp new cur done bad` under it).
-    pub spool: PathBuf,
-    /// The JSON Lines journal file.
+/// The part of the configuration a SIGHUP applies.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reloadable {
+    /// The JSON Lines journal file (reopened on SIGHUP and SIGUSR1).
     pub journal: PathBuf,
-    pub fsync: crate::journal::FsyncPolicy,
+    pub fsync: FsyncPolicy,
     /// `done/` files older than this are deleted; `None` keeps them forever.
     pub done_retention: Option<Duration>,
     /// Period of the full `new/` rescan (inotify does the fast path).
@@ -106,53 +79,44 @@ pub struct Config {
     pub max_files: usize,
     /// SIGTERM: how long in-flight fetches may run before they are abandoned.
     pub drain_grace: Duration,
-    /// `error | warn | info | debug | trace`, or a tracing `EnvFilter` directive.
-    pub log_level: String,
-    /// The file the configuration came from (None: built-in defaults).
-    pub source: Option<PathBuf>,
-    /// The command-line overrides applied (kept so a reload applies them again).
-    pub overrides: Overrides,
-    pub fetch: FetchOptions,
 }
 
-impl Default for Config {
+impl Default for Reloadable {
     fn default() -> Self {
-        Config {
-            spool: PathBuf::from(DEFAULT_SPOOL),
+        Reloadable {
             journal: PathBuf::from(DEFAULT_JOURNAL),
-            fsync: crate::journal::FsyncPolicy::default(),
+            fsync: FsyncPolicy::default(),
             done_retention: Some(Duration::from_secs(
                 DEFAULT_DONE_RETENTION_DAYS * SECS_PER_DAY,
             )),
             rescan: DEFAULT_RESCAN,
             max_files: DEFAULT_MAX_FILES,
             drain_grace: DEFAULT_DRAIN_GRACE,
-            log_level: DEFAULT_LOG_LEVEL.to_string(),
-            source: None,
-            overrides: Overrides::default(),
-            fetch: FetchOptions::default(),
         }
     }
 }
 
 /// Command-line values that win over the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub spool: Option<PathBuf>,
     pub journal: Option<PathBuf>,
 }
 
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read config file {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("config syntax error: {0}")]
+    #[error("syntax error: {0}")]
     Syntax(String),
     #[error("unknown key `{0}`")]
     UnknownKey(String),
     #[error("bad value for `{key}`: {message}")]
     BadValue { key: String, message: String },
+    /// A `[fetch]` value (or a flag layered over the file) that `options` refused.
+    #[error(transparent)]
+    Option(#[from] OptionError),
     #[error("{what} {path} is not usable: {message}")]
     Unusable {
         what: &'static str,
@@ -161,116 +125,341 @@ pub enum ConfigError {
     },
 }
 
-/// Every problem found, so `--check-config` can report them in one go.
+impl ConfigError {
+    /// The error is about the file's text (so a message names the file).
+    fn in_file(&self) -> bool {
+        match self {
+            ConfigError::Syntax(_) | ConfigError::UnknownKey(_) | ConfigError::BadValue { .. } => {
+                true
+            }
+            ConfigError::Option(e) => matches!(e.name, Name::File(_)),
+            ConfigError::Read { .. } | ConfigError::Unusable { .. } => false,
+        }
+    }
+}
+
+/// Every problem found, so `--check-config` can report them in one go: one per line, those
+/// about the file's text prefixed with the file's path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub(crate) struct ConfigErrors {
+    pub file: Option<PathBuf>,
+    pub errors: Vec<ConfigError>,
+}
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{e}")?;
+            match &self.file {
+                Some(file) if e.in_file() => write!(f, "{}: {e}", file.display())?,
+                _ => write!(f, "{e}")?,
+            }
         }
         Ok(())
     }
 }
 
-/// Reads typed values out of one TOML table, collecting every error.
+/// One value that differs between two configurations, as `key: old -> new`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// The config file key.
+    pub key: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.key, self.old, self.new)
+    }
+}
+
+/// Appends a [`Change`] when two renderings of a value differ.
+#[derive(Default)]
+struct Changes(Vec<Change>);
+
+impl Changes {
+    fn cmp<T: PartialEq + std::fmt::Debug>(&mut self, key: &'static str, old: &T, new: &T) {
+        if old != new {
+            self.0.push(Change {
+                key,
+                old: format!("{old:?}"),
+                new: format!("{new:?}"),
+            });
+        }
+    }
+}
+
+impl RestartOnly {
+    /// What differs in `new`, by config file key.
+    pub(crate) fn changes(&self, new: &RestartOnly) -> Vec<Change> {
+        let mut c = Changes::default();
+        c.cmp("daemon.spool", &self.spool, &new.spool);
+        c.cmp("daemon.log_level", &self.log_level, &new.log_level);
+        let (a, b) = (&self.fetch, &new.fetch);
+        c.cmp("fetch.concurrency", &a.concurrency, &b.concurrency);
+        c.cmp("fetch.per_host", &a.per_host, &b.per_host);
+        c.cmp("fetch.threads", &a.threads, &b.threads);
+        c.cmp("fetch.timeout_secs", &a.timeout, &b.timeout);
+        c.cmp(
+            "fetch.connect_timeout_secs",
+            &a.connect_timeout,
+            &b.connect_timeout,
+        );
+        c.cmp("fetch.read_timeout_secs", &a.read_timeout, &b.read_timeout);
+        c.cmp("fetch.max_redirects", &a.max_redirects, &b.max_redirects);
+        c.cmp("fetch.max_body", &a.max_body, &b.max_body);
+        c.cmp("fetch.user_agent", &a.user_agent, &b.user_agent);
+        c.cmp("fetch.resolver", &a.resolver, &b.resolver);
+        c.cmp("fetch.ca_file", &a.ca_file, &b.ca_file);
+        c.cmp("fetch.insecure", &a.insecure, &b.insecure);
+        c.cmp("fetch.follow", &a.follow, &b.follow);
+        c.cmp("fetch.bind", &a.bind, &b.bind);
+        c.0
+    }
+}
+
+impl Reloadable {
+    /// What differs in `new`, by config file key.
+    pub(crate) fn changes(&self, new: &Reloadable) -> Vec<Change> {
+        let mut c = Changes::default();
+        c.cmp("daemon.journal", &self.journal, &new.journal);
+        c.cmp("daemon.fsync", &self.fsync, &new.fsync);
+        c.cmp(
+            "daemon.done_retention_days",
+            &self.done_retention,
+            &new.done_retention,
+        );
+        c.cmp("daemon.rescan_secs", &self.rescan, &new.rescan);
+        c.cmp("daemon.max_files", &self.max_files, &new.max_files);
+        c.cmp(
+            "daemon.drain_grace_secs",
+            &self.drain_grace,
+            &new.drain_grace,
+        );
+        c.0
+    }
+}
+
+/// What [`Config::apply_reload`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReloadOutcome {
+    /// Reloadable values that changed (now in force).
+    pub applied: Vec<Change>,
+    /// Restart-only values that changed (not in force until a restart).
+    pub kept: Vec<Change>,
+}
+
+/// Reads typed values out of one TOML table, collecting every error. Keys are given with
+/// their table (`fetch.timeout_secs`), as messages name them.
 struct Section<'a> {
-    name: &'static str,
     table: &'a toml::Table,
-    seen: Vec<&'a str>,
+    prefix_len: usize,
+    seen: Vec<&'static str>,
     errors: &'a mut Vec<ConfigError>,
 }
 
 impl<'a> Section<'a> {
-    fn key(&self, k: &str) -> String {
-        format!("{}.{k}", self.name)
+    fn new(root: &'a toml::Table, name: &'static str, errors: &'a mut Vec<ConfigError>) -> Self {
+        static EMPTY: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
+        let table = root
+            .get(name)
+            .and_then(toml::Value::as_table)
+            .unwrap_or_else(|| EMPTY.get_or_init(toml::Table::new));
+        Section {
+            table,
+            prefix_len: name.len() + 1,
+            seen: Vec::new(),
+            errors,
+        }
     }
 
-    fn bad(&mut self, k: &str, message: impl Into<String>) {
-        let key = self.key(k);
+    fn bad(&mut self, key: &str, message: impl Into<String>) {
         self.errors.push(ConfigError::BadValue {
-            key,
+            key: key.to_string(),
             message: message.into(),
         });
     }
 
-    fn get(&mut self, k: &'a str) -> Option<&'a toml::Value> {
-        self.seen.push(k);
-        self.table.get(k)
+    fn get(&mut self, key: &'static str) -> Option<&'a toml::Value> {
+        let short = &key[self.prefix_len..];
+        self.seen.push(short);
+        self.table.get(short)
     }
 
-    fn string(&mut self, k: &'a str) -> Option<String> {
-        match self.get(k)? {
+    fn string(&mut self, key: &'static str) -> Option<String> {
+        match self.get(key)? {
             toml::Value::String(s) => Some(s.clone()),
             v => {
-                self.bad(k, format!("expected a string, got {}", v.type_str()));
+                self.bad(key, format!("expected a string, got {}", v.type_str()));
                 None
             }
         }
     }
 
-    fn boolean(&mut self, k: &'a str) -> Option<bool> {
-        match self.get(k)? {
+    /// A string where `""` means "not set".
+    fn non_empty(&mut self, key: &'static str) -> Option<String> {
+        self.string(key).filter(|s| !s.is_empty())
+    }
+
+    fn boolean(&mut self, key: &'static str) -> Option<bool> {
+        match self.get(key)? {
             toml::Value::Boolean(b) => Some(*b),
             v => {
-                self.bad(k, format!("expected true or false, got {}", v.type_str()));
+                self.bad(key, format!("expected true or false, got {}", v.type_str()));
                 None
             }
         }
     }
 
-    /// An integer in `min..=max`.
-    fn int(&mut self, k: &'a str, min: u64, max: u64) -> Option<u64> {
-        match self.get(k)? {
-            toml::Value::Integer(i) if *i >= 0 && (min..=max).contains(&(*i as u64)) => {
-                Some(*i as u64)
-            }
-            toml::Value::Integer(i) => {
-                self.bad(k, format!("{i} is out of range {min}..={max}"));
-                None
-            }
+    fn integer(&mut self, key: &'static str) -> Option<i64> {
+        match self.get(key)? {
+            toml::Value::Integer(i) => Some(*i),
             v => {
-                self.bad(k, format!("expected an integer, got {}", v.type_str()));
+                self.bad(key, format!("expected an integer, got {}", v.type_str()));
                 None
             }
         }
     }
 
-    /// Seconds (integer or float) in `(0, MAX_TIMEOUT_SECS]`.
-    fn secs(&mut self, k: &'a str) -> Option<Duration> {
-        let v = match self.get(k)? {
-            toml::Value::Integer(i) => *i as f64,
-            toml::Value::Float(f) => *f,
+    /// An integer in `min..=max` (daemon values; fetch values are checked by `options`).
+    fn int(&mut self, key: &'static str, min: u64, max: u64) -> Option<u64> {
+        let i = self.integer(key)?;
+        match u64::try_from(i) {
+            Ok(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.bad(key, format!("{i} is out of range {min}..={max}"));
+                None
+            }
+        }
+    }
+
+    /// A number of seconds, integer or float.
+    fn number(&mut self, key: &'static str) -> Option<f64> {
+        match self.get(key)? {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
             v => {
                 self.bad(
-                    k,
+                    key,
                     format!("expected a number of seconds, got {}", v.type_str()),
                 );
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// Seconds in `(0, MAX_TIMEOUT_SECS]` (daemon values).
+    fn secs(&mut self, key: &'static str) -> Option<Duration> {
+        let v = self.number(key)?;
         if v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_SECS {
             Some(Duration::from_secs_f64(v))
         } else {
             self.bad(
-                k,
+                key,
                 format!("{v} is not a number of seconds in (0, {MAX_TIMEOUT_SECS}]"),
             );
             None
         }
     }
 
-    fn finish(self) {
+    /// The value with its name, for the `options` layer.
+    fn given<T>(v: Option<T>, key: &'static str) -> Option<Given<T>> {
+        v.map(|value| Given {
+            value,
+            name: Name::File(key),
+        })
+    }
+
+    /// Keys of this table that nothing asked for.
+    fn finish(self, name: &str) {
         for k in self.table.keys() {
             if !self.seen.contains(&k.as_str()) {
                 self.errors
-                    .push(ConfigError::UnknownKey(format!("{}.{k}", self.name)));
+                    .push(ConfigError::UnknownKey(format!("{name}.{k}")));
             }
         }
+    }
+}
+
+/// The `[fetch]` table as an options layer: types checked, values left to `options`.
+fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
+    let int = |f: &mut Section<'_>, key| Section::given(f.integer(key), key);
+    let secs = |f: &mut Section<'_>, key| Section::given(f.number(key), key);
+    let mut raw = RawFetchOptions {
+        concurrency: int(&mut f, "fetch.concurrency"),
+        per_host: int(&mut f, "fetch.per_host"),
+        threads: int(&mut f, "fetch.threads"),
+        timeout: secs(&mut f, "fetch.timeout_secs"),
+        connect_timeout: secs(&mut f, "fetch.connect_timeout_secs"),
+        read_timeout: secs(&mut f, "fetch.read_timeout_secs"),
+        max_redirects: int(&mut f, "fetch.max_redirects"),
+        max_body: int(&mut f, "fetch.max_body"),
+        user_agent: Section::given(f.string("fetch.user_agent"), "fetch.user_agent"),
+        ca_file: Section::given(
+            f.non_empty("fetch.ca_file").map(PathBuf::from),
+            "fetch.ca_file",
+        ),
+        insecure: Section::given(f.boolean("fetch.insecure"), "fetch.insecure"),
+        follow: Section::given(f.non_empty("fetch.follow"), "fetch.follow"),
+        ..RawFetchOptions::default()
+    };
+    if let Some(s) = f.non_empty("fetch.resolver") {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => raw.resolver = Section::given(Some(a), "fetch.resolver"),
+            Err(_) => f.bad("fetch.resolver", format!("`{s}` is not IP:PORT")),
+        }
+    }
+    if let Some(v) = f.get("fetch.bind") {
+        match v.as_array() {
+            Some(items) => {
+                let mut addrs = Vec::new();
+                for it in items {
+                    match it.as_str().map(str::parse::<IpAddr>) {
+                        Some(Ok(a)) => addrs.push(a),
+                        _ => f.bad("fetch.bind", format!("{it} is not an IP address")),
+                    }
+                }
+                raw.bind = Section::given(Some(addrs), "fetch.bind");
+            }
+            None => f.bad("fetch.bind", "expected an array of IP addresses"),
+        }
+    }
+    f.finish("fetch");
+    raw
+}
+
+/// Read a config file's text; `None` with `missing_ok` when it does not exist.
+fn read_file(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigErrors {
+            file: None,
+            errors: vec![ConfigError::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }],
+        }),
+    }
+}
+
+/// `fetch --config FILE`: the file (all of it checked, its `[fetch]` table used) with the
+/// command-line `flags` layered over it, validated as one.
+pub(crate) fn fetch_options_from_file(
+    path: &Path,
+    flags: RawFetchOptions,
+) -> Result<FetchOptions, ConfigErrors> {
+    let text = read_file(path, false)?.unwrap_or_default();
+    let mut errors = Vec::new();
+    match Config::parse_into(&text, &Overrides::default(), flags, &mut errors) {
+        Some(cfg) if errors.is_empty() => Ok(cfg.restart.fetch),
+        _ => Err(ConfigErrors {
+            file: Some(path.to_path_buf()),
+            errors,
+        }),
     }
 }
 
@@ -278,30 +467,19 @@ impl Config {
     /// Read `path` (or [`DEFAULT_CONFIG_PATH`] when `None`, where a missing file means
     /// defaults), apply `overrides`, validate values, and check that the spool and journal
     /// directories are usable. All problems are returned together.
-    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    pub(crate) fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let (text, source) = match path {
-            Some(p) => match std::fs::read_to_string(p) {
-                Ok(t) => (t, Some(p.to_path_buf())),
-                Err(e) => {
-                    return Err(ConfigErrors(vec![ConfigError::Read {
-                        path: p.to_path_buf(),
-                        message: e.to_string(),
-                    }]))
-                }
-            },
-            None => match std::fs::read_to_string(DEFAULT_CONFIG_PATH) {
-                Ok(t) => (t, Some(PathBuf::from(DEFAULT_CONFIG_PATH))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
-                Err(e) => {
-                    return Err(ConfigErrors(vec![ConfigError::Read {
-                        path: PathBuf::from(DEFAULT_CONFIG_PATH),
-                        message: e.to_string(),
-                    }]))
-                }
-            },
+            Some(p) => (read_file(p, false)?, Some(p.to_path_buf())),
+            None => {
+                let p = Path::new(DEFAULT_CONFIG_PATH);
+                let text = read_file(p, true)?;
+                let source = text.is_some().then(|| p.to_path_buf());
+                (text, source)
+            }
         };
         let mut errors = Vec::new();
-        let cfg = Config::parse_into(&text, overrides, &mut errors);
+        let text = text.unwrap_or_default();
+        let cfg = Config::parse_into(&text, overrides, RawFetchOptions::default(), &mut errors);
         if let Some(cfg) = &cfg {
             errors.extend(cfg.check_paths());
         }
@@ -310,22 +488,28 @@ impl Config {
                 cfg.source = source;
                 Ok(cfg)
             }
-            _ => Err(ConfigErrors(errors)),
+            _ => Err(ConfigErrors {
+                file: source,
+                errors,
+            }),
         }
     }
 
     /// Parse and validate TOML text plus overrides, without touching the filesystem.
-    pub fn parse(text: &str, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        match Config::parse_into(text, overrides, &mut errors) {
+        match Config::parse_into(text, overrides, RawFetchOptions::default(), &mut errors) {
             Some(cfg) if errors.is_empty() => Ok(cfg),
-            _ => Err(ConfigErrors(errors)),
+            _ => Err(ConfigErrors { file: None, errors }),
         }
     }
 
+    /// Parse `text`; `fetch_flags` is the options layer over the file's `[fetch]` table.
     fn parse_into(
         text: &str,
         overrides: &Overrides,
+        fetch_flags: RawFetchOptions,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Config> {
         let root: toml::Table = match text.parse() {
@@ -337,7 +521,6 @@ impl Config {
             }
         };
         let mut cfg = Config::default();
-        let empty = toml::Table::new();
         for (k, v) in &root {
             match (k.as_str(), v) {
                 ("daemon" | "fetch", toml::Value::Table(_)) => {}
@@ -348,169 +531,72 @@ impl Config {
                 _ => errors.push(ConfigError::UnknownKey(k.clone())),
             }
         }
-        let table = |name: &str| {
-            root.get(name)
-                .and_then(toml::Value::as_table)
-                .unwrap_or(&empty)
-        };
 
-        let mut d = Section {
-            name: "daemon",
-            table: table("daemon"),
-            seen: Vec::new(),
-            errors,
-        };
-        if let Some(s) = d.string("spool") {
-            cfg.spool = PathBuf::from(s);
+        let mut d = Section::new(&root, "daemon", errors);
+        let (live, restart) = (&mut cfg.live, &mut cfg.restart);
+        if let Some(s) = d.string("daemon.spool") {
+            restart.spool = PathBuf::from(s);
         }
-        if let Some(s) = d.string("journal") {
-            cfg.journal = PathBuf::from(s);
+        if let Some(s) = d.string("daemon.journal") {
+            live.journal = PathBuf::from(s);
         }
-        let batch_ms = d.int("fsync_batch_ms", 1, MAX_FSYNC_BATCH_MS);
-        if let Some(s) = d.string("fsync") {
-            use crate::journal::FsyncPolicy;
+        let batch_ms = d.int("daemon.fsync_batch_ms", 1, MAX_FSYNC_BATCH_MS);
+        if let Some(s) = d.string("daemon.fsync") {
             match s.as_str() {
-                "always" => cfg.fsync = FsyncPolicy::Always,
-                "never" => cfg.fsync = FsyncPolicy::Never,
+                "always" => live.fsync = FsyncPolicy::Always,
+                "never" => live.fsync = FsyncPolicy::Never,
                 "batch" => {}
                 other => d.bad(
-                    "fsync",
+                    "daemon.fsync",
                     format!("`{other}` is not one of always, batch, never"),
                 ),
             }
         }
         if let Some(ms) = batch_ms {
-            if cfg.fsync == crate::journal::FsyncPolicy::default() {
-                cfg.fsync = crate::journal::FsyncPolicy::Batch(Duration::from_millis(ms));
+            if live.fsync == FsyncPolicy::default() {
+                live.fsync = FsyncPolicy::Batch(Duration::from_millis(ms));
             }
         }
-        if let Some(days) = d.int("done_retention_days", 0, 100 * 365) {
-            cfg.done_retention = (days > 0).then(|| Duration::from_secs(days * SECS_PER_DAY));
+        if let Some(days) = d.int("daemon.done_retention_days", 0, MAX_DONE_RETENTION_DAYS) {
+            live.done_retention = (days > 0).then(|| Duration::from_secs(days * SECS_PER_DAY));
         }
-        if let Some(v) = d.secs("rescan_secs") {
-            cfg.rescan = v;
+        if let Some(v) = d.secs("daemon.rescan_secs") {
+            live.rescan = v;
         }
-        if let Some(v) = d.int("max_files", 1, MAX_FILES_LIMIT as u64) {
-            cfg.max_files = v as usize;
+        if let Some(v) = d.int("daemon.max_files", 1, MAX_FILES_LIMIT) {
+            live.max_files = v as usize;
         }
-        if let Some(v) = d.secs("drain_grace_secs") {
-            cfg.drain_grace = v;
+        if let Some(v) = d.secs("daemon.drain_grace_secs") {
+            live.drain_grace = v;
         }
-        if let Some(s) = d.string("log_level") {
+        if let Some(s) = d.string("daemon.log_level") {
             if LOG_LEVELS.contains(&s.as_str()) || s.contains('=') {
-                cfg.log_level = s;
+                restart.log_level = s;
             } else {
                 d.bad(
-                    "log_level",
+                    "daemon.log_level",
                     format!("`{s}` is not one of {}", LOG_LEVELS.join(", ")),
                 );
             }
         }
-        d.finish();
+        d.finish("daemon");
 
-        let mut f = Section {
-            name: "fetch",
-            table: table("fetch"),
-            seen: Vec::new(),
-            errors,
-        };
-        let o = &mut cfg.fetch;
-        if let Some(v) = f.int("concurrency", 1, MAX_CONCURRENCY as u64) {
-            o.concurrency = v as usize;
+        let file_layer = fetch_layer(Section::new(&root, "fetch", errors));
+        match file_layer.overlay(fetch_flags).validate() {
+            Ok(o) => cfg.restart.fetch = o,
+            Err(e) => errors.extend(e.0.into_iter().map(ConfigError::Option)),
         }
-        if let Some(v) = f.int("per_host", 1, MAX_CONCURRENCY as u64) {
-            o.per_host = v as usize;
-        }
-        if let Some(v) = f.int("threads", 0, MAX_THREADS as u64) {
-            if v > 0 {
-                o.threads = v as usize;
-            }
-        }
-        if let Some(v) = f.secs("timeout_secs") {
-            o.timeout = v;
-        }
-        if let Some(v) = f.secs("connect_timeout_secs") {
-            o.connect_timeout = v;
-        }
-        if let Some(v) = f.secs("read_timeout_secs") {
-            o.read_timeout = v;
-        }
-        if let Some(v) = f.int("max_redirects", 0, 100) {
-            o.max_redirects = v as u32;
-        }
-        if let Some(v) = f.int("max_body", 1, u64::from(u32::MAX)) {
-            o.max_body = v;
-        }
-        if let Some(s) = f.string("user_agent") {
-            if s.is_empty() || s.chars().any(char::is_control) {
-                f.bad("user_agent", "must be non-empty printable text");
-            } else {
-                o.user_agent = s;
-            }
-        }
-        if let Some(s) = f.string("resolver") {
-            if !s.is_empty() {
-                match s.parse::<SocketAddr>() {
-                    Ok(a) => o.resolver = Some(a),
-                    Err(_) => f.bad("resolver", format!("`{s}` is not IP:PORT")),
-                }
-            }
-        }
-        if let Some(s) = f.string("ca_file") {
-            if !s.is_empty() {
-                o.ca_file = Some(PathBuf::from(s));
-            }
-        }
-        if let Some(b) = f.boolean("insecure") {
-            o.insecure = b;
-        }
-        if let Some(s) = f.string("follow") {
-            if !s.is_empty() {
-                o.follow = Some(s);
-            }
-        }
-        if let Some(v) = f.get("bind") {
-            match v.as_array() {
-                Some(items) => {
-                    let mut addrs = Vec::new();
-                    for it in items {
-                        match it.as_str().map(str::parse::<IpAddr>) {
-                            Some(Ok(a)) => addrs.push(a),
-                            _ => f.bad("bind", format!("{it} is not an IP address")),
-                        }
-                    }
-                    o.bind = addrs;
-                }
-                None => f.bad("bind", "expected an array of IP addresses"),
-            }
-        }
-        f.finish();
 
-        if o.per_host > o.concurrency {
-            errors.push(ConfigError::BadValue {
-                key: "fetch.per_host".into(),
-                message: format!(
-                    "{} is larger than fetch.concurrency {}",
-                    o.per_host, o.concurrency
-                ),
-            });
-        }
-        if o.connect_timeout > o.timeout {
-            errors.push(ConfigError::BadValue {
-                key: "fetch.connect_timeout_secs".into(),
-                message: "is longer than fetch.timeout_secs".into(),
-            });
-        }
         cfg.overrides = overrides.clone();
         if let Some(p) = &overrides.spool {
-            cfg.spool = p.clone();
+            cfg.restart.spool = p.clone();
         }
         if let Some(p) = &overrides.journal {
-            cfg.journal = p.clone();
+            cfg.live.journal = p.clone();
         }
         for (key, p) in [
-            ("daemon.spool", &cfg.spool),
-            ("daemon.journal", &cfg.journal),
+            ("daemon.spool", &cfg.restart.spool),
+            ("daemon.journal", &cfg.live.journal),
         ] {
             if p.as_os_str().is_empty() {
                 errors.push(ConfigError::BadValue {
@@ -525,16 +611,18 @@ impl Config {
     /// Filesystem checks: the spool root is a writable directory (or can be created), the
     /// journal's directory is writable and the journal, if present, is a writable file, and
     /// a configured CA file is readable.
-    pub fn check_paths(&self) -> Vec<ConfigError> {
+    fn check_paths(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if let Err(message) = check_writable_dir(&self.spool) {
+        let spool = &self.restart.spool;
+        if let Err(message) = check_writable_dir(spool) {
             errors.push(ConfigError::Unusable {
                 what: "spool directory",
-                path: self.spool.clone(),
+                path: spool.clone(),
                 message,
             });
         }
-        let journal_dir = match self.journal.parent() {
+        let journal = &self.live.journal;
+        let journal_dir = match journal.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
@@ -544,17 +632,17 @@ impl Config {
                 path: journal_dir,
                 message,
             });
-        } else if self.journal.exists() {
-            let ok = std::fs::OpenOptions::new().append(true).open(&self.journal);
+        } else if journal.exists() {
+            let ok = std::fs::OpenOptions::new().append(true).open(journal);
             if let Err(e) = ok {
                 errors.push(ConfigError::Unusable {
                     what: "journal",
-                    path: self.journal.clone(),
+                    path: journal.clone(),
                     message: e.to_string(),
                 });
             }
         }
-        if let Some(ca) = &self.fetch.ca_file {
+        if let Some(ca) = &self.restart.fetch.ca_file {
             if let Err(e) = std::fs::File::open(ca) {
                 errors.push(ConfigError::Unusable {
                     what: "CA file",
@@ -566,65 +654,20 @@ impl Config {
         errors
     }
 
-    /// Human-readable differences between two configurations, as `key: old -> new`.
-    pub fn diff(&self, new: &Config) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut cmp = |k: &str, a: String, b: String| {
-            if a != b {
-                out.push(format!("{k}: {a} -> {b}"));
-            }
+    /// SIGHUP: take `new`'s reloadable part, keep this run's restart-only part, and say
+    /// what changed in each.
+    pub(crate) fn apply_reload(&mut self, new: Config) -> ReloadOutcome {
+        let outcome = ReloadOutcome {
+            applied: self.live.changes(&new.live),
+            kept: self.restart.changes(&new.restart),
         };
-        cmp(
-            "daemon.spool",
-            self.spool.display().to_string(),
-            new.spool.display().to_string(),
-        );
-        cmp(
-            "daemon.journal",
-            self.journal.display().to_string(),
-            new.journal.display().to_string(),
-        );
-        cmp(
-            "daemon.fsync",
-            self.fsync.to_string(),
-            new.fsync.to_string(),
-        );
-        cmp(
-            "daemon.done_retention",
-            format!("{:?}", self.done_retention),
-            format!("{:?}", new.done_retention),
-        );
-        cmp(
-            "daemon.rescan",
-            format!("{:?}", self.rescan),
-            format!("{:?}", new.rescan),
-        );
-        cmp(
-            "daemon.max_files",
-            self.max_files.to_string(),
-            new.max_files.to_string(),
-        );
-        cmp(
-            "daemon.drain_grace",
-            format!("{:?}", self.drain_grace),
-            format!("{:?}", new.drain_grace),
-        );
-        cmp(
-            "daemon.log_level",
-            self.log_level.clone(),
-            new.log_level.clone(),
-        );
-        cmp(
-            "fetch",
-            format!("{:?}", self.fetch),
-            format!("{:?}", new.fetch),
-        );
-        out
+        self.live = new.live;
+        outcome
     }
 
     /// One line describing the effective configuration (logged at start-up).
-    pub fn summary_line(&self) -> String {
-        let o = &self.fetch;
+    pub(crate) fn summary_line(&self) -> String {
+        let (r, l, o) = (&self.restart, &self.live, &self.restart.fetch);
         format!(
             "config={} spool={} journal={} fsync={} done_retention={} rescan={:?} max_files={} \
              drain_grace={:?} log_level={} concurrency={} per_host={} threads={} timeout={:?} \
@@ -633,18 +676,17 @@ impl Config {
             self.source
                 .as_ref()
                 .map_or("(defaults)".to_string(), |p| p.display().to_string()),
-            self.spool.display(),
-            self.journal.display(),
-            self.fsync,
-            self.done_retention
-                .map_or("forever".to_string(), |d| format!(
-                    "{}d",
-                    d.as_secs() / SECS_PER_DAY
-                )),
-            self.rescan,
-            self.max_files,
-            self.drain_grace,
-            self.log_level,
+            r.spool.display(),
+            l.journal.display(),
+            l.fsync,
+            l.done_retention.map_or("forever".to_string(), |d| format!(
+                "{}d",
+                d.as_secs() / SECS_PER_DAY
+            )),
+            l.rescan,
+            l.max_files,
+            l.drain_grace,
+            r.log_level,
             o.concurrency,
             o.per_host,
             o.threads,
@@ -696,22 +738,18 @@ fn check_writable_dir(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::FsyncPolicy;
 
     #[test]
     fn empty_text_gives_defaults() {
         let c = Config::parse("", &Overrides::default()).unwrap();
-        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        assert_eq!(c, Config::default());
     }
 
     #[test]
     fn shipped_config_file_parses_to_the_defaults() {
         let text = include_str!("../config/ringcrawl.toml");
         let c = Config::parse(text, &Overrides::default()).unwrap();
-        let mut d = Config::default();
-        // The shipped file says `threads = 0` (= cores), which is the default too.
-        d.fetch.threads = c.fetch.threads;
-        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        assert_eq!(c, Config::default());
     }
 
     #[test]
@@ -739,17 +777,18 @@ mod tests {
             spool: None,
         };
         let c = Config::parse(text, &ov).unwrap();
-        assert_eq!(c.spool, PathBuf::from("/srv/spool"));
-        assert_eq!(c.journal, PathBuf::from("/tmp/x.jsonl"));
-        assert_eq!(c.fsync, FsyncPolicy::Batch(Duration::from_millis(50)));
-        assert_eq!(c.done_retention, None);
-        assert_eq!(c.max_files, 9);
-        assert_eq!(c.drain_grace, Duration::from_millis(2500));
-        assert_eq!(c.fetch.concurrency, 100);
-        assert_eq!(c.fetch.threads, 3);
-        assert_eq!(c.fetch.connect_timeout, Duration::from_millis(1500));
-        assert_eq!(c.fetch.resolver, Some("127.0.0.1:5353".parse().unwrap()));
-        assert_eq!(c.fetch.bind, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.restart.spool, PathBuf::from("/srv/spool"));
+        assert_eq!(c.live.journal, PathBuf::from("/tmp/x.jsonl"));
+        assert_eq!(c.live.fsync, FsyncPolicy::Batch(Duration::from_millis(50)));
+        assert_eq!(c.live.done_retention, None);
+        assert_eq!(c.live.max_files, 9);
+        assert_eq!(c.live.drain_grace, Duration::from_millis(2500));
+        let o = &c.restart.fetch;
+        assert_eq!(o.concurrency, 100);
+        assert_eq!(o.threads, 3);
+        assert_eq!(o.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(o.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(o.bind, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
@@ -774,13 +813,13 @@ mod tests {
             "bad value for `daemon.fsync`",
             "bad value for `daemon.max_files`: 0 is out of range",
             "bad value for `fetch.concurrency`: expected an integer, got string",
-            "bad value for `fetch.timeout_secs`",
+            "bad value for `fetch.timeout_secs`: -1 is not a number of seconds",
             "bad value for `fetch.resolver`",
             "bad value for `fetch.bind`",
         ] {
             assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
         }
-        assert_eq!(errs.0.len(), 8, "{msg}");
+        assert_eq!(errs.errors.len(), 8, "{msg}");
     }
 
     #[test]
@@ -790,20 +829,26 @@ mod tests {
         let msg = Config::parse(text, &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("fetch.per_host"), "{msg}");
-        assert!(msg.contains("fetch.connect_timeout_secs"), "{msg}");
+        assert!(
+            msg.contains("`fetch.per_host`: 8 is more than `fetch.concurrency` 4"),
+            "{msg}"
+        );
+        assert!(msg.contains("`fetch.connect_timeout_secs`"), "{msg}");
+        // A value left to its default shrinks to fit instead.
+        let c = Config::parse("[fetch]\nconcurrency = 4\n", &Overrides::default()).unwrap();
+        assert_eq!(c.restart.fetch.per_host, 4);
     }
 
     #[test]
     fn syntax_error_is_one_line() {
         let errs = Config::parse("[daemon\nx=1", &Overrides::default()).unwrap_err();
-        assert_eq!(errs.0.len(), 1);
-        assert!(matches!(errs.0[0], ConfigError::Syntax(_)));
+        assert_eq!(errs.errors.len(), 1);
+        assert!(matches!(errs.errors[0], ConfigError::Syntax(_)));
         assert!(!errs.to_string().contains('\n'));
     }
 
     #[test]
-    fn load_checks_directories() {
+    fn load_checks_directories_and_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("c.toml");
         let file_not_dir = dir.path().join("plain");
@@ -821,7 +866,11 @@ mod tests {
         let msg = errs.to_string();
         assert!(msg.contains("spool directory"), "{msg}");
         assert!(msg.contains("journal directory"), "{msg}");
-        assert!(msg.contains("daemon.fsync"), "{msg}");
+        let fsync_line = msg.lines().find(|l| l.contains("daemon.fsync")).unwrap();
+        assert!(
+            fsync_line.starts_with(&format!("{}: bad value", cfg_path.display())),
+            "{fsync_line}"
+        );
 
         let ok = Overrides {
             spool: Some(dir.path().join("spool/not/yet")),
@@ -837,25 +886,81 @@ mod tests {
     }
 
     #[test]
-    fn missing_explicit_file_is_an_error() {
+    fn missing_explicit_file_is_one_error_naming_it_once() {
         let errs = Config::load(
             Some(Path::new("/nonexistent/ringcrawl.toml")),
             &Overrides::default(),
         )
         .unwrap_err();
-        assert!(matches!(errs.0[0], ConfigError::Read { .. }));
+        assert!(matches!(errs.errors[0], ConfigError::Read { .. }));
+        assert_eq!(
+            errs.to_string()
+                .matches("/nonexistent/ringcrawl.toml")
+                .count(),
+            1
+        );
     }
 
     #[test]
-    fn diff_lists_changes() {
-        let a = Config::default();
-        let mut b = a.clone();
-        b.max_files = 1;
-        b.fsync = FsyncPolicy::Always;
-        let d = a.diff(&b);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d
-            .iter()
-            .any(|l| l == "daemon.fsync: batch(200 ms) -> always"));
+    fn flags_layer_over_the_file_for_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[fetch]\nconcurrency = 4\nper_host = 3\ntimeout_secs = 9\n",
+        )
+        .unwrap();
+        let flags = RawFetchOptions {
+            concurrency: Some(Given {
+                value: 2,
+                name: Name::Flag("--concurrency"),
+            }),
+            ..Default::default()
+        };
+        let err = fetch_options_from_file(&path, flags.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("bad value for `fetch.per_host`: 3 is more than --concurrency 2"),
+            "{err}"
+        );
+        std::fs::write(&path, "[fetch]\ntimeout_secs = 9\n").unwrap();
+        let o = fetch_options_from_file(&path, flags).unwrap();
+        assert_eq!((o.concurrency, o.per_host), (2, 2));
+        assert_eq!(o.timeout, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn reload_applies_the_reloadable_part_and_keeps_the_rest() {
+        let mut running = Config::default();
+        let mut new = Config::default();
+        new.restart.spool = "/elsewhere".into();
+        new.restart.log_level = "debug".into();
+        new.restart.fetch.concurrency = 10;
+        new.live.max_files = 1;
+        new.live.fsync = FsyncPolicy::Always;
+        new.live.journal = "/j2".into();
+        let before = running.restart.clone();
+        let out = running.apply_reload(new.clone());
+        assert_eq!(running.live, new.live, "reloadable values are in force");
+        assert_eq!(running.restart, before, "restart-only values are kept");
+        let keys = |v: &[Change]| v.iter().map(|c| c.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&out.applied),
+            ["daemon.journal", "daemon.fsync", "daemon.max_files"]
+        );
+        assert_eq!(
+            keys(&out.kept),
+            ["daemon.spool", "daemon.log_level", "fetch.concurrency"]
+        );
+        assert_eq!(
+            out.applied[1].to_string(),
+            "daemon.fsync: Batch(200ms) -> Always"
+        );
+        // Nothing changed: nothing to say.
+        assert_eq!(
+            running.apply_reload(running.clone()),
+            ReloadOutcome::default()
+        );
     }
 }

@@ -5,9 +5,12 @@
 //! - Signals (a small tokio current-thread runtime on its own thread forwards them as events):
 //!   SIGTERM/SIGINT stop claiming, stop the readers, drain the engine for up to
 //!   `drain_grace`, fsync the journal and return Ok (exit 0); SIGHUP reloads the config file,
-//!   logs what changed, applies what is safe at run time (journal path and fsync policy,
-//!   rescan period, max files, drain grace, retention) and reopens the journal; SIGUSR1 only
-//!   reopens the journal (logrotate `create` mode).
+//!   applies its reloadable part (`config::Reloadable`: journal path and fsync policy,
+//!   rescan period, max files, drain grace, retention), logs each restart-only change it
+//!   keeps, and reopens the journal; SIGUSR1 only reopens the journal (logrotate `create`).
+//! - One reader thread per list in `cur/` feeds its lines through `spool::feed` (the one
+//!   `intake` reader, whose stop flag is the daemon's, so SIGTERM is not held up by a list
+//!   that is one endless line).
 //! - sd_notify: READY once recovery is done and the engine runs, STATUS with live counts
 //!   every second, WATCHDOG from the event loop (only when `WATCHDOG_USEC` is set), STOPPING.
 //! - New files are noticed through inotify on `new/` and a periodic rescan.
@@ -24,15 +27,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sd_notify::NotifyState;
 
-use crate::config::{Config, ConfigErrors, FetchOptions};
+use crate::config::Config;
 use crate::engine::{Engine, EngineError};
+use crate::intake::{ReadError, ReadLimits};
 use crate::job::Summary;
 use crate::journal::{Journal, JournalControl, JournalError, Progress, Target};
+use crate::options::FetchOptions;
 use crate::spool::{self, FeedStats, JobSink, LineSet, Outcome, Spool, SpoolError};
 use crate::worker::RecordSender;
 
 /// Period of STATUS updates (and the longest event-loop sleep).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// A worker that has not shown it is alive for this long is stuck (a worker's loop turns at
+/// least every `worker::IDLE_SWEEP`, busy or idle).
+pub const WORKER_STALE_AFTER: Duration = Duration::from_secs(15);
 /// How often `done/` retention runs.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Read buffer of one list reader.
@@ -43,8 +51,6 @@ const INOTIFY_BUFFER: usize = 4096;
 /// Why the daemon stopped with an error (one-line messages).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    Config(#[from] ConfigErrors),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error(transparent)]
@@ -59,12 +65,18 @@ pub enum DaemonError {
     JournalDied(JournalError),
     #[error("engine still referenced by a reader at shutdown")]
     EngineShared,
+    #[error("internal error (a ringcrawl bug, please report): {0}; exiting so the service restarts (recovery fetches what had no record)")]
+    EngineFailed(String),
 }
 
 /// What the fetch engine must offer the daemon ([`Engine`] in production, a fake in tests).
 pub trait Backend: JobSink + Send + 'static {
     fn in_flight(&self) -> u64;
     fn drain(self, grace: Duration) -> Summary;
+    /// Why the engine failed (a worker panicked), if it did.
+    fn failure(&self) -> Option<String>;
+    /// How long ago the least recently alive worker showed it was alive.
+    fn stalest_worker(&self) -> Duration;
 }
 
 impl Backend for Engine {
@@ -73,6 +85,12 @@ impl Backend for Engine {
     }
     fn drain(self, grace: Duration) -> Summary {
         Engine::drain(self, grace)
+    }
+    fn failure(&self) -> Option<String> {
+        self.stats().failure()
+    }
+    fn stalest_worker(&self) -> Duration {
+        self.stats().health().stalest()
     }
 }
 
@@ -92,7 +110,7 @@ pub enum Event {
     /// A reader finished (or failed on) the file `src` in `cur/`.
     FeedDone {
         src: String,
-        result: io::Result<FeedStats>,
+        result: Result<FeedStats, ReadError>,
     },
 }
 
@@ -121,12 +139,15 @@ where
         env!("CARGO_PKG_VERSION"),
         cfg.summary_line()
     );
-    let spool = Spool::open(&cfg.spool)?;
+    let spool = Spool::open(&cfg.restart.spool)?;
 
     // The journal's torn tail is repaired here, before the recovery scan reads it.
     let (ptx, prx) = mpsc::channel::<Progress>();
-    let (journal, records) =
-        Journal::start(Target::File(cfg.journal.clone()), cfg.fsync, Some(ptx))?;
+    let (journal, records) = Journal::start(
+        Target::File(cfg.live.journal.clone()),
+        cfg.live.fsync,
+        Some(ptx),
+    )?;
     let fwd_tx = tx.clone();
     let forwarder = std::thread::Builder::new()
         .name("journal-progress".into())
@@ -140,7 +161,7 @@ where
         .map_err(DaemonError::Thread)?;
 
     let recovered = recover(&spool, &cfg)?;
-    let backend = Arc::new(start(&cfg.fetch, records)?);
+    let backend = Arc::new(start(&cfg.restart.fetch, records)?);
     start_inotify(&spool, tx.clone());
 
     let mut d = Daemon {
@@ -159,11 +180,11 @@ where
     for (name, skip) in recovered {
         d.start_reader(name, Some(skip))?;
     }
-    if let Some(age) = d.cfg.done_retention {
+    if let Some(age) = d.cfg.live.done_retention {
         d.purge(age);
     }
     notify(&[NotifyState::Ready]);
-    tracing::info!(spool = %d.cfg.spool.display(), journal = %d.cfg.journal.display(), "ready");
+    tracing::info!(spool = %d.cfg.restart.spool.display(), journal = %d.cfg.live.journal.display(), "ready");
     let loop_result = d.event_loop(&rx, &journal);
     notify(&[NotifyState::Stopping]);
     let summary = d.shutdown(&rx, forwarder, journal);
@@ -200,9 +221,9 @@ fn recover(spool: &Spool, cfg: &Config) -> Result<Vec<(String, LineSet)>, Daemon
     let mut oldest = SystemTime::now();
     for n in &names {
         let meta =
-            std::fs::metadata(spool.path(spool::CUR, n)).map_err(|source| SpoolError::Dir {
+            std::fs::metadata(spool.path(spool::CUR, n)).map_err(|cause| SpoolError::Dir {
                 path: spool.path(spool::CUR, n),
-                source,
+                cause,
             })?;
         let ctime = SystemTime::UNIX_EPOCH
             + Duration::from_secs(
@@ -211,7 +232,7 @@ fn recover(spool: &Spool, cfg: &Config) -> Result<Vec<(String, LineSet)>, Daemon
         oldest = oldest.min(ctime);
         wanted.insert(n.clone(), spool::claim_ts(&meta));
     }
-    let journals = spool::journal_candidates(&cfg.journal, oldest);
+    let journals = spool::journal_candidates(&cfg.live.journal, oldest);
     let started = Instant::now();
     let mut found = spool::journaled_lines(&journals, &wanted)?;
     let already: u64 = found.values().map(LineSet::len).sum();
@@ -266,7 +287,7 @@ impl<B: Backend + Sync> Daemon<B> {
         let tick = watchdog.map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL));
         let mut next_status = Instant::now();
         let mut next_watchdog = Instant::now();
-        let mut next_rescan = Instant::now() + self.cfg.rescan;
+        let mut next_rescan = Instant::now() + self.cfg.live.rescan;
         let mut next_retention = Instant::now() + RETENTION_INTERVAL;
         loop {
             if self.want_scan {
@@ -293,9 +314,25 @@ impl<B: Backend + Sync> Daemon<B> {
             if journal.is_finished() {
                 return Err(LoopEnd::JournalDied);
             }
+            if let Some(why) = self.backend.as_ref().and_then(|b| b.failure()) {
+                return Err(LoopEnd::Error(DaemonError::EngineFailed(why)));
+            }
             if let Some(period) = watchdog {
                 if now >= next_watchdog {
-                    notify(&[NotifyState::Watchdog]);
+                    // Only while the workers show they are alive: a stuck worker lets the
+                    // watchdog fire, and systemd restarts the service.
+                    let stalest = self
+                        .backend
+                        .as_ref()
+                        .map_or(Duration::ZERO, |b| b.stalest_worker());
+                    if stalest <= WORKER_STALE_AFTER {
+                        notify(&[NotifyState::Watchdog]);
+                    } else {
+                        tracing::error!(
+                            stalest_ms = stalest.as_millis() as u64,
+                            "a worker shows no sign of life; not pinging the watchdog"
+                        );
+                    }
                     next_watchdog = now + period;
                 }
             }
@@ -306,10 +343,10 @@ impl<B: Backend + Sync> Daemon<B> {
             }
             if now >= next_rescan {
                 self.want_scan = true;
-                next_rescan = now + self.cfg.rescan;
+                next_rescan = now + self.cfg.live.rescan;
             }
             if now >= next_retention {
-                if let Some(age) = self.cfg.done_retention {
+                if let Some(age) = self.cfg.live.done_retention {
                     self.purge(age);
                 }
                 next_retention = now + RETENTION_INTERVAL;
@@ -411,7 +448,7 @@ impl<B: Backend + Sync> Daemon<B> {
         };
         self.pending = names.len();
         for name in names {
-            if self.active.len() >= self.cfg.max_files {
+            if self.active.len() >= self.cfg.live.max_files {
                 // Looked at again when a slot frees up.
                 return Ok(());
             }
@@ -432,16 +469,21 @@ impl<B: Backend + Sync> Daemon<B> {
         let path = self.spool.path(spool::CUR, &name);
         let submitted = Arc::new(AtomicU64::new(0));
         let backend = self.backend.clone().ok_or(DaemonError::EngineShared)?;
-        let (stop, tx) = (self.stop.clone(), self.tx.clone());
+        // Issue 13 adds `daemon.max_list_bytes` as `max_bytes` here.
+        let limits = ReadLimits {
+            stop: Some(self.stop.clone()),
+            max_bytes: None,
+        };
+        let tx = self.tx.clone();
         let counter = submitted.clone();
         let src_name = name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("read {name}"))
             .spawn(move || {
                 let src: Arc<str> = Arc::from(src_name.as_str());
-                let result = File::open(&path).and_then(|f| {
+                let result = File::open(&path).map_err(ReadError::from).and_then(|f| {
                     let r = BufReader::with_capacity(READER_BUFFER, f);
-                    spool::feed(r, &src, skip.as_ref(), &*backend, &counter, &stop)
+                    spool::feed(r, &src, skip.as_ref(), &*backend, &counter, limits)
                 });
                 drop(backend);
                 let _ = tx.send(Event::FeedDone {
@@ -464,40 +506,34 @@ impl<B: Backend + Sync> Daemon<B> {
         Ok(())
     }
 
+    /// SIGHUP: re-read the config file; apply its reloadable part, log each restart-only
+    /// change (kept until a restart), and reopen the journal (at its new path, if it moved).
     fn reload(&mut self) {
         let new = match Config::load(self.cfg.source.as_deref(), &self.cfg.overrides) {
             Ok(c) => c,
             Err(errs) => {
-                for e in &errs.0 {
+                for e in &errs.errors {
                     tracing::error!(error = %e, "SIGHUP: config not reloaded");
                 }
                 self.journal_ctl.reopen(None, None);
                 return;
             }
         };
-        let changes = self.cfg.diff(&new);
-        if changes.is_empty() {
+        let old = self.cfg.live.clone();
+        let outcome = self.cfg.apply_reload(new);
+        if outcome.applied.is_empty() && outcome.kept.is_empty() {
             tracing::info!("SIGHUP: config unchanged; reopening journal");
         }
-        for c in &changes {
-            let restart = c.starts_with("daemon.spool")
-                || c.starts_with("daemon.log_level")
-                || c.starts_with("fetch");
-            if restart {
-                tracing::warn!(change = %c, "SIGHUP: change needs a restart; keeping the running value");
-            } else {
-                tracing::info!(change = %c, "SIGHUP: applied");
-            }
+        for c in &outcome.kept {
+            tracing::warn!(change = %c, "SIGHUP: change needs a restart; keeping the running value");
         }
-        let path = (new.journal != self.cfg.journal).then(|| new.journal.clone());
-        let policy = (new.fsync != self.cfg.fsync).then_some(new.fsync);
+        for c in &outcome.applied {
+            tracing::info!(change = %c, "SIGHUP: applied");
+        }
+        let live = &self.cfg.live;
+        let path = (live.journal != old.journal).then(|| live.journal.clone());
+        let policy = (live.fsync != old.fsync).then_some(live.fsync);
         self.journal_ctl.reopen(path, policy);
-        self.cfg.journal = new.journal;
-        self.cfg.fsync = new.fsync;
-        self.cfg.done_retention = new.done_retention;
-        self.cfg.rescan = new.rescan;
-        self.cfg.max_files = new.max_files;
-        self.cfg.drain_grace = new.drain_grace;
         self.want_scan = true;
     }
 
@@ -542,7 +578,7 @@ impl<B: Backend + Sync> Daemon<B> {
             .take()
             .and_then(Arc::into_inner)
             .ok_or(DaemonError::EngineShared)?;
-        let grace = self.cfg.drain_grace.saturating_sub(started.elapsed());
+        let grace = self.cfg.live.drain_grace.saturating_sub(started.elapsed());
         // Dropping the engine drops its record senders, which ends the journal writer.
         let summary = backend.drain(grace);
         let journal_result = journal.finish();
@@ -675,12 +711,15 @@ pub fn forward_signals(tx: Sender<Event>) -> Result<(), DaemonError> {
 mod tests {
     use super::*;
     use crate::engine::Stopped;
-    use crate::job::Job;
+    use crate::intake::InputLine;
     use crate::journal::FsyncPolicy;
     use crate::record::Record;
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Mutex;
+
+    /// A line as the engine gets it.
+    type Job = (InputLine, Arc<str>);
 
     /// A stand-in engine: one worker thread turns jobs into records; after `budget` records
     /// it holds jobs forever (in flight at a "crash"); `drain` abandons what is left.
@@ -699,16 +738,16 @@ mod tests {
             let (fl, ab) = (in_flight.clone(), abandon.clone());
             let worker = std::thread::spawn(move || {
                 let mut done = 0;
-                for job in jrx {
+                for (line, src) in jrx {
                     if ab.load(Ordering::Acquire) || done >= budget {
                         continue;
                     }
                     std::thread::sleep(Duration::from_micros(200));
                     let rec = Record {
-                        url: job.url,
+                        url: line.text,
                         ts: crate::record::now_rfc3339(),
-                        src: job.src.map(|s| s.to_string()),
-                        line: job.line,
+                        src: Some(src.to_string()),
+                        line: Some(line.number),
                         ..Record::default()
                     };
                     done += 1;
@@ -728,13 +767,13 @@ mod tests {
     }
 
     impl JobSink for Fake {
-        fn submit(&self, job: Job) -> Result<(), Stopped> {
+        fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped> {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let guard = self.jobs.lock().unwrap();
             guard
                 .as_ref()
                 .ok_or(Stopped)?
-                .send(job)
+                .send((line, src.clone()))
                 .map_err(|_| Stopped)
         }
     }
@@ -750,6 +789,12 @@ mod tests {
                 w.join().unwrap();
             }
             Summary::default()
+        }
+        fn failure(&self) -> Option<String> {
+            None
+        }
+        fn stalest_worker(&self) -> Duration {
+            Duration::ZERO
         }
     }
 
@@ -782,7 +827,10 @@ mod tests {
         );
         std::fs::write(&file, text).unwrap();
         let cfg = Config::load(Some(&file), &Default::default()).unwrap();
-        assert_eq!(cfg.fsync, FsyncPolicy::Batch(Duration::from_millis(10)));
+        assert_eq!(
+            cfg.live.fsync,
+            FsyncPolicy::Batch(Duration::from_millis(10))
+        );
         cfg
     }
 
@@ -845,8 +893,8 @@ mod tests {
     fn lists_are_journaled_exactly_once_and_moved_to_done() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let spool_dir = cfg.spool.clone();
-        let journal = cfg.journal.clone();
+        let spool_dir = cfg.restart.spool.clone();
+        let journal = cfg.live.journal.clone();
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         let lists: Vec<_> = (0..4)
@@ -870,7 +918,7 @@ mod tests {
     fn interrupted_run_is_completed_without_duplicates_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         // First run: only 30 records are ever produced; the rest are "in flight" at the stop.
         let d = start(cfg.clone(), 30);
         wait_for("spool", || spool_dir.join("new").is_dir());
@@ -909,7 +957,7 @@ mod tests {
     fn unreadable_list_goes_to_bad_and_reload_reopens_moved_journal() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         // A directory cannot be read as a list (even by root).
@@ -935,7 +983,7 @@ mod tests {
     fn partial_file_in_tmp_is_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let (spool_dir, journal) = (cfg.spool.clone(), cfg.journal.clone());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
         std::fs::write(spool_dir.join("tmp/partial"), "http://127.0.0.1:9/x\n").unwrap();
@@ -948,10 +996,70 @@ mod tests {
     }
 
     #[test]
+    fn a_list_that_is_one_endless_line_does_not_hold_up_sigterm() {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let spool_dir = cfg.restart.spool.clone();
+        let d = start(cfg, u64::MAX);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        // A FIFO fed 'x' forever: a list with no newline and no end. Opened before it is
+        // dropped into new/, where the daemon claims it at once.
+        let fifo = dir.path().join("endless");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path, which outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Read-write, so opening waits for no reader and the daemon's open waits for no writer.
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        std::fs::rename(&fifo, spool_dir.join("new/endless")).unwrap();
+        let written = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (n, end) = (written.clone(), done.clone());
+        let writer = std::thread::spawn(move || {
+            let chunk = [b'x'; 64 * 1024];
+            while !end.load(Ordering::Acquire) {
+                match w.write(&chunk) {
+                    Ok(k) => {
+                        n.fetch_add(k as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("fifo write: {e}"),
+                }
+            }
+        });
+        // Far more than a pipe holds: the daemon is reading (and skipping) the line.
+        wait_for("the endless line being read", || {
+            written.load(Ordering::Relaxed) > 16 << 20
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(d.stop().map(|_| ())));
+        let stopped = rx.recv_timeout(Duration::from_secs(10));
+        done.store(true, Ordering::Release);
+        writer.join().unwrap();
+        assert!(
+            matches!(stopped, Ok(Ok(()))),
+            "SIGTERM waited on the endless line: {stopped:?}"
+        );
+        assert!(
+            spool_dir.join("cur/endless").exists(),
+            "an unfinished list stays in cur/"
+        );
+    }
+
+    #[test]
     fn second_daemon_on_same_spool_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let spool_dir = cfg.spool.clone();
+        let spool_dir = cfg.restart.spool.clone();
         let d = start(cfg.clone(), u64::MAX);
         wait_for("spool", || spool_dir.join(".lock").exists());
         std::thread::sleep(Duration::from_millis(100));

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::FetchOptions;
 use crate::dns::{DnsConfig, Resolver};
 use crate::error::ErrorKind;
 use crate::gate::SlotGate;
@@ -23,6 +22,7 @@ use crate::html::FollowSelector;
 use crate::intake::{host_key, parse_url, InputLine};
 use crate::job::{Counters, Health, Job, Summary, WorkItem};
 use crate::net::{RuntimeThread, StartError, TlsConfigError, TlsContext};
+use crate::options::FetchOptions;
 use crate::pool::MAX_IDLE_CONNS;
 use crate::worker::{RecordSender, WorkerSetup};
 

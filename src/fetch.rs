@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use url::Url;
 
-use crate::config::FetchOptions;
 use crate::conn::{self, DriveError, Limits, ReadBufs};
 use crate::dns::{DnsError, Resolver};
 use crate::error::ErrorKind;
@@ -32,6 +31,7 @@ use crate::http::{
 use crate::intake::host_key;
 use crate::job::{Counters, Job};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
+use crate::options::FetchOptions;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
 
@@ -276,12 +276,15 @@ struct Acct {
     drain_for_reuse: u64,
     /// With `--follow`: the link hop 2 fetches (the record's `link`).
     link: Option<String>,
+    /// The server address of the last connection used or tried.
+    ip: Option<IpAddr>,
 }
 
 /// The page a hop ended on, after redirects.
 struct Page {
     final_url: Url,
     status: u16,
+    content_type: Option<String>,
     extracted: Extracted,
 }
 
@@ -321,6 +324,7 @@ pub fn run_job<'a>(
                 DRAIN_FOR_REUSE_BYTES
             },
             link: None,
+            ip: None,
         };
         // The record is built once the fetch is over, not held across it: a slot's future
         // carries its largest state for every connection in flight.
@@ -336,6 +340,7 @@ pub fn run_job<'a>(
             Ok(page) => {
                 rec.final_url = Some(page.final_url.to_string());
                 rec.status = Some(page.status);
+                rec.content_type = page.content_type;
                 rec.title = page.extracted.title;
                 rec.title_truncated = page.extracted.title_truncated;
             }
@@ -346,6 +351,7 @@ pub fn run_job<'a>(
         }
         rec.redirects = acct.redirects;
         rec.bytes = acct.bytes;
+        rec.ip = acct.ip;
         rec.tls_verified = acct.tls_verified.filter(|v| !v);
         rec.ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         rec.ts = now_rfc3339();
@@ -454,6 +460,7 @@ fn get_page<'a>(
             return Ok(Page {
                 final_url: current.clone(),
                 status,
+                content_type: resp.head.content_type,
                 extracted: resp.extracted,
             });
         }
@@ -488,8 +495,12 @@ fn on_connection<'a>(
             };
             let (mut stream, reused) = match parked {
                 Some(stream) => (stream, true),
-                None => (Box::pin(connect(ctx, url, deadline)).await?, false),
+                None => (
+                    Box::pin(connect(ctx, url, deadline, &mut acct.ip)).await?,
+                    false,
+                ),
             };
+            acct.ip = Some(stream.peer().ip());
             if reused {
                 ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
             }
@@ -516,8 +527,14 @@ fn on_connection<'a>(
     }
 }
 
-/// Resolve and connect (TLS included for https) before `deadline`.
-async fn connect(ctx: &FetchCtx, url: &Url, deadline: Instant) -> Result<Stream, FetchError> {
+/// Resolve and connect (TLS included for https) before `deadline`; a failed connect
+/// attempt leaves the address it tried in `tried`.
+async fn connect(
+    ctx: &FetchCtx,
+    url: &Url,
+    deadline: Instant,
+    tried: &mut Option<IpAddr>,
+) -> Result<Stream, FetchError> {
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -541,7 +558,12 @@ async fn connect(ctx: &FetchCtx, url: &Url, deadline: Instant) -> Result<Stream,
     let tls = (url.scheme() == "https").then(|| (&ctx.tls, url.host_str().unwrap_or("")));
     let stream = Stream::connect(&addrs, &ctx.connect, tls, deadline)
         .await
-        .map_err(|e| net_error(ctx, e, deadline))?;
+        .map_err(|e| {
+            if let Some(peer) = e.peer() {
+                *tried = Some(peer.ip());
+            }
+            net_error(ctx, e, deadline)
+        })?;
     ctx.counters.conns_opened.fetch_add(1, Ordering::Relaxed);
     Ok(stream)
 }

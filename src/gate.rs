@@ -134,6 +134,7 @@ impl SlotGate {
         self.workers[worker].wake.notified().await;
     }
 
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)
     }
@@ -145,11 +146,6 @@ impl SlotGate {
 
     pub fn budget(&self) -> usize {
         self.budget
-    }
-
-    /// How many workers share the budget.
-    pub fn workers(&self) -> usize {
-        self.workers.len()
     }
 }
 

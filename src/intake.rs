@@ -1,135 +1,245 @@
-//! Reading URL lists as streams and turning lines into fetchable URLs.
+//! Input lines: the one reader of URL lists and the one validation of a line.
+//!
+//! Every source of URLs goes through here, so a line gets the same record whatever its
+//! source: `fetch` URL arguments ([`InputLine::from_arg`]), `fetch -i FILE` / stdin and
+//! spool list files ([`LineReader`]), `load`'s URL ([`parse_arg`]) and the progress bar's
+//! count of a file ([`LineReader::count_non_blank`]).
 //!
 //! [`LineReader`] yields one [`InputLine`] per non-blank line of any `BufRead` without ever
-//! holding more than [`MAX_KEPT_LINE_BYTES`] of a line: a 1 GB line costs no more than a
-//! short one. Lines are trimmed (CRLF included), non-UTF-8 bytes are replaced (and make the
-//! line invalid), and line numbers count every line, blank ones too, so spool records point
-//! at the right place. [`parse_url`] decides what is fetchable; everything else becomes an
-//! `invalid_url` record.
+//! holding more than [`MAX_KEPT_LINE_BYTES`] of a line: the rest of an over-long line is
+//! skipped buffer by buffer, so a 1 GB line costs no more memory than a short one, and every
+//! buffer fill polls the reader's stop flag and counts against its byte limit
+//! ([`ReadLimits`]), so a list that is one endless line neither spins forever nor delays a
+//! shutdown. Lines are trimmed (ASCII whitespace, CRLF included), and line numbers count
+//! every line, blank ones too, so spool records point at the right place. [`parse_url`]
+//! decides what is fetchable: over-long and non-UTF-8 lines, like any other unfetchable
+//! line, become `invalid_url` records.
 
+use std::ffi::OsStr;
 use std::io::{self, BufRead};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::config::MAX_URL_BYTES;
-
+/// Longest URL accepted (bytes, after trimming); longer lines are `invalid_url`.
+pub(crate) const MAX_URL_BYTES: usize = 8 * 1024;
 /// Bytes of an over-long line kept (for its record's `url` field); the rest is skipped.
-pub const MAX_KEPT_LINE_BYTES: usize = MAX_URL_BYTES + 1;
+pub(crate) const MAX_KEPT_LINE_BYTES: usize = MAX_URL_BYTES + 1;
 
 /// One non-blank input line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputLine {
     /// The trimmed line (lossily decoded; cut to [`MAX_KEPT_LINE_BYTES`] when over-long).
     pub text: String,
-    /// 1-based line number in its source.
+    /// 1-based line number in its source (for arguments: the position among them).
     pub number: u64,
     /// Length of the whole trimmed line in bytes, even when `text` was cut.
     pub len: usize,
-    /// The raw bytes were not valid UTF-8.
+    /// The kept bytes were not valid UTF-8.
     pub not_utf8: bool,
 }
 
-/// Streams the non-blank lines of a reader.
-pub struct LineReader<R> {
+impl InputLine {
+    /// A command-line argument as the `number`th input line; `None` when it is blank.
+    pub(crate) fn from_arg(arg: &OsStr, number: u64) -> Option<InputLine> {
+        let mut b = LineBuilder::default();
+        b.push(arg.as_bytes());
+        b.finish(number)
+    }
+}
+
+/// Why reading a list ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The reader's stop flag was set.
+    #[error("stopped")]
+    Stopped,
+    /// The input is longer than [`ReadLimits::max_bytes`].
+    #[error("list is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// What bounds one read of a list.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReadLimits {
+    /// Polled on every buffer fill: once set, reading ends with [`ReadError::Stopped`].
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Bytes of input read at most; past it, reading ends with [`ReadError::TooLarge`].
+    pub max_bytes: Option<u64>,
+}
+
+/// Builds one line from the pieces a reader hands over: leading whitespace is dropped as it
+/// comes, the first [`MAX_KEPT_LINE_BYTES`] after it are kept, and the end of the last
+/// non-whitespace byte is tracked, so trailing whitespace (and the `\r` of CRLF) never
+/// counts and a blank line is known without keeping it.
+#[derive(Default)]
+struct LineBuilder {
+    kept: Vec<u8>,
+    /// Bytes seen since the first non-whitespace byte.
+    content: usize,
+    /// Offset (in `content`) just past the last non-whitespace byte: the trimmed length.
+    end: usize,
+}
+
+impl LineBuilder {
+    fn push(&mut self, mut part: &[u8]) {
+        if self.content == 0 {
+            let start = part.iter().position(|&c| !is_trim(c)).unwrap_or(part.len());
+            part = &part[start..];
+        }
+        if let Some(i) = part.iter().rposition(|&c| !is_trim(c)) {
+            self.end = self.content + i + 1;
+        }
+        let room = MAX_KEPT_LINE_BYTES.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&part[..part.len().min(room)]);
+        self.content += part.len();
+    }
+
+    fn is_blank(&self) -> bool {
+        self.end == 0
+    }
+
+    /// The line (`None` when blank); the builder is ready for the next one.
+    fn finish(&mut self, number: u64) -> Option<InputLine> {
+        let len = self.end;
+        let kept = &self.kept[..self.kept.len().min(len)];
+        let line = (len > 0).then(|| {
+            let cut = len > kept.len();
+            let (text, not_utf8) = match std::str::from_utf8(kept) {
+                Ok(s) => (s.to_owned(), false),
+                // A multi-byte char cut by the kept-bytes limit: not a decoding error.
+                Err(e) if cut && e.error_len().is_none() => (
+                    String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(),
+                    false,
+                ),
+                Err(_) => (String::from_utf8_lossy(kept).into_owned(), true),
+            };
+            InputLine {
+                text,
+                number,
+                len,
+                not_utf8,
+            }
+        });
+        self.clear();
+        line
+    }
+
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.content = 0;
+        self.end = 0;
+    }
+}
+
+/// Streams the non-blank lines of a reader, within its [`ReadLimits`].
+pub(crate) struct LineReader<R> {
     inner: R,
-    number: u64,
-    buf: Vec<u8>,
+    limits: ReadLimits,
+    /// Lines read so far, blank ones included.
+    lines: u64,
+    /// Bytes consumed so far.
+    bytes: u64,
+    line: LineBuilder,
 }
 
 impl<R: BufRead> LineReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R, limits: ReadLimits) -> Self {
         LineReader {
             inner,
-            number: 0,
-            buf: Vec::new(),
+            limits,
+            lines: 0,
+            bytes: 0,
+            line: LineBuilder::default(),
         }
     }
 
-    /// Read one raw line into `self.buf` (at most `MAX_KEPT_LINE_BYTES` kept); returns the
-    /// full length, or `None` at end of input.
-    fn read_raw_line(&mut self) -> io::Result<Option<usize>> {
-        self.buf.clear();
-        let mut total = 0usize;
+    /// Lines read so far, blank ones included (the number of the last line read).
+    pub(crate) fn lines_read(&self) -> u64 {
+        self.lines
+    }
+
+    /// Read the next line into `self.line`; `false` at the end of the input.
+    fn read_line(&mut self) -> Result<bool, ReadError> {
+        self.line.clear();
         let mut any = false;
         loop {
+            if self
+                .limits
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Acquire))
+            {
+                return Err(ReadError::Stopped);
+            }
             let chunk = match self.inner.fill_buf() {
                 Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             if chunk.is_empty() {
-                return Ok(any.then_some(total));
+                if any {
+                    self.lines += 1;
+                }
+                return Ok(any);
             }
             any = true;
-            let (part, used, done) = match memchr_newline(chunk) {
+            let (part, used, done) = match chunk.iter().position(|&c| c == b'\n') {
                 Some(i) => (&chunk[..i], i + 1, true),
                 None => (chunk, chunk.len(), false),
             };
-            let room = MAX_KEPT_LINE_BYTES.saturating_sub(self.buf.len());
-            self.buf.extend_from_slice(&part[..part.len().min(room)]);
-            total += part.len();
+            self.line.push(part);
             self.inner.consume(used);
+            self.bytes += used as u64;
+            if let Some(max) = self.limits.max_bytes {
+                if self.bytes > max {
+                    return Err(ReadError::TooLarge(max));
+                }
+            }
             if done {
-                return Ok(Some(total));
+                self.lines += 1;
+                return Ok(true);
             }
         }
     }
-}
 
-fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    /// Count the non-blank lines left (what the iterator would yield), keeping no text.
+    pub(crate) fn count_non_blank(mut self) -> Result<u64, ReadError> {
+        let mut n = 0;
+        while self.read_line()? {
+            n += u64::from(!self.line.is_blank());
+        }
+        Ok(n)
+    }
 }
 
 impl<R: BufRead> Iterator for LineReader<R> {
-    type Item = io::Result<InputLine>;
+    type Item = Result<InputLine, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let total = match self.read_raw_line() {
-                Ok(Some(n)) => n,
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
-            };
-            self.number += 1;
-            let raw = &self.buf[..];
-            let cut = total > raw.len();
-            let start = raw.iter().position(|c| !is_trim(*c)).unwrap_or(raw.len());
-            let end = raw
-                .iter()
-                .rposition(|c| !is_trim(*c))
-                .map_or(start, |i| i + 1);
-            if start == end && !cut {
-                continue; // blank line
-            }
-            let kept = &raw[start..end];
-            // A cut line keeps its trailing part unseen, so its length runs to the end.
-            let len = if cut { total - start } else { end - start };
-            let (text, not_utf8) = match std::str::from_utf8(kept) {
-                Ok(s) => (s.to_owned(), false),
-                Err(e) if cut && e.error_len().is_none() => {
-                    // A multi-byte char cut by the kept-bytes limit: not a decoding error.
-                    (
-                        String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(),
-                        false,
-                    )
+            match self.read_line() {
+                Ok(true) => {
+                    if let Some(line) = self.line.finish(self.lines) {
+                        return Some(Ok(line));
+                    }
                 }
-                Err(_) => (String::from_utf8_lossy(kept).into_owned(), true),
-            };
-            return Some(Ok(InputLine {
-                text,
-                number: self.number,
-                len,
-                not_utf8,
-            }));
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
         }
     }
 }
 
-/// ASCII whitespace and the CR of CRLF endings.
+/// ASCII whitespace (the CR of CRLF endings included).
 fn is_trim(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\r' | b'\x0b' | b'\x0c')
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c')
 }
 
-/// Why a line is not a fetchable URL (the `invalid_url` message).
-pub fn parse_url(line: &InputLine) -> Result<url::Url, String> {
+/// Why a line is not a fetchable URL (the `invalid_url` message), or its URL.
+pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.len > MAX_URL_BYTES {
         return Err(format!(
             "URL is {} bytes long (limit {MAX_URL_BYTES})",
@@ -139,11 +249,7 @@ pub fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.not_utf8 {
         return Err("line is not valid UTF-8".to_string());
     }
-    parse_url_str(&line.text)
-}
-
-/// [`parse_url`] for a string already known to be short and UTF-8.
-pub fn parse_url_str(text: &str) -> Result<url::Url, String> {
+    let text = line.text.as_str();
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("URL contains {}", describe_char(c)));
     }
@@ -166,6 +272,14 @@ pub fn parse_url_str(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// [`parse_url`] for one command-line argument.
+pub(crate) fn parse_arg(arg: &OsStr) -> Result<url::Url, String> {
+    match InputLine::from_arg(arg, 1) {
+        Some(line) => parse_url(&line),
+        None => Err("URL is empty".to_string()),
+    }
+}
+
 fn describe_char(c: char) -> String {
     match c {
         ' ' => "a space".to_string(),
@@ -175,7 +289,7 @@ fn describe_char(c: char) -> String {
 }
 
 /// The key that shards and schedules a URL: scheme, host and port (the keep-alive pool key).
-pub fn host_key(url: &url::Url) -> String {
+pub(crate) fn host_key(url: &url::Url) -> String {
     let port = url.port_or_known_default().unwrap_or(0);
     format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or(""))
 }
@@ -184,41 +298,138 @@ pub fn host_key(url: &url::Url) -> String {
 mod tests {
     use super::*;
 
+    /// A `BufRead` that hands out at most one byte per fill (the worst case for a reader
+    /// that works buffer by buffer), and counts its fills.
+    struct ByteAtATime<'a> {
+        data: &'a [u8],
+        fills: usize,
+    }
+
+    impl io::Read for ByteAtATime<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.data.len().min(buf.len()).min(1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    impl BufRead for ByteAtATime<'_> {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            self.fills += 1;
+            Ok(&self.data[..self.data.len().min(1)])
+        }
+        fn consume(&mut self, n: usize) {
+            self.data = &self.data[n..];
+        }
+    }
+
+    /// The lines of `input`, read whole and byte at a time; both ways must agree.
     fn lines(input: &[u8]) -> Vec<InputLine> {
-        LineReader::new(input).map(|l| l.unwrap()).collect()
+        let whole: Vec<_> = LineReader::new(input, ReadLimits::default())
+            .map(Result::unwrap)
+            .collect();
+        let bytewise = ByteAtATime {
+            data: input,
+            fills: 0,
+        };
+        let slow: Vec<_> = LineReader::new(bytewise, ReadLimits::default())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(whole, slow, "whole and byte-at-a-time reads differ");
+        let count = LineReader::new(input, ReadLimits::default())
+            .count_non_blank()
+            .unwrap();
+        assert_eq!(count, whole.len() as u64, "the count is the lines yielded");
+        whole
     }
 
     #[test]
-    fn trims_skips_blank_and_counts_every_line() {
-        let got = lines(b"  http://a/  \r\n\n\t\nhttp://b/\r\nhttp://c/");
+    fn trims_crlf_skips_blank_and_counts_every_line() {
+        let got = lines(b"  http://a/  \r\n\n\t\r\n\x0b\x0c\nhttp://b/\r\nhttp://c/");
         let t: Vec<_> = got.iter().map(|l| (l.text.as_str(), l.number)).collect();
         assert_eq!(
             t,
-            vec![("http://a/", 1), ("http://b/", 4), ("http://c/", 5)]
+            vec![("http://a/", 1), ("http://b/", 5), ("http://c/", 6)]
+        );
+        assert_eq!(got[0].len, "http://a/".len());
+        assert!(lines(b"").is_empty());
+        assert!(lines(b"\n\r\n   ").is_empty());
+        let mut r = LineReader::new(&b"a\n\n\nb\n\n"[..], ReadLimits::default());
+        assert_eq!(r.by_ref().count(), 2);
+        assert_eq!(
+            r.lines_read(),
+            5,
+            "blank lines are counted, a final newline is not a line"
         );
     }
 
     #[test]
     fn huge_line_is_cut_but_measured_and_next_line_survives() {
-        let mut input = b"http://x/".to_vec();
-        input.extend(std::iter::repeat_n(b'a', 1 << 20));
-        input.extend_from_slice(b"\nhttp://next/\n");
+        let mut input = b"  http://x/".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 20_000));
+        input.extend_from_slice(b" \r\nhttp://next/\n");
         let got = lines(&input);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].len, 9 + (1 << 20));
+        assert_eq!(got[0].len, 9 + 20_000, "trimmed length of the whole line");
         assert_eq!(got[0].text.len(), MAX_KEPT_LINE_BYTES);
-        assert!(parse_url(&got[0]).unwrap_err().contains("bytes long"));
-        assert_eq!(got[1].text, "http://next/");
-        assert_eq!(got[1].number, 2);
+        assert!(got[0].text.starts_with("http://x/aaa"));
+        assert!(!got[0].not_utf8);
+        assert_eq!(
+            parse_url(&got[0]).unwrap_err(),
+            format!("URL is 20009 bytes long (limit {MAX_URL_BYTES})")
+        );
+        assert_eq!((got[1].text.as_str(), got[1].number), ("http://next/", 2));
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_a_url_one_more_is_not() {
+        let url = |n: usize| {
+            let mut s = "http://a/".to_string();
+            s.push_str(&"b".repeat(n - s.len()));
+            s
+        };
+        let ok = lines(format!("{}\n", url(MAX_URL_BYTES)).as_bytes());
+        assert!(parse_url(&ok[0]).is_ok());
+        let long = lines(format!("{}\r\n", url(MAX_URL_BYTES + 1)).as_bytes());
+        assert!(parse_url(&long[0]).unwrap_err().contains("bytes long"));
+    }
+
+    #[test]
+    fn long_runs_of_whitespace_are_trimmed_not_kept() {
+        let mut input = vec![b' '; 3 * MAX_KEPT_LINE_BYTES];
+        input.extend_from_slice(b"http://a/");
+        input.extend(vec![b'\t'; 3 * MAX_KEPT_LINE_BYTES]);
+        input.extend_from_slice(b"\n");
+        input.extend(vec![b' '; 3 * MAX_KEPT_LINE_BYTES]);
+        input.extend_from_slice(b"\nhttp://b/\n");
+        let got = lines(&input);
+        assert_eq!(got.len(), 2, "a long blank line is blank");
+        assert_eq!(got[0].text, "http://a/");
+        assert_eq!(got[0].len, 9);
+        assert_eq!((got[1].text.as_str(), got[1].number), ("http://b/", 3));
     }
 
     #[test]
     fn non_utf8_is_replaced_and_invalid() {
         let got = lines(b"http://a/\xff\xfe\nhttp://b/\n");
         assert!(got[0].not_utf8);
-        assert!(got[0].text.contains('\u{FFFD}'));
-        assert!(parse_url(&got[0]).unwrap_err().contains("UTF-8"));
+        assert_eq!(got[0].text, "http://a/\u{FFFD}\u{FFFD}");
+        assert_eq!(parse_url(&got[0]).unwrap_err(), "line is not valid UTF-8");
         assert!(parse_url(&got[1]).is_ok());
+    }
+
+    #[test]
+    fn a_multibyte_char_cut_at_the_limit_is_not_a_decoding_error() {
+        // 'é' is two bytes; its first byte is the last kept one.
+        let mut line = "http://a/".to_string();
+        line.push_str(&"b".repeat(MAX_KEPT_LINE_BYTES - 1 - line.len()));
+        line.push_str("éé");
+        let got = lines(format!("{line}\n").as_bytes());
+        assert!(!got[0].not_utf8);
+        assert_eq!(got[0].text.len(), MAX_KEPT_LINE_BYTES - 1);
+        assert_eq!(got[0].len, line.len());
+        assert!(parse_url(&got[0]).unwrap_err().contains("bytes long"));
     }
 
     #[test]
@@ -233,23 +444,119 @@ mod tests {
     }
 
     #[test]
+    fn stop_is_polled_on_every_fill_even_inside_an_endless_line() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let endless = vec![b'x'; 1 << 20];
+        let mut input = ByteAtATime {
+            data: &endless,
+            fills: 0,
+        };
+        let limits = ReadLimits {
+            stop: Some(stop.clone()),
+            max_bytes: None,
+        };
+        // Stop after 1,000 fills, from inside the reader's loop.
+        struct StopAfter<'a, 'b> {
+            inner: &'a mut ByteAtATime<'b>,
+            stop: Arc<AtomicBool>,
+        }
+        impl io::Read for StopAfter<'_, '_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.inner.read(buf)
+            }
+        }
+        impl BufRead for StopAfter<'_, '_> {
+            fn fill_buf(&mut self) -> io::Result<&[u8]> {
+                if self.inner.fills == 1000 {
+                    self.stop.store(true, Ordering::Release);
+                }
+                self.inner.fill_buf()
+            }
+            fn consume(&mut self, n: usize) {
+                self.inner.consume(n)
+            }
+        }
+        let r = StopAfter {
+            inner: &mut input,
+            stop: stop.clone(),
+        };
+        let mut reader = LineReader::new(r, limits);
+        assert!(matches!(reader.next(), Some(Err(ReadError::Stopped))));
+        drop(reader);
+        assert_eq!(
+            input.fills, 1001,
+            "stopped at the first fill after the flag"
+        );
+        assert_eq!(input.data.len(), endless.len() - 1001);
+    }
+
+    #[test]
+    fn a_set_stop_flag_reads_nothing() {
+        let limits = ReadLimits {
+            stop: Some(Arc::new(AtomicBool::new(true))),
+            max_bytes: None,
+        };
+        let mut r = LineReader::new(&b"http://a/\n"[..], limits);
+        assert!(matches!(r.next(), Some(Err(ReadError::Stopped))));
+        assert_eq!(r.lines_read(), 0);
+    }
+
+    #[test]
+    fn max_bytes_bounds_the_list_even_inside_one_line() {
+        let limits = |max| ReadLimits {
+            stop: None,
+            max_bytes: Some(max),
+        };
+        let input = b"http://a/\nhttp://b/\n"; // 20 bytes
+        assert_eq!(
+            LineReader::new(&input[..], limits(20))
+                .count_non_blank()
+                .unwrap(),
+            2
+        );
+        let mut r = LineReader::new(&input[..], limits(19));
+        assert_eq!(r.next().unwrap().unwrap().text, "http://a/");
+        assert!(matches!(r.next(), Some(Err(ReadError::TooLarge(19)))));
+        let endless = vec![b'x'; 1 << 20];
+        let bytewise = ByteAtATime {
+            data: &endless,
+            fills: 0,
+        };
+        let mut r = LineReader::new(bytewise, limits(4096));
+        assert!(matches!(r.next(), Some(Err(ReadError::TooLarge(4096)))));
+    }
+
+    #[test]
+    fn arguments_are_lines_too() {
+        let a = InputLine::from_arg(OsStr::new(" http://a/\n"), 2).unwrap();
+        assert_eq!((a.text.as_str(), a.number, a.len), ("http://a/", 2, 9));
+        assert!(InputLine::from_arg(OsStr::new("  "), 1).is_none());
+        let bad = OsStr::from_bytes(b"http://a/\xff");
+        assert_eq!(parse_arg(bad).unwrap_err(), "line is not valid UTF-8");
+        let long = "http://a/".to_string() + &"b".repeat(MAX_URL_BYTES);
+        assert!(parse_arg(OsStr::new(&long))
+            .unwrap_err()
+            .contains("bytes long"));
+        assert_eq!(parse_arg(OsStr::new("")).unwrap_err(), "URL is empty");
+    }
+
+    #[test]
     fn url_rules() {
-        assert!(parse_url_str("http://example.com/a?b=c#d").is_ok());
-        assert!(parse_url_str("https://[::1]:8443/").is_ok());
+        let parse = |s: &str| parse_arg(OsStr::new(s));
+        assert!(parse("http://example.com/a?b=c#d").is_ok());
+        assert!(parse("https://[::1]:8443/").is_ok());
         for (bad, why) in [
             ("ftp://example.com/", "scheme"),
             ("http://", "empty host"),
             ("http://example.com:99999/", "port"),
             ("http://exa mple.com/", "space"),
             ("http://example.com/a b", "space"),
+            ("http://example.com/a\u{1}b", "control"),
             ("example.com", "relative"),
             ("http://example.com:0/", "port 0"),
             ("mailto:a@b", "scheme"),
         ] {
-            assert!(
-                parse_url_str(bad).is_err(),
-                "{bad} should be invalid ({why})"
-            );
+            assert!(parse(bad).is_err(), "{bad} should be invalid ({why})");
         }
     }
 

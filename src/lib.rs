@@ -1,33 +1,37 @@
 //! ringcrawl: fetch the HTML titles of huge URL lists over io_uring.
 //!
 //! Data flow (see ARCHITECTURE.md): URL lists are streamed line by line (`intake`), parsed
-//! and routed by a hash of the host to one of N worker threads (`runtime`), each a
-//! tokio-uring runtime with its own resolver (`dns`), per-host scheduler, keep-alive pool and
-//! sockets (`net`). A URL is fetched end to end by `fetch` (redirects, limits, deadline) using
-//! the sans-IO HTTP client (`http`) and title extractor (`html`), and becomes one `Record`,
-//! appended to the JSON Lines journal (`journal`). The daemon (`daemon`, `spool`) feeds the
-//! same engine from a spool directory with exactly-once journaling.
+//! and routed by a hash of the host (`engine`) to one of N worker threads (`worker`), each a
+//! tokio-uring runtime with its own resolver (`dns`), per-host scheduler (`sched`), keep-alive
+//! pool (`pool`) and sockets (`net`). A URL is fetched end to end by `fetch` (redirects,
+//! limits, deadline), which drives the sans-IO HTTP exchange (`http`, through `conn`) into
+//! the title extractor (`html`), and becomes one `Record`, appended to the JSON Lines journal
+//! (`journal`). The daemon (`daemon`, `spool`) feeds the same engine from a spool directory
+//! with exactly-once journaling. The binary is `app::main`; only `http` and `html` are API
+//! (the fuzz targets and benches use them).
 
-pub mod cli;
-pub mod config;
-pub mod conn;
-pub mod daemon;
-pub mod dns;
-pub mod engine;
-pub mod error;
+pub mod app;
+mod cli;
+mod config;
+mod conn;
+mod daemon;
+mod dns;
+mod engine;
+mod error;
 mod failpoint;
-pub mod fetch;
-pub mod gate;
+mod fetch;
+mod gate;
 pub mod html;
 pub mod http;
-pub mod intake;
-pub mod job;
-pub mod journal;
-pub mod load;
-pub mod net;
-pub mod pool;
-pub mod progress;
-pub mod record;
-pub mod sched;
-pub mod spool;
-pub mod worker;
+mod intake;
+mod job;
+mod journal;
+mod load;
+mod net;
+mod options;
+mod pool;
+mod progress;
+mod record;
+mod sched;
+mod spool;
+mod worker;

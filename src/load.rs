@@ -28,6 +28,7 @@ use crate::http::{
     write_get, Consumer, Exchange, ExchangeOptions, RequestOptions, ResponseHead, Want,
 };
 use crate::net::{ConnectOptions, StartError, Stream, TlsContext, READ_BUF_SIZE};
+use crate::options::FetchOptions;
 
 /// Highest latency the histogram tracks (microseconds): one hour.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -43,27 +44,22 @@ pub enum Stop {
     Duration(Duration),
 }
 
-/// Load-test settings.
+/// Load-test settings: the shared, validated fetch options (`-c/--connections` is their
+/// `concurrency`; `connect_timeout`, `ca_file`, `insecure`, `resolver` and `user_agent` are
+/// used too) and the load-only ones.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    pub fetch: FetchOptions,
     pub url: Url,
-    pub connections: usize,
     /// `None`: [`default_threads`] for the target.
     pub threads: Option<usize>,
     pub stop: Stop,
     /// Requests per second for all connections together (open loop); `None` = closed loop.
     pub rate: Option<f64>,
-    pub connect_timeout: Duration,
-    pub ca_file: Option<std::path::PathBuf>,
-    pub insecure: bool,
-    pub resolver: Option<SocketAddr>,
-    pub user_agent: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("load needs an http:// or https:// URL with a host, not {0:?}")]
-    BadUrl(String),
     #[error(transparent)]
     Dns(#[from] DnsError),
     #[error(transparent)]
@@ -148,11 +144,11 @@ impl Shared {
 /// Run a load test; `live` is updated as responses complete (for a progress line).
 pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, LoadError> {
     let url = opts.url.clone();
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(LoadError::BadUrl(url.to_string()));
-    }
     let tls = if url.scheme() == "https" {
-        Some(TlsContext::new(opts.ca_file.as_deref(), opts.insecure)?)
+        Some(TlsContext::new(
+            opts.fetch.ca_file.as_deref(),
+            opts.fetch.insecure,
+        )?)
     } else {
         None
     };
@@ -161,7 +157,7 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
     let threads = opts
         .threads
         .unwrap_or_else(|| default_threads(&addrs, cores))
-        .clamp(1, opts.connections.max(1));
+        .clamp(1, opts.fetch.concurrency.max(1));
     let issued = Arc::new(AtomicU64::new(0));
     let stop_flag = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -172,18 +168,19 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
         // Spread connections evenly: the first `connections % threads` workers take one more.
-        let conns = opts.connections / threads + usize::from(i < opts.connections % threads);
+        let conns =
+            opts.fetch.concurrency / threads + usize::from(i < opts.fetch.concurrency % threads);
         let (opts, addrs, tls) = (opts.clone(), addrs.clone(), tls.clone());
         let (issued, live, stop_flag) = (issued.clone(), live.clone(), stop_flag.clone());
         let run = move |()| {
             let mut request = Vec::new();
             let ro = RequestOptions {
-                user_agent: &opts.user_agent,
+                user_agent: &opts.fetch.user_agent,
                 close: false,
             };
             write_get(&mut request, &opts.url, &ro);
             let connect = ConnectOptions {
-                connect_timeout: opts.connect_timeout,
+                connect_timeout: opts.fetch.connect_timeout,
                 bind: Rc::from(Vec::new()),
             };
             let shared = Rc::new(Shared {
@@ -211,7 +208,7 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         total.merge(h.join().expect("load worker does not panic"));
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-    Ok(total.report(&url, opts.connections, threads, elapsed))
+    Ok(total.report(&url, opts.fetch.concurrency, threads, elapsed))
 }
 
 /// Worker threads when `--threads` is not given: every core for a remote target; half of
@@ -235,7 +232,7 @@ fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
         _ => {}
     }
     let host = opts.url.host_str().unwrap_or_default().to_string();
-    let dns = DnsConfig::system(opts.resolver);
+    let dns = DnsConfig::system(opts.fetch.resolver);
     let rt = crate::net::new_runtime(crate::net::DEFAULT_RING_ENTRIES)
         .map_err(|e| LoadError::Start(StartError::NoUring(e)))?;
     let ips = rt.block_on(async move { Resolver::new(&dns)?.lookup(&host).await })?;
@@ -299,7 +296,7 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Work
     let mut req_buf = Vec::with_capacity(shared.request.len());
     // Open loop: this connection's share of the rate, phase-shifted so connections interleave.
     let interval = shared.opts.rate.map(|r| {
-        let total_conns = shared.opts.connections.max(1) as f64;
+        let total_conns = shared.opts.fetch.concurrency.max(1) as f64;
         Duration::from_secs_f64(total_conns / r.max(1e-6))
     });
     let start = Instant::now();

@@ -3,8 +3,8 @@
 //! background thread so the crawl starts at once.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,19 +13,25 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::EngineStats;
+use crate::intake::{LineReader, ReadError, ReadLimits};
 
 /// How often the bar is redrawn.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// Read buffer of the line count.
+const COUNT_BUFFER: usize = 1 << 20;
 
 /// A running progress display; [`ProgressDisplay::finish`] removes it.
-pub struct ProgressDisplay {
+pub(crate) struct ProgressDisplay {
     stop: Arc<AtomicBool>,
     ticker: JoinHandle<()>,
 }
 
 impl ProgressDisplay {
     /// Start drawing. `count_lines_of`: a regular file whose non-blank lines are the total.
-    pub fn start(stats: Arc<EngineStats>, count_lines_of: Option<PathBuf>) -> ProgressDisplay {
+    pub(crate) fn start(
+        stats: Arc<EngineStats>,
+        count_lines_of: Option<PathBuf>,
+    ) -> ProgressDisplay {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -33,15 +39,15 @@ impl ProgressDisplay {
             )
             .expect("static template is valid"),
         );
+        let stop = Arc::new(AtomicBool::new(false));
         if let Some(path) = count_lines_of {
-            let bar = bar.clone();
+            let (bar, stop) = (bar.clone(), stop.clone());
             std::thread::spawn(move || {
-                if let Ok(n) = count_non_blank_lines(&path) {
+                if let Ok(n) = count_non_blank_lines(&path, stop) {
                     bar.set_length(n);
                 }
             });
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let ticker = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
@@ -56,25 +62,19 @@ impl ProgressDisplay {
         ProgressDisplay { stop, ticker }
     }
 
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.ticker.join();
     }
 }
 
-/// Non-blank lines of a file, streamed.
-pub fn count_non_blank_lines(path: &std::path::Path) -> std::io::Result<u64> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut n = 0u64;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        // Bounded by the file, not by memory: lines are dropped as soon as they are counted.
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return Ok(n);
-        }
-        if line.iter().any(|c| !c.is_ascii_whitespace()) {
-            n += 1;
-        }
-    }
+/// Non-blank lines of a file: the lines `intake`'s reader yields, counted with the same
+/// reader (so the total matches the records), streamed; ends early once `stop` is set.
+fn count_non_blank_lines(path: &Path, stop: Arc<AtomicBool>) -> Result<u64, ReadError> {
+    let file = BufReader::with_capacity(COUNT_BUFFER, File::open(path)?);
+    let limits = ReadLimits {
+        stop: Some(stop),
+        max_bytes: None,
+    };
+    LineReader::new(file, limits).count_non_blank()
 }

@@ -24,7 +24,11 @@ pub struct Record {
     /// The input line as given (trimmed; invalid UTF-8 replaced by U+FFFD).
     pub url: String,
     pub final_url: Option<String>,
+    /// The server address of the last connection used (or tried) for this URL.
+    pub ip: Option<std::net::IpAddr>,
     pub status: Option<u16>,
+    /// The final response's `Content-Type` header, as sent.
+    pub content_type: Option<String>,
     pub title: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub title_truncated: bool,

@@ -158,6 +158,7 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
         self.hosts.get(key).is_some_and(|h| !h.queue.is_empty())
     }
 
+    #[cfg(test)]
     /// Slots running.
     pub fn active(&self) -> usize {
         self.active

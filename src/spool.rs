@@ -1,5 +1,5 @@
-//! The spool directory protocol (maildir style, one filesystem), `ringcrawl submit`, the
-//! line reader that feeds list files to the engine, and crash recovery.
+//! The spool directory protocol (maildir style, one filesystem), `ringcrawl submit`, feeding
+//! list files to the engine (through `intake`'s one line reader), and crash recovery.
 //!
 //! ```text
 //! SPOOL/tmp   producers write here (ringcrawl submit: write, fsync, link into new/, fsync dir)
@@ -48,12 +48,12 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::engine::{Engine, Stopped};
-use crate::job::Job;
+use crate::intake::{InputLine, LineReader, ReadError, ReadLimits};
 
 pub const TMP: &str = "tmp";
 pub const NEW: &str = "new";
@@ -68,32 +68,31 @@ pub const DAEMON_DIR_MODE: u32 = 0o2750;
 pub const SUBMITTED_FILE_MODE: u32 = 0o640;
 /// Lock file under the spool root: one daemon per spool.
 pub const LOCK_FILE: &str = ".lock";
-/// A line longer than this is cut (the engine then records it as `invalid_url`).
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Collision suffixes tried before giving up on a name.
 pub const MAX_NAME_SUFFIX: u32 = 100_000;
 
-/// Spool failures (one-line messages).
+/// Spool failures (one-line messages). Each names its cause inline, and the cause is not
+/// also a `source()`: printing the chain shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool directory {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
+    #[error("spool directory {path}: {cause}")]
+    Dir { path: PathBuf, cause: io::Error },
     #[error("spool {0} is in use by another ringcrawl daemon")]
     Locked(PathBuf),
-    #[error("cannot read {path}: {source}")]
-    Input { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot move {from} to {to}: {source}")]
+    #[error("cannot read {path}: {cause}")]
+    Input { path: PathBuf, cause: io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Write { path: PathBuf, cause: io::Error },
+    #[error("cannot move {from} to {to}: {cause}")]
     Rename {
         from: PathBuf,
         to: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("no free name for {0} in the spool")]
     NoName(String),
-    #[error("cannot scan journal {path}: {source}")]
-    Journal { path: PathBuf, source: io::Error },
+    #[error("cannot scan journal {path}: {cause}")]
+    Journal { path: PathBuf, cause: io::Error },
 }
 
 /// What happened to a file that leaves `cur/`.
@@ -114,7 +113,7 @@ impl Spool {
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
         let dir_err = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| SpoolError::Dir { path, source }
+            move |cause| SpoolError::Dir { path, cause }
         };
         fs::create_dir_all(root).map_err(dir_err(root))?;
         for (sub, mode) in [
@@ -174,9 +173,9 @@ impl Spool {
 
     fn list(&self, sub: &str) -> Result<Vec<(SystemTime, String)>, SpoolError> {
         let dir = self.root.join(sub);
-        let err = |source| SpoolError::Dir {
+        let err = |cause| SpoolError::Dir {
             path: dir.clone(),
-            source,
+            cause,
         };
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(err)? {
@@ -206,7 +205,7 @@ impl Spool {
         match fs::rename(&from, &to) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(SpoolError::Rename { from, to, source }),
+            Err(cause) => return Err(SpoolError::Rename { from, to, cause }),
         }
         self.sync_dirs(&[CUR, NEW])?;
         Ok(Some(target))
@@ -220,10 +219,10 @@ impl Spool {
         };
         let from = self.path(CUR, name);
         let to = self.path(sub, &self.free_name(name, &[sub])?);
-        fs::rename(&from, &to).map_err(|source| SpoolError::Rename {
+        fs::rename(&from, &to).map_err(|cause| SpoolError::Rename {
             from,
             to: to.clone(),
-            source,
+            cause,
         })?;
         self.sync_dirs(&[sub, CUR])?;
         Ok(to)
@@ -238,7 +237,7 @@ impl Spool {
         for (mtime, name) in self.list(DONE)? {
             if mtime < cutoff {
                 let p = self.path(DONE, &name);
-                fs::remove_file(&p).map_err(|source| SpoolError::Write { path: p, source })?;
+                fs::remove_file(&p).map_err(|cause| SpoolError::Write { path: p, cause })?;
                 n += 1;
             }
         }
@@ -262,7 +261,7 @@ impl Spool {
     fn sync_dirs(&self, subs: &[&str]) -> Result<(), SpoolError> {
         for s in subs {
             let p = self.root.join(s);
-            sync_dir(&p).map_err(|source| SpoolError::Write { path: p, source })?;
+            sync_dir(&p).map_err(|cause| SpoolError::Write { path: p, cause })?;
         }
         Ok(())
     }
@@ -302,15 +301,15 @@ pub fn submit(spool_dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Spoo
             );
             sources.push((name, Box::new(io::stdin())));
         } else {
-            let f = File::open(input).map_err(|source| SpoolError::Input {
+            let f = File::open(input).map_err(|cause| SpoolError::Input {
                 path: input.clone(),
-                source,
+                cause,
             })?;
             if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                let source = io::Error::new(io::ErrorKind::InvalidInput, "is a directory");
+                let cause = io::Error::new(io::ErrorKind::InvalidInput, "is a directory");
                 return Err(SpoolError::Input {
                     path: input.clone(),
-                    source,
+                    cause,
                 });
             }
             let base = input
@@ -330,10 +329,10 @@ pub fn submit(spool_dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Spoo
     let new_dir = spool_dir.join(NEW);
     for d in [&tmp_dir, &new_dir] {
         if !d.is_dir() {
-            let source = io::Error::new(io::ErrorKind::NotFound, "missing (is the spool set up?)");
+            let cause = io::Error::new(io::ErrorKind::NotFound, "missing (is the spool set up?)");
             return Err(SpoolError::Dir {
                 path: d.clone(),
-                source,
+                cause,
             });
         }
     }
@@ -346,7 +345,7 @@ pub fn submit(spool_dir: &Path, inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Spoo
         let tmp = tmp_dir.join(format!("{nanos}.{}.{seq}.part", std::process::id()));
         let werr = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| SpoolError::Write { path, source }
+            move |cause| SpoolError::Write { path, cause }
         };
         let mut f = OpenOptions::new()
             .write(true)
@@ -392,11 +391,11 @@ fn link_free(tmp: &Path, new_dir: &Path, base: &str, spool: &Path) -> Result<Pat
         match fs::hard_link(tmp, &dest) {
             Ok(()) => return Ok(dest),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(source) => {
+            Err(cause) => {
                 return Err(SpoolError::Rename {
                     from: tmp.to_path_buf(),
                     to: dest,
-                    source,
+                    cause,
                 })
             }
         }
@@ -431,10 +430,6 @@ impl LineSet {
 
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -523,10 +518,10 @@ pub fn journaled_lines(
         let f = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
+            Err(cause) => {
                 return Err(SpoolError::Journal {
                     path: path.clone(),
-                    source,
+                    cause,
                 })
             }
         };
@@ -535,9 +530,9 @@ pub fn journaled_lines(
             buf.clear();
             let n = r
                 .read_until(b'\n', &mut buf)
-                .map_err(|source| SpoolError::Journal {
+                .map_err(|cause| SpoolError::Journal {
                     path: path.clone(),
-                    source,
+                    cause,
                 })?;
             if n == 0 {
                 break;
@@ -563,26 +558,20 @@ pub fn journaled_lines(
     Ok(out)
 }
 
-/// Where the reader sends jobs: the engine, or a test double.
-pub trait JobSink: Sync {
-    fn submit(&self, job: Job) -> Result<(), Stopped>;
+/// Where the reader sends lines: the engine, or a test double.
+pub(crate) trait JobSink: Sync {
+    fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped>;
 }
 
 impl JobSink for Engine {
-    fn submit(&self, job: Job) -> Result<(), Stopped> {
-        let line = crate::intake::InputLine {
-            len: job.url.len(),
-            text: job.url,
-            number: job.line.unwrap_or(0),
-            not_utf8: false,
-        };
-        self.submit_line(line, job.src)
+    fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped> {
+        Engine::submit_line(self, line, Some(src.clone()))
     }
 }
 
 /// Counters of one [`feed`] call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeedStats {
+pub(crate) struct FeedStats {
     /// Lines read (blank ones included).
     pub lines: u64,
     pub submitted: u64,
@@ -592,93 +581,57 @@ pub struct FeedStats {
     pub stopped: bool,
 }
 
-/// Stream the lines of `reader` into `sink` as jobs with `src` and 1-based `line`: CRLF/LF
-/// trimmed, invalid UTF-8 replaced, whitespace trimmed, blank lines skipped (still counted),
-/// lines in `skip` not submitted. `submitted` is incremented *before* each submit so it never
-/// lags the records that come back.
-pub fn feed<R: BufRead>(
-    mut reader: R,
+/// Stream the non-blank lines of `reader` (read by the one [`LineReader`], within `limits`)
+/// into `sink` with `src`; their 1-based line numbers count blank lines too. Lines in `skip`
+/// are not submitted. `submitted` is incremented *before* each submit so it never lags the
+/// records that come back. A set stop flag or a stopping engine ends the read with
+/// `stopped`; an unreadable (or too large) list is an error.
+pub(crate) fn feed<R: BufRead>(
+    reader: R,
     src: &Arc<str>,
     skip: Option<&LineSet>,
     sink: &dyn JobSink,
     submitted: &AtomicU64,
-    stop: &AtomicBool,
-) -> io::Result<FeedStats> {
+    limits: ReadLimits,
+) -> Result<FeedStats, ReadError> {
     let mut st = FeedStats::default();
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        if stop.load(Ordering::Acquire) {
-            st.stopped = true;
-            return Ok(st);
-        }
-        buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE_BYTES as u64)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(st);
-        }
-        if buf.last() != Some(&b'\n') && n == MAX_LINE_BYTES {
-            skip_rest_of_line(&mut reader)?;
-        }
-        st.lines += 1;
-        let line_no = st.lines;
-        let mut bytes = buf.as_slice();
-        if let Some(b) = bytes.strip_suffix(b"\n") {
-            bytes = b;
-        }
-        if let Some(b) = bytes.strip_suffix(b"\r") {
-            bytes = b;
-        }
-        let text = String::from_utf8_lossy(bytes);
-        let url = text.trim();
-        if url.is_empty() {
-            continue;
-        }
-        if skip.is_some_and(|s| s.contains(line_no)) {
+    let mut lines = LineReader::new(reader, limits);
+    for line in lines.by_ref() {
+        let line = match line {
+            Ok(line) => line,
+            Err(ReadError::Stopped) => {
+                st.stopped = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if skip.is_some_and(|s| s.contains(line.number)) {
             st.skipped += 1;
             continue;
         }
         submitted.fetch_add(1, Ordering::AcqRel);
-        let job = Job {
-            url: url.to_string(),
-            src: Some(src.clone()),
-            line: Some(line_no),
-        };
-        if sink.submit(job).is_err() {
+        if sink.submit_line(line, src).is_err() {
             submitted.fetch_sub(1, Ordering::AcqRel);
             st.stopped = true;
-            return Ok(st);
+            break;
         }
         st.submitted += 1;
     }
-}
-
-fn skip_rest_of_line<R: BufRead>(r: &mut R) -> io::Result<()> {
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-            r.consume(i + 1);
-            return Ok(());
-        }
-        let n = chunk.len();
-        r.consume(n);
-    }
+    st.lines = lines.lines_read();
+    Ok(st)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Collect(Mutex<Vec<Job>>);
+    struct Collect(Mutex<Vec<(InputLine, Arc<str>)>>);
     impl JobSink for Collect {
-        fn submit(&self, job: Job) -> Result<(), Stopped> {
-            self.0.lock().unwrap().push(job);
+        fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped> {
+            self.0.lock().unwrap().push((line, src.clone()));
             Ok(())
         }
     }
@@ -687,12 +640,12 @@ mod tests {
         let sink = Collect::default();
         let n = AtomicU64::new(0);
         let src: Arc<str> = Arc::from("l.txt");
-        let st = feed(input, &src, skip, &sink, &n, &AtomicBool::new(false)).unwrap();
+        let st = feed(input, &src, skip, &sink, &n, ReadLimits::default()).unwrap();
         assert_eq!(n.load(Ordering::Relaxed), st.submitted);
-        let jobs = sink.0.into_inner().unwrap();
-        assert!(jobs.iter().all(|j| j.src.as_deref() == Some("l.txt")));
+        let lines = sink.0.into_inner().unwrap();
+        assert!(lines.iter().all(|(_, s)| &**s == "l.txt"));
         (
-            jobs.into_iter().map(|j| (j.url, j.line.unwrap())).collect(),
+            lines.into_iter().map(|(l, _)| (l.text, l.number)).collect(),
             st,
         )
     }
@@ -700,9 +653,9 @@ mod tests {
     #[test]
     fn feed_numbers_lines_and_skips_blanks() {
         let input = b"http://a.test/\r\n\n   \nhttp://b\xffc.test/ \n\thttp://c.test/";
-        let (jobs, st) = run_feed(input, None);
+        let (lines, st) = run_feed(input, None);
         assert_eq!(
-            jobs,
+            lines,
             vec![
                 ("http://a.test/".to_string(), 1),
                 ("http://b\u{fffd}c.test/".to_string(), 4),
@@ -725,19 +678,19 @@ mod tests {
         let mut skip = LineSet::default();
         skip.insert(1);
         skip.insert(3);
-        let (jobs, st) = run_feed(b"a\nb\nc\nd\n", Some(&skip));
-        assert_eq!(jobs, vec![("b".to_string(), 2), ("d".to_string(), 4)]);
+        let (lines, st) = run_feed(b"a\nb\nc\nd\n", Some(&skip));
+        assert_eq!(lines, vec![("b".to_string(), 2), ("d".to_string(), 4)]);
         assert_eq!(st.skipped, 2);
     }
 
     #[test]
-    fn feed_cuts_overlong_lines_and_keeps_counting() {
-        let mut input = vec![b'x'; MAX_LINE_BYTES * 2 + 3];
+    fn feed_submits_overlong_lines_for_their_record_and_keeps_counting() {
+        let mut input = vec![b'x'; 200_000];
         input.extend_from_slice(b"\nnext\n");
-        let (jobs, st) = run_feed(&input, None);
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[0].0.len(), MAX_LINE_BYTES);
-        assert_eq!(jobs[1], ("next".to_string(), 2));
+        let (lines, st) = run_feed(&input, None);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].0.len(), crate::intake::MAX_KEPT_LINE_BYTES);
+        assert_eq!(lines[1], ("next".to_string(), 2));
         assert_eq!(st.lines, 2);
     }
 
@@ -745,7 +698,7 @@ mod tests {
     fn feed_stops_on_flag_and_on_stopped_engine() {
         struct Refuse;
         impl JobSink for Refuse {
-            fn submit(&self, _: Job) -> Result<(), Stopped> {
+            fn submit_line(&self, _: InputLine, _: &Arc<str>) -> Result<(), Stopped> {
                 Err(Stopped)
             }
         }
@@ -757,20 +710,16 @@ mod tests {
             None,
             &Refuse,
             &n,
-            &AtomicBool::new(false),
+            ReadLimits::default(),
         )
         .unwrap();
         assert!(st.stopped);
         assert_eq!(n.load(Ordering::Relaxed), 0);
-        let st = feed(
-            &b"a\nb\n"[..],
-            &src,
-            None,
-            &Collect::default(),
-            &n,
-            &AtomicBool::new(true),
-        )
-        .unwrap();
+        let stop = ReadLimits {
+            stop: Some(Arc::new(AtomicBool::new(true))),
+            max_bytes: None,
+        };
+        let st = feed(&b"a\nb\n"[..], &src, None, &Collect::default(), &n, stop).unwrap();
         assert!(st.stopped);
         assert_eq!(st.lines, 0);
     }
@@ -778,7 +727,7 @@ mod tests {
     #[test]
     fn lineset_basics() {
         let mut s = LineSet::default();
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
         assert!(s.insert(1000));
         assert!(!s.insert(1000));
         assert!(s.insert(63));

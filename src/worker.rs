@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use crate::config::FetchOptions;
 use crate::error::ErrorKind;
 use crate::failpoint;
 use crate::fetch::{run_job, FetchCtx, Held};
@@ -22,6 +21,7 @@ use crate::html::FollowSelector;
 use crate::intake::host_key;
 use crate::job::{panic_message, Counters, Health, Job, WorkItem};
 use crate::net::TlsContext;
+use crate::options::FetchOptions;
 use crate::record::Record;
 use crate::sched::Scheduler;
 
@@ -252,6 +252,7 @@ fn run_slot(
             if stop {
                 sched.borrow_mut().abandon_queued();
             }
+            failpoint::hit("slot-next");
             match sched.borrow_mut().continue_slot(&key) {
                 Some(next) => item = next,
                 None => break,

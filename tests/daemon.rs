@@ -2,8 +2,9 @@
 //! spool and journal, fetching from a small HTTP server on 127.0.0.1 (some responses slow).
 //! Covers: several lists, `kill -9` + restart (exactly once, no torn line), SIGHUP after the
 //! journal was moved, SIGTERM drain and exit 0, a partial file in `tmp/` not read, an
-//! unreadable file going to `bad/`, `--check-config`, and the systemd unit (when
-//! `systemd-analyze` is installed).
+//! unreadable file going to `bad/`, over-long and non-UTF-8 lines recorded as `fetch -i`
+//! records them, `--check-config`, and the systemd unit (when `systemd-analyze` is
+//! installed).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -149,10 +150,16 @@ impl Setup {
     }
 
     fn start(&self) -> Proc {
+        self.start_with(&[])
+    }
+
+    /// Start the daemon with extra environment variables.
+    fn start_with(&self, env: &[(&str, &str)]) -> Proc {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(self.config())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -373,6 +380,28 @@ fn kill_9_mid_run_then_restart_gives_exactly_once() {
     assert_exactly_once(&records(&[journal]), &want, &server);
 }
 
+/// A panic outside the per-URL catch (injected in a slot's bookkeeping by the debug build's
+/// failpoint) makes the daemon exit non-zero promptly rather than look healthy with its
+/// lists stuck in `cur/`; restarted, recovery gives every line exactly one record.
+#[test]
+fn a_worker_panic_exits_non_zero_and_a_restart_completes_exactly_once() {
+    let server = Server::start();
+    let s = Setup::new("");
+    let mut child = s.start_with(&[("RINGCRAWL_FAILPOINT", "slot-next:200")]);
+    let name = "panicky.txt";
+    let (p, lines) = s.list(&server, name, 600);
+    s.submit(&[p]);
+    let st = wait_exit(&mut child);
+    assert_ne!(st.code(), Some(0), "a failed engine must not exit 0");
+    assert!(st.code().is_some(), "exited by itself, not killed: {st}");
+    assert_eq!(s.count("cur"), 1, "the list is left for recovery");
+
+    let child = s.start();
+    wait_for("the list done after restart", || s.count("done") == 1);
+    stop(child);
+    assert_exactly_once(&records(&[s.journal()]), &want_for(name, &lines), &server);
+}
+
 #[test]
 fn sighup_after_moving_the_journal_writes_a_new_file() {
     let server = Server::start();
@@ -446,6 +475,83 @@ fn sigterm_drains_and_exits_zero_leaving_unfinished_lists_for_restart() {
     wait_for("done after restart", || s.count("done") == 1);
     stop(child);
     assert_exactly_once(&records(&[journal]), &want_for("slow.txt", &lines), &server);
+}
+
+/// The record fields that do not depend on when or from where a line was fetched.
+fn outcome(r: &serde_json::Value) -> serde_json::Value {
+    let mut r = r.clone();
+    for k in ["ts", "ms", "src", "line"] {
+        r.as_object_mut().unwrap().remove(k);
+    }
+    r
+}
+
+#[test]
+fn overlong_and_non_utf8_lines_get_the_same_records_as_fetch_i() {
+    let server = Server::start();
+    let s = Setup::new("");
+    let child = s.start();
+    let long = server.url(&format!("/fast/odd.txt/{}", "a".repeat(10_000)));
+    let mut text = Vec::new();
+    text.extend_from_slice(long.as_bytes());
+    text.extend_from_slice(b"\r\n\n");
+    text.extend_from_slice(server.url("/fast/odd.txt/3").as_bytes());
+    text.extend_from_slice(b"\xff\xfe\n");
+    text.extend_from_slice(server.url("/fast/odd.txt/4").as_bytes());
+    text.extend_from_slice(b"\n");
+    let list = s.path("odd.txt");
+    std::fs::write(&list, &text).unwrap();
+    s.submit(std::slice::from_ref(&list));
+    wait_for("odd done", || s.count("done") == 1);
+    stop(child);
+    let daemon = records(&[s.journal()]);
+    assert_eq!(
+        daemon.keys().map(|(_, l)| *l).collect::<Vec<_>>(),
+        [1, 3, 4],
+        "one record per non-blank line, each with src and line"
+    );
+
+    let out = Command::new(BIN)
+        .args(["fetch", "-q", "-i"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fetched: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(fetched.len(), 3);
+    assert!(fetched
+        .iter()
+        .all(|r| r.get("src").is_none() && r.get("line").is_none()));
+
+    for (line, why) in [(1, "bytes long"), (3, "not valid UTF-8")] {
+        let d = &daemon[&("odd.txt".to_string(), line)][0];
+        assert_eq!(d["error"]["kind"], "invalid_url", "{d}");
+        assert!(d["error"]["message"].as_str().unwrap().contains(why), "{d}");
+        let same: Vec<_> = fetched
+            .iter()
+            .filter(|f| outcome(f) == outcome(d))
+            .collect();
+        assert_eq!(
+            same.len(),
+            1,
+            "fetch -i has the daemon's record {d}: {fetched:?}"
+        );
+    }
+    let ok = &daemon[&("odd.txt".to_string(), 4)][0];
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed),
+        2,
+        "only line 4 was fetched, once by each"
+    );
 }
 
 #[test]

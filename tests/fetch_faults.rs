@@ -503,3 +503,48 @@ fn dns_failures_are_classified() {
         Duration::from_secs(20),
     );
 }
+
+/// A panic outside the per-URL catch (here: in a slot's bookkeeping, injected through the
+/// debug build's failpoint) ends `fetch` promptly with exit 1 and one line saying why,
+/// instead of a hang with the slot budget held.
+#[test]
+fn a_worker_panic_ends_fetch_promptly_with_exit_1() {
+    let server = FaultServer::start();
+    let list: String = (0..200)
+        .map(|i| server.url(&format!("/keepalive/{i}")) + "\n")
+        .collect();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(support::ringcrawl_bin())
+        .args(["fetch", "-i", "-", "-q", "-c", "4", "--threads", "1"])
+        .env("RINGCRAWL_FAILPOINT", "slot-release:2")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(list.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run ringcrawl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ringcrawl:"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{stderr}");
+    assert!(
+        ours[0].contains("internal error") && ours[0].contains("failpoint slot-release"),
+        "{stderr}"
+    );
+}

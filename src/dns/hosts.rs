@@ -64,10 +64,12 @@ impl HostsTable {
         self.by_name.get(name).map(|ips| Rc::from(&ips[..]))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::error::ErrorKind;
 
 pub use tcp::{check_bind_addrs, BindCheckError, TcpConn};
-pub use tls::{TlsConfigError, TlsContext, TlsStats};
+pub use tls::{TlsConfigError, TlsContext};
 
 /// Size of the pooled read buffers handed to the kernel.
 pub const READ_BUF_SIZE: usize = 16 * 1024;
@@ -144,6 +144,16 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// The server address a connect error is about, if any.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            NetError::Refused(a) | NetError::ConnectTimeout(a, _) | NetError::Unreachable(a, _) => {
+                Some(*a)
+            }
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             NetError::Refused(_) => ErrorKind::ConnectRefused,
@@ -236,6 +246,7 @@ impl Stream {
         }
     }
 
+    #[cfg(test)]
     /// Read into `buf` (its contents are replaced: on return `buf[..n]` holds the bytes, with
     /// `buf.capacity()` unchanged). `n == 0` is a clean EOF (for TLS: close_notify, or TCP EOF
     /// without it reported as `Ok(0)` with [`Stream::eof_was_clean`] false).

@@ -108,11 +108,6 @@ impl TlsContext {
             resumed_handshakes: self.inner.resumed.load(Ordering::Relaxed),
         }
     }
-
-    /// Whether certificates are verified (false under `--insecure`).
-    pub fn verifies(&self) -> bool {
-        self.inner.verified
-    }
 }
 
 fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsConfigError> {
@@ -387,6 +382,7 @@ impl TlsConn {
     }
 
     /// The ALPN protocol the server chose, if any.
+    #[cfg(test)]
     pub fn alpn(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
     }
@@ -502,8 +498,8 @@ mod tests {
         let copy = ctx.clone();
         assert!(Arc::ptr_eq(&ctx.inner.config, &copy.inner.config));
         assert_eq!(ctx.inner.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        assert!(ctx.verifies());
-        assert!(!TlsContext::new(None, true).unwrap().verifies());
+        assert!(ctx.inner.verified);
+        assert!(!TlsContext::new(None, true).unwrap().inner.verified);
     }
 
     #[test]

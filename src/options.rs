@@ -1,0 +1,443 @@
+//! The fetch options model: one validated [`FetchOptions`], built the same way for `fetch`,
+//! `run` and `load`.
+//!
+//! Every source of options (a config file's `[fetch]` table in `config`, command-line flags in
+//! `cli`) produces a [`RawFetchOptions`]: all fields optional, each value tagged with the
+//! name the user gave it ([`Name`]: `fetch.timeout_secs` in a file, `--timeout` on the
+//! command line). Sources are layered with [`RawFetchOptions::overlay`] (defaults, then the
+//! file, then flags: the later one wins per field), and [`RawFetchOptions::validate`] checks
+//! ranges and cross-field rules once, on the values that will be used, naming the offending
+//! key in the user's vocabulary. Types are the sources' business (a TOML string where a
+//! number belongs, an unparsable flag); values are this module's.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
+pub(crate) const DEFAULT_PER_HOST: usize = 6;
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_MAX_REDIRECTS: u32 = 10;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_USER_AGENT: &str = concat!("ringcrawl/", env!("CARGO_PKG_VERSION"));
+/// Upper bounds that catch typos (a timeout of a year is a mistake, not a choice).
+pub(crate) const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
+pub(crate) const MAX_CONCURRENCY: i64 = 1_000_000;
+pub(crate) const MAX_THREADS: i64 = 1024;
+pub(crate) const MAX_REDIRECTS: i64 = 100;
+pub(crate) const MAX_BODY: i64 = u32::MAX as i64;
+
+/// Everything that shapes how URLs are fetched; shared by `fetch`, `run` and `load`. Only
+/// [`RawFetchOptions::validate`] makes one (or [`Default`], which is the same with no source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchOptions {
+    /// Connections in flight, all workers together.
+    pub concurrency: usize,
+    /// Connections in flight per host (at most `concurrency`).
+    pub per_host: usize,
+    /// Worker threads (each one tokio-uring runtime); the number of cores unless given.
+    pub threads: usize,
+    /// Whole-URL deadline, redirects and both hops included.
+    pub timeout: Duration,
+    /// Connect timeout per address (at most `timeout`).
+    pub connect_timeout: Duration,
+    /// Longest wait for the next byte from a server.
+    pub read_timeout: Duration,
+    pub max_redirects: u32,
+    /// Decoded body bytes read at most per page.
+    pub max_body: u64,
+    pub user_agent: String,
+    /// DNS server to use instead of /etc/resolv.conf.
+    pub resolver: Option<SocketAddr>,
+    /// Extra trust anchors (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification (records get `tls_verified: false`).
+    pub insecure: bool,
+    /// Two-hop mode: follow the first link matching this CSS selector (checked to parse).
+    pub follow: Option<String>,
+    /// Source addresses for outbound connections.
+    pub bind: Vec<IpAddr>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        RawFetchOptions::default()
+            .validate()
+            .expect("the defaults are valid")
+    }
+}
+
+/// The name of an option as its source spells it, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    /// A config file key (`fetch.timeout_secs`).
+    File(&'static str),
+    /// A command-line flag (`--timeout`).
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Name::File(k) => write!(f, "`{k}`"),
+            Name::Flag(k) => f.write_str(k),
+        }
+    }
+}
+
+/// A value and the name it was given under.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Given<T> {
+    pub value: T,
+    pub name: Name,
+}
+
+/// Options as a source gave them: `None` = not given (the layer below decides). Numbers are
+/// wide (`i64` counts, `f64` seconds) so out-of-range values reach [`Self::validate`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RawFetchOptions {
+    pub concurrency: Option<Given<i64>>,
+    pub per_host: Option<Given<i64>>,
+    /// 0 = the number of cores.
+    pub threads: Option<Given<i64>>,
+    pub timeout: Option<Given<f64>>,
+    pub connect_timeout: Option<Given<f64>>,
+    pub read_timeout: Option<Given<f64>>,
+    pub max_redirects: Option<Given<i64>>,
+    pub max_body: Option<Given<i64>>,
+    pub user_agent: Option<Given<String>>,
+    pub resolver: Option<Given<SocketAddr>>,
+    pub ca_file: Option<Given<PathBuf>>,
+    pub insecure: Option<Given<bool>>,
+    pub follow: Option<Given<String>>,
+    pub bind: Option<Given<Vec<IpAddr>>>,
+}
+
+/// One unusable option value.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("bad value for {name}: {message}")]
+pub(crate) struct OptionError {
+    pub name: Name,
+    pub message: String,
+}
+
+/// Every unusable value found (one per line when displayed).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub(crate) struct OptionErrors(pub Vec<OptionError>);
+
+impl std::fmt::Display for OptionErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while values are checked one by one.
+#[derive(Default)]
+struct Check(Vec<OptionError>);
+
+impl Check {
+    fn bad(&mut self, name: Name, message: String) {
+        self.0.push(OptionError { name, message });
+    }
+
+    /// A count in `min..=max`.
+    fn count(&mut self, v: &Option<Given<i64>>, min: i64, max: i64) -> Option<u64> {
+        let g = v.as_ref()?;
+        if (min..=max).contains(&g.value) {
+            Some(g.value as u64)
+        } else {
+            self.bad(g.name, format!("{} is out of range {min}..={max}", g.value));
+            None
+        }
+    }
+
+    /// Seconds in `(0, MAX_TIMEOUT_SECS]`.
+    fn secs(&mut self, v: &Option<Given<f64>>) -> Option<Duration> {
+        let g = v.as_ref()?;
+        if g.value.is_finite() && g.value > 0.0 && g.value <= MAX_TIMEOUT_SECS {
+            Some(Duration::from_secs_f64(g.value))
+        } else {
+            self.bad(
+                g.name,
+                format!(
+                    "{} is not a number of seconds in (0, {MAX_TIMEOUT_SECS}]",
+                    g.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The number of cores (the default for `threads`).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl RawFetchOptions {
+    /// These options with every field `over` gives replaced by `over`'s.
+    pub(crate) fn overlay(self, over: RawFetchOptions) -> RawFetchOptions {
+        RawFetchOptions {
+            concurrency: over.concurrency.or(self.concurrency),
+            per_host: over.per_host.or(self.per_host),
+            threads: over.threads.or(self.threads),
+            timeout: over.timeout.or(self.timeout),
+            connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            read_timeout: over.read_timeout.or(self.read_timeout),
+            max_redirects: over.max_redirects.or(self.max_redirects),
+            max_body: over.max_body.or(self.max_body),
+            user_agent: over.user_agent.or(self.user_agent),
+            resolver: over.resolver.or(self.resolver),
+            ca_file: over.ca_file.or(self.ca_file),
+            insecure: over.insecure.or(self.insecure),
+            follow: over.follow.or(self.follow),
+            bind: over.bind.or(self.bind),
+        }
+    }
+
+    /// Check every value and the rules between them, fill in defaults, and return the
+    /// options, or every problem found.
+    ///
+    /// Cross-field rules: `per_host <= concurrency` and `connect_timeout <= timeout`. When
+    /// the smaller-side option was given, breaking the rule is an error naming it; when it
+    /// was left to its default, the default shrinks to fit (`-c 2` alone means two per host).
+    pub(crate) fn validate(&self) -> Result<FetchOptions, OptionErrors> {
+        let mut c = Check::default();
+        let concurrency = c.count(&self.concurrency, 1, MAX_CONCURRENCY);
+        let per_host = c.count(&self.per_host, 1, MAX_CONCURRENCY);
+        let threads = c.count(&self.threads, 0, MAX_THREADS);
+        let timeout = c.secs(&self.timeout);
+        let connect_timeout = c.secs(&self.connect_timeout);
+        let read_timeout = c.secs(&self.read_timeout);
+        let max_redirects = c.count(&self.max_redirects, 0, MAX_REDIRECTS);
+        let max_body = c.count(&self.max_body, 1, MAX_BODY);
+        if let Some(g) = &self.user_agent {
+            if g.value.is_empty() || g.value.chars().any(char::is_control) {
+                c.bad(g.name, "must be non-empty printable text".into());
+            }
+        }
+        if let Some(g) = &self.follow {
+            if let Err(e) = crate::html::FollowSelector::parse(&g.value) {
+                c.bad(g.name, e.to_string());
+            }
+        }
+
+        let concurrency = concurrency.map_or(DEFAULT_CONCURRENCY, |v| v as usize);
+        let per_host = match (per_host, &self.per_host) {
+            (Some(v), Some(g)) if v as usize > concurrency => {
+                c.bad(
+                    g.name,
+                    format!(
+                        "{v} is more than {} {concurrency}",
+                        given_or_default(&self.concurrency, "the default concurrency")
+                    ),
+                );
+                concurrency
+            }
+            (Some(v), _) => v as usize,
+            (None, _) => DEFAULT_PER_HOST.min(concurrency),
+        };
+        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = match (connect_timeout, &self.connect_timeout) {
+            (Some(v), Some(g)) if v > timeout => {
+                c.bad(
+                    g.name,
+                    format!(
+                        "{} s is longer than {} {} s",
+                        g.value,
+                        given_or_default(&self.timeout, "the default timeout"),
+                        timeout.as_secs_f64()
+                    ),
+                );
+                timeout
+            }
+            (Some(v), _) => v,
+            (None, _) => DEFAULT_CONNECT_TIMEOUT.min(timeout),
+        };
+        if !c.0.is_empty() {
+            return Err(OptionErrors(c.0));
+        }
+        let value = |g: &Option<Given<String>>| g.as_ref().map(|g| g.value.clone());
+        Ok(FetchOptions {
+            concurrency,
+            per_host,
+            threads: match threads {
+                None | Some(0) => cores(),
+                Some(n) => n as usize,
+            },
+            timeout,
+            connect_timeout,
+            read_timeout: read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT),
+            max_redirects: max_redirects.map_or(DEFAULT_MAX_REDIRECTS, |v| v as u32),
+            max_body: max_body.unwrap_or(DEFAULT_MAX_BODY),
+            user_agent: value(&self.user_agent).unwrap_or_else(|| DEFAULT_USER_AGENT.into()),
+            resolver: self.resolver.as_ref().map(|g| g.value),
+            ca_file: self.ca_file.as_ref().map(|g| g.value.clone()),
+            insecure: self.insecure.as_ref().is_some_and(|g| g.value),
+            follow: value(&self.follow),
+            bind: self
+                .bind
+                .as_ref()
+                .map(|g| g.value.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// How a message names the other side of a cross-field rule.
+fn given_or_default<T>(v: &Option<Given<T>>, default: &str) -> String {
+    v.as_ref()
+        .map_or_else(|| default.to_string(), |g| g.name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag<T>(name: &'static str, value: T) -> Option<Given<T>> {
+        Some(Given {
+            value,
+            name: Name::Flag(name),
+        })
+    }
+
+    fn file<T>(name: &'static str, value: T) -> Option<Given<T>> {
+        Some(Given {
+            value,
+            name: Name::File(name),
+        })
+    }
+
+    fn messages(raw: &RawFetchOptions) -> Vec<String> {
+        raw.validate()
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn nothing_given_is_the_defaults() {
+        let o = RawFetchOptions::default().validate().unwrap();
+        assert_eq!(o.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(o.per_host, DEFAULT_PER_HOST);
+        assert_eq!(o.threads, cores());
+        assert_eq!(o.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(o.user_agent, DEFAULT_USER_AGENT);
+        assert!(!o.insecure && o.bind.is_empty() && o.follow.is_none());
+    }
+
+    #[test]
+    fn later_layers_win_field_by_field() {
+        let file_layer = RawFetchOptions {
+            concurrency: file("fetch.concurrency", 100),
+            timeout: file("fetch.timeout_secs", 5.0),
+            ..Default::default()
+        };
+        let flags = RawFetchOptions {
+            concurrency: flag("--concurrency", 10),
+            ..Default::default()
+        };
+        let o = file_layer.overlay(flags).validate().unwrap();
+        assert_eq!(o.concurrency, 10);
+        assert_eq!(o.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn range_errors_name_the_key_as_its_source_spells_it() {
+        let raw = RawFetchOptions {
+            timeout: flag("--timeout", 0.0),
+            concurrency: file("fetch.concurrency", 0),
+            read_timeout: flag("--read-timeout", f64::NAN),
+            max_redirects: file("fetch.max_redirects", 101),
+            max_body: flag("--max-body", 0),
+            threads: flag("--threads", -1),
+            user_agent: flag("--user-agent", "a\tb".to_string()),
+            follow: flag("--follow", "<<".to_string()),
+            ..Default::default()
+        };
+        let m = messages(&raw);
+        assert_eq!(m.len(), 8, "{m:#?}");
+        for want in [
+            "bad value for --timeout: 0 is not a number of seconds",
+            "bad value for `fetch.concurrency`: 0 is out of range 1..=1000000",
+            "bad value for --read-timeout: NaN",
+            "bad value for `fetch.max_redirects`: 101 is out of range 0..=100",
+            "bad value for --max-body: 0 is out of range",
+            "bad value for --threads: -1 is out of range 0..=1024",
+            "bad value for --user-agent: must be non-empty printable text",
+            "bad value for --follow: invalid CSS selector",
+        ] {
+            assert!(
+                m.iter().any(|l| l.starts_with(want)),
+                "no {want:?} in {m:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_field_rules_blame_the_given_option() {
+        let raw = RawFetchOptions {
+            concurrency: file("fetch.concurrency", 4),
+            per_host: flag("--per-host", 8),
+            timeout: flag("--timeout", 1.0),
+            connect_timeout: file("fetch.connect_timeout_secs", 2.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            messages(&raw),
+            vec![
+                "bad value for --per-host: 8 is more than `fetch.concurrency` 4",
+                "bad value for `fetch.connect_timeout_secs`: 2 s is longer than --timeout 1 s",
+            ]
+        );
+        let raw = RawFetchOptions {
+            per_host: flag("--per-host", 1000),
+            ..Default::default()
+        };
+        assert_eq!(
+            messages(&raw),
+            vec!["bad value for --per-host: 1000 is more than the default concurrency 256"]
+        );
+    }
+
+    #[test]
+    fn defaults_shrink_to_fit_a_given_smaller_side() {
+        let raw = RawFetchOptions {
+            concurrency: flag("-c", 2),
+            timeout: flag("--timeout", 5.0),
+            ..Default::default()
+        };
+        let o = raw.validate().unwrap();
+        assert_eq!((o.concurrency, o.per_host), (2, 2));
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(
+            o.read_timeout, DEFAULT_READ_TIMEOUT,
+            "no rule for read_timeout"
+        );
+    }
+
+    #[test]
+    fn threads_zero_means_cores() {
+        let raw = RawFetchOptions {
+            threads: flag("--threads", 0),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate().unwrap().threads, cores());
+        let raw = RawFetchOptions {
+            threads: file("fetch.threads", 3),
+            ..Default::default()
+        };
+        assert_eq!(raw.validate().unwrap().threads, 3);
+    }
+}
