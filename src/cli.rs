@@ -263,6 +263,33 @@ pub(crate) struct FetchFlags {
     /// Source addresses for outbound connections, comma-separated.
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Vec<IpAddr>,
+    /// Obey robots.txt: fetch it once per origin and skip disallowed URLs (error kind
+    /// "robots"); its Crawl-delay becomes the host's least interval [default: off for
+    /// fetch, on for the service].
+    #[arg(long)]
+    pub robots: bool,
+    /// Attempts after a transient failure (connect timeout, reset, timeout, DNS timeout or
+    /// SERVFAIL, HTTP 429/502/503/504, a connection closed before the response head), with
+    /// exponential backoff and full jitter; Retry-After is honoured [default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub retries: Option<i64>,
+    /// Least time between two request starts on one host, in milliseconds [default: 0].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub host_delay: Option<i64>,
+    /// Connections in flight to one IP address, all host names together [default: no
+    /// limit].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub per_ip: Option<i64>,
+    /// Never connect to these addresses (error kind "denied"): CIDRs, addresses, or the
+    /// sets loopback, private, link-local, cgnat, multicast, unspecified, all; comma-
+    /// separated, repeatable. Checked on every address: resolved names, redirects,
+    /// --follow hops, robots.txt [default: none for fetch; the service denies every set
+    /// but all].
+    #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
+    pub deny: Vec<String>,
+    /// Exceptions to --deny, same syntax (e.g. --deny all --allow 203.0.113.0/24).
+    #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
+    pub allow: Vec<String>,
 }
 
 impl FetchFlags {
@@ -283,6 +310,15 @@ impl FetchFlags {
             insecure: switch("--insecure", self.insecure),
             follow: flag("--follow", self.follow.clone()),
             bind: flag("--bind", (!self.bind.is_empty()).then(|| self.bind.clone())),
+            robots: switch("--robots", self.robots),
+            retries: flag("--retries", self.retries),
+            host_delay_ms: flag("--host-delay", self.host_delay),
+            per_ip: flag("--per-ip", self.per_ip),
+            deny: flag("--deny", (!self.deny.is_empty()).then(|| self.deny.clone())),
+            allow: flag(
+                "--allow",
+                (!self.allow.is_empty()).then(|| self.allow.clone()),
+            ),
         }
     }
 }

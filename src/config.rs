@@ -60,7 +60,9 @@ impl Default for RestartOnly {
         RestartOnly {
             spool: PathBuf::from(DEFAULT_SPOOL),
             log_level: DEFAULT_LOG_LEVEL.to_string(),
-            fetch: FetchOptions::default(),
+            fetch: RawFetchOptions::service()
+                .validate()
+                .expect("the service defaults are valid"),
         }
     }
 }
@@ -217,6 +219,11 @@ impl RestartOnly {
         c.cmp("fetch.insecure", &a.insecure, &b.insecure);
         c.cmp("fetch.follow", &a.follow, &b.follow);
         c.cmp("fetch.bind", &a.bind, &b.bind);
+        c.cmp("fetch.robots", &a.robots, &b.robots);
+        c.cmp("fetch.retries", &a.retries, &b.retries);
+        c.cmp("fetch.host_delay_ms", &a.host_delay, &b.host_delay);
+        c.cmp("fetch.per_ip", &a.per_ip, &b.per_ip);
+        c.cmp("fetch.deny/allow", &a.policy, &b.policy);
         c.0
     }
 }
@@ -314,6 +321,23 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An array of strings.
+    fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
+        let v = self.get(key)?;
+        let items = v.as_array().map(|a| {
+            a.iter()
+                .map(|it| it.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        });
+        match items {
+            Some(Some(list)) => Some(list),
+            _ => {
+                self.bad(key, "expected an array of strings");
+                None
+            }
+        }
+    }
+
     fn integer(&mut self, key: &'static str) -> Option<i64> {
         match self.get(key)? {
             toml::Value::Integer(i) => Some(*i),
@@ -404,6 +428,12 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         ),
         insecure: Section::given(f.boolean("fetch.insecure"), "fetch.insecure"),
         follow: Section::given(f.non_empty("fetch.follow"), "fetch.follow"),
+        robots: Section::given(f.boolean("fetch.robots"), "fetch.robots"),
+        retries: int(&mut f, "fetch.retries"),
+        host_delay_ms: int(&mut f, "fetch.host_delay_ms"),
+        per_ip: int(&mut f, "fetch.per_ip"),
+        deny: Section::given(f.strings("fetch.deny"), "fetch.deny"),
+        allow: Section::given(f.strings("fetch.allow"), "fetch.allow"),
         ..RawFetchOptions::default()
     };
     if let Some(s) = f.non_empty("fetch.resolver") {
@@ -454,7 +484,8 @@ pub(crate) fn fetch_options_from_file(
 ) -> Result<FetchOptions, ConfigErrors> {
     let text = read_file(path, false)?.unwrap_or_default();
     let mut errors = Vec::new();
-    match Config::parse_into(&text, &Overrides::default(), flags, &mut errors) {
+    let base = RawFetchOptions::default();
+    match Config::parse_into(&text, &Overrides::default(), base, flags, &mut errors) {
         Some(cfg) if errors.is_empty() => Ok(cfg.restart.fetch),
         _ => Err(ConfigErrors {
             file: Some(path.to_path_buf()),
@@ -479,7 +510,13 @@ impl Config {
         };
         let mut errors = Vec::new();
         let text = text.unwrap_or_default();
-        let cfg = Config::parse_into(&text, overrides, RawFetchOptions::default(), &mut errors);
+        let cfg = Config::parse_into(
+            &text,
+            overrides,
+            RawFetchOptions::service(),
+            RawFetchOptions::default(),
+            &mut errors,
+        );
         if let Some(cfg) = &cfg {
             errors.extend(cfg.check_paths());
         }
@@ -499,16 +536,19 @@ impl Config {
     #[cfg(test)]
     pub(crate) fn parse(text: &str, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        match Config::parse_into(text, overrides, RawFetchOptions::default(), &mut errors) {
+        let (base, flags) = (RawFetchOptions::service(), RawFetchOptions::default());
+        match Config::parse_into(text, overrides, base, flags, &mut errors) {
             Some(cfg) if errors.is_empty() => Ok(cfg),
             _ => Err(ConfigErrors { file: None, errors }),
         }
     }
 
-    /// Parse `text`; `fetch_flags` is the options layer over the file's `[fetch]` table.
+    /// Parse `text`; the file's `[fetch]` table is layered over `fetch_base` (the service's
+    /// defaults for the daemon, nothing for `fetch --config`), and `fetch_flags` over it.
     fn parse_into(
         text: &str,
         overrides: &Overrides,
+        fetch_base: RawFetchOptions,
         fetch_flags: RawFetchOptions,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Config> {
@@ -582,7 +622,11 @@ impl Config {
         d.finish("daemon");
 
         let file_layer = fetch_layer(Section::new(&root, "fetch", errors));
-        match file_layer.overlay(fetch_flags).validate() {
+        match fetch_base
+            .overlay(file_layer)
+            .overlay(fetch_flags)
+            .validate()
+        {
             Ok(o) => cfg.restart.fetch = o,
             Err(e) => errors.extend(e.0.into_iter().map(ConfigError::Option)),
         }

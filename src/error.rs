@@ -26,13 +26,17 @@ pub enum ErrorKind {
     TooLarge,
     TooManyRedirects,
     NoLink,
+    /// The network policy (`--deny`/`--allow`) forbids every address of the URL's host.
+    Denied,
+    /// robots.txt disallows the URL for ringcrawl's user agent.
+    Robots,
     /// A bug in ringcrawl (a panic while fetching this URL), reported instead of hanging.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in a stable order (summaries, tests).
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidUrl,
         ErrorKind::DnsNxdomain,
         ErrorKind::DnsNoAddress,
@@ -48,6 +52,8 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::TooManyRedirects,
         ErrorKind::NoLink,
+        ErrorKind::Denied,
+        ErrorKind::Robots,
         ErrorKind::Internal,
     ];
 
@@ -74,6 +80,8 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::TooManyRedirects => "too_many_redirects",
             ErrorKind::NoLink => "no_link",
+            ErrorKind::Denied => "denied",
+            ErrorKind::Robots => "robots",
             ErrorKind::Internal => "internal",
         }
     }

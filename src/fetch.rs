@@ -31,6 +31,7 @@ use crate::http::{
 use crate::intake::host_key;
 use crate::job::{Counters, Job};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
+use crate::netpolicy::NetPolicy;
 use crate::options::FetchOptions;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
@@ -85,6 +86,8 @@ pub enum FetchError {
     RedirectLoop(String),
     #[error("no element matches the --follow selector with a usable href")]
     NoLink,
+    #[error("denied by the network policy: {0}")]
+    Denied(String),
 }
 
 impl FetchError {
@@ -100,6 +103,7 @@ impl FetchError {
                 ErrorKind::TooManyRedirects
             }
             FetchError::NoLink => ErrorKind::NoLink,
+            FetchError::Denied(_) => ErrorKind::Denied,
         }
     }
 
@@ -555,6 +559,7 @@ async fn connect(
         }
         None => return Err(FetchError::InvalidUrl("URL has no host".to_string())),
     };
+    let addrs = allowed_addrs(&ctx.opts.policy, url, addrs)?;
     let tls = (url.scheme() == "https").then(|| (&ctx.tls, url.host_str().unwrap_or("")));
     let stream = Stream::connect(&addrs, &ctx.connect, tls, deadline)
         .await
@@ -566,6 +571,36 @@ async fn connect(
         })?;
     ctx.counters.conns_opened.fetch_add(1, Ordering::Relaxed);
     Ok(stream)
+}
+
+/// The addresses of `url`'s host the network policy lets us connect to; `denied` when none.
+fn allowed_addrs(
+    policy: &NetPolicy,
+    url: &Url,
+    mut addrs: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, FetchError> {
+    if policy.allows_everything() {
+        return Ok(addrs);
+    }
+    let mut denied = Vec::new();
+    addrs.retain(|a| match policy.denies(a.ip()) {
+        Some(rule) => {
+            denied.push(format!("{} in {rule}", a.ip()));
+            false
+        }
+        None => true,
+    });
+    if !addrs.is_empty() {
+        return Ok(addrs);
+    }
+    let host = url.host_str().unwrap_or("");
+    Err(FetchError::Denied(match url.host() {
+        Some(url::Host::Domain(_)) => format!(
+            "{host} resolves only to denied addresses ({})",
+            denied.join(", ")
+        ),
+        _ => denied.join(", "),
+    }))
 }
 
 fn deadline_error(ctx: &FetchCtx) -> FetchError {

@@ -28,6 +28,7 @@ mod job;
 mod journal;
 mod load;
 mod net;
+mod netpolicy;
 mod options;
 mod pool;
 mod progress;

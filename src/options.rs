@@ -14,6 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::netpolicy::{NamedSet, NetPolicy, Rule};
+
 pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
 pub(crate) const DEFAULT_PER_HOST: usize = 6;
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +30,12 @@ pub(crate) const MAX_CONCURRENCY: i64 = 1_000_000;
 pub(crate) const MAX_THREADS: i64 = 1024;
 pub(crate) const MAX_REDIRECTS: i64 = 100;
 pub(crate) const MAX_BODY: i64 = u32::MAX as i64;
+/// Most retries per URL.
+pub(crate) const MAX_RETRIES: i64 = 10;
+/// Longest per-host delay (one hour).
+pub(crate) const MAX_HOST_DELAY_MS: i64 = 3_600_000;
+/// Retries per URL the service (`ringcrawl run`) makes unless its config says otherwise.
+pub(crate) const SERVICE_RETRIES: i64 = 2;
 
 /// Everything that shapes how URLs are fetched; shared by `fetch`, `run` and `load`. Only
 /// [`RawFetchOptions::validate`] makes one (or [`Default`], which is the same with no source).
@@ -59,6 +67,16 @@ pub struct FetchOptions {
     pub follow: Option<String>,
     /// Source addresses for outbound connections.
     pub bind: Vec<IpAddr>,
+    /// Obey robots.txt.
+    pub robots: bool,
+    /// Further attempts for a URL after a transient failure.
+    pub retries: u32,
+    /// Least time between two request starts on one host.
+    pub host_delay: Duration,
+    /// Connections in flight to one IP address at most, all hosts together.
+    pub per_ip: Option<usize>,
+    /// Which addresses may be connected to.
+    pub policy: NetPolicy,
 }
 
 impl Default for FetchOptions {
@@ -113,6 +131,13 @@ pub(crate) struct RawFetchOptions {
     pub insecure: Option<Given<bool>>,
     pub follow: Option<Given<String>>,
     pub bind: Option<Given<Vec<IpAddr>>>,
+    pub robots: Option<Given<bool>>,
+    pub retries: Option<Given<i64>>,
+    pub host_delay_ms: Option<Given<i64>>,
+    pub per_ip: Option<Given<i64>>,
+    /// Network policy rules as written (sets, CIDRs, addresses).
+    pub deny: Option<Given<Vec<String>>>,
+    pub allow: Option<Given<Vec<String>>>,
 }
 
 /// One unusable option value.
@@ -159,6 +184,17 @@ impl Check {
         }
     }
 
+    /// Network policy rules; the bad ones reported.
+    fn rules(&mut self, v: &Option<Given<Vec<String>>>) -> Vec<Rule> {
+        let Some(g) = v.as_ref() else {
+            return Vec::new();
+        };
+        g.value
+            .iter()
+            .filter_map(|s| Rule::parse(s).map_err(|e| self.bad(g.name, e)).ok())
+            .collect()
+    }
+
     /// Seconds in `(0, MAX_TIMEOUT_SECS]`.
     fn secs(&mut self, v: &Option<Given<f64>>) -> Option<Duration> {
         let g = v.as_ref()?;
@@ -200,6 +236,35 @@ impl RawFetchOptions {
             insecure: over.insecure.or(self.insecure),
             follow: over.follow.or(self.follow),
             bind: over.bind.or(self.bind),
+            robots: over.robots.or(self.robots),
+            retries: over.retries.or(self.retries),
+            host_delay_ms: over.host_delay_ms.or(self.host_delay_ms),
+            per_ip: over.per_ip.or(self.per_ip),
+            deny: over.deny.or(self.deny),
+            allow: over.allow.or(self.allow),
+        }
+    }
+
+    /// The defaults of the service (`ringcrawl run`), a layer under its config file: it
+    /// obeys robots.txt, retries transient failures, and connects only to the public
+    /// internet (everything but loopback, private, link-local, CGNAT, multicast and
+    /// unspecified addresses).
+    pub(crate) fn service() -> RawFetchOptions {
+        let file = |key| Name::File(key);
+        RawFetchOptions {
+            robots: Some(Given {
+                value: true,
+                name: file("fetch.robots"),
+            }),
+            retries: Some(Given {
+                value: SERVICE_RETRIES,
+                name: file("fetch.retries"),
+            }),
+            deny: Some(Given {
+                value: NamedSet::SERVICE_DENIED.map(String::from).to_vec(),
+                name: file("fetch.deny"),
+            }),
+            ..RawFetchOptions::default()
         }
     }
 
@@ -229,6 +294,11 @@ impl RawFetchOptions {
                 c.bad(g.name, e.to_string());
             }
         }
+        let retries = c.count(&self.retries, 0, MAX_RETRIES);
+        let host_delay = c.count(&self.host_delay_ms, 0, MAX_HOST_DELAY_MS);
+        let per_ip = c.count(&self.per_ip, 1, MAX_CONCURRENCY);
+        let deny = c.rules(&self.deny);
+        let allow = c.rules(&self.allow);
 
         let concurrency = concurrency.map_or(DEFAULT_CONCURRENCY, |v| v as usize);
         let per_host = match (per_host, &self.per_host) {
@@ -288,6 +358,11 @@ impl RawFetchOptions {
                 .as_ref()
                 .map(|g| g.value.clone())
                 .unwrap_or_default(),
+            robots: self.robots.as_ref().is_some_and(|g| g.value),
+            retries: retries.map_or(0, |v| v as u32),
+            host_delay: Duration::from_millis(host_delay.unwrap_or(0)),
+            per_ip: per_ip.map(|v| v as usize),
+            policy: NetPolicy::new(deny, allow),
         })
     }
 }
@@ -425,6 +500,69 @@ mod tests {
             o.read_timeout, DEFAULT_READ_TIMEOUT,
             "no rule for read_timeout"
         );
+    }
+
+    #[test]
+    fn politeness_retries_and_policy_validate_like_the_rest() {
+        let raw = RawFetchOptions {
+            retries: flag("--retries", 11),
+            host_delay_ms: file("fetch.host_delay_ms", -1),
+            per_ip: flag("--per-ip", 0),
+            deny: flag("--deny", vec!["private".into(), "10.0.0.0/40".into()]),
+            ..Default::default()
+        };
+        let m = messages(&raw);
+        assert_eq!(m.len(), 4, "{m:#?}");
+        assert!(m[0].starts_with("bad value for --retries: 11 is out of range 0..=10"));
+        assert!(m[3].starts_with("bad value for --deny: `10.0.0.0/40` is not a CIDR"));
+        let o = RawFetchOptions {
+            retries: flag("--retries", 3),
+            host_delay_ms: flag("--host-delay", 250),
+            per_ip: flag("--per-ip", 2),
+            deny: flag("--deny", vec!["loopback".into()]),
+            allow: flag("--allow", vec!["127.0.0.9".into()]),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(o.retries, 3);
+        assert_eq!(o.host_delay, Duration::from_millis(250));
+        assert_eq!(o.per_ip, Some(2));
+        assert!(o.policy.denies("127.0.0.1".parse().unwrap()).is_some());
+        assert!(o.policy.denies("127.0.0.9".parse().unwrap()).is_none());
+        let d = RawFetchOptions::default().validate().unwrap();
+        assert!(!d.robots && d.retries == 0 && d.policy.allows_everything());
+        assert_eq!((d.host_delay, d.per_ip), (Duration::ZERO, None));
+    }
+
+    #[test]
+    fn the_service_obeys_robots_retries_and_stays_on_the_public_internet() {
+        let o = RawFetchOptions::service().validate().unwrap();
+        assert!(o.robots);
+        assert_eq!(o.retries, SERVICE_RETRIES as u32);
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "0.0.0.0",
+        ] {
+            assert!(o.policy.denies(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        assert!(o.policy.denies("93.184.216.34".parse().unwrap()).is_none());
+        // A file may open it up again.
+        let file_layer = RawFetchOptions {
+            allow: file("fetch.allow", vec!["loopback".into()]),
+            robots: file("fetch.robots", false),
+            ..Default::default()
+        };
+        let o = RawFetchOptions::service()
+            .overlay(file_layer)
+            .validate()
+            .unwrap();
+        assert!(!o.robots);
+        assert!(o.policy.denies("127.0.0.1".parse().unwrap()).is_none());
     }
 
     #[test]

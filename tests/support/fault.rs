@@ -48,6 +48,10 @@ pub const BIG_PAGE_BYTES: usize = 100 * 1024;
 pub const PATHS: &[(&str, &str)] = &[
     ("/ok", "200, Content-Length, title \"OK page\", keep-alive"),
     (
+        "/goto/HOST/PORT/PATH",
+        "302 to http://HOST:PORT/PATH (another server)",
+    ),
+    (
         "/then-close",
         "200, Content-Length, no Connection: close, then the connection is closed",
     ),
@@ -130,7 +134,13 @@ pub struct FaultServer {
 
 impl FaultServer {
     pub fn start() -> FaultServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
+        FaultServer::start_on("127.0.0.1")
+    }
+
+    /// A fault server on another loopback address (`127.0.0.2`...), for tests that tell
+    /// servers apart by address.
+    pub fn start_on(ip: &str) -> FaultServer {
+        let listener = TcpListener::bind((ip, 0)).expect("bind fault server");
         let addr = listener.local_addr().expect("local_addr");
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -589,6 +599,17 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
         "/then-close" => {
             full(s, "200 OK", html, "", &title_doc("then close"))?;
             Ok(Next::Close)
+        }
+        // `/goto/HOST/PORT/PATH`: a redirect to http://HOST:PORT/PATH.
+        p if p.starts_with("/goto/") => {
+            let mut parts = p["/goto/".len()..].splitn(3, '/');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(host), Some(port), rest) => {
+                    let to = format!("http://{host}:{port}/{}", rest.unwrap_or(""));
+                    redirect(s, "302 Found", &to)
+                }
+                _ => not_found(s),
+            }
         }
         p if p.starts_with("/keepalive/") => {
             let n = &p["/keepalive/".len()..];
