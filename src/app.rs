@@ -72,7 +72,7 @@ pub fn main() -> ExitCode {
         init_logging(COMMAND_LOG_LEVEL);
     }
     let result = match cli.command {
-        Command::Fetch(args) => fetch(args),
+        Command::Fetch(args) => fetch(*args),
         Command::Load(args) => load(args),
         Command::Run(args) => run(args),
         Command::Submit(args) => submit(args),

@@ -26,7 +26,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
-    Fetch(FetchArgs),
+    Fetch(Box<FetchArgs>),
     /// Run the daemon: crawl list files dropped into the spool, journal every line once.
     Run(RunArgs),
     /// Queue URL list files (or - for stdin) into the daemon's spool.
@@ -342,7 +342,7 @@ mod tests {
         let Command::Fetch(f) = Cli::try_parse_from(v).unwrap().command else {
             panic!("fetch")
         };
-        f
+        *f
     }
 
     #[test]
