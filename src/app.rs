@@ -248,7 +248,7 @@ fn print_summary(s: &Summary) {
     let mut err = io::stderr().lock();
     let _ = writeln!(
         err,
-        "ringcrawl: {} URLs in {:.2} s ({:.0}/s): {} ok, {} failed{}",
+        "ringcrawl: {} URLs in {:.2} s ({:.0}/s): {} ok, {} failed{}{}",
         s.urls,
         secs,
         s.urls as f64 / secs,
@@ -259,6 +259,11 @@ fn print_summary(s: &Summary) {
         } else {
             let parts: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
             format!(" ({})", parts.join(", "))
+        },
+        match (s.retries, s.robots_fetches) {
+            (0, 0) => String::new(),
+            (r, 0) => format!("; {r} retries"),
+            (r, n) => format!("; {r} retries, {n} robots.txt fetched"),
         }
     );
     let _ = writeln!(

@@ -213,11 +213,8 @@ impl Engine {
     /// (backpressure).
     pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
         let parsed = parse_url(&line);
-        let job = Job {
-            url: line.text,
-            line: src.as_ref().map(|_| line.number),
-            src,
-        };
+        let number = src.as_ref().map(|_| line.number);
+        let job = Job::new(line.text, src, number);
         self.route(job, parsed)
     }
 

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use url::Url;
 
@@ -29,12 +29,16 @@ use crate::http::{
     ResponseHead, Want,
 };
 use crate::intake::host_key;
+use crate::job::millis;
 use crate::job::{Counters, Job};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
 use crate::netpolicy::NetPolicy;
 use crate::options::FetchOptions;
+use crate::polite::Politeness;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::record::{now_rfc3339, Record, RecordError};
+use crate::retry;
+use crate::robots::{self, Lookup, RobotsCache, Rules};
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused (no job for the host
@@ -88,6 +92,8 @@ pub enum FetchError {
     NoLink,
     #[error("denied by the network policy: {0}")]
     Denied(String),
+    #[error("{0}")]
+    Robots(String),
 }
 
 impl FetchError {
@@ -104,6 +110,15 @@ impl FetchError {
             }
             FetchError::NoLink => ErrorKind::NoLink,
             FetchError::Denied(_) => ErrorKind::Denied,
+            FetchError::Robots(_) => ErrorKind::Robots,
+        }
+    }
+
+    /// Whether the failure may go away on its own (see `retry`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Http(HttpError::ClosedBeforeHead(_)) => true,
+            e => retry::transient_kind(e.kind()),
         }
     }
 
@@ -138,6 +153,12 @@ pub struct FetchCtx {
     drain_bufs: BufPool,
     lookups: tokio::sync::Semaphore,
     idle: RefCell<IdlePool<Stream>>,
+    /// Per-host least interval between request starts.
+    polite: RefCell<Politeness>,
+    /// robots.txt answers by origin (with `--robots`).
+    robots: RefCell<RobotsCache>,
+    /// Crawl-delays learned from robots.txt and not yet told to the scheduler.
+    crawl_delays: RefCell<Vec<(String, Duration)>>,
 }
 
 impl FetchCtx {
@@ -154,7 +175,6 @@ impl FetchCtx {
             bind: Rc::from(opts.bind.clone()),
         };
         FetchCtx {
-            opts,
             resolver,
             tls,
             connect,
@@ -164,7 +184,38 @@ impl FetchCtx {
             drain_bufs: BufPool::new(DRAIN_READ_BUF, MAX_DRAIN_BUFS),
             lookups: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
             idle: RefCell::new(IdlePool::new(idle_cap, MAX_IDLE_AGE)),
+            polite: RefCell::new(Politeness::new(opts.host_delay)),
+            robots: RefCell::new(RobotsCache::default()),
+            crawl_delays: RefCell::new(Vec::new()),
+            opts,
         }
+    }
+
+    /// The Crawl-delays learned since the last call, by host key.
+    pub fn take_crawl_delays(&self) -> Vec<(String, Duration)> {
+        std::mem::take(&mut self.crawl_delays.borrow_mut())
+    }
+
+    /// Forget politeness clocks that hold nothing back any more.
+    pub fn prune_politeness(&self, now: Instant) {
+        self.polite.borrow_mut().prune(now);
+    }
+
+    /// Wait until a request on `key` may start (the host's least interval since its last
+    /// one), and book its start; `Err` when that is past `deadline`.
+    async fn polite_start(&self, key: &str, deadline: Instant) -> Result<(), FetchError> {
+        if self.polite.borrow().is_off() {
+            return Ok(());
+        }
+        let wait = self.polite.borrow().wait_until(key, Instant::now());
+        if let Some(at) = wait {
+            if at >= deadline {
+                return Err(deadline_error(self));
+            }
+            Box::pin(tokio::time::sleep_until(at.into())).await;
+        }
+        self.polite.borrow_mut().started(key, Instant::now());
+        Ok(())
     }
 
     /// Keep `held` for a later job on its host (closing whatever the pool lets go).
@@ -289,17 +340,21 @@ struct Page {
     final_url: Url,
     status: u16,
     content_type: Option<String>,
+    retry_after: Option<String>,
     extracted: Extracted,
 }
 
-/// One response, before redirect handling.
-struct Resp {
-    head: ResponseHead,
-    extracted: Extracted,
+/// One attempt at a job: its record, and whether the outcome is worth another attempt.
+pub(crate) struct Attempt {
+    pub record: Record,
+    /// `Some` when the failure (or the status) is transient, with the server's Retry-After.
+    pub retry: Option<Option<Duration>>,
 }
 
-/// Fetch one job (already parsed) and build its record. `next_on_host`: the slot has another
-/// job for this host waiting (so reading a page to its end to keep the connection pays).
+/// Make one attempt at a job (already parsed) and build its record (`attempts` and `ms`
+/// from the job: the caller counts attempts and set when the first began). `next_on_host`:
+/// the slot has another job for this host waiting (so reading a page to its end to keep
+/// the connection pays). The URL deadline is per attempt.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an `async
 /// fn` keeps each argument twice in its future (as passed, and as the body's variable), and
@@ -311,13 +366,12 @@ struct Resp {
 pub fn run_job<'a>(
     ctx: &'a FetchCtx,
     job: &'a Job,
-    url: Url,
+    url: &'a Url,
     held: &'a mut Option<Held>,
     next_on_host: bool,
-) -> impl std::future::Future<Output = Record> + 'a {
+) -> impl std::future::Future<Output = Attempt> + 'a {
     async move {
-        let started = Instant::now();
-        let deadline = started + ctx.opts.timeout;
+        let deadline = Instant::now() + ctx.opts.timeout;
         let mut acct = Acct {
             bytes: 0,
             redirects: 0,
@@ -332,34 +386,41 @@ pub fn run_job<'a>(
         };
         // The record is built once the fetch is over, not held across it: a slot's future
         // carries its largest state for every connection in flight.
-        let outcome = fetch_hops(ctx, &url, deadline, held, &mut acct).await;
+        let outcome = fetch_hops(ctx, url, deadline, held, &mut acct).await;
         let mut rec = Record {
             url: job.url.clone(),
             src: job.src.as_deref().map(str::to_owned),
             line: job.line,
             link: acct.link.take(),
+            attempts: job.attempts,
             ..Record::default()
         };
-        match outcome {
+        let retry = match outcome {
             Ok(page) => {
                 rec.final_url = Some(page.final_url.to_string());
                 rec.status = Some(page.status);
                 rec.content_type = page.content_type;
                 rec.title = page.extracted.title;
                 rec.title_truncated = page.extracted.title_truncated;
+                retry::transient_status(page.status).then(|| {
+                    page.retry_after
+                        .as_deref()
+                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
+                })
             }
             Err((e, hop)) => {
-                let hop = ctx.follow.as_ref().map(|_| hop);
-                rec.error = Some(e.to_record(hop));
+                let transient = e.is_transient();
+                rec.error = Some(e.to_record(ctx.follow.as_ref().map(|_| hop)));
+                transient.then_some(None)
             }
-        }
+        };
         rec.redirects = acct.redirects;
         rec.bytes = acct.bytes;
         rec.ip = acct.ip;
         rec.tls_verified = acct.tls_verified.filter(|v| !v);
-        rec.ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        rec.ms = job.started.map_or(0.0, |t| millis(t.elapsed()));
         rec.ts = now_rfc3339();
-        rec
+        Attempt { record: rec, retry }
     }
 }
 
@@ -436,9 +497,16 @@ fn get_page<'a>(
         let mut visited: Vec<Url> = Vec::new();
         loop {
             let current = visited.last().unwrap_or(url);
-            let resp = on_connection(ctx, current, deadline, follow, held, acct).await?;
-            let status = resp.head.status;
-            if let (true, Some(location)) = (is_redirect(status), resp.head.location.as_deref()) {
+            if ctx.opts.robots {
+                Box::pin(robots_allow(ctx, current, deadline, held, acct)).await?;
+            }
+            let mut page = PageReader {
+                follow,
+                extractor: None,
+            };
+            let head = on_connection(ctx, current, deadline, &mut page, held, acct).await?;
+            let status = head.status;
+            if let (true, Some(location)) = (is_redirect(status), head.location.as_deref()) {
                 let hops = visited.len() as u32;
                 if hops >= ctx.opts.max_redirects {
                     return Err(FetchError::TooManyRedirects(ctx.opts.max_redirects));
@@ -464,27 +532,29 @@ fn get_page<'a>(
             return Ok(Page {
                 final_url: current.clone(),
                 status,
-                content_type: resp.head.content_type,
-                extracted: resp.extracted,
+                content_type: head.content_type,
+                retry_after: head.retry_after,
+                extracted: page.extractor.map(|x| x.finish()).unwrap_or_default(),
             });
         }
     }
 }
 
 /// One request/response for `url` on the slot's held connection, a parked one, or a new
-/// one; a reused connection found dead is replaced and the request sent again.
+/// one, its body fed to `consumer`; a reused connection found dead is replaced and the
+/// request sent again. Returns the response head.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
 )]
-fn on_connection<'a>(
+fn on_connection<'a, C: Consumer>(
     ctx: &'a FetchCtx,
     url: &'a Url,
     deadline: Instant,
-    follow: Option<&'a FollowSelector>,
+    consumer: &'a mut C,
     held: &'a mut Option<Held>,
     acct: &'a mut Acct,
-) -> impl std::future::Future<Output = Result<Resp, FetchError>> + 'a {
+) -> impl std::future::Future<Output = Result<ResponseHead, FetchError>> + 'a {
     async move {
         let key = host_key(url);
         if held.as_ref().is_some_and(|h| h.key != key) {
@@ -509,14 +579,18 @@ fn on_connection<'a>(
                 ctx.counters.conns_reused.fetch_add(1, Ordering::Relaxed);
             }
             acct.tls_verified = stream.tls_verified().or(acct.tls_verified);
-            match request(ctx, &mut stream, url, deadline, follow, reused, acct).await {
-                Ok((resp, true)) => {
+            if let Err(e) = ctx.polite_start(&key, deadline).await {
+                stream.close().await;
+                return Err(e);
+            }
+            match request(ctx, &mut stream, url, deadline, consumer, reused, acct).await {
+                Ok((head, true)) => {
                     *held = Some(Held { key, stream });
-                    return Ok(resp);
+                    return Ok(head);
                 }
-                Ok((resp, false)) => {
+                Ok((head, false)) => {
                     stream.close().await;
-                    return Ok(resp);
+                    return Ok(head);
                 }
                 Err(e) => {
                     stream.close().await;
@@ -616,6 +690,150 @@ fn net_error(ctx: &FetchCtx, e: NetError, deadline: Instant) -> FetchError {
     }
 }
 
+/// Whether robots.txt lets us fetch `url` (with `--robots`): looked up in the worker's
+/// cache, fetched once per origin when it is not there (other URLs of the origin wait for
+/// that fetch). A robots.txt that cannot be fetched for a network reason fails this URL with
+/// that error and disallows the origin's other URLs for a while (RFC 9309).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "arguments stored once in the future: see run_job"
+)]
+fn robots_allow<'a>(
+    ctx: &'a FetchCtx,
+    url: &'a Url,
+    deadline: Instant,
+    held: &'a mut Option<Held>,
+    acct: &'a mut Acct,
+) -> impl std::future::Future<Output = Result<(), FetchError>> + 'a {
+    async move {
+        let origin = host_key(url);
+        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        loop {
+            let found = ctx.robots.borrow_mut().lookup(&origin, Instant::now());
+            let rules = match found {
+                Lookup::Known(rules) => rules,
+                Lookup::Fetching(done) => {
+                    let wait = done.notified();
+                    if tokio::time::timeout_at(deadline.into(), wait)
+                        .await
+                        .is_err()
+                    {
+                        return Err(deadline_error(ctx));
+                    }
+                    continue;
+                }
+                Lookup::Missing => {
+                    ctx.robots.borrow_mut().begin(&origin, Instant::now());
+                    let mut guard = RobotsFetch {
+                        ctx,
+                        origin: &origin,
+                        done: false,
+                    };
+                    ctx.counters.robots_fetches.fetch_add(1, Ordering::Relaxed);
+                    let fetched = fetch_robots(ctx, url, deadline, held, acct).await;
+                    guard.done = true;
+                    let (rules, err) = match fetched {
+                        Ok(rules) => (rules, None),
+                        Err(e) => (Rules::unreachable(&e.to_string()), Some(e)),
+                    };
+                    let rules = ctx
+                        .robots
+                        .borrow_mut()
+                        .finish(&origin, rules, Instant::now());
+                    if let Some(delay) = rules.crawl_delay() {
+                        ctx.polite
+                            .borrow_mut()
+                            .set_delay(&origin, delay, Instant::now());
+                        ctx.crawl_delays.borrow_mut().push((origin.clone(), delay));
+                    }
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                    rules
+                }
+            };
+            return rules.allows(path).map_err(FetchError::Robots);
+        }
+    }
+}
+
+/// Forgets an origin's robots.txt fetch that was abandoned (its future dropped), so that
+/// the URLs waiting for it do not wait forever.
+struct RobotsFetch<'a> {
+    ctx: &'a FetchCtx,
+    origin: &'a str,
+    done: bool,
+}
+
+impl Drop for RobotsFetch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ctx.robots.borrow_mut().abort(self.origin);
+        }
+    }
+}
+
+/// Fetch `url`'s origin's robots.txt, following up to `MAX_ROBOTS_REDIRECTS` redirects:
+/// the rules its status and body mean. `Err` only for a network failure (no connection, a
+/// timeout, a denied address): an HTTP answer, whatever it is, has a meaning.
+async fn fetch_robots(
+    ctx: &FetchCtx,
+    url: &Url,
+    deadline: Instant,
+    held: &mut Option<Held>,
+    acct: &mut Acct,
+) -> Result<Rules, FetchError> {
+    let mut target = url
+        .join("/robots.txt")
+        .map_err(|e| FetchError::InvalidUrl(format!("cannot make the robots.txt URL: {e}")))?;
+    let agent = robots::product_token(&ctx.opts.user_agent);
+    for _ in 0..=robots::MAX_ROBOTS_REDIRECTS {
+        let mut body = RobotsReader::default();
+        let head = match on_connection(ctx, &target, deadline, &mut body, held, acct).await {
+            Ok(head) => head,
+            // A robots.txt the server cannot frame is as good as none.
+            Err(FetchError::Http(_)) => return Ok(Rules::AllowAll),
+            Err(e) => return Err(e),
+        };
+        match (is_redirect(head.status), head.location.as_deref()) {
+            (true, Some(location)) => match target.join(location) {
+                Ok(next) if matches!(next.scheme(), "http" | "https") => target = next,
+                _ => return Ok(Rules::AllowAll),
+            },
+            _ => return Ok(Rules::from_response(head.status, &body.bytes, agent)),
+        }
+    }
+    // Too many redirects: RFC 9309 treats that as unavailable (allow all).
+    Ok(Rules::AllowAll)
+}
+
+/// What a robots.txt response feeds: its body, up to `ROBOTS_MAX_BYTES`.
+#[derive(Default)]
+struct RobotsReader {
+    bytes: Vec<u8>,
+}
+
+impl Consumer for RobotsReader {
+    fn head(&mut self, head: &ResponseHead) -> Want {
+        if (200..300).contains(&head.status) {
+            Want::Body
+        } else {
+            Want::Enough
+        }
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Want {
+        let room = robots::ROBOTS_MAX_BYTES - self.bytes.len();
+        self.bytes
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.bytes.len() >= robots::ROBOTS_MAX_BYTES {
+            Want::Enough
+        } else {
+            Want::Body
+        }
+    }
+}
+
 /// What a page's response feeds: the title extractor, for an HTML page that is not a
 /// redirect; nothing otherwise.
 struct PageReader<'a> {
@@ -642,21 +860,21 @@ impl Consumer for PageReader<'_> {
     }
 }
 
-/// Send the request for `url` on `stream` and read its response. Returns it, and whether
-/// the connection may carry another request.
+/// Send the request for `url` on `stream` and read its response into `consumer`. Returns
+/// its head, and whether the connection may carry another request.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
 )]
-fn request<'a>(
+fn request<'a, C: Consumer>(
     ctx: &'a FetchCtx,
     stream: &'a mut Stream,
     url: &'a Url,
     deadline: Instant,
-    follow: Option<&'a FollowSelector>,
+    consumer: &'a mut C,
     reused: bool,
     acct: &'a mut Acct,
-) -> impl std::future::Future<Output = Result<(Resp, bool), DriveError>> + 'a {
+) -> impl std::future::Future<Output = Result<(ResponseHead, bool), DriveError>> + 'a {
     async move {
         let mut req = Vec::with_capacity(REQUEST_BUF);
         let opts = RequestOptions {
@@ -670,32 +888,19 @@ fn request<'a>(
             drain_budget: acct.drain_for_reuse,
             reused,
         });
-        let mut page = PageReader {
-            follow,
-            extractor: None,
-        };
         let limits = Limits {
             deadline,
             idle: ctx.opts.read_timeout,
         };
-        let (res, _) = conn::drive(
-            stream,
-            req,
-            &mut ex,
-            &mut page,
-            ctx,
-            limits,
-            &mut acct.bytes,
-        )
-        .await;
+        let (res, _) =
+            conn::drive(stream, req, &mut ex, consumer, ctx, limits, &mut acct.bytes).await;
         let keep_alive = res?;
         let head = ex.into_head().ok_or_else(|| {
             DriveError::Exchange(
                 HttpError::Protocol("response ended before a head".to_string()).into(),
             )
         })?;
-        let extracted = page.extractor.map(|x| x.finish()).unwrap_or_default();
-        Ok((Resp { head, extracted }, keep_alive))
+        Ok((head, keep_alive))
     }
 }
 

@@ -16,9 +16,24 @@ pub struct Job {
     pub url: String,
     pub src: Option<Arc<str>>,
     pub line: Option<u64>,
+    /// Attempts started so far (0 before the first; retries add to it).
+    pub attempts: u32,
+    /// When the first attempt started (the record's `ms` runs from here).
+    pub started: Option<Instant>,
 }
 
 impl Job {
+    /// A job for an input line, not yet attempted.
+    pub fn new(url: String, src: Option<Arc<str>>, line: Option<u64>) -> Job {
+        Job {
+            url,
+            src,
+            line,
+            attempts: 0,
+            started: None,
+        }
+    }
+
     /// A failure record for this job made without a fetch (invalid input, a panic).
     pub fn error_record(&self, kind: ErrorKind, message: String) -> Record {
         Record {
@@ -31,9 +46,16 @@ impl Job {
             ts: now_rfc3339(),
             src: self.src.as_deref().map(str::to_owned),
             line: self.line,
+            attempts: self.attempts,
+            ms: self.started.map_or(0.0, |t| millis(t.elapsed())),
             ..Record::default()
         }
     }
+}
+
+/// A duration in milliseconds with microsecond precision (the record's `ms`).
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 /// A job with its parsed URL, as routed to and queued in a worker.
@@ -50,6 +72,10 @@ pub struct Summary {
     pub ok: u64,
     pub errors: BTreeMap<ErrorKind, u64>,
     pub bytes_read: u64,
+    /// Attempts that failed transiently and were tried again later.
+    pub retries: u64,
+    /// robots.txt files fetched (with `--robots`).
+    pub robots_fetches: u64,
     pub peak_in_flight: u64,
     pub dns_lookups: u64,
     pub connections_opened: u64,
@@ -67,6 +93,8 @@ pub struct Counters {
     pub ok: AtomicU64,
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
     pub bytes_read: AtomicU64,
+    pub retries: AtomicU64,
+    pub robots_fetches: AtomicU64,
     pub dns_lookups: AtomicU64,
     pub conns_opened: AtomicU64,
     pub conns_reused: AtomicU64,
@@ -95,6 +123,8 @@ impl Counters {
             }
         }
         sum.bytes_read += get(&self.bytes_read);
+        sum.retries += get(&self.retries);
+        sum.robots_fetches += get(&self.robots_fetches);
         sum.dns_lookups += get(&self.dns_lookups);
         sum.connections_opened += get(&self.conns_opened);
         sum.connections_reused += get(&self.conns_reused);
@@ -180,11 +210,7 @@ mod tests {
     #[test]
     fn counters_add_up_by_outcome() {
         let c = Counters::default();
-        let job = Job {
-            url: "http://a.test/".into(),
-            src: None,
-            line: None,
-        };
+        let job = Job::new("http://a.test/".into(), None, None);
         c.count(&Record {
             bytes: 10,
             ..Record::default()

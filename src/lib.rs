@@ -11,6 +11,7 @@
 //! (the fuzz targets and benches use them).
 
 pub mod app;
+mod breaker;
 mod cli;
 mod config;
 mod conn;
@@ -30,9 +31,12 @@ mod load;
 mod net;
 mod netpolicy;
 mod options;
+mod polite;
 mod pool;
 mod progress;
 mod record;
+mod retry;
+mod robots;
 mod sched;
 mod spool;
 mod worker;

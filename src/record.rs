@@ -36,6 +36,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     pub error: Option<RecordError>,
+    /// Attempts made (more than 1 after retries of transient failures; 0 when the URL was
+    /// never tried: invalid, or its host failing).
+    pub attempts: u32,
     pub redirects: u32,
     /// Bytes read from the network for this URL (all hops, headers included).
     pub bytes: u64,

@@ -1,108 +1,141 @@
-//! Sans-IO per-host scheduling for one worker: which job runs next, under a global slot
-//! budget and a per-host limit.
+//! Sans-IO per-host scheduling for one worker: which job runs next, and when, under a
+//! global slot budget, a per-host limit and a per-host least interval between request
+//! starts (politeness).
 //!
 //! A *slot* is one connection's worth of work. A slot started for a host keeps taking that
 //! host's queued jobs ([`Scheduler::continue_slot`]) so its keep-alive connection is reused;
 //! when the host's queue is empty the slot is released and another host may start one
-//! ([`Scheduler::start_next`]). No clocks or I/O here: the worker loop drives it.
+//! ([`Scheduler::start_next_if`]). With a delay (`--host-delay`, or a robots.txt
+//! Crawl-delay set with [`Scheduler::set_delay`]), every job handed out for a host gets a
+//! start time at least the delay after the previous one's: a host is not started before
+//! its time (it waits in a time-ordered set, and [`Scheduler::next_wake`] tells the worker
+//! when to look again), and a slot that would have to wait longer than
+//! [`MAX_SLOT_WAIT`] for its next job is released instead of holding its connection idle.
+//! No clocks or I/O here: callers pass `now`.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// Longest a slot waits for its host's next start time while keeping its connection;
+/// beyond that the slot is released and the host waits without a slot.
+pub(crate) const MAX_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 struct HostState<J> {
     queue: VecDeque<J>,
     active: usize,
     /// Listed in `Scheduler::ready` (possibly stale: validated when popped).
     in_ready: bool,
+    /// Least interval between request starts on this host (the scheduler's default unless
+    /// set).
+    delay: Option<Duration>,
+    /// The earliest start of the next job handed out (politeness).
+    next_start: Option<Instant>,
+    /// Listed in `Scheduler::waiting` under this time.
+    waiting_since: Option<Instant>,
+}
+
+impl<J> HostState<J> {
+    fn new() -> HostState<J> {
+        HostState {
+            // Most hosts of a broad list have one job: room for exactly one (a default
+            // VecDeque grows to four at the first push, 3/4 of it never used).
+            queue: VecDeque::with_capacity(1),
+            active: 0,
+            in_ready: false,
+            delay: None,
+            next_start: None,
+            waiting_since: None,
+        }
+    }
+}
+
+/// A job handed out, with when it may start (`now` or later, for politeness).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Handout<K, J> {
+    pub key: K,
+    pub job: J,
+    pub start_at: Instant,
 }
 
 /// Per-host queues with a global budget of concurrent slots.
-pub struct Scheduler<K, J> {
+pub(crate) struct Scheduler<K, J> {
     hosts: HashMap<K, HostState<J>>,
     /// Hosts that could start a slot, in arrival order.
     ready: VecDeque<K>,
+    /// Hosts with work whose next start is in the future, by that time.
+    waiting: BTreeSet<(Instant, K)>,
     budget: usize,
     per_host: usize,
+    /// Least interval between request starts on one host, unless a host has its own.
+    delay: Duration,
     active: usize,
     queued: usize,
 }
 
-impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
-    /// `budget`: slots at once (at least 1); `per_host`: slots per host (at least 1).
-    pub fn new(budget: usize, per_host: usize) -> Self {
+impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
+    /// `budget`: slots at once (at least 1); `per_host`: slots per host (at least 1);
+    /// `delay`: least interval between request starts on one host.
+    pub(crate) fn new(budget: usize, per_host: usize, delay: Duration) -> Self {
         Scheduler {
             hosts: HashMap::new(),
             ready: VecDeque::new(),
+            waiting: BTreeSet::new(),
             budget: budget.max(1),
             per_host: per_host.max(1),
+            delay,
             active: 0,
             queued: 0,
         }
     }
 
     /// Queue a job for `key`.
-    pub fn push(&mut self, key: K, job: J) {
+    pub(crate) fn push(&mut self, key: K, job: J) {
         self.queued += 1;
         let host = match self.hosts.entry(key.clone()) {
             Entry::Occupied(e) => e.into_mut(),
-            // Most hosts of a broad list have one job: room for exactly one (a default
-            // VecDeque grows to four at the first push, 3/4 of it never used).
-            Entry::Vacant(e) => e.insert(HostState {
-                queue: VecDeque::with_capacity(1),
-                active: 0,
-                in_ready: false,
-            }),
+            Entry::Vacant(e) => e.insert(HostState::new()),
         };
         host.queue.push_back(job);
-        if !host.in_ready && host.active < self.per_host {
+        if !host.in_ready && host.waiting_since.is_none() && host.active < self.per_host {
             host.in_ready = true;
             self.ready.push_back(key);
         }
     }
 
-    /// Start a new slot if the budget allows and some host has work and room:
-    /// returns its host and first job.
-    pub fn start_next(&mut self) -> Option<(K, J)> {
-        if self.active >= self.budget {
-            return None;
+    /// Set `key`'s own least interval between request starts (a robots.txt Crawl-delay);
+    /// the scheduler's default applies when it is shorter.
+    pub(crate) fn set_delay(&mut self, key: &K, delay: Duration) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.delay = Some(delay.max(self.delay));
         }
-        // Entries are validated here rather than removed eagerly elsewhere: a host may have
-        // lost its queued work to `continue_slot`, or been removed, since it was listed.
-        while let Some(key) = self.ready.pop_front() {
-            let Some(host) = self.hosts.get_mut(&key) else {
-                continue;
-            };
-            host.in_ready = false;
-            if host.active >= self.per_host {
-                continue;
-            }
-            let Some(job) = host.queue.pop_front() else {
-                continue;
-            };
-            host.active += 1;
-            self.active += 1;
-            self.queued -= 1;
-            if !host.queue.is_empty() && host.active < self.per_host {
-                host.in_ready = true;
-                self.ready.push_back(key.clone());
-            }
-            return Some((key, job));
-        }
-        None
     }
 
-    /// As [`Scheduler::start_next`], but only once some host can start a slot, and only if
-    /// `admit` (asked at most once, only then) agrees: a budget shared with other
-    /// schedulers is taken only for a slot that really starts.
-    pub fn start_next_if(&mut self, admit: impl FnOnce() -> bool) -> Option<(K, J)> {
+    /// Start a new slot if the budget allows, some host has work, room and its start time
+    /// has come, and `admit` (asked at most once, only then) agrees: a budget shared with
+    /// other schedulers is taken only for a slot that really starts.
+    pub(crate) fn start_next_if(
+        &mut self,
+        now: Instant,
+        admit: impl FnOnce() -> bool,
+    ) -> Option<Handout<K, J>> {
+        self.wake(now);
         if self.active >= self.budget {
             return None;
         }
         // Drop stale entries from the front until one can start now.
         while let Some(key) = self.ready.front() {
             match self.hosts.get_mut(key) {
-                Some(h) if h.active < self.per_host && !h.queue.is_empty() => break,
+                Some(h) if h.active < self.per_host && !h.queue.is_empty() => {
+                    if h.next_start.is_some_and(|t| t > now) {
+                        // Not yet: wait in time order instead.
+                        let key = self.ready.pop_front().expect("front exists");
+                        self.wait(key, now);
+                        continue;
+                    }
+                    break;
+                }
                 Some(h) => {
                     h.in_ready = false;
                     self.ready.pop_front();
@@ -115,24 +148,51 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
         if self.ready.is_empty() || !admit() {
             return None;
         }
-        self.start_next()
+        let key = self.ready.pop_front().expect("checked non-empty");
+        let (per_host, default_delay) = (self.per_host, self.delay);
+        let host = self.hosts.get_mut(&key).expect("checked above");
+        host.in_ready = false;
+        let job = host.queue.pop_front().expect("checked above");
+        let start_at = take_start(host, default_delay, now);
+        host.active += 1;
+        self.active += 1;
+        self.queued -= 1;
+        if !host.queue.is_empty() && host.active < per_host {
+            host.in_ready = true;
+            self.ready.push_back(key.clone());
+        }
+        Some(Handout { key, job, start_at })
     }
 
-    /// The slot for `key` finished a job: its next job on the same host, or `None` when the
-    /// host has nothing queued, in which case the slot is released.
-    pub fn continue_slot(&mut self, key: &K) -> Option<J> {
+    /// The slot for `key` finished a job: its next job on the same host, with its start
+    /// time, or `None` when the slot is released (the host has nothing queued, or its next
+    /// start is more than [`MAX_SLOT_WAIT`] away and it waits without a slot).
+    pub(crate) fn continue_slot(&mut self, key: &K, now: Instant) -> Option<(J, Instant)> {
+        let default_delay = self.delay;
         let host = self
             .hosts
             .get_mut(key)
             .expect("a running slot's host exists");
-        if let Some(job) = host.queue.pop_front() {
+        let wait_too_long = host
+            .next_start
+            .is_some_and(|t| t.saturating_duration_since(now) > MAX_SLOT_WAIT);
+        if !host.queue.is_empty() && !wait_too_long {
+            let job = host.queue.pop_front().expect("checked non-empty");
             self.queued -= 1;
-            return Some(job);
+            return Some((job, take_start(host, default_delay, now)));
         }
         host.active -= 1;
         self.active -= 1;
-        // The queue is empty here, so the host is forgotten with its last slot.
-        if host.active == 0 {
+        if !host.queue.is_empty() {
+            // Work left, but not for a while: wait for the time without holding the slot.
+            if !host.in_ready && host.waiting_since.is_none() {
+                self.wait(key.clone(), now);
+            }
+            return None;
+        }
+        // The queue is empty: the host is forgotten with its last slot unless its next
+        // start is still ahead (a new job must respect it).
+        if host.active == 0 && host.next_start.is_none_or(|t| t <= now) {
             self.hosts.remove(key);
         }
         None
@@ -140,44 +200,120 @@ impl<K: Hash + Eq + Clone, J> Scheduler<K, J> {
 
     /// Drop every queued job (running slots are untouched and still end through
     /// [`Scheduler::continue_slot`]); returns how many were dropped.
-    pub fn abandon_queued(&mut self) -> usize {
+    pub(crate) fn abandon_queued(&mut self) -> usize {
         let dropped = self.queued;
         self.hosts.retain(|_, h| {
             h.queue.clear();
             h.in_ready = false;
+            h.waiting_since = None;
             h.active > 0
         });
         self.ready.clear();
+        self.waiting.clear();
         self.queued = 0;
         dropped
     }
 
     /// Whether `key` has jobs waiting (for a slot of it: whether its connection will be
     /// wanted again soon).
-    pub fn has_queued(&self, key: &K) -> bool {
+    pub(crate) fn has_queued<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.hosts.get(key).is_some_and(|h| !h.queue.is_empty())
     }
 
-    #[cfg(test)]
+    /// When a waiting host's start time comes (the worker looks again then).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.waiting.first().map(|(t, _)| *t)
+    }
+
+    /// Forget hosts with nothing queued or running whose next start has passed (kept only
+    /// to space a late job's start).
+    pub(crate) fn prune(&mut self, now: Instant) {
+        self.hosts.retain(|_, h| {
+            h.active > 0 || !h.queue.is_empty() || h.next_start.is_some_and(|t| t > now)
+        });
+    }
+
     /// Slots running.
-    pub fn active(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn active(&self) -> usize {
         self.active
     }
 
     /// Jobs waiting for a slot.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued
     }
 
     /// Nothing running and nothing queued.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.active == 0 && self.queued == 0
     }
+
+    /// List `key` as waiting until its next start.
+    fn wait(&mut self, key: K, now: Instant) {
+        let Some(h) = self.hosts.get_mut(&key) else {
+            return;
+        };
+        h.in_ready = false;
+        let at = h.next_start.unwrap_or(now).max(now);
+        h.waiting_since = Some(at);
+        self.waiting.insert((at, key));
+    }
+
+    /// Move hosts whose start time has come back to `ready`.
+    fn wake(&mut self, now: Instant) {
+        while let Some((at, _)) = self.waiting.first() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.waiting.pop_first().expect("first exists");
+            let Some(h) = self.hosts.get_mut(&key) else {
+                continue;
+            };
+            h.waiting_since = None;
+            if !h.in_ready && !h.queue.is_empty() && h.active < self.per_host {
+                h.in_ready = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+}
+
+/// The start time of the job being handed out for `host`, and the host's next one after it.
+fn take_start<J>(host: &mut HostState<J>, default_delay: Duration, now: Instant) -> Instant {
+    let delay = host.delay.unwrap_or(default_delay);
+    let start = host.next_start.map_or(now, |t| t.max(now));
+    host.next_start = (!delay.is_zero()).then(|| start + delay);
+    start
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    /// `start_next_if` at `t0` with admission granted.
+    trait Short<K, J> {
+        fn start_next(&mut self) -> Option<(K, J)>;
+        fn cont(&mut self, key: &K) -> Option<J>;
+    }
+
+    impl<K: Hash + Eq + Ord + Clone, J> Short<K, J> for Scheduler<K, J> {
+        fn start_next(&mut self) -> Option<(K, J)> {
+            self.start_next_if(t0(), || true).map(|h| (h.key, h.job))
+        }
+        fn cont(&mut self, key: &K) -> Option<J> {
+            self.continue_slot(key, t0()).map(|(j, _)| j)
+        }
+    }
 
     fn drain_starts(s: &mut Scheduler<&'static str, u32>) -> Vec<(&'static str, u32)> {
         std::iter::from_fn(|| s.start_next()).collect()
@@ -185,61 +321,69 @@ mod tests {
 
     #[test]
     fn admission_is_asked_only_for_a_slot_that_starts() {
-        let mut s = Scheduler::new(4, 1);
+        let mut s = Scheduler::new(4, 1, Duration::ZERO);
         let mut asked = 0;
         assert_eq!(
-            s.start_next_if(|| {
+            s.start_next_if(t0(), || {
                 asked += 1;
                 true
-            }),
+            })
+            .map(|h| (h.key, h.job)),
             None
         );
         assert_eq!(asked, 0, "nothing queued: not asked");
         s.push("a", 1);
         s.push("a", 2);
-        assert_eq!(s.start_next_if(|| false), None);
+        assert_eq!(
+            s.start_next_if(t0(), || false).map(|h| (h.key, h.job)),
+            None
+        );
         assert_eq!(s.queued(), 2, "a refused start loses nothing");
-        assert_eq!(s.start_next_if(|| true), Some(("a", 1)));
+        assert_eq!(
+            s.start_next_if(t0(), || true).map(|h| (h.key, h.job)),
+            Some(("a", 1))
+        );
         // "a" is at its per-host limit: its stale ready entry is skipped without asking.
         assert_eq!(
-            s.start_next_if(|| {
+            s.start_next_if(t0(), || {
                 asked += 1;
                 true
-            }),
+            })
+            .map(|h| (h.key, h.job)),
             None
         );
         assert_eq!(asked, 0);
-        assert_eq!(s.continue_slot(&"a"), Some(2));
-        assert_eq!(s.continue_slot(&"a"), None);
+        assert_eq!(s.cont(&"a"), Some(2));
+        assert_eq!(s.cont(&"a"), None);
         assert!(s.is_idle());
     }
 
     #[test]
     fn a_host_with_one_job_holds_room_for_one() {
-        let mut s: Scheduler<&str, u32> = Scheduler::new(1, 1);
+        let mut s: Scheduler<&str, u32> = Scheduler::new(1, 1, Duration::ZERO);
         s.push("a", 1);
         assert_eq!(s.hosts["a"].queue.capacity(), 1);
         s.push("a", 2);
         assert!(s.hosts["a"].queue.capacity() >= 2);
         assert_eq!(drain_starts(&mut s), vec![("a", 1)]);
-        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert_eq!(s.cont(&"a"), Some(2));
     }
 
     #[test]
     fn has_queued_tells_whether_a_host_has_work_waiting() {
-        let mut s = Scheduler::new(4, 1);
+        let mut s = Scheduler::new(4, 1, Duration::ZERO);
         s.push("a", 1);
         s.push("a", 2);
         assert_eq!(s.start_next(), Some(("a", 1)));
         assert!(s.has_queued(&"a"));
         assert!(!s.has_queued(&"b"));
-        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert_eq!(s.cont(&"a"), Some(2));
         assert!(!s.has_queued(&"a"));
     }
 
     #[test]
     fn per_host_limit_and_budget() {
-        let mut s = Scheduler::new(3, 2);
+        let mut s = Scheduler::new(3, 2, Duration::ZERO);
         for i in 0..5 {
             s.push("a", i);
         }
@@ -254,39 +398,39 @@ mod tests {
 
     #[test]
     fn slot_continues_on_same_host_then_releases() {
-        let mut s = Scheduler::new(1, 1);
+        let mut s = Scheduler::new(1, 1, Duration::ZERO);
         s.push("a", 1);
         s.push("a", 2);
         s.push("b", 3);
         assert_eq!(s.start_next(), Some(("a", 1)));
-        assert_eq!(s.continue_slot(&"a"), Some(2));
-        assert_eq!(s.continue_slot(&"a"), None);
+        assert_eq!(s.cont(&"a"), Some(2));
+        assert_eq!(s.cont(&"a"), None);
         assert_eq!(s.active(), 0);
         assert_eq!(s.start_next(), Some(("b", 3)));
-        assert_eq!(s.continue_slot(&"b"), None);
+        assert_eq!(s.cont(&"b"), None);
         assert!(s.is_idle());
     }
 
     #[test]
     fn host_regains_readiness_after_release() {
-        let mut s = Scheduler::new(4, 1);
+        let mut s = Scheduler::new(4, 1, Duration::ZERO);
         s.push("a", 1);
         s.push("a", 2);
         assert_eq!(s.start_next(), Some(("a", 1)));
         // per-host 1: the second job waits for the running slot.
         assert!(s.start_next().is_none());
-        assert_eq!(s.continue_slot(&"a"), Some(2));
+        assert_eq!(s.cont(&"a"), Some(2));
         s.push("a", 3);
         assert!(s.start_next().is_none());
-        assert_eq!(s.continue_slot(&"a"), Some(3));
-        assert_eq!(s.continue_slot(&"a"), None);
+        assert_eq!(s.cont(&"a"), Some(3));
+        assert_eq!(s.cont(&"a"), None);
         s.push("a", 4);
         assert_eq!(s.start_next(), Some(("a", 4)));
     }
 
     #[test]
     fn abandon_keeps_running_slots_accountable() {
-        let mut s = Scheduler::new(2, 1);
+        let mut s = Scheduler::new(2, 1, Duration::ZERO);
         for i in 0..5 {
             s.push("a", i);
             s.push("b", 10 + i);
@@ -295,13 +439,13 @@ mod tests {
         assert_eq!(s.abandon_queued(), 9);
         assert!(s.start_next().is_none());
         assert!(!s.is_idle());
-        assert_eq!(s.continue_slot(&"a"), None);
+        assert_eq!(s.cont(&"a"), None);
         assert!(s.is_idle());
     }
 
     #[test]
     fn every_job_runs_exactly_once() {
-        let mut s = Scheduler::new(7, 3);
+        let mut s = Scheduler::new(7, 3, Duration::ZERO);
         let mut seen = Vec::new();
         let mut running: Vec<&'static str> = Vec::new();
         let hosts = ["a", "b", "c", "d"];
@@ -313,7 +457,7 @@ mod tests {
                     running.push(k);
                 }
                 if let Some(k) = running.pop() {
-                    if let Some(j) = s.continue_slot(&k) {
+                    if let Some(j) = s.cont(&k) {
                         seen.push(j);
                         running.push(k);
                     }
@@ -327,12 +471,88 @@ mod tests {
                 running.push(k);
             }
             let k = running.pop().expect("work remains so a slot runs");
-            if let Some(j) = s.continue_slot(&k) {
+            if let Some(j) = s.cont(&k) {
                 seen.push(j);
                 running.push(k);
             }
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_host_delay_spaces_every_start_on_that_host() {
+        let d = Duration::from_millis(200);
+        let mut s = Scheduler::new(8, 2, d);
+        for i in 0..4 {
+            s.push("a", i);
+        }
+        s.push("b", 10);
+        let now = t0();
+        let h = s.start_next_if(now, || true).unwrap();
+        assert_eq!((h.key, h.job, h.start_at), ("a", 0, now));
+        // "a" cannot start a second slot before its next start; "b" can.
+        let h = s.start_next_if(now, || true).unwrap();
+        assert_eq!((h.key, h.start_at), ("b", now));
+        assert!(s.start_next_if(now, || true).is_none());
+        assert_eq!(s.next_wake(), Some(now + d));
+        // The running slot gets the next job, to start one delay after the first.
+        let (job, at) = s
+            .continue_slot(&"a", now + Duration::from_millis(50))
+            .unwrap();
+        assert_eq!((job, at), (1, now + d));
+        // That took the next start time: a second slot may start only one delay later.
+        assert!(s.start_next_if(now + d, || true).is_none());
+        assert_eq!(s.next_wake(), Some(now + d * 2));
+        let h = s.start_next_if(now + d * 2, || true).unwrap();
+        assert_eq!((h.key, h.job, h.start_at), ("a", 2, now + d * 2));
+        assert_eq!(s.continue_slot(&"b", now).map(|(j, _)| j), None);
+    }
+
+    #[test]
+    fn a_long_delay_releases_the_slot_and_the_host_waits_without_one() {
+        let d = MAX_SLOT_WAIT * 3;
+        let mut s = Scheduler::new(4, 1, Duration::ZERO);
+        s.push("slow", 1);
+        s.push("slow", 2);
+        let now = t0();
+        let h = s.start_next_if(now, || true).unwrap();
+        s.set_delay(&"slow", d);
+        // `set_delay` applies from the next handout on.
+        let (job, at) = s.continue_slot(&"slow", now).unwrap();
+        assert_eq!((h.job, job, at), (1, 2, now));
+        s.push("slow", 3);
+        // Its next start is `d` away: the slot is released, the host waits.
+        assert_eq!(s.continue_slot(&"slow", now), None);
+        assert_eq!(s.active(), 0);
+        assert!(!s.is_idle(), "job 3 still queued");
+        assert_eq!(s.next_wake(), Some(now + d));
+        assert!(s
+            .start_next_if(now + d - Duration::from_millis(1), || true)
+            .is_none());
+        let h = s.start_next_if(now + d, || true).unwrap();
+        assert_eq!((h.job, h.start_at), (3, now + d));
+        assert_eq!(s.continue_slot(&"slow", now + d), None);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_late_job_still_waits_for_the_interval_after_the_host_went_quiet() {
+        let d = Duration::from_millis(500);
+        let mut s = Scheduler::new(4, 1, d);
+        s.push("a", 1);
+        let now = t0();
+        assert!(s.start_next_if(now, || true).is_some());
+        assert_eq!(s.continue_slot(&"a", now), None);
+        // The host entry is kept while its next start is ahead, so a new job respects it.
+        s.push("a", 2);
+        assert!(s
+            .start_next_if(now + Duration::from_millis(100), || true)
+            .is_none());
+        let h = s.start_next_if(now + d, || true).unwrap();
+        assert_eq!((h.job, h.start_at), (2, now + d));
+        assert_eq!(s.continue_slot(&"a", now + d), None);
+        s.prune(now + d * 3);
+        assert!(s.hosts.is_empty());
     }
 }

@@ -2,20 +2,27 @@
 //! read buffers and keep-alive pool ([`FetchCtx`]). It takes routed jobs from its channel
 //! into the scheduler (at most `max_queued` waiting), starts a slot for each job the
 //! scheduler and the shared slot gate allow, and runs each slot's jobs (one host, back to
-//! back on one connection) through `fetch`. Every job ends in exactly one record on the
-//! record channel, a panic included (an `internal` record).
+//! back on one connection, at the start times the scheduler's politeness allows) through
+//! `fetch`.
+//!
+//! Every job ends in exactly one record on the record channel: after its last attempt (a
+//! transient failure waits for its retry in [`Retries`], holding no slot and no
+//! connection), at once when its host's breaker is open (`breaker`), or as an `internal`
+//! record when the fetch panicked.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
+use crate::breaker::Breakers;
 use crate::error::ErrorKind;
 use crate::failpoint;
-use crate::fetch::{run_job, FetchCtx, Held};
+use crate::fetch::{run_job, Attempt, FetchCtx, Held};
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
 use crate::intake::host_key;
@@ -23,7 +30,8 @@ use crate::job::{panic_message, Counters, Health, Job, WorkItem};
 use crate::net::TlsContext;
 use crate::options::FetchOptions;
 use crate::record::Record;
-use crate::sched::Scheduler;
+use crate::retry;
+use crate::sched::{Handout, Scheduler};
 
 /// How often a worker closes parked keep-alive connections that got too old.
 pub const IDLE_SWEEP: Duration = Duration::from_secs(5);
@@ -49,18 +57,57 @@ pub struct WorkerSetup {
     pub max_queued: usize,
 }
 
-type Sched = Rc<RefCell<Scheduler<String, WorkItem>>>;
-
-/// A worker's handle on the shared connection budget and health, and where its slots say
-/// they ended.
-#[derive(Clone)]
-struct WorkerSlots {
+/// What a worker's loop and its slots share (one per worker thread; not `Send`).
+struct Worker {
+    ctx: FetchCtx,
+    sched: RefCell<Scheduler<String, WorkItem>>,
+    retries: RefCell<Retries>,
+    breakers: RefCell<Breakers>,
+    records: RecordSender,
+    draining: Arc<AtomicBool>,
     gate: Arc<SlotGate>,
     health: Arc<Health>,
+    /// This worker's number (its waiter in `gate`, its heartbeat in `health`).
     index: usize,
+    /// Slots say here that they ended (or that a retry is waiting): the loop looks again.
     done: tokio::sync::mpsc::UnboundedSender<()>,
-    /// A slot of this worker panicked (its bookkeeping is lost).
-    broken: Rc<Cell<bool>>,
+    /// A slot panicked outside the per-URL catch (its bookkeeping is lost).
+    broken: Cell<bool>,
+}
+
+/// Jobs waiting for their next attempt, by due time: they hold no slot and no connection.
+#[derive(Default)]
+struct Retries {
+    due: BTreeMap<(Instant, u64), (String, WorkItem)>,
+    seq: u64,
+}
+
+impl Retries {
+    fn push(&mut self, at: Instant, key: String, item: WorkItem) {
+        self.seq += 1;
+        self.due.insert((at, self.seq), (key, item));
+    }
+
+    /// When the next one is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.due.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    /// The jobs due by `now`, oldest first.
+    fn take_due(&mut self, now: Instant) -> Vec<(String, WorkItem)> {
+        let later = self.due.split_off(&(now, u64::MAX));
+        std::mem::replace(&mut self.due, later)
+            .into_values()
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    fn clear(&mut self) {
+        self.due.clear();
+    }
 }
 
 /// The worker's life, inside its runtime: take jobs from `rx` and run them until the
@@ -87,112 +134,110 @@ async fn live(
     resolver: crate::dns::Resolver,
     rx: tokio::sync::mpsc::Receiver<WorkItem>,
 ) {
-    let ctx = Rc::new(FetchCtx::new(
-        w.opts, resolver, w.tls, w.follow, w.counters, w.idle_cap,
-    ));
     let (done, done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let slots = WorkerSlots {
+    // The scheduler may use the whole budget; the gate keeps all workers together within it.
+    let sched = Scheduler::new(w.gate.budget(), w.opts.per_host, w.opts.host_delay);
+    let worker = Rc::new(Worker {
+        ctx: FetchCtx::new(w.opts, resolver, w.tls, w.follow, w.counters, w.idle_cap),
+        sched: RefCell::new(sched),
+        retries: RefCell::new(Retries::default()),
+        breakers: RefCell::new(Breakers::default()),
+        records: w.records,
+        draining: w.draining,
         gate: w.gate,
         health: w.health,
         index: w.index,
         done,
-        broken: Rc::new(Cell::new(false)),
-    };
-    worker_loop(
-        ctx.clone(),
-        rx,
-        done_rx,
-        w.records,
-        w.draining,
-        slots,
-        w.max_queued,
-    )
-    .await;
-    ctx.close_idle().await;
+        broken: Cell::new(false),
+    });
+    worker_loop(worker.clone(), rx, done_rx, w.max_queued).await;
+    worker.ctx.close_idle().await;
 }
 
 /// Take jobs into the scheduler and start slots until the channel is closed and all work
 /// is done (or, when draining, until running slots finish).
 async fn worker_loop(
-    ctx: Rc<FetchCtx>,
+    w: Rc<Worker>,
     mut rx: tokio::sync::mpsc::Receiver<WorkItem>,
     mut done_rx: tokio::sync::mpsc::UnboundedReceiver<()>,
-    records: RecordSender,
-    draining: Arc<AtomicBool>,
-    slots: WorkerSlots,
     max_queued: usize,
 ) {
-    // The scheduler may use the whole budget; the gate keeps all workers together within it.
-    let budget = slots.gate.budget();
-    let sched: Sched = Rc::new(RefCell::new(Scheduler::new(budget, ctx.opts.per_host)));
     let mut open = true;
     let mut sweep = tokio::time::interval(IDLE_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        slots.health.beat(slots.index);
-        if slots.health.has_failed() {
+        w.health.beat(w.index);
+        if w.health.has_failed() {
             // Another worker failed (this one's own failure ends the loop by unwinding).
-            draining.store(true, Ordering::Release);
+            w.draining.store(true, Ordering::Release);
         }
-        if draining.load(Ordering::Relaxed) {
+        if w.draining.load(Ordering::Relaxed) {
             // Abandon what has not started; running slots finish their current job only.
-            sched.borrow_mut().abandon_queued();
+            w.sched.borrow_mut().abandon_queued();
+            w.retries.borrow_mut().clear();
+        }
+        let now = Instant::now();
+        for (key, item) in w.retries.borrow_mut().take_due(now) {
+            w.sched.borrow_mut().push(key, item);
         }
         let mut starved = false;
         loop {
-            let next = sched.borrow_mut().start_next_if(|| {
-                starved = !slots.gate.try_acquire(slots.index);
+            let next = w.sched.borrow_mut().start_next_if(now, || {
+                starved = !w.gate.try_acquire(w.index);
                 !starved
             });
-            let Some((key, item)) = next else { break };
+            let Some(handout) = next else { break };
             // The slot future is spawned inside combinators, not an `async move` block that
             // awaits it (which would store it twice: the captured value and the awaitee).
-            let slot = run_slot(
-                ctx.clone(),
-                sched.clone(),
-                key,
-                item,
-                records.clone(),
-                draining.clone(),
-                slots.clone(),
-            );
-            let watch = slots.clone();
+            let slot = run_slot(w.clone(), handout);
+            let watch = w.clone();
             tokio_uring::spawn(std::panic::AssertUnwindSafe(slot).catch_unwind().map(
                 move |ended| {
                     if let Err(panic) = ended {
-                        watch.failed(&*panic);
+                        watch.slot_failed(&*panic);
                     }
                 },
             ));
         }
-        let (idle, queued) = {
-            let s = sched.borrow();
-            (s.is_idle(), s.queued())
+        let (idle, queued, wake) = {
+            let s = w.sched.borrow();
+            (s.is_idle(), s.queued(), s.next_wake())
+        };
+        let (retrying, retry_due) = {
+            let r = w.retries.borrow();
+            (r.len(), r.next_due())
         };
         // Published after starting what could start, so other workers know at once whether
         // they may borrow this worker's idle share.
-        slots.gate.set_queued(slots.index, queued);
-        if !open && idle {
+        w.gate.set_queued(w.index, queued);
+        if !open && idle && retrying == 0 {
             break;
         }
-        let take = open && queued < max_queued;
+        let take = open && queued + retrying < max_queued;
+        let wake = wake.into_iter().chain(retry_due).min();
         tokio::select! {
             item = rx.recv(), if take => match item {
                 Some(item) => {
                     let key = host_key(&item.url);
-                    sched.borrow_mut().push(key, item);
+                    w.sched.borrow_mut().push(key, item);
                 }
                 None => open = false,
             },
             _ = done_rx.recv() => {}
             // Another worker gave a slot back while this one had work and no slot.
-            _ = slots.gate.starved(slots.index), if starved => {}
+            _ = w.gate.starved(w.index), if starved => {}
+            // A host's politeness delay or a retry is due.
+            _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => {}
             _ = sweep.tick() => {
                 failpoint::hit("worker-sweep");
-                ctx.close_expired_idle().await;
+                let now = Instant::now();
+                w.breakers.borrow_mut().prune(now);
+                w.sched.borrow_mut().prune(now);
+                w.ctx.prune_politeness(now);
+                w.ctx.close_expired_idle().await;
             }
         }
-        if slots.broken.get() {
+        if w.broken.get() {
             // A slot of this worker panicked: its accounting is gone, so the scheduler
             // can never become idle. Stop now.
             break;
@@ -200,9 +245,9 @@ async fn worker_loop(
     }
 }
 
-impl WorkerSlots {
+impl Worker {
     /// A slot of this worker panicked outside the per-URL catch.
-    fn failed(&self, panic: &(dyn std::any::Any + Send)) {
+    fn slot_failed(&self, panic: &(dyn std::any::Any + Send)) {
         self.broken.set(true);
         self.health.fail(format!(
             "worker {} failed: a slot panicked: {}",
@@ -212,58 +257,127 @@ impl WorkerSlots {
         // Wake the worker loop so it sees the failure at once.
         let _ = self.done.send(());
     }
+
+    /// One attempt at `item` (or none, when its host's breaker is open).
+    async fn attempt(
+        &self,
+        key: &str,
+        item: &mut WorkItem,
+        held: &mut Option<Held>,
+    ) -> (Attempt, bool) {
+        item.job.started.get_or_insert_with(Instant::now);
+        if let Err(open) = self.breakers.borrow().check(key, Instant::now()) {
+            let record = item.job.error_record(open.kind, open.message);
+            return (
+                Attempt {
+                    record,
+                    retry: None,
+                },
+                false,
+            );
+        }
+        item.job.attempts += 1;
+        let next_on_host = self.sched.borrow().has_queued(key);
+        let fetch = run_job(&self.ctx, &item.job, &item.url, held, next_on_host);
+        let (attempt, panicked) = record_or_internal(&item.job, fetch).await;
+        // The breaker learns from real attempts on this host (not from the linked page of
+        // a --follow hop 2, which is another host's).
+        let rec = &attempt.record;
+        let outcome = match &rec.error {
+            Some(e) if e.hop == Some(2) => None,
+            Some(e) => Some(Some(e.kind)),
+            None => Some(None),
+        };
+        if let Some(kind) = outcome {
+            if self.breakers.borrow_mut().record(key, kind, Instant::now()) {
+                tracing::warn!(
+                    host = key,
+                    kind = %kind.map_or("-", |k| k.as_str()),
+                    "host failing: its URLs fail at once for {} s",
+                    crate::breaker::COOL_DOWN.as_secs()
+                );
+            }
+        }
+        (attempt, panicked)
+    }
+
+    /// The attempt's outcome: a retry later (true), or its record now.
+    fn settle(&self, key: &str, item: &mut Option<WorkItem>, attempt: Attempt) -> bool {
+        let c = &self.ctx.counters;
+        let job = &item.as_ref().expect("the slot's job").job;
+        let draining = self.draining.load(Ordering::Relaxed);
+        if let (Some(after), false) = (attempt.retry, draining) {
+            if job.attempts <= self.ctx.opts.retries {
+                let wait = retry::backoff(job.attempts, after, fastrand::f64());
+                c.retries.fetch_add(1, Ordering::Relaxed);
+                let item = item.take().expect("the slot's job");
+                self.retries
+                    .borrow_mut()
+                    .push(Instant::now() + wait, key.to_string(), item);
+                let _ = self.done.send(()); // the loop arms its timer
+                return true;
+            }
+        }
+        c.dns_lookups
+            .store(self.ctx.resolver.stats().lookups, Ordering::Relaxed);
+        c.count(&attempt.record);
+        // Stop early when the journal is gone or the engine drains; what this host still
+        // had queued is then abandoned (the worker loop drops queued work when draining).
+        if self.records.send(attempt.record).is_err() || draining {
+            self.sched.borrow_mut().abandon_queued();
+        }
+        false
+    }
 }
 
-/// One slot: run jobs of one host back to back on one keep-alive connection. (An `async
-/// move` block, not an `async fn`, so the arguments are stored once in the task: see
-/// [`run_job`].)
+/// One slot: run jobs of one host back to back on one keep-alive connection, each at the
+/// start time the scheduler gave it. (An `async move` block, not an `async fn`, so the
+/// arguments are stored once in the task: see [`run_job`].)
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
 )]
 fn run_slot(
-    ctx: Rc<FetchCtx>,
-    sched: Sched,
-    key: String,
-    mut item: WorkItem,
-    records: RecordSender,
-    draining: Arc<AtomicBool>,
-    slots: WorkerSlots,
+    w: Rc<Worker>,
+    handout: Handout<String, WorkItem>,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        let c = &ctx.counters;
+        let Handout {
+            key,
+            job,
+            mut start_at,
+        } = handout;
+        let mut item = Some(job);
         let mut held: Option<Held> = None;
         loop {
-            let next_on_host = sched.borrow().has_queued(&key);
-            let (rec, panicked) = record_or_internal(
-                &item.job,
-                run_job(&ctx, &item.job, item.url, &mut held, next_on_host),
-            )
-            .await;
+            if start_at > Instant::now() {
+                tokio::time::sleep_until(start_at.into()).await;
+            }
+            let job = item.as_mut().expect("a job to run");
+            let (attempt, panicked) = w.attempt(&key, job, &mut held).await;
             if panicked {
                 held = None; // whatever state the connection was left in, it is not reused
             }
-            c.dns_lookups
-                .store(ctx.resolver.stats().lookups, Ordering::Relaxed);
-            c.count(&rec);
-            // Stop early when the journal is gone or the engine drains; what this host still
-            // had queued is then abandoned (the worker loop drops queued work when draining).
-            let stop = records.send(rec).is_err() || draining.load(Ordering::Relaxed);
-            if stop {
-                sched.borrow_mut().abandon_queued();
+            w.settle(&key, &mut item, attempt);
+            for (host, delay) in w.ctx.take_crawl_delays() {
+                w.sched.borrow_mut().set_delay(&host, delay);
             }
             failpoint::hit("slot-next");
-            match sched.borrow_mut().continue_slot(&key) {
-                Some(next) => item = next,
+            let next = w.sched.borrow_mut().continue_slot(&key, Instant::now());
+            match next {
+                Some((next, at)) => {
+                    item = Some(next);
+                    start_at = at;
+                }
                 None => break,
             }
         }
         if let Some(h) = held {
-            ctx.park(h).await;
+            w.ctx.park(h).await;
         }
         failpoint::hit("slot-release");
-        slots.gate.release(slots.index);
-        let _ = slots.done.send(());
+        w.gate.release(w.index);
+        let _ = w.done.send(());
     }
 }
 
@@ -272,18 +386,25 @@ fn run_slot(
 /// combinator, not an `async fn`, so the job's future is stored once, not twice.
 fn record_or_internal<'a>(
     job: &'a Job,
-    fetch: impl std::future::Future<Output = Record> + 'a,
-) -> impl std::future::Future<Output = (Record, bool)> + 'a {
+    fetch: impl std::future::Future<Output = Attempt> + 'a,
+) -> impl std::future::Future<Output = (Attempt, bool)> + 'a {
     std::panic::AssertUnwindSafe(fetch)
         .catch_unwind()
         .map(move |outcome| match outcome {
-            Ok(rec) => (rec, false),
+            Ok(attempt) => (attempt, false),
             Err(panic) => {
                 let message = format!(
                     "internal error (a ringcrawl bug, please report): {}",
                     panic_message(&*panic)
                 );
-                (job.error_record(ErrorKind::Internal, message), true)
+                let record = job.error_record(ErrorKind::Internal, message);
+                (
+                    Attempt {
+                        record,
+                        retry: None,
+                    },
+                    true,
+                )
             }
         })
 }
@@ -293,20 +414,22 @@ mod tests {
     use super::*;
 
     fn job() -> Job {
-        Job {
-            url: "http://a.test/".to_string(),
-            src: Some(Arc::from("list.txt")),
-            line: Some(7),
-        }
+        Job::new(
+            "http://a.test/".to_string(),
+            Some(Arc::from("list.txt")),
+            Some(7),
+        )
     }
 
     #[test]
     fn a_panicking_fetch_becomes_an_internal_record() {
         let job = job();
-        let (rec, panicked) = tokio_uring::start(record_or_internal(&job, async {
+        let (attempt, panicked) = tokio_uring::start(record_or_internal(&job, async {
             panic!("boom at byte 3");
         }));
         assert!(panicked);
+        let rec = attempt.record;
+        assert!(attempt.retry.is_none());
         let err = rec.error.expect("an error record");
         assert_eq!(err.kind, ErrorKind::Internal);
         assert!(err.message.contains("boom at byte 3"), "{}", err.message);
@@ -318,14 +441,18 @@ mod tests {
     #[test]
     fn a_normal_fetch_passes_through() {
         let job = job();
-        let (rec, panicked) = tokio_uring::start(record_or_internal(&job, async {
-            Record {
-                url: "http://a.test/".to_string(),
-                title: Some("T".to_string()),
-                ..Record::default()
+        let (attempt, panicked) = tokio_uring::start(record_or_internal(&job, async {
+            Attempt {
+                record: Record {
+                    url: "http://a.test/".to_string(),
+                    title: Some("T".to_string()),
+                    ..Record::default()
+                },
+                retry: Some(None),
             }
         }));
         assert!(!panicked);
-        assert_eq!(rec.title.as_deref(), Some("T"));
+        assert_eq!(attempt.record.title.as_deref(), Some("T"));
+        assert_eq!(attempt.retry, Some(None));
     }
 }

@@ -129,7 +129,7 @@ impl Setup {
         let text = format!(
             "[daemon]\nspool = \"{}\"\njournal = \"{}\"\nfsync_batch_ms = 20\nrescan_secs = 0.2\n\
              max_files = 3\ndrain_grace_secs = 5\n{extra}\n[fetch]\nconcurrency = 64\nper_host = 16\n\
-             threads = 1\ntimeout_secs = 10\nconnect_timeout_secs = 2\nallow = [\"loopback\"]\n",
+             threads = 1\ntimeout_secs = 10\nconnect_timeout_secs = 2\nallow = [\"loopback\"]\nrobots = false\n",
             s.spool().display(),
             s.journal().display()
         );

@@ -69,3 +69,226 @@ fn the_network_policy_is_checked_on_every_address() {
     );
     assert_eq!(front.connections(), before);
 }
+
+/// `--retries N`: transient statuses (503, 429) are tried again, with Retry-After honoured;
+/// the record says how many attempts it took; other statuses are final at once.
+#[test]
+fn transient_failures_are_retried_and_the_record_counts_attempts() {
+    let f = FaultServer::start();
+    let twice = f.url("/flaky/2/503/a");
+    let after = f.url("/flaky/1/429/1/b");
+    let final_404 = f.url("/flaky/1/404/c");
+    let exhausted = f.url("/flaky/9/503/d");
+    let run = run_fetch(
+        &[
+            "-q",
+            "--retries",
+            "2",
+            &twice,
+            &after,
+            &final_404,
+            &exhausted,
+        ],
+        None,
+    );
+    run.assert_success();
+    let recs = run.by_url();
+    let r = &recs[twice.as_str()];
+    assert_eq!(
+        (r["status"].as_u64(), r["attempts"].as_u64()),
+        (Some(200), Some(3)),
+        "{r}"
+    );
+    assert_eq!(r["title"], "flaky a");
+    let r = &recs[after.as_str()];
+    assert_eq!(
+        (r["status"].as_u64(), r["attempts"].as_u64()),
+        (Some(200), Some(2)),
+        "{r}"
+    );
+    assert!(
+        r["ms"].as_f64().unwrap() >= 1000.0,
+        "Retry-After: 1 honoured: {r}"
+    );
+    let arrivals = f.arrivals("/flaky/1/429/1/b");
+    assert_eq!(arrivals.len(), 2);
+    assert!(arrivals[1] - arrivals[0] >= std::time::Duration::from_secs(1));
+    let r = &recs[final_404.as_str()];
+    assert_eq!(
+        (r["status"].as_u64(), r["attempts"].as_u64()),
+        (Some(404), Some(1)),
+        "{r}"
+    );
+    let r = &recs[exhausted.as_str()];
+    assert_eq!(
+        (r["status"].as_u64(), r["attempts"].as_u64()),
+        (Some(503), Some(3)),
+        "{r}"
+    );
+    assert_eq!(f.hits("/flaky/2/503/a"), 3);
+    assert_eq!(f.hits("/flaky/1/404/c"), 1);
+    assert_eq!(f.hits("/flaky/9/503/d"), 3);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+/// `--host-delay 200`: the server sees the requests of one host at least 200 ms apart,
+/// whatever the per-host concurrency, while another host is not held back.
+#[test]
+fn host_delay_spaces_request_starts_on_one_host() {
+    let f = FaultServer::start();
+    let other = FaultServer::start();
+    let mut urls: Vec<String> = (0..6).map(|i| f.url(&format!("/keepalive/d{i}"))).collect();
+    urls.extend((0..6).map(|i| other.url(&format!("/keepalive/o{i}"))));
+    let mut args = vec!["-q", "--host-delay", "200", "--per-host", "6"];
+    args.extend(urls.iter().map(String::as_str));
+    let run = run_fetch(&args, None);
+    run.assert_success();
+    assert!(
+        run.records.iter().all(|r| r["status"] == 200),
+        "{:?}",
+        run.records
+    );
+    for server in [&f, &other] {
+        let times = server.arrivals("/keepalive/");
+        assert_eq!(times.len(), 6);
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= std::time::Duration::from_millis(200), "gap {gap:?}");
+        }
+    }
+    // The two hosts ran side by side: about 5 delays in all, not 11.
+    assert!(
+        run.elapsed < std::time::Duration::from_millis(200 * 9),
+        "{:?}",
+        run.elapsed
+    );
+}
+
+/// One blackholed host with 20,000 URLs ahead of 1,000 URLs on live hosts, at -c 1000 and
+/// a 5 s connect timeout: the dead host fails fast after a few connect timeouts, intake is
+/// never held up for long, and every live URL gets its title within a minute.
+#[test]
+fn a_blackholed_host_fails_fast_and_does_not_hold_up_the_live_ones() {
+    let hole = support::Blackhole::start();
+    let live: Vec<FaultServer> = (0..4).map(|_| FaultServer::start()).collect();
+    let mut list = String::new();
+    for i in 0..20_000 {
+        list.push_str(&format!("http://{}/dead/{i}\n", hole.addr));
+    }
+    for i in 0..1_000 {
+        list.push_str(&live[i % 4].url(&format!("/keepalive/{i}")));
+        list.push('\n');
+    }
+    let run = run_fetch(
+        &["-q", "-i", "-", "-c", "1000", "--connect-timeout", "5"],
+        Some(list.as_bytes()),
+    );
+    run.assert_success();
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(60),
+        "{:?}",
+        run.elapsed
+    );
+    assert_eq!(run.records.len(), 21_000);
+    let mut fast = 0;
+    for r in &run.records {
+        let url = r["url"].as_str().unwrap();
+        if url.contains("/dead/") {
+            assert_eq!(error_kind(r), Some("connect_timeout"), "{r}");
+            fast += usize::from(
+                r["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("host failing: 5 connect timeouts in a row"),
+            );
+        } else {
+            assert!(
+                r["title"].as_str().unwrap().starts_with("keepalive "),
+                "{r}"
+            );
+        }
+    }
+    assert!(fast > 19_000, "only {fast} dead URLs failed fast");
+}
+
+/// `--robots`: one robots.txt request per origin however many URLs ask at once; a
+/// disallowed path gets `robots`, an allowed one on the same host its title; no robots.txt
+/// (404) allows everything; a 5xx robots.txt disallows the whole origin.
+#[test]
+fn robots_txt_is_fetched_once_per_origin_and_obeyed() {
+    let f = FaultServer::start();
+    f.set_robots(
+        200,
+        "User-agent: otherbot\nDisallow: /\n\nUser-agent: ringcrawl\nDisallow: /keepalive/secret\n",
+    );
+    let none = FaultServer::start();
+    let broken = FaultServer::start();
+    broken.set_robots(503, "");
+    let mut urls: Vec<String> = (0..20).map(|i| f.url(&format!("/keepalive/{i}"))).collect();
+    let secret = f.url("/keepalive/secret-1");
+    urls.push(secret.clone());
+    let free = none.url("/keepalive/free");
+    let down = broken.url("/keepalive/down");
+    urls.push(free.clone());
+    urls.push(down.clone());
+    let mut args = vec!["-q", "--robots", "-c", "50", "--per-host", "8"];
+    args.extend(urls.iter().map(String::as_str));
+    let run = run_fetch(&args, None);
+    run.assert_success();
+    let recs = run.by_url();
+    for i in 0..20 {
+        let r = &recs[f.url(&format!("/keepalive/{i}")).as_str()];
+        assert_eq!(r["title"], format!("keepalive {i}"), "{r}");
+    }
+    let r = &recs[secret.as_str()];
+    assert_eq!(error_kind(r), Some("robots"), "{r}");
+    assert_eq!(
+        r["error"]["message"],
+        "robots.txt disallows /keepalive/secret-1"
+    );
+    assert_eq!(
+        f.hits("/keepalive/secret-1"),
+        0,
+        "a disallowed URL is not fetched"
+    );
+    assert_eq!(
+        f.hits("/robots.txt"),
+        1,
+        "one robots.txt request per origin"
+    );
+    assert_eq!(recs[free.as_str()]["title"], "keepalive free");
+    assert_eq!(none.hits("/robots.txt"), 1);
+    let r = &recs[down.as_str()];
+    assert_eq!(error_kind(r), Some("robots"), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("HTTP 503"),
+        "{r}"
+    );
+    assert_eq!(broken.hits("/keepalive/down"), 0);
+
+    // Without --robots, robots.txt is not asked for (fetch is curl-like by default).
+    let run = run_fetch(&["-q", &secret], None);
+    assert_eq!(run.by_url()[secret.as_str()]["title"], "keepalive secret-1");
+    assert_eq!(f.hits("/robots.txt"), 1);
+}
+
+/// A robots.txt Crawl-delay becomes that host's least interval between request starts.
+#[test]
+fn crawl_delay_spaces_one_hosts_requests() {
+    let f = FaultServer::start();
+    f.set_robots(200, "User-agent: *\nCrawl-delay: 0.3\n");
+    let urls: Vec<String> = (0..4)
+        .map(|i| f.url(&format!("/keepalive/cd{i}")))
+        .collect();
+    let mut args = vec!["-q", "--robots"];
+    args.extend(urls.iter().map(String::as_str));
+    let run = run_fetch(&args, None);
+    run.assert_success();
+    assert!(run.records.iter().all(|r| r["status"] == 200));
+    let times = f.arrivals("/");
+    assert_eq!(times.len(), 5, "robots.txt and four pages");
+    for pair in times[1..].windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= std::time::Duration::from_millis(300), "gap {gap:?}");
+    }
+}

@@ -472,10 +472,10 @@ impl ResponseReader {
         let result = match self.state {
             State::Done => return Ok(()),
             State::Failed(ref e) => return Err(e.clone()),
-            State::Head if !self.any_byte => {
-                Err(protocol("connection closed before any response byte"))
-            }
-            State::Head => Err(protocol("connection closed mid-head")),
+            State::Head if !self.any_byte => Err(HttpError::ClosedBeforeHead(
+                "connection closed before any response byte",
+            )),
+            State::Head => Err(HttpError::ClosedBeforeHead("connection closed mid-head")),
             State::Length { remaining, total } => Err(protocol(&format!(
                 "body ended after {} of {total} bytes (connection closed)",
                 total - remaining
@@ -747,6 +747,7 @@ mod tests {
     fn protocol_err(input: &[u8]) -> String {
         match check(input).error {
             Some(HttpError::Protocol(m)) => m,
+            Some(HttpError::ClosedBeforeHead(m)) => m.to_string(),
             other => panic!("expected a protocol error, got {other:?}"),
         }
     }

@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(ex.read_failed(true), None);
         assert!(matches!(
             ex.closed(true, &mut t),
-            Err(ExchangeError::Http(HttpError::Protocol(m))) if m.contains("before any response byte")
+            Err(ExchangeError::Http(HttpError::ClosedBeforeHead(m))) if m.contains("before any response byte")
         ));
 
         // Once a byte came, the connection was alive: a reset or EOF is an error.
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(ex.read_failed(true), None);
         assert!(matches!(
             ex.closed(true, &mut t),
-            Err(ExchangeError::Http(HttpError::Protocol(m))) if m.contains("mid-head")
+            Err(ExchangeError::Http(HttpError::ClosedBeforeHead(m))) if m.contains("mid-head")
         ));
     }
 

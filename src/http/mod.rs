@@ -23,12 +23,16 @@ pub enum HttpError {
     /// A configured or built-in size limit was exceeded.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// The peer closed the connection before the response head was complete (a protocol
+    /// error, and a transient one: worth a retry).
+    #[error("protocol error: {0}")]
+    ClosedBeforeHead(&'static str),
 }
 
 impl HttpError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            HttpError::Protocol(_) => ErrorKind::Protocol,
+            HttpError::Protocol(_) | HttpError::ClosedBeforeHead(_) => ErrorKind::Protocol,
             HttpError::TooLarge(_) => ErrorKind::TooLarge,
         }
     }

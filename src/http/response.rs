@@ -32,6 +32,8 @@ pub struct ResponseHead {
     pub content_type: Option<String>,
     /// Content-Encoding: `gzip`/`x-gzip`/`deflate` understood; other values kept raw.
     pub content_encoding: Option<String>,
+    /// Retry-After header, raw (seconds or an HTTP date).
+    pub retry_after: Option<String>,
 }
 
 impl ResponseHead {
@@ -108,6 +110,7 @@ fn head_from_fields(
     let mut conn_keep_alive = false;
     let mut location = None;
     let mut content_type = None;
+    let mut retry_after = None;
     let mut encodings: Vec<String> = Vec::new();
 
     for h in headers {
@@ -139,6 +142,8 @@ fn head_from_fields(
             location.get_or_insert_with(|| text(h.value));
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type.get_or_insert_with(|| text(h.value));
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after.get_or_insert_with(|| text(h.value));
         } else if name.eq_ignore_ascii_case("content-encoding") {
             encodings.extend(split_list(h.value).map(lower));
         }
@@ -181,6 +186,7 @@ fn head_from_fields(
         } else {
             Some(encodings.join(", "))
         },
+        retry_after,
     };
     if head.status_has_body() && !head.chunked && head.content_length.is_none() {
         head.close = true;
@@ -255,6 +261,7 @@ mod tests {
                 location: None,
                 content_type: None,
                 content_encoding: None,
+                retry_after: None,
             }
         );
     }
@@ -350,11 +357,12 @@ mod tests {
         let h = ok(
             "HTTP/1.1 301 Moved\r\nLocation:  /next?a=1 \r\nLocation: /second\r\n\
                     Content-Type: text/html; charset=utf-8\r\nContent-Encoding: GZIP\r\n\
-                    content-encoding: identity\r\nContent-Length: 0\r\n\r\n",
+                    content-encoding: identity\r\nRetry-After: 120 \r\nContent-Length: 0\r\n\r\n",
         );
         assert_eq!(h.location.as_deref(), Some("/next?a=1"));
         assert_eq!(h.content_type.as_deref(), Some("text/html; charset=utf-8"));
         assert_eq!(h.content_encoding.as_deref(), Some("gzip, identity"));
+        assert_eq!(h.retry_after.as_deref(), Some("120"));
     }
 
     #[test]

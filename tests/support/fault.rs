@@ -48,6 +48,10 @@ pub const BIG_PAGE_BYTES: usize = 100 * 1024;
 pub const PATHS: &[(&str, &str)] = &[
     ("/ok", "200, Content-Length, title \"OK page\", keep-alive"),
     (
+        "/flaky/N/STATUS[/RETRY_AFTER]/TAG",
+        "the first N requests get STATUS (Retry-After when given), then 200 \"flaky TAG\"",
+    ),
+    (
         "/goto/HOST/PORT/PATH",
         "302 to http://HOST:PORT/PATH (another server)",
     ),
@@ -122,6 +126,10 @@ struct Stats {
     requests: AtomicU64,
     live: AtomicUsize,
     hits: Mutex<HashMap<String, u64>>,
+    /// Every request's path and arrival time, in order.
+    arrivals: Mutex<Vec<(String, Instant)>>,
+    /// What `/robots.txt` answers: a status and a body (404 when unset).
+    robots: Mutex<Option<(u16, String)>>,
 }
 
 /// A running fault server.
@@ -173,6 +181,23 @@ impl FaultServer {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Make `/robots.txt` answer `status` with `body` from now on.
+    pub fn set_robots(&self, status: u16, body: &str) {
+        *self.stats.robots.lock().expect("robots lock") = Some((status, body.to_string()));
+    }
+
+    /// When each request whose path starts with `prefix` arrived, in order.
+    pub fn arrivals(&self, prefix: &str) -> Vec<Instant> {
+        self.stats
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// TCP connections accepted so far.
@@ -309,15 +334,33 @@ fn serve(mut s: TcpStream, stats: &Stats, stop: &AtomicBool) -> io::Result<()> {
     s.set_nodelay(true)?;
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut s, &mut buf, stop)? {
+        let arrived = Instant::now();
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.target.split('?').next().unwrap_or("/").to_string();
-        *stats
-            .hits
+        let hit = {
+            let mut hits = stats.hits.lock().expect("hits lock");
+            let n = hits.entry(path.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        stats
+            .arrivals
             .lock()
-            .expect("hits lock")
-            .entry(path.clone())
-            .or_insert(0) += 1;
-        match respond(&mut s, &path, stop)? {
+            .expect("arrivals lock")
+            .push((path.clone(), arrived));
+        if path == "/robots.txt" {
+            let robots = stats.robots.lock().expect("robots lock").clone();
+            let (status, body) = robots.unwrap_or((404, String::new()));
+            full(
+                &mut s,
+                &format!("{status} Robots"),
+                "text/plain",
+                "",
+                body.as_bytes(),
+            )?;
+            continue;
+        }
+        match respond(&mut s, &path, hit, stop)? {
             Next::KeepAlive if !req.close => continue,
             Next::Abort => return Ok(()),
             _ => break,
@@ -390,7 +433,8 @@ fn endless(s: &mut TcpStream, unit: &[u8], stop: &AtomicBool) -> io::Result<Next
     Ok(Next::Close)
 }
 
-fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next> {
+/// Answer the `hit`th request for `path`.
+fn respond(s: &mut TcpStream, path: &str, hit: u64, stop: &AtomicBool) -> io::Result<Next> {
     let html = "text/html; charset=utf-8";
     match path {
         NOT_HTTP_TARGET => {
@@ -610,6 +654,32 @@ fn respond(s: &mut TcpStream, path: &str, stop: &AtomicBool) -> io::Result<Next>
                 }
                 _ => not_found(s),
             }
+        }
+        // `/flaky/N/STATUS[/RETRY_AFTER]/TAG`: the first N requests get STATUS (with a
+        // Retry-After header when given), the later ones a 200 titled "flaky TAG".
+        p if p.starts_with("/flaky/") => {
+            let parts: Vec<&str> = p["/flaky/".len()..].split('/').collect();
+            let (n, status, after, tag) = match parts[..] {
+                [n, status, tag] => (n, status, None, tag),
+                [n, status, after, tag] => (n, status, Some(after), tag),
+                _ => return not_found(s),
+            };
+            let (Ok(n), Ok(status)) = (n.parse::<u64>(), status.parse::<u16>()) else {
+                return not_found(s);
+            };
+            if hit <= n {
+                let extra = after.map_or(String::new(), |a| format!("Retry-After: {a}\r\n"));
+                full(
+                    s,
+                    &format!("{status} Flaky"),
+                    html,
+                    &extra,
+                    &title_doc("not yet"),
+                )?;
+            } else {
+                full(s, "200 OK", html, "", &title_doc(&format!("flaky {tag}")))?;
+            }
+            Ok(Next::KeepAlive)
         }
         p if p.starts_with("/keepalive/") => {
             let n = &p["/keepalive/".len()..];

@@ -1,0 +1,139 @@
+//! The per-host politeness clock of one worker, sans-IO (callers pass `now`): the least
+//! interval between two request starts on one host (`--host-delay`, or a longer robots.txt
+//! Crawl-delay for that host), enforced at the moment each request is written, so that the
+//! server sees its requests at least that far apart whatever happened in between
+//! (connects, redirects to the same host, `--follow` hops). The scheduler plans slots with
+//! the same delays (`sched`); this clock makes the spacing exact.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Added to every interval, so that the few microseconds between taking the time and
+/// writing the request cannot make two requests arrive closer than the delay.
+pub(crate) const SLACK: Duration = Duration::from_millis(1);
+
+#[derive(Debug)]
+struct Clock {
+    /// The next request on this host may start then.
+    next: Instant,
+    /// This host's own delay (Crawl-delay), when longer than the default.
+    delay: Option<Duration>,
+}
+
+/// The clocks of one worker's hosts.
+#[derive(Debug)]
+pub(crate) struct Politeness {
+    default: Duration,
+    hosts: HashMap<String, Clock>,
+}
+
+impl Politeness {
+    /// Clocks with `default` as every host's least interval (zero: none).
+    pub(crate) fn new(default: Duration) -> Politeness {
+        Politeness {
+            default,
+            hosts: HashMap::new(),
+        }
+    }
+
+    /// Nothing to enforce for anyone (the common case: no delays at all).
+    pub(crate) fn is_off(&self) -> bool {
+        self.default.is_zero() && self.hosts.is_empty()
+    }
+
+    /// When a request on `key` may start, if that is later than `now`.
+    pub(crate) fn wait_until(&self, key: &str, now: Instant) -> Option<Instant> {
+        self.hosts
+            .get(key)
+            .map(|c| c.next)
+            .filter(|next| *next > now)
+    }
+
+    /// A request on `key` starts now.
+    pub(crate) fn started(&mut self, key: &str, now: Instant) {
+        let own = self.hosts.get(key).and_then(|c| c.delay);
+        let delay = own.unwrap_or(self.default);
+        if delay.is_zero() {
+            return;
+        }
+        let next = now + delay + SLACK;
+        match self.hosts.get_mut(key) {
+            Some(c) => c.next = next,
+            None => {
+                self.hosts
+                    .insert(key.to_string(), Clock { next, delay: None });
+            }
+        }
+    }
+
+    /// `key`'s own least interval (a Crawl-delay); the default wins when it is longer.
+    pub(crate) fn set_delay(&mut self, key: &str, delay: Duration, now: Instant) {
+        let delay = delay.max(self.default);
+        let c = self.hosts.entry(key.to_string()).or_insert(Clock {
+            next: now,
+            delay: None,
+        });
+        c.delay = Some(delay);
+    }
+
+    /// Forget clocks that no longer hold anything back and carry no own delay.
+    pub(crate) fn prune(&mut self, now: Instant) {
+        self.hosts.retain(|_, c| c.next > now || c.delay.is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn no_delay_means_no_clocks() {
+        let mut p = Politeness::new(Duration::ZERO);
+        let now = Instant::now();
+        p.started("h", now);
+        assert!(p.is_off());
+        assert_eq!(p.wait_until("h", now), None);
+    }
+
+    #[test]
+    fn each_start_pushes_the_next_one_a_delay_plus_slack_away() {
+        let d = MS * 200;
+        let mut p = Politeness::new(d);
+        let t = Instant::now();
+        assert_eq!(p.wait_until("h", t), None, "a new host starts at once");
+        p.started("h", t);
+        assert_eq!(p.wait_until("h", t + MS * 10), Some(t + d + SLACK));
+        assert_eq!(p.wait_until("other", t), None, "per host");
+        // A late start counts from when it really started.
+        p.started("h", t + MS * 500);
+        assert_eq!(p.wait_until("h", t + MS * 600), Some(t + MS * 700 + SLACK));
+        p.prune(t + MS * 800);
+        assert!(p.hosts.is_empty());
+    }
+
+    #[test]
+    fn a_crawl_delay_lengthens_one_host_only_and_never_shortens() {
+        let mut p = Politeness::new(MS * 100);
+        let t = Instant::now();
+        p.set_delay("slow", Duration::from_secs(5), t);
+        p.set_delay("eager", MS * 10, t);
+        p.started("slow", t);
+        p.started("eager", t);
+        p.started("plain", t);
+        assert_eq!(
+            p.wait_until("slow", t),
+            Some(t + Duration::from_secs(5) + SLACK)
+        );
+        assert_eq!(p.wait_until("eager", t), Some(t + MS * 100 + SLACK));
+        assert_eq!(p.wait_until("plain", t), Some(t + MS * 100 + SLACK));
+        p.prune(t + Duration::from_secs(60));
+        assert_eq!(p.hosts.len(), 2, "own delays are kept");
+        let mut p = Politeness::new(Duration::ZERO);
+        p.set_delay("cd", Duration::from_secs(1), t);
+        assert!(!p.is_off());
+        p.started("cd", t);
+        assert!(p.wait_until("cd", t).is_some());
+    }
+}
