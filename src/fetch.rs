@@ -207,14 +207,14 @@ impl FetchCtx {
         if self.polite.borrow().is_off() {
             return Ok(());
         }
-        let wait = self.polite.borrow().wait_until(key, Instant::now());
-        if let Some(at) = wait {
+        let now = Instant::now();
+        let at = self.polite.borrow_mut().reserve(key, now);
+        if at > now {
             if at >= deadline {
                 return Err(deadline_error(self));
             }
             Box::pin(tokio::time::sleep_until(at.into())).await;
         }
-        self.polite.borrow_mut().started(key, Instant::now());
         Ok(())
     }
 

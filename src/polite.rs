@@ -41,22 +41,17 @@ impl Politeness {
         self.default.is_zero() && self.hosts.is_empty()
     }
 
-    /// When a request on `key` may start, if that is later than `now`.
-    pub(crate) fn wait_until(&self, key: &str, now: Instant) -> Option<Instant> {
-        self.hosts
-            .get(key)
-            .map(|c| c.next)
-            .filter(|next| *next > now)
-    }
-
-    /// A request on `key` starts now.
-    pub(crate) fn started(&mut self, key: &str, now: Instant) {
-        let own = self.hosts.get(key).and_then(|c| c.delay);
-        let delay = own.unwrap_or(self.default);
+    /// Book the next request start on `key`: when it may start (`now` or later, in turn
+    /// with the requests booked before it); the one after it is then booked a delay later.
+    /// The caller waits until the returned time, then starts at once.
+    pub(crate) fn reserve(&mut self, key: &str, now: Instant) -> Instant {
+        let clock = self.hosts.get(key);
+        let delay = clock.and_then(|c| c.delay).unwrap_or(self.default);
+        let start = clock.map_or(now, |c| c.next.max(now));
         if delay.is_zero() {
-            return;
+            return start;
         }
-        let next = now + delay + SLACK;
+        let next = start + delay + SLACK;
         match self.hosts.get_mut(key) {
             Some(c) => c.next = next,
             None => {
@@ -64,6 +59,7 @@ impl Politeness {
                     .insert(key.to_string(), Clock { next, delay: None });
             }
         }
+        start
     }
 
     /// `key`'s own least interval (a Crawl-delay); the default wins when it is longer.
@@ -92,24 +88,25 @@ mod tests {
     fn no_delay_means_no_clocks() {
         let mut p = Politeness::new(Duration::ZERO);
         let now = Instant::now();
-        p.started("h", now);
+        assert_eq!(p.reserve("h", now), now);
+        assert_eq!(p.reserve("h", now), now);
         assert!(p.is_off());
-        assert_eq!(p.wait_until("h", now), None);
     }
 
     #[test]
-    fn each_start_pushes_the_next_one_a_delay_plus_slack_away() {
+    fn starts_are_booked_in_turn_a_delay_plus_slack_apart() {
         let d = MS * 200;
         let mut p = Politeness::new(d);
         let t = Instant::now();
-        assert_eq!(p.wait_until("h", t), None, "a new host starts at once");
-        p.started("h", t);
-        assert_eq!(p.wait_until("h", t + MS * 10), Some(t + d + SLACK));
-        assert_eq!(p.wait_until("other", t), None, "per host");
-        // A late start counts from when it really started.
-        p.started("h", t + MS * 500);
-        assert_eq!(p.wait_until("h", t + MS * 600), Some(t + MS * 700 + SLACK));
-        p.prune(t + MS * 800);
+        assert_eq!(p.reserve("h", t), t, "a new host starts at once");
+        // Two more callers at the same moment queue up behind it, each a delay later.
+        assert_eq!(p.reserve("h", t), t + d + SLACK);
+        assert_eq!(p.reserve("h", t), t + (d + SLACK) * 2);
+        assert_eq!(p.reserve("other", t), t, "per host");
+        // Long after, a start is at once again.
+        let late = t + MS * 5000;
+        assert_eq!(p.reserve("h", late), late);
+        p.prune(late + d * 2);
         assert!(p.hosts.is_empty());
     }
 
@@ -119,21 +116,18 @@ mod tests {
         let t = Instant::now();
         p.set_delay("slow", Duration::from_secs(5), t);
         p.set_delay("eager", MS * 10, t);
-        p.started("slow", t);
-        p.started("eager", t);
-        p.started("plain", t);
-        assert_eq!(
-            p.wait_until("slow", t),
-            Some(t + Duration::from_secs(5) + SLACK)
-        );
-        assert_eq!(p.wait_until("eager", t), Some(t + MS * 100 + SLACK));
-        assert_eq!(p.wait_until("plain", t), Some(t + MS * 100 + SLACK));
+        for h in ["slow", "eager", "plain"] {
+            assert_eq!(p.reserve(h, t), t);
+        }
+        assert_eq!(p.reserve("slow", t), t + Duration::from_secs(5) + SLACK);
+        assert_eq!(p.reserve("eager", t), t + MS * 100 + SLACK);
+        assert_eq!(p.reserve("plain", t), t + MS * 100 + SLACK);
         p.prune(t + Duration::from_secs(60));
         assert_eq!(p.hosts.len(), 2, "own delays are kept");
         let mut p = Politeness::new(Duration::ZERO);
         p.set_delay("cd", Duration::from_secs(1), t);
         assert!(!p.is_off());
-        p.started("cd", t);
-        assert!(p.wait_until("cd", t).is_some());
+        assert_eq!(p.reserve("cd", t), t);
+        assert_eq!(p.reserve("cd", t), t + Duration::from_secs(1) + SLACK);
     }
 }

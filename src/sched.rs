@@ -98,7 +98,8 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             Entry::Vacant(e) => e.insert(HostState::new()),
         };
         host.queue.push_back(job);
-        if !host.in_ready && host.waiting_since.is_none() && host.active < self.per_host {
+        let limit = slots_for(host, self.per_host, self.delay);
+        if !host.in_ready && host.waiting_since.is_none() && host.active < limit {
             host.in_ready = true;
             self.ready.push_back(key);
         }
@@ -127,7 +128,10 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         // Drop stale entries from the front until one can start now.
         while let Some(key) = self.ready.front() {
             match self.hosts.get_mut(key) {
-                Some(h) if h.active < self.per_host && !h.queue.is_empty() => {
+                Some(h)
+                    if h.active < slots_for(h, self.per_host, self.delay)
+                        && !h.queue.is_empty() =>
+                {
                     if h.next_start.is_some_and(|t| t > now) {
                         // Not yet: wait in time order instead.
                         let key = self.ready.pop_front().expect("front exists");
@@ -157,7 +161,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         host.active += 1;
         self.active += 1;
         self.queued -= 1;
-        if !host.queue.is_empty() && host.active < per_host {
+        if !host.queue.is_empty() && host.active < slots_for(host, per_host, default_delay) {
             host.in_ready = true;
             self.ready.push_back(key.clone());
         }
@@ -275,11 +279,25 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
                 continue;
             };
             h.waiting_since = None;
-            if !h.in_ready && !h.queue.is_empty() && h.active < self.per_host {
+            if !h.in_ready
+                && !h.queue.is_empty()
+                && h.active < slots_for(h, self.per_host, self.delay)
+            {
                 h.in_ready = true;
                 self.ready.push_back(key);
             }
         }
+    }
+}
+
+/// Slots `host` may have at once: one when it has a delay (a polite crawler keeps one
+/// connection to such a host, and one connection keeps the requests exactly spaced as the
+/// server sees them), `per_host` otherwise.
+fn slots_for<J>(host: &HostState<J>, per_host: usize, default_delay: Duration) -> usize {
+    if host.delay.unwrap_or(default_delay).is_zero() {
+        per_host
+    } else {
+        1
     }
 }
 
@@ -481,9 +499,9 @@ mod tests {
     }
 
     #[test]
-    fn a_host_delay_spaces_every_start_on_that_host() {
+    fn a_host_delay_spaces_every_start_on_one_slot_per_host() {
         let d = Duration::from_millis(200);
-        let mut s = Scheduler::new(8, 2, d);
+        let mut s = Scheduler::new(8, 4, d);
         for i in 0..4 {
             s.push("a", i);
         }
@@ -491,22 +509,25 @@ mod tests {
         let now = t0();
         let h = s.start_next_if(now, || true).unwrap();
         assert_eq!((h.key, h.job, h.start_at), ("a", 0, now));
-        // "a" cannot start a second slot before its next start; "b" can.
+        // "a" gets no second slot (one connection per host with a delay); "b" starts.
         let h = s.start_next_if(now, || true).unwrap();
         assert_eq!((h.key, h.start_at), ("b", now));
-        assert!(s.start_next_if(now, || true).is_none());
-        assert_eq!(s.next_wake(), Some(now + d));
-        // The running slot gets the next job, to start one delay after the first.
+        assert!(s.start_next_if(now + d * 10, || true).is_none());
+        // The running slot gets the next jobs, each one delay after the one before.
         let (job, at) = s
             .continue_slot(&"a", now + Duration::from_millis(50))
             .unwrap();
         assert_eq!((job, at), (1, now + d));
-        // That took the next start time: a second slot may start only one delay later.
-        assert!(s.start_next_if(now + d, || true).is_none());
-        assert_eq!(s.next_wake(), Some(now + d * 2));
-        let h = s.start_next_if(now + d * 2, || true).unwrap();
-        assert_eq!((h.key, h.job, h.start_at), ("a", 2, now + d * 2));
+        let (job, at) = s.continue_slot(&"a", now + d).unwrap();
+        assert_eq!((job, at), (2, now + d * 2));
         assert_eq!(s.continue_slot(&"b", now).map(|(j, _)| j), None);
+        // Without a delay, the per-host limit is the slots a host may have.
+        let mut s = Scheduler::new(8, 3, Duration::ZERO);
+        for i in 0..4 {
+            s.push("a", i);
+        }
+        let started = std::iter::from_fn(|| s.start_next_if(now, || true)).count();
+        assert_eq!(started, 3);
     }
 
     #[test]
