@@ -94,16 +94,17 @@ impl Families {
     }
 }
 
-/// The kernel's list of configured IPv6 addresses.
-const IF_INET6: &str = "/proc/net/if_inet6";
+/// The kernel's list of configured IPv6 addresses, through `/proc/self`: systemd's
+/// `ProcSubset=pid` (in the shipped unit) hides `/proc/net`, not `/proc/self/net`.
+const IF_INET6: &str = "/proc/self/net/if_inet6";
 /// How long a resolver trusts its look at the machine's IPv6 addresses: a daemon may start
 /// before its IPv6 address is configured, and then asks for AAAA within this time after.
 pub const ADDRCONFIG_RECHECK: Duration = Duration::from_secs(30);
-/// `/proc/net/if_inet6` scope values of addresses that reach beyond the link: global and
+/// `if_inet6` scope values of addresses that reach beyond the link: global and
 /// site-local (loopback is 0x10, link-local 0x20).
 const ROUTABLE_SCOPES: [u8; 2] = [0x00, 0x40];
 
-/// Whether `/proc/net/if_inet6` text lists an address of global or site scope on an
+/// Whether `if_inet6` text lists an address of global or site scope on an
 /// interface other than loopback.
 pub fn has_routable_ipv6(if_inet6: &str) -> bool {
     if_inet6.lines().any(|line| {
@@ -118,8 +119,8 @@ pub fn has_routable_ipv6(if_inet6: &str) -> bool {
     })
 }
 
-/// What to ask for now, judged from the machine's addresses (no `/proc/net/if_inet6` means
-/// IPv6 is off in the kernel).
+/// What to ask for now, judged from the machine's addresses (no [`IF_INET6`] means IPv6 is
+/// off in the kernel).
 fn machine_families() -> Families {
     if std::fs::read_to_string(IF_INET6).is_ok_and(|t| has_routable_ipv6(&t)) {
         Families::Both
@@ -726,6 +727,17 @@ mod tests {
         assert!(!has_routable_ipv6(&format!("{lo}{link}")));
         assert!(has_routable_ipv6(&format!("{lo}{link}{global}")));
         assert!(!has_routable_ipv6("garbage line\n"));
+    }
+
+    #[test]
+    fn ipv6_is_looked_at_through_proc_self() {
+        // `ProcSubset=pid` hides /proc/net but not /proc/self/net.
+        assert!(IF_INET6.starts_with("/proc/self/net/"), "{IF_INET6}");
+        if std::path::Path::new("/proc/net/if_inet6").exists() {
+            let via_self = std::fs::read_to_string(IF_INET6).unwrap();
+            let via_net = std::fs::read_to_string("/proc/net/if_inet6").unwrap();
+            assert_eq!(has_routable_ipv6(&via_self), has_routable_ipv6(&via_net));
+        }
     }
 
     #[test]
