@@ -15,9 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{FutureExt, Shared};
+use futures_util::future::{FutureExt, Shared, WeakShared};
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -191,7 +192,16 @@ pub struct Resolver {
 }
 
 type LookupResult = Result<Rc<[IpAddr]>, DnsError>;
-type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
+type LookupFuture = Pin<Box<dyn Future<Output = LookupResult>>>;
+type SharedLookup = Shared<LookupFuture>;
+
+/// A query in flight, as the in-flight table holds it: weakly, so that the query is dropped
+/// (and its sockets and timers with it) when the last lookup waiting on it goes away.
+struct Flight {
+    /// Tells this flight from a later one of the same name.
+    id: u64,
+    query: WeakShared<LookupFuture>,
+}
 
 struct Inner {
     /// Asks for A and AAAA.
@@ -207,7 +217,10 @@ struct Inner {
     cache_size: usize,
     cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
     /// Queries in flight by name: later lookups of the same name wait on the same future.
-    in_flight: RefCell<HashMap<Rc<str>, SharedLookup>>,
+    /// An entry leaves when its query completes or when its last [`Waiter`] is dropped.
+    in_flight: RefCell<HashMap<Rc<str>, Flight>>,
+    /// The id of the next [`Flight`].
+    next_flight: Cell<u64>,
     stats: Cell<DnsStats>,
 }
 
@@ -236,6 +249,7 @@ impl Resolver {
                 cache_size: cfg.cache_size.max(1),
                 cache: RefCell::new(HashMap::new()),
                 in_flight: RefCell::new(HashMap::new()),
+                next_flight: Cell::new(0),
                 stats: Cell::new(DnsStats::default()),
             }),
         })
@@ -267,13 +281,24 @@ impl Resolver {
             inner.bump(|s| s.cache_hits += 1);
             return result;
         }
-        let pending = inner.in_flight.borrow().get(name.as_str()).cloned();
-        if let Some(shared) = pending {
+        let pending = inner.in_flight.borrow().get(name.as_str()).and_then(|f| {
+            let query = f.query.upgrade()?;
+            Some((f.id, query))
+        });
+        let name: Rc<str> = Rc::from(name);
+        if let Some((flight, query)) = pending {
             inner.bump(|s| s.coalesced += 1);
-            return shared.await;
+            return Waiter {
+                inner: Rc::downgrade(inner),
+                name,
+                flight,
+                query,
+            }
+            .await;
         }
         inner.bump(|s| s.lookups += 1);
-        let name: Rc<str> = Rc::from(name);
+        let flight = inner.next_flight.get();
+        inner.next_flight.set(flight + 1);
         let families = inner.families();
         let resolver = match families {
             Families::Both => inner.dual.clone(),
@@ -281,14 +306,30 @@ impl Resolver {
         };
         let query = query(
             Rc::downgrade(inner),
+            flight,
             resolver,
             name.clone(),
             inner.timeout,
             families,
         );
-        let shared = query.boxed_local().shared();
-        inner.in_flight.borrow_mut().insert(name, shared.clone());
-        shared.await
+        let query: SharedLookup = query.boxed_local().shared();
+        let weak = query
+            .downgrade()
+            .expect("a new shared future is not complete");
+        inner.in_flight.borrow_mut().insert(
+            name.clone(),
+            Flight {
+                id: flight,
+                query: weak,
+            },
+        );
+        Waiter {
+            inner: Rc::downgrade(inner),
+            name,
+            flight,
+            query,
+        }
+        .await
     }
 
     pub fn stats(&self) -> DnsStats {
@@ -358,10 +399,41 @@ fn build_resolver(
     builder.build().map_err(setup_err)
 }
 
+/// One lookup's share of a query in flight. Dropping the last one of a query (every lookup
+/// of the name cancelled, by a URL deadline say) drops the query and takes the name out of
+/// the in-flight table: nothing stays behind, and a later lookup starts afresh.
+struct Waiter {
+    inner: Weak<Inner>,
+    name: Rc<str>,
+    flight: u64,
+    query: SharedLookup,
+}
+
+impl Future for Waiter {
+    type Output = LookupResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LookupResult> {
+        self.query.poll_unpin(cx)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // `None` once the query completed (it left the table itself); `Some(1)`: the last.
+        if self.query.strong_count() == Some(1) {
+            if let Some(inner) = self.inner.upgrade() {
+                inner.forget_flight(&self.name, self.flight);
+            }
+        }
+    }
+}
+
 /// One real query under the hard timeout; the outcome goes to the cache and the name leaves
-/// the in-flight table even if the lookup that started it was cancelled meanwhile.
+/// the in-flight table even if the lookup that started it was cancelled meanwhile (while
+/// another still waits).
 async fn query(
     inner: Weak<Inner>,
+    flight: u64,
     resolver: TokioResolver,
     name: Rc<str>,
     timeout: Duration,
@@ -395,7 +467,7 @@ async fn query(
         }
     };
     if let Some(inner) = inner.upgrade() {
-        inner.in_flight.borrow_mut().remove(&*name);
+        inner.forget_flight(&name, flight);
         inner.store(
             name,
             CacheEntry {
@@ -408,6 +480,14 @@ async fn query(
 }
 
 impl Inner {
+    /// Take `name` out of the in-flight table if `flight` is still its entry.
+    fn forget_flight(&self, name: &str, flight: u64) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        if in_flight.get(name).is_some_and(|f| f.id == flight) {
+            in_flight.remove(name);
+        }
+    }
+
     fn cached(&self, name: &str) -> Option<LookupResult> {
         let mut cache = self.cache.borrow_mut();
         let entry = cache.get(name)?;
@@ -485,11 +565,13 @@ mod tests {
     /// A tiny authoritative-looking DNS server on 127.0.0.1 whose answer depends on the first
     /// label: `nx` NXDOMAIN, `nodata` no records, `fail` SERVFAIL, `refused` REFUSED, `silent`
     /// never answers, `slow` answers after 150 ms, anything else answers at once; answers are
-    /// A 127.0.0.7 (AAAA queries get no records). Counts queries by (name, type).
+    /// A 127.0.0.7 (AAAA queries get no records). Counts queries by (name, type). While
+    /// muted it answers nothing.
     struct FakeDns {
         addr: SocketAddr,
         seen: Arc<Mutex<HashMap<(String, u16), usize>>>,
         stop: Arc<AtomicBool>,
+        mute: Arc<AtomicBool>,
         thread: Option<thread::JoinHandle<()>>,
     }
 
@@ -505,7 +587,8 @@ mod tests {
             let addr = sock.local_addr().unwrap();
             let seen = Arc::new(Mutex::new(HashMap::new()));
             let stop = Arc::new(AtomicBool::new(false));
-            let (seen2, stop2) = (seen.clone(), stop.clone());
+            let mute = Arc::new(AtomicBool::new(false));
+            let (seen2, stop2, mute2) = (seen.clone(), stop.clone(), mute.clone());
             let thread = thread::spawn(move || {
                 let mut buf = [0u8; 1500];
                 while !stop2.load(Ordering::Relaxed) {
@@ -520,6 +603,9 @@ mod tests {
                         .unwrap()
                         .entry((name.clone(), qtype))
                         .or_insert(0) += 1;
+                    if mute2.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let label = name.split('.').next().unwrap_or("");
                     let (rcode, answer) = match label {
                         "silent" => continue,
@@ -541,8 +627,13 @@ mod tests {
                 addr,
                 seen,
                 stop,
+                mute,
                 thread: Some(thread),
             }
+        }
+
+        fn mute(&self, on: bool) {
+            self.mute.store(on, Ordering::Relaxed);
         }
 
         fn queries(&self, name: &str, qtype: u16) -> usize {
@@ -799,14 +890,13 @@ mod tests {
         let dns = FakeDns::start();
         let r = dns.resolver(2000);
         tokio_uring::start(async {
-            // The lookup that started the query is dropped before the answer arrives.
+            // The lookup that started the query is dropped before the answer arrives; the
+            // one waiting with it still gets the answer of the same query.
             let first =
-                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test")).await;
+                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test"));
+            let (first, second) = futures_util::join!(first, r.lookup("slow.cancel.test"));
             assert!(first.is_err());
-            assert_eq!(
-                &*r.lookup("slow.cancel.test").await.unwrap(),
-                &[IpAddr::from(ANSWER_IP)]
-            );
+            assert_eq!(&*second.unwrap(), &[IpAddr::from(ANSWER_IP)]);
             assert_eq!(
                 &*r.lookup("slow.cancel.test").await.unwrap(),
                 &[IpAddr::from(ANSWER_IP)]
@@ -815,6 +905,64 @@ mod tests {
         assert_eq!(dns.queries("slow.cancel.test", TYPE_A), 1);
         let s = r.stats();
         assert_eq!((s.lookups, s.coalesced, s.cache_hits), (1, 1, 1));
+    }
+
+    #[test]
+    fn cancelled_lookups_leave_nothing_in_flight() {
+        const NAME: &str = "gone.example.test";
+        let dns = FakeDns::start();
+        dns.mute(true);
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let mut first = Box::pin(r.lookup(NAME));
+            let mut second = Box::pin(r.lookup(NAME));
+            // Drive both until the server holds the query: the lookup is in flight.
+            while dns.queries(NAME, TYPE_A) == 0 {
+                tokio::select! {
+                    _ = &mut first => unreachable!("the server is muted"),
+                    _ = &mut second => unreachable!("the server is muted"),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            assert_eq!(r.inner.in_flight.borrow().len(), 1);
+            drop(first);
+            assert_eq!(
+                r.inner.in_flight.borrow().len(),
+                1,
+                "one lookup still waits"
+            );
+            drop(second);
+            assert!(r.inner.in_flight.borrow().is_empty());
+            assert!(r.inner.cache.borrow().is_empty(), "nothing cached");
+            // A later lookup of the same name is a new query, and gets the answer.
+            dns.mute(false);
+            assert_eq!(&*r.lookup(NAME).await.unwrap(), &[IpAddr::from(ANSWER_IP)]);
+            assert!(r.inner.in_flight.borrow().is_empty());
+        });
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (2, 1));
+    }
+
+    #[test]
+    fn lookups_cut_by_deadlines_leave_nothing_in_flight() {
+        const NAMES: usize = 50;
+        let dns = FakeDns::start();
+        dns.mute(true);
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            // As the fetch path does: each lookup under its URL's deadline.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            let cut = futures_util::future::join_all((0..NAMES * 2).map(|i| {
+                let name = format!("h{}.cut.test", i % NAMES);
+                let r = &r;
+                async move { tokio::time::timeout_at(deadline, r.lookup(&name)).await }
+            }))
+            .await;
+            assert!(cut.iter().all(Result::is_err));
+            assert!(r.inner.in_flight.borrow().is_empty());
+        });
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (NAMES as u64, NAMES as u64));
     }
 
     #[test]
