@@ -6,7 +6,11 @@
 //! getaddrinfo's `AI_ADDRCONFIG`, looked at again every [`ADDRCONFIG_RECHECK`]): without
 //! one, IPv6 answers could never be connected to, and skipping them halves the queries.
 
+pub mod cache;
+pub mod conf;
 pub mod hosts;
+pub mod policy;
+pub mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
