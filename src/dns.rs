@@ -844,6 +844,52 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_query_is_asked_again_once_overdue() {
+        let dns = FakeDns::start();
+        // 5 s for the lookup: 2.5 s per try, as resolv.conf's defaults would have it.
+        let r = dns.resolver_for(5000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let started = Instant::now();
+            assert_eq!(&*r.lookup("lossy.example.test").await.unwrap(), &[answer()]);
+            let took = started.elapsed();
+            assert!(took >= policy::INITIAL_RTO, "{took:?}");
+            assert!(took < Duration::from_millis(1000), "{took:?}");
+        });
+        assert_eq!(dns.queries("lossy.example.test", A), 2);
+        assert_eq!(r.stats().retries, 1);
+    }
+
+    #[test]
+    fn a_burst_of_queries_waits_for_room_in_the_window() {
+        const NAMES: usize = 100;
+        let dns = FakeDns::start();
+        dns.set_mode(Mode::Muted);
+        let r = dns.resolver_for(5000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let mut all = Box::pin(futures_util::future::join_all((0..NAMES).map(|i| {
+                let r = &r;
+                async move { r.lookup(&format!("h{i}.burst.test")).await }
+            })));
+            let window = policy::INITIAL_WINDOW;
+            while dns.total() < window {
+                tokio::select! {
+                    _ = &mut all => unreachable!("the server is muted"),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            // A while longer, well before any answer is overdue: still only the window.
+            tokio::select! {
+                _ = &mut all => unreachable!("the server is muted"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            assert_eq!(dns.total(), window);
+            assert_eq!(r.inner.stub.pending(), window);
+            drop(all);
+            r.assert_idle();
+        });
+    }
+
+    #[test]
     fn concurrent_lookups_share_one_query() {
         const N: usize = 20;
         let dns = FakeDns::start();

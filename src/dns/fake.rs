@@ -6,7 +6,8 @@
 //! never answers, `slow` answers after [`SLOW`], `big` is truncated over UDP and answered
 //! over TCP, `alias` is a CNAME to `real.<rest>` (which has the A record), `spoof` first
 //! gets an answer with another id and one for another question, `garbage` gets a malformed
-//! (cut) answer with the right id, `v6` has an AAAA record too. Anything else: A [`ANSWER_IP`]
+//! (cut) answer with the right id, `v6` has an AAAA record too, `lossy` loses the first
+//! query of each name and type. Anything else: A [`ANSWER_IP`]
 //! with [`ANSWER_TTL`], no AAAA. While muted it answers nothing; in `ServFail` mode it
 //! answers SERVFAIL to everything.
 
@@ -230,6 +231,13 @@ fn serve_udp(
             tcp: false,
         });
         let label = text.split('.').next().unwrap_or_default().to_string();
+        let first_of_its_kind = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == text && s.qtype == qtype)
+            .count()
+            == 1;
         let send = |msg: &Message| {
             let _ = sock.send_to(&msg.to_vec().unwrap(), from);
         };
@@ -246,6 +254,7 @@ fn serve_udp(
         };
         match label.as_str() {
             "silent" => {}
+            "lossy" if first_of_its_kind => {}
             "slow" => {
                 let sock = sock.clone();
                 thread::spawn(move || {

@@ -58,10 +58,11 @@ impl Stub {
         &self.conf
     }
 
-    /// Queries waiting for an answer on every pool now.
+    /// Queries waiting for an answer now (ids claimed on a socket, places in a window).
     #[cfg(test)]
     pub fn pending(&self) -> usize {
-        self.pools.iter().map(ServerPool::pending).sum()
+        let windows: usize = self.pools.iter().map(ServerPool::in_flight).sum();
+        self.udp.waiting.get().max(windows)
     }
 
     /// UDP sockets open now.
@@ -122,12 +123,12 @@ impl Stub {
         let mut tries = Tries::new(plan, Instant::now());
         let mut running = FuturesUnordered::new();
         loop {
-            let until = match tries.step(Instant::now()) {
-                Step::Send(server) => {
+            let until = match tries.step(Instant::now(), |s| self.pools[s].rto()) {
+                Step::Send(server, overdue) => {
                     if tries.sent() > 1 {
                         bump(&self.counters.retries);
                     }
-                    running.push(self.attempt(server, q));
+                    running.push(self.attempt(server, q, overdue));
                     continue;
                 }
                 Step::WaitUntil(until) => until,
@@ -145,10 +146,15 @@ impl Stub {
     }
 
     /// One try at `server`: `Ok` for an answer that settles the question, `Err` why not.
-    async fn attempt(&self, server: usize, q: &Question) -> Result<Outcome, String> {
+    async fn attempt(
+        &self,
+        server: usize,
+        q: &Question,
+        overdue: Duration,
+    ) -> Result<Outcome, String> {
         let pool = &self.pools[server];
         let edns = self.conf.edns0;
-        let msg = pool.exchange(q, edns).await?;
+        let msg = pool.exchange(q, edns, overdue).await?;
         let mut answer = wire::interpret(&msg, q);
         if answer == Answer::Truncated {
             bump(&self.counters.tcp_fallbacks);

@@ -13,19 +13,23 @@
 //! Each open socket has one receive task (spawned on the worker's runtime) that reads its
 //! answers and hands each to the query waiting for it. A query's claim on its id goes away
 //! when the query is answered, fails or is dropped (a cancelled lookup leaves nothing).
+//!
+//! The pool also keeps what the server's answers teach (`policy`): its round trips (for
+//! the retransmission timeout) and how many queries it takes at once (the window; queries
+//! beyond it wait their turn here, in order).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use super::policy::{Rtt, Window};
 use super::wire::{self, Question, Reply, MAX_UDP_ANSWER};
 
 /// Sockets per server in a worker's pool, at most.
@@ -61,6 +65,8 @@ pub struct UdpCounters {
     pub sockets: Cell<u64>,
     /// Datagrams that answered no query (wrong source, unknown id, other question).
     pub ignored: Cell<u64>,
+    /// Queries waiting on a socket now (claimed ids).
+    pub waiting: Cell<usize>,
 }
 
 impl UdpCounters {
@@ -69,13 +75,49 @@ impl UdpCounters {
     }
 }
 
+/// Queries in flight to one server, and who waits for room.
+struct Flow {
+    window: RefCell<Window>,
+    rtt: Cell<Rtt>,
+    in_flight: Cell<usize>,
+    room: Notify,
+}
+
+impl Flow {
+    /// Wait until the window has room, and take it.
+    async fn enter(self: &Rc<Self>) -> Turn {
+        loop {
+            let room = self.room.notified();
+            if self.in_flight.get() < self.window.borrow().limit() {
+                self.in_flight.set(self.in_flight.get() + 1);
+                return Turn { flow: self.clone() };
+            }
+            room.await;
+        }
+    }
+}
+
+/// A query's place in its server's window, given back when dropped.
+struct Turn {
+    flow: Rc<Flow>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let flow = &self.flow;
+        flow.in_flight.set(flow.in_flight.get() - 1);
+        if flow.in_flight.get() < flow.window.borrow().limit() {
+            flow.room.notify_one();
+        }
+    }
+}
+
 /// One server's sockets.
 pub struct ServerPool {
     server: SocketAddr,
     renewal: Renewal,
     slots: RefCell<Vec<Option<Rc<Sock>>>>,
-    /// Queries in flight on this pool's sockets at most (every socket's share).
-    room: Arc<Semaphore>,
+    flow: Rc<Flow>,
     counters: Rc<UdpCounters>,
 }
 
@@ -85,7 +127,14 @@ impl ServerPool {
             server,
             renewal,
             slots: RefCell::new(vec![None; SOCKETS_PER_SERVER]),
-            room: Arc::new(Semaphore::new(SOCKETS_PER_SERVER * MAX_PENDING_PER_SOCKET)),
+            flow: Rc::new(Flow {
+                // Half the pool's room: overdue queries leave the window but keep their ids
+                // until their question ends.
+                window: RefCell::new(Window::new(SOCKETS_PER_SERVER * MAX_PENDING_PER_SOCKET / 2)),
+                rtt: Cell::new(Rtt::default()),
+                in_flight: Cell::new(0),
+                room: Notify::new(),
+            }),
             counters,
         }
     }
@@ -94,26 +143,56 @@ impl ServerPool {
         self.server
     }
 
-    /// Send a query for `q` and wait for its answer (no time limit here: the caller's
-    /// tries decide how long to wait). Must run inside the worker's runtime.
-    pub async fn exchange(&self, q: &Question, edns: bool) -> Result<Message, String> {
-        let room = self
-            .room
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+    /// The server's retransmission timeout now.
+    pub fn rto(&self) -> Duration {
+        self.flow.rtt.get().rto()
+    }
+
+    /// Send a query for `q` and wait for its answer; it counts as lost (the window halves)
+    /// if it is not there after `overdue`, but is still waited for: the caller's tries
+    /// decide how long. Must run inside the worker's runtime.
+    pub async fn exchange(
+        &self,
+        q: &Question,
+        edns: bool,
+        overdue: Duration,
+    ) -> Result<Message, String> {
+        let mut turn = Some(self.flow.enter().await);
         let sock = self.pick(Instant::now())?;
-        let (tx, rx) = oneshot::channel();
-        let claim = sock.claim(q.clone(), tx, room);
+        let (tx, mut rx) = oneshot::channel();
+        let claim = sock.claim(q.clone(), tx);
         let query = wire::encode_query(claim.id, q, edns).map_err(|e| e.to_string())?;
         sock.send(&query)
             .await
             .map_err(|e| format!("cannot send to {}: {e}", self.server))?;
-        let answer = rx
-            .await
-            .unwrap_or_else(|_| Err(format!("socket to {} closed", self.server)));
+        let sent = Instant::now();
+        let answer = tokio::select! {
+            answer = &mut rx => answer,
+            () = tokio::time::sleep(overdue) => {
+                // Lost, as far as the window goes: it leaves the flight (so that a full
+                // window of lost queries cannot hold back their own retries).
+                self.flow.window.borrow_mut().lost(sent, Instant::now());
+                turn.take();
+                rx.await
+            }
+        };
+        let answer = answer.unwrap_or_else(|_| Err(format!("socket to {} closed", self.server)));
+        if answer.is_ok() {
+            let mut rtt = self.flow.rtt.get();
+            rtt.sample(sent.elapsed());
+            self.flow.rtt.set(rtt);
+            let grew = {
+                let mut window = self.flow.window.borrow_mut();
+                let before = window.limit();
+                window.answered(self.flow.in_flight.get());
+                window.limit() > before
+            };
+            if grew {
+                self.flow.room.notify_one();
+            }
+        }
         drop(claim);
+        drop(turn);
         answer
     }
 
@@ -122,13 +201,14 @@ impl ServerPool {
         self.slots.borrow().iter().flatten().count()
     }
 
-    /// Queries waiting on this pool's sockets now.
-    pub fn pending(&self) -> usize {
-        SOCKETS_PER_SERVER * MAX_PENDING_PER_SOCKET - self.room.available_permits()
+    /// Queries in this pool's window now.
+    pub fn in_flight(&self) -> usize {
+        self.flow.in_flight.get()
     }
 
     /// A socket with room, from a random slot on: a worn-out socket is replaced, an empty
-    /// slot opened. The permit taken by the caller guarantees that some slot has room.
+    /// slot opened. The window (never above the pool's room) guarantees that some slot has
+    /// room.
     fn pick(&self, now: Instant) -> Result<Rc<Sock>, String> {
         let mut slots = self.slots.borrow_mut();
         let start = rand::random_range(0..slots.len());
@@ -226,7 +306,6 @@ impl Sock {
         self: &Rc<Self>,
         question: Question,
         answer: oneshot::Sender<Result<Message, String>>,
-        room: OwnedSemaphorePermit,
     ) -> Claim {
         let mut pending = self.pending.borrow_mut();
         let id = loop {
@@ -237,10 +316,11 @@ impl Sock {
         };
         pending.insert(id, Waiting { question, answer });
         self.sent.set(self.sent.get().saturating_add(1));
+        let waiting = &self.counters.waiting;
+        waiting.set(waiting.get() + 1);
         Claim {
             sock: self.clone(),
             id,
-            _room: room,
         }
     }
 
@@ -309,11 +389,12 @@ impl Sock {
 struct Claim {
     sock: Rc<Sock>,
     id: u16,
-    _room: OwnedSemaphorePermit,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        let waiting = &self.sock.counters.waiting;
+        waiting.set(waiting.get() - 1);
         self.sock.pending.borrow_mut().remove(&self.id);
         self.sock.close_if_done();
     }
