@@ -35,9 +35,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{FutureExt, Shared, WeakShared};
 
 use crate::error::ErrorKind;
-pub use addrconfig::{has_routable_ipv6, ADDRCONFIG_RECHECK};
 use cache::{Cache, LookupResult};
-pub use cache::{FAILURE_CACHE_TTL, NEGATIVE_CACHE_TTL, POSITIVE_MIN_TTL};
 pub use conf::ResolvConf;
 pub use hosts::HostsTable;
 use policy::Outcome;
@@ -113,7 +111,7 @@ pub struct DnsConfig {
     /// Entries cached at most (positive and negative).
     pub cache_size: usize,
     /// Address records to ask for; `None`: decided by the machine's addresses, looked at
-    /// again every [`ADDRCONFIG_RECHECK`].
+    /// again every [`addrconfig::ADDRCONFIG_RECHECK`].
     pub families: Option<Families>,
 }
 
@@ -399,7 +397,7 @@ impl Inner {
     }
 
     /// The records to ask for now: as configured, or from a look at the machine at most
-    /// [`ADDRCONFIG_RECHECK`] old.
+    /// [`addrconfig::ADDRCONFIG_RECHECK`] old.
     fn families(&self) -> Families {
         addrconfig::decide_families(
             self.families,

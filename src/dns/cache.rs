@@ -81,10 +81,12 @@ impl Cache {
         self.entries.insert(name, Entry { result, expires });
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
