@@ -10,8 +10,9 @@
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
 #!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed),
-#!      RCBENCH_BASELINE (latency-real: another ringcrawl binary, run right after this one in
-#!      each round, for A/B), RCBENCH_ROUNDS (latency-real: rounds, default 1).
+#!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
+#!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
+#!      rounds, default 1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -242,6 +243,13 @@ c = collections.Counter((json.loads(l).get("error") or {}).get("kind") for l in 
 print("    error kinds:", dict(c))
 EOF
         sed 's/^/    delay server: /' "$W/delay.log" | grep -v listening || true
+        if [[ -n ${RCBENCH_BASELINE:-} ]]; then   # A/B: the other binary, same arguments
+            start_delay
+            measure "$name.baseline" "$RCBENCH_BASELINE" fetch -i "$list" -o "$W/$name.base.jsonl" -c 10000 "$@"
+            stop_delay
+            echo "    baseline: $(titled "$W/$name.base.jsonl")"
+            table "$name"
+        fi
     }
     sc_latency() {
         echo "== latency: 20,000 hosts, every answer after 2 s, -c 10000 (ideal 4.0 s) =="
