@@ -1,14 +1,18 @@
 #!/bin/bash
 #! End-to-end benchmark of ringcrawl against peer clients (curl --parallel, aiohttp, Twisted, wrk).
 #! Owns: building the release binary and the delay server, the bench network namespace
-#! (loopback only, /etc/netns/NS/hosts for name resolution), nginx/dnsmasq/delay-server
-#! lifecycles, timing every client with /usr/bin/time -v and printing ratios vs ringcrawl.
+#! (loopback only, /etc/netns/NS/hosts and /etc/netns/NS/resolv.conf for name resolution),
+#! nginx/dnsmasq/delay-server lifecycles, timing every client with /usr/bin/time -v and
+#! printing ratios vs ringcrawl.
 #!
-#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls ...]
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real ...]
 #!   (default: broad https follow latency load)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
-#!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed).
+#!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed),
+#!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
+#!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
+#!      rounds, default 1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +46,7 @@ if [[ ${1:-} == __inside ]]; then
         net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1 || true
 
     hosts() { cat "$1" > "$HOSTS_FILE"; }   # in place: the netns bind mount sees it
+    resolv() { printf '%s\n' "$1" > "$RESOLV_FILE"; }   # likewise for /etc/resolv.conf
 
     # measure NAME CMD...: run under /usr/bin/time -v, keep stdout/stderr, record figures.
     measure() {
@@ -216,7 +221,7 @@ EOF
         echo "    twisted: $(titled "$W/follow.tw.jsonl"); aiohttp: $(titled "$W/follow.aio.jsonl")"
     }
     start_delay() {   # a fresh delay server per client, so no client inherits another's state
-        "$DELAY" 0.0.0.0:8080 2000 > "$W/delay.log" &
+        "$DELAY" 0.0.0.0:8080 2000 ${DELAY_PAGE:-} > "$W/delay.log" &
         DELAY_PID=$!
         for _ in $(seq 50); do grep -q listening "$W/delay.log" 2>/dev/null && break; sleep 0.1; done
     }
@@ -238,6 +243,13 @@ c = collections.Counter((json.loads(l).get("error") or {}).get("kind") for l in 
 print("    error kinds:", dict(c))
 EOF
         sed 's/^/    delay server: /' "$W/delay.log" | grep -v listening || true
+        if [[ -n ${RCBENCH_BASELINE:-} ]]; then   # A/B: the other binary, same arguments
+            start_delay
+            measure "$name.baseline" "$RCBENCH_BASELINE" fetch -i "$list" -o "$W/$name.base.jsonl" -c 10000 "$@"
+            stop_delay
+            echo "    baseline: $(titled "$W/$name.base.jsonl")"
+            table "$name"
+        fi
     }
     sc_latency() {
         echo "== latency: 20,000 hosts, every answer after 2 s, -c 10000 (ideal 4.0 s) =="
@@ -283,6 +295,71 @@ EOF
         local dm=$!; PIDS+=("$dm"); sleep 1
         latency_run latency_dns "$DATA/lists/latency_dns.txt" --resolver 127.0.0.53:53
         kill "$dm"; wait "$dm" 2>/dev/null || true
+    }
+    # latency-real: the latency scenario with what a real small site and a real resolver add:
+    # names only in dnsmasq, found through the system path (/etc/resolv.conf: nameserver
+    # 127.0.0.53; no --resolver, nothing in /etc/hosts), and Go net/http style pages
+    # (delay_server --go-page: ~2.3 KB, chunked). Floors: the C client with addresses
+    # resolved before its clock starts, and with its own resolution (same dnsmasq, through
+    # /etc/resolv.conf) inside the timed run.
+    sc_latency_real() {
+        local rounds=${RCBENCH_ROUNDS:-1} r list=$DATA/lists/latency_dns.txt saved
+        echo "== latency-real: 20,000 hosts via dnsmasq + resolv.conf, 2.3 KB chunked pages after 2 s, -c 10000 =="
+        stop_nginx; hosts "$DATA/hosts_nginx"
+        saved=$(cat "$RESOLV_FILE")
+        resolv "nameserver 127.0.0.53"
+        dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts="$DATA/dnsmasq_hosts" \
+            --listen-address=127.0.0.53 --bind-interfaces --port=53 --cache-size=10000 \
+            --local-ttl=300 --user=root --pid-file="$W/dnsmasq.pid" 2>"$W/dnsmasq.log" &
+        local dm=$!; PIDS+=("$dm"); sleep 1
+        python3 - "$list" "$DATA/dnsmasq_hosts" "$W/real.targets" "$W/real.dns.targets" <<'EOF'
+import sys, urllib.parse
+ip = {}
+for l in open(sys.argv[2]):
+    f = l.split()
+    if len(f) >= 2: ip.setdefault(f[1], f[0])
+with open(sys.argv[3], "w") as pre, open(sys.argv[4], "w") as dns:
+    for l in open(sys.argv[1]):
+        u = urllib.parse.urlsplit(l.strip())
+        rest = f"{u.port or 80} {u.netloc} {u.path or '/'}\n"
+        pre.write(f"{ip[u.hostname]} {rest}"); dns.write(f"- {rest}")
+EOF
+        DELAY_PAGE=--go-page
+        for r in $(seq "$rounds"); do
+            start_delay
+            measure "real$r.ringcrawl" "$BIN" fetch -i "$list" -o "$W/real$r.rc.jsonl" -c 10000
+            stop_delay
+            if [[ -n ${RCBENCH_BASELINE:-} ]]; then
+                start_delay
+                measure "real$r.baseline" "$RCBENCH_BASELINE" fetch -i "$list" -o "$W/real$r.base.jsonl" -c 10000
+                stop_delay
+            fi
+            start_delay
+            measure "real$r.floor_client" "$FLOOR" "$W/real.targets" 10000 "$(nproc)"
+            stop_delay
+            start_delay
+            measure "real$r.floor_dns" "$FLOOR" "$W/real.dns.targets" 10000 "$(nproc)" resolv.conf
+            stop_delay
+            table "real$r"
+            echo "    ringcrawl: $(titled "$W/real$r.rc.jsonl")"; rc_summary "$W/real$r.ringcrawl.err"
+            if [[ -n ${RCBENCH_BASELINE:-} ]]; then echo "    baseline: $(titled "$W/real$r.base.jsonl")"; fi
+            sed 's/^/    /' "$W/real$r.floor_client.out" "$W/real$r.floor_dns.out"
+        done
+        unset DELAY_PAGE
+        python3 - "$W/results.tsv" "$rounds" <<'EOF'
+import sys
+rows = {l.split("\t")[0]: [float(x) for x in l.split("\t")[1:]] for l in open(sys.argv[1])}
+for r in range(1, int(sys.argv[2]) + 1):
+    rc, base, fl, fd = (rows.get(f"real{r}.{c}") for c in ("ringcrawl", "baseline", "floor_client", "floor_dns"))
+    line = f"    round {r}: ringcrawl {rc[0]:.2f} s, {rc[2]:.0f} MB"
+    if base: line += f"; baseline {base[0]:.2f} s, {base[2]:.0f} MB"
+    line += f"; floor {fl[0]:.2f} s pre-resolved, {fd[0]:.2f} s resolving"
+    line += f"; ringcrawl / floor {rc[0] / fl[0]:.2f}x pre-resolved, {rc[0] / fd[0]:.2f}x resolving"
+    if base: line += f"; baseline / floor {base[0] / fl[0]:.2f}x, {base[0] / fd[0]:.2f}x"
+    print(line)
+EOF
+        kill "$dm"; wait "$dm" 2>/dev/null || true
+        resolv "$saved"
     }
     sc_latency_tls() {
         echo "== latency-tls: 10,000 https hosts, nginx TLS in front of the delay server, -c 10000 =="
@@ -340,7 +417,8 @@ EOF
         case $s in
             broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
             latency) sc_latency ;; latency-dns) sc_latency_dns ;; latency-tls) sc_latency_tls ;; load) sc_load ;;
-            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls)" >&2; exit 2 ;;
+            latency-real) sc_latency_real ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real)" >&2; exit 2 ;;
         esac
     done
     exit 0
@@ -362,7 +440,7 @@ echo "generating the corpus in $DATA (cached)" >&2
 python3 "$HERE/gen_site.py" "$DATA"
 
 NS=rcbench-$$
-export HOSTS_FILE=/etc/netns/$NS/hosts
+export HOSTS_FILE=/etc/netns/$NS/hosts RESOLV_FILE=/etc/netns/$NS/resolv.conf
 cleanup() {
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "/etc/netns/$NS"
@@ -370,7 +448,9 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "/etc/netns/$NS"
 cp "$DATA/hosts_nginx" "$HOSTS_FILE"
-# resolv.conf: the host's; its server is unreachable inside the netns (fails fast, ENETUNREACH)
+# resolv.conf: the host's (a copy, rewritten in place by latency-real); its server is
+# unreachable inside the netns (fails fast, ENETUNREACH)
+cat /etc/resolv.conf > "$RESOLV_FILE"
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 [[ $# -eq 0 ]] && set -- $ALL

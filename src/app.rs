@@ -268,16 +268,35 @@ fn print_summary(s: &Summary) {
     );
     let _ = writeln!(
         err,
-        "ringcrawl: {} bytes read ({} per URL), peak {} in flight, {} DNS lookups, {} connections opened, {} reused, TLS handshakes {} full / {} resumed",
+        "ringcrawl: {} bytes read ({} per URL), peak {} in flight, {}, {} connections opened, {} reused, TLS handshakes {} full / {} resumed",
         s.bytes_read,
         s.bytes_read.checked_div(s.urls).unwrap_or(0),
         s.peak_in_flight,
-        s.dns_lookups,
+        dns_summary(&s.dns),
         s.connections_opened,
         s.connections_reused,
         s.tls_full_handshakes,
         s.tls_resumed_handshakes,
     );
+}
+
+/// "N DNS lookups" and, when any, the resolver's retries, TCP fallbacks, stray answers.
+fn dns_summary(d: &crate::dns::DnsStats) -> String {
+    let mut extra = Vec::new();
+    for (n, what) in [
+        (d.retries, "retries"),
+        (d.tcp_fallbacks, "over TCP"),
+        (d.ignored_answers, "stray answers ignored"),
+    ] {
+        if n > 0 {
+            extra.push(format!("{n} {what}"));
+        }
+    }
+    if extra.is_empty() {
+        format!("{} DNS lookups", d.lookups)
+    } else {
+        format!("{} DNS lookups ({})", d.lookups, extra.join(", "))
+    }
 }
 
 /// `ringcrawl load`: run the load test, with a live line on a terminal, then report.

@@ -1,12 +1,26 @@
-//! Name resolution with hickory-resolver: one resolver per worker thread, a hard timeout per
-//! lookup, a positive/negative cache, concurrent lookups of one name coalesced into one
-//! query, and DNS failures mapped to distinct error kinds. The hosts file is read once per
-//! run (`hosts`) and answers the names it lists without any query. AAAA records are asked
-//! for only when this machine has an IPv6 address that can reach beyond it (the rule of
-//! getaddrinfo's `AI_ADDRCONFIG`, looked at again every [`ADDRCONFIG_RECHECK`]): without
-//! one, IPv6 answers could never be connected to, and skipping them halves the queries.
+//! Name resolution: one stub resolver per worker thread (`stub`: hickory-proto messages
+//! over a small pool of connected UDP sockets per server, TCP when an answer is truncated),
+//! a hard timeout per lookup, a positive/negative cache (`cache`), concurrent lookups of one
+//! name coalesced into one query, and DNS failures mapped to distinct error kinds. Servers
+//! and options come from `/etc/resolv.conf` or `--resolver` (`conf`). The hosts file is read
+//! once per run (`hosts`) and answers the names it lists without any query. AAAA records are
+//! asked for only when this machine has a routable IPv6 address (`addrconfig`).
+//!
+//! This file owns the public surface ([`DnsConfig`], [`Resolver`], [`DnsError`]) and the
+//! front of a lookup: literals, `localhost`, the hosts table, the cache and the in-flight
+//! table, whose entry goes away when its query completes or its last waiter is dropped.
 
+pub mod addrconfig;
+pub mod cache;
+pub mod conf;
+#[cfg(test)]
+mod fake;
 pub mod hosts;
+pub mod policy;
+mod stub;
+mod tcp;
+pub mod udp;
+pub mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,34 +29,23 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{FutureExt, Shared};
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError as HickoryDnsError, NetError as HickoryError};
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::system_conf::read_system_conf;
-use hickory_resolver::TokioResolver;
+use futures_util::future::{FutureExt, Shared, WeakShared};
 
 use crate::error::ErrorKind;
+use cache::{Cache, LookupResult};
+pub use conf::ResolvConf;
 pub use hosts::HostsTable;
+use policy::Outcome;
+use stub::Stub;
+use udp::Renewal;
 
 /// Hard bound on one lookup (all retries included) unless configured otherwise.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Shortest life of a positive answer (TTL 0 records still serve concurrent URLs).
-pub const POSITIVE_MIN_TTL: Duration = Duration::from_secs(1);
-/// How long NXDOMAIN / no-address answers are remembered.
-pub const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(60);
-/// How long server failures and timeouts are remembered (so the queued URLs of a broken
-/// host fail fast instead of each waiting for the timeout again).
-pub const FAILURE_CACHE_TTL: Duration = Duration::from_secs(10);
-/// Tries per lookup inside the hard timeout (each gets an equal share of it).
-const DNS_ATTEMPTS: usize = 2;
-/// Floor for the per-try timeout.
-const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Names cached per worker by default.
+pub const DEFAULT_CACHE_SIZE: usize = 65_536;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
@@ -94,52 +97,21 @@ impl Families {
     }
 }
 
-/// The kernel's list of configured IPv6 addresses.
-const IF_INET6: &str = "/proc/net/if_inet6";
-/// How long a resolver trusts its look at the machine's IPv6 addresses: a daemon may start
-/// before its IPv6 address is configured, and then asks for AAAA within this time after.
-pub const ADDRCONFIG_RECHECK: Duration = Duration::from_secs(30);
-/// `/proc/net/if_inet6` scope values of addresses that reach beyond the link: global and
-/// site-local (loopback is 0x10, link-local 0x20).
-const ROUTABLE_SCOPES: [u8; 2] = [0x00, 0x40];
-
-/// Whether `/proc/net/if_inet6` text lists an address of global or site scope on an
-/// interface other than loopback.
-pub fn has_routable_ipv6(if_inet6: &str) -> bool {
-    if_inet6.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, _, _, scope, _, name] => {
-                *name != "lo"
-                    && u8::from_str_radix(scope, 16).is_ok_and(|s| ROUTABLE_SCOPES.contains(&s))
-            }
-            _ => false,
-        }
-    })
-}
-
-/// What to ask for now, judged from the machine's addresses (no `/proc/net/if_inet6` means
-/// IPv6 is off in the kernel).
-fn machine_families() -> Families {
-    if std::fs::read_to_string(IF_INET6).is_ok_and(|t| has_routable_ipv6(&t)) {
-        Families::Both
-    } else {
-        Families::Ipv4Only
-    }
-}
-
 /// Resolver settings.
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
-    /// Use this server (UDP+TCP) instead of /etc/resolv.conf.
+    /// Use this server (UDP, TCP on truncation) instead of the system's.
     pub server: Option<SocketAddr>,
+    /// The system's servers and options (see [`DnsConfig::system`]); without `server` and
+    /// without this, `Resolver::new` reads /etc/resolv.conf itself.
+    pub resolv_conf: Option<Arc<ResolvConf>>,
     /// Names answered without a query (the hosts file; see [`DnsConfig::system`]).
     pub hosts: Option<Arc<HostsTable>>,
     pub timeout: Duration,
     /// Entries cached at most (positive and negative).
     pub cache_size: usize,
     /// Address records to ask for; `None`: decided by the machine's addresses, looked at
-    /// again every [`ADDRCONFIG_RECHECK`].
+    /// again every [`addrconfig::ADDRCONFIG_RECHECK`].
     pub families: Option<Families>,
 }
 
@@ -147,9 +119,10 @@ impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
             server: None,
+            resolv_conf: None,
             hosts: None,
             timeout: DEFAULT_DNS_TIMEOUT,
-            cache_size: 65_536,
+            cache_size: DEFAULT_CACHE_SIZE,
             families: None,
         }
     }
@@ -157,16 +130,34 @@ impl Default for DnsConfig {
 
 impl DnsConfig {
     /// What a run uses: with `server`, that server alone; without, /etc/resolv.conf and the
-    /// system hosts file (read here, once, and shared by every worker's resolver). AAAA
-    /// records are asked for while the machine has a routable IPv6 address.
+    /// system hosts file (both read here, once, and shared by every worker's resolver).
+    /// AAAA records are asked for while the machine has a routable IPv6 address.
     pub fn system(server: Option<SocketAddr>) -> DnsConfig {
-        let hosts = server
-            .is_none()
-            .then(|| Arc::new(HostsTable::load(std::path::Path::new(hosts::SYSTEM_HOSTS))));
+        let (resolv_conf, hosts) = match server {
+            Some(_) => (None, None),
+            None => (
+                Some(Arc::new(ResolvConf::load(std::path::Path::new(
+                    conf::RESOLV_CONF,
+                )))),
+                Some(Arc::new(HostsTable::load(std::path::Path::new(
+                    hosts::SYSTEM_HOSTS,
+                )))),
+            ),
+        };
         DnsConfig {
             server,
+            resolv_conf,
             hosts,
             ..DnsConfig::default()
+        }
+    }
+
+    /// The servers and options a resolver uses.
+    fn resolv(&self) -> ResolvConf {
+        match (self.server, &self.resolv_conf) {
+            (Some(server), _) => ResolvConf::server(server),
+            (None, Some(conf)) => ResolvConf::clone(conf),
+            (None, None) => ResolvConf::load(std::path::Path::new(conf::RESOLV_CONF)),
         }
     }
 }
@@ -174,12 +165,34 @@ impl DnsConfig {
 /// Counters for the end-of-run summary.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsStats {
-    /// Queries actually sent (cache misses, after coalescing).
+    /// Names resolved by query (cache misses, after coalescing).
     pub lookups: u64,
     pub cache_hits: u64,
     pub coalesced: u64,
     /// Names answered by the hosts file.
     pub hosts_hits: u64,
+    /// UDP sockets opened (a few per server, replaced now and then; not one per query).
+    pub udp_sockets: u64,
+    /// Tries after the first of a question (timeouts, server errors).
+    pub retries: u64,
+    /// Questions asked again over TCP after a truncated answer.
+    pub tcp_fallbacks: u64,
+    /// Datagrams that answered no query: wrong source, unknown id, another question.
+    pub ignored_answers: u64,
+}
+
+impl DnsStats {
+    /// Add `other`'s counts to these (summing workers).
+    pub fn add(&mut self, other: &DnsStats) {
+        self.lookups += other.lookups;
+        self.cache_hits += other.cache_hits;
+        self.coalesced += other.coalesced;
+        self.hosts_hits += other.hosts_hits;
+        self.udp_sockets += other.udp_sockets;
+        self.retries += other.retries;
+        self.tcp_fallbacks += other.tcp_fallbacks;
+        self.ignored_answers += other.ignored_answers;
+    }
 }
 
 /// Per-worker resolver (`!Send`; lives on one tokio-uring thread). IP literals never reach
@@ -189,55 +202,59 @@ pub struct Resolver {
     inner: Rc<Inner>,
 }
 
-type LookupResult = Result<Rc<[IpAddr]>, DnsError>;
-type SharedLookup = Shared<Pin<Box<dyn Future<Output = LookupResult>>>>;
+type LookupFuture = Pin<Box<dyn Future<Output = LookupResult>>>;
+type SharedLookup = Shared<LookupFuture>;
+
+/// A query in flight, as the in-flight table holds it: weakly, so that the query is dropped
+/// (and its sockets' claims and timers with it) when the last lookup waiting on it goes away.
+struct Flight {
+    /// Tells this flight from a later one of the same name.
+    id: u64,
+    query: WeakShared<LookupFuture>,
+}
 
 struct Inner {
-    /// Asks for A and AAAA.
-    dual: TokioResolver,
-    /// Asks for A only.
-    v4: TokioResolver,
+    stub: Stub,
     hosts: Option<Arc<HostsTable>>,
     timeout: Duration,
     /// Fixed by the configuration, or `None`: see `auto`.
     families: Option<Families>,
     /// Without a fixed choice: the last look at the machine, and when to look again.
     auto: Cell<(Families, Instant)>,
-    cache_size: usize,
-    cache: RefCell<HashMap<Rc<str>, CacheEntry>>,
+    cache: RefCell<Cache>,
     /// Queries in flight by name: later lookups of the same name wait on the same future.
-    in_flight: RefCell<HashMap<Rc<str>, SharedLookup>>,
+    /// An entry leaves when its query completes or when its last [`Waiter`] is dropped.
+    in_flight: RefCell<HashMap<Rc<str>, Flight>>,
+    /// The id of the next [`Flight`].
+    next_flight: Cell<u64>,
     stats: Cell<DnsStats>,
 }
 
-struct CacheEntry {
-    result: LookupResult,
-    expires: Instant,
-}
-
 impl Resolver {
-    /// Build a resolver: `cfg.hosts` first, then `cfg.server` (UDP, TCP on truncation) or the
-    /// servers of /etc/resolv.conf. May be built before the worker's runtime starts, but
-    /// `lookup` must run inside it (hickory spawns its I/O tasks on the ambient tokio runtime).
+    /// Build a resolver: `cfg.hosts` first, then `cfg.server` or the servers of
+    /// `cfg.resolv_conf` (/etc/resolv.conf). May be built before the worker's runtime starts
+    /// (it opens nothing), but `lookup` must run inside it: sockets and their receive tasks
+    /// are set up on the first query. Never fails today (a missing resolv.conf means
+    /// 127.0.0.1, as for the C library); the `Result` is kept for callers.
     pub fn new(cfg: &DnsConfig) -> Result<Self, DnsError> {
-        let now = Instant::now();
-        // Read once for both resolvers (from /etc/resolv.conf unless a server is given).
-        let base = base_config(cfg)?;
-        Ok(Resolver {
+        Ok(Resolver::build(cfg, Renewal::default()))
+    }
+
+    fn build(cfg: &DnsConfig, renewal: Renewal) -> Resolver {
+        Resolver {
             inner: Rc::new(Inner {
-                dual: build_resolver(&base, cfg, LookupIpStrategy::Ipv4AndIpv6)?,
-                v4: build_resolver(&base, cfg, LookupIpStrategy::Ipv4Only)?,
+                stub: Stub::new(cfg.resolv(), cfg.timeout, renewal),
                 hosts: cfg.hosts.clone(),
                 timeout: cfg.timeout,
                 families: cfg.families,
                 // Looked at on the first query, not before: most runs never send one.
-                auto: Cell::new((Families::Both, now)),
-                cache_size: cfg.cache_size.max(1),
-                cache: RefCell::new(HashMap::new()),
+                auto: Cell::new((Families::Both, Instant::now())),
+                cache: RefCell::new(Cache::new(cfg.cache_size)),
                 in_flight: RefCell::new(HashMap::new()),
+                next_flight: Cell::new(0),
                 stats: Cell::new(DnsStats::default()),
             }),
-        })
+        }
     }
 
     /// Addresses for `host` (IPv4 first, then IPv6: the order to try), from cache or one
@@ -262,186 +279,146 @@ impl Resolver {
             inner.bump(|s| s.hosts_hits += 1);
             return Ok(ips);
         }
-        if let Some(result) = inner.cached(&name) {
+        // `name.` and `name` differ only for a name the search list applies to.
+        let absolute = bare.ends_with('.');
+        let key: Rc<str> = if absolute && inner.stub.conf().searches(&name, false) {
+            Rc::from(format!("{name}."))
+        } else {
+            Rc::from(name.as_str())
+        };
+        if let Some(result) = inner.cache.borrow_mut().get(&key, Instant::now()) {
             inner.bump(|s| s.cache_hits += 1);
             return result;
         }
-        let pending = inner.in_flight.borrow().get(name.as_str()).cloned();
-        if let Some(shared) = pending {
+        let pending = inner.in_flight.borrow().get(&key).and_then(|f| {
+            let query = f.query.upgrade()?;
+            Some((f.id, query))
+        });
+        if let Some((flight, query)) = pending {
             inner.bump(|s| s.coalesced += 1);
-            return shared.await;
+            return Waiter {
+                inner: Rc::downgrade(inner),
+                key,
+                flight,
+                query,
+            }
+            .await;
         }
         inner.bump(|s| s.lookups += 1);
-        let name: Rc<str> = Rc::from(name);
+        let flight = inner.next_flight.get();
+        inner.next_flight.set(flight + 1);
         let families = inner.families();
-        let resolver = match families {
-            Families::Both => inner.dual.clone(),
-            Families::Ipv4Only => inner.v4.clone(),
-        };
-        let query = query(
-            Rc::downgrade(inner),
-            resolver,
-            name.clone(),
-            inner.timeout,
-            families,
+        let query = query(inner.clone(), flight, key.clone(), name, absolute, families);
+        let query: SharedLookup = query.boxed_local().shared();
+        let weak = query
+            .downgrade()
+            .expect("a new shared future is not complete");
+        inner.in_flight.borrow_mut().insert(
+            key.clone(),
+            Flight {
+                id: flight,
+                query: weak,
+            },
         );
-        let shared = query.boxed_local().shared();
-        inner.in_flight.borrow_mut().insert(name, shared.clone());
-        shared.await
+        Waiter {
+            inner: Rc::downgrade(inner),
+            key,
+            flight,
+            query,
+        }
+        .await
     }
 
     pub fn stats(&self) -> DnsStats {
-        self.inner.stats.get()
-    }
-}
-
-/// `fixed` if configured; else the last `look` at the machine if it is younger than
-/// [`ADDRCONFIG_RECHECK`], else a new one (remembered in `auto` with when to look again).
-fn decide_families(
-    fixed: Option<Families>,
-    auto: &Cell<(Families, Instant)>,
-    now: Instant,
-    look: impl FnOnce() -> Families,
-) -> Families {
-    if let Some(fixed) = fixed {
-        return fixed;
-    }
-    let (last, next_look) = auto.get();
-    if now < next_look {
-        return last;
-    }
-    let current = look();
-    auto.set((current, now + ADDRCONFIG_RECHECK));
-    current
-}
-
-fn setup_err(e: HickoryError) -> DnsError {
-    DnsError::Failure("(resolver setup)".into(), e.to_string())
-}
-
-/// The servers and base options: `cfg.server` alone, or the system's (/etc/resolv.conf).
-fn base_config(cfg: &DnsConfig) -> Result<(ResolverConfig, ResolverOpts), DnsError> {
-    match cfg.server {
-        Some(server) => {
-            let mut ns = NameServerConfig::udp_and_tcp(server.ip());
-            for conn in &mut ns.connections {
-                conn.port = server.port();
-            }
-            let config = ResolverConfig::from_parts(None, Vec::new(), vec![ns]);
-            Ok((config, ResolverOpts::default()))
+        let inner = &self.inner;
+        let stub = &inner.stub;
+        DnsStats {
+            udp_sockets: stub.udp.sockets.get(),
+            ignored_answers: stub.udp.ignored.get(),
+            retries: stub.counters.retries.get(),
+            tcp_fallbacks: stub.counters.tcp_fallbacks.get(),
+            ..inner.stats.get()
         }
-        None => read_system_conf().map_err(setup_err),
     }
 }
 
-/// One hickory resolver on `base` for `cfg`, asking for the records of `strategy`.
-fn build_resolver(
-    base: &(ResolverConfig, ResolverOpts),
-    cfg: &DnsConfig,
-    strategy: LookupIpStrategy,
-) -> Result<TokioResolver, DnsError> {
-    let mut builder =
-        TokioResolver::builder_with_config(base.0.clone(), TokioRuntimeProvider::default());
-    *builder.options_mut() = base.1.clone();
-    let opts = builder.options_mut();
-    opts.timeout = (cfg.timeout / DNS_ATTEMPTS as u32).max(MIN_ATTEMPT_TIMEOUT);
-    opts.attempts = DNS_ATTEMPTS;
-    // Answers are cached here (`Inner::cache`, a few dozen bytes per name); hickory's own
-    // response cache would keep whole DNS messages for the same names again.
-    opts.cache_size = 0;
-    opts.ip_strategy = strategy;
-    // The hosts file is ours (`cfg.hosts`): hickory's copy would be parsed per worker into
-    // about a kilobyte per name, and answers only the families the file lists, querying
-    // the network for the other one.
-    opts.use_hosts_file = ResolveHosts::Never;
-    builder.build().map_err(setup_err)
+/// One lookup's share of a query in flight. Dropping the last one of a query (every lookup
+/// of the name cancelled, by a URL deadline say) drops the query and takes the name out of
+/// the in-flight table: nothing stays behind, and a later lookup starts afresh.
+struct Waiter {
+    inner: Weak<Inner>,
+    key: Rc<str>,
+    flight: u64,
+    query: SharedLookup,
+}
+
+impl Future for Waiter {
+    type Output = LookupResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LookupResult> {
+        self.query.poll_unpin(cx)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // `None` once the query completed (it left the table itself); `Some(1)`: the last.
+        if self.query.strong_count() == Some(1) {
+            if let Some(inner) = self.inner.upgrade() {
+                inner.forget_flight(&self.key, self.flight);
+            }
+        }
+    }
 }
 
 /// One real query under the hard timeout; the outcome goes to the cache and the name leaves
-/// the in-flight table even if the lookup that started it was cancelled meanwhile.
+/// the in-flight table even if the lookup that started it was cancelled meanwhile (while
+/// another still waits).
 async fn query(
-    inner: Weak<Inner>,
-    resolver: TokioResolver,
-    name: Rc<str>,
-    timeout: Duration,
+    inner: Rc<Inner>,
+    flight: u64,
+    key: Rc<str>,
+    name: String,
+    absolute: bool,
     families: Families,
 ) -> LookupResult {
-    let now = Instant::now();
-    let (result, expires) = match tokio::time::timeout(timeout, resolver.lookup_ip(&*name)).await {
-        Err(_) => (
-            Err(DnsError::Timeout(name.to_string(), millis(timeout))),
-            now + FAILURE_CACHE_TTL,
-        ),
-        Ok(Err(e)) => {
-            let err = map_error(&name, &e, timeout, families);
-            let ttl = match err {
-                DnsError::NxDomain(_) | DnsError::NoAddress(..) => NEGATIVE_CACHE_TTL,
-                DnsError::Failure(..) | DnsError::Timeout(..) => FAILURE_CACHE_TTL,
-            };
-            (Err(err), now + ttl)
-        }
-        Ok(Ok(found)) => {
-            let addrs: Rc<[IpAddr]> = found.iter().collect();
-            let expires = found.valid_until().max(now + POSITIVE_MIN_TTL);
-            if addrs.is_empty() {
-                (
-                    Err(DnsError::NoAddress(name.to_string(), families)),
-                    now + NEGATIVE_CACHE_TTL,
-                )
-            } else {
-                (Ok(addrs), expires)
-            }
-        }
+    let timeout = inner.timeout;
+    let resolved = tokio::time::timeout(timeout, inner.stub.resolve(&name, absolute, families));
+    let (result, ttl) = match resolved.await {
+        Ok(Outcome::Found(ips, ttl)) => (Ok(Rc::from(ips)), ttl),
+        Ok(Outcome::NxDomain) => (Err(DnsError::NxDomain(name)), 0),
+        Ok(Outcome::NoData) => (Err(DnsError::NoAddress(name, families)), 0),
+        Ok(Outcome::Failed(why)) => (Err(DnsError::Failure(name, why)), 0),
+        Ok(Outcome::TimedOut) | Err(_) => (Err(DnsError::Timeout(name, millis(timeout))), 0),
     };
-    if let Some(inner) = inner.upgrade() {
-        inner.in_flight.borrow_mut().remove(&*name);
-        inner.store(
-            name,
-            CacheEntry {
-                result: result.clone(),
-                expires,
-            },
-        );
-    }
+    let now = Instant::now();
+    inner.forget_flight(&key, flight);
+    let expires = cache::expiry(&result, ttl, now);
+    inner
+        .cache
+        .borrow_mut()
+        .insert(key, result.clone(), expires, now);
     result
 }
 
 impl Inner {
-    fn cached(&self, name: &str) -> Option<LookupResult> {
-        let mut cache = self.cache.borrow_mut();
-        let entry = cache.get(name)?;
-        if entry.expires > Instant::now() {
-            return Some(entry.result.clone());
+    /// Take `key` out of the in-flight table if `flight` is still its entry.
+    fn forget_flight(&self, key: &str, flight: u64) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        if in_flight.get(key).is_some_and(|f| f.id == flight) {
+            in_flight.remove(key);
         }
-        cache.remove(name);
-        None
-    }
-
-    /// Insert, keeping at most `cache_size` entries: expired ones go first, then an arbitrary
-    /// eighth of the rest (cheap, and rare: only when the cache is full of live entries).
-    fn store(&self, name: Rc<str>, entry: CacheEntry) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= self.cache_size && !cache.contains_key(&name) {
-            let now = Instant::now();
-            cache.retain(|_, e| e.expires > now);
-            if cache.len() >= self.cache_size {
-                let victims: Vec<Rc<str>> = cache
-                    .keys()
-                    .take(self.cache_size / 8 + 1)
-                    .cloned()
-                    .collect();
-                for key in victims {
-                    cache.remove(&key);
-                }
-            }
-        }
-        cache.insert(name, entry);
     }
 
     /// The records to ask for now: as configured, or from a look at the machine at most
-    /// [`ADDRCONFIG_RECHECK`] old.
+    /// [`addrconfig::ADDRCONFIG_RECHECK`] old.
     fn families(&self) -> Families {
-        decide_families(self.families, &self.auto, Instant::now(), machine_families)
+        addrconfig::decide_families(
+            self.families,
+            &self.auto,
+            Instant::now(),
+            addrconfig::machine_families,
+        )
     }
 
     fn bump(&self, f: impl FnOnce(&mut DnsStats)) {
@@ -451,112 +428,38 @@ impl Inner {
     }
 }
 
-/// hickory's error -> our kinds: NXDOMAIN, no A/AAAA (NODATA), timeout, anything else failure.
-fn map_error(name: &str, e: &HickoryError, timeout: Duration, families: Families) -> DnsError {
-    match e {
-        _ if e.is_nx_domain() => DnsError::NxDomain(name.to_string()),
-        HickoryError::Dns(HickoryDnsError::NoRecordsFound(nr))
-            if nr.response_code == ResponseCode::NoError =>
-        {
-            DnsError::NoAddress(name.to_string(), families)
-        }
-        HickoryError::Timeout => DnsError::Timeout(name.to_string(), millis(timeout)),
-        HickoryError::Dns(HickoryDnsError::ResponseCode(code)) => {
-            DnsError::Failure(name.to_string(), format!("server answered {code}"))
-        }
-        other => DnsError::Failure(name.to_string(), other.to_string()),
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fake::{FakeDns, Mode, ANSWER_IP, ANSWER_TTL, ANSWER_V6, BIG_IPS};
     use super::*;
-    use std::collections::HashMap;
-    use std::net::UdpSocket;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::thread;
+    use hickory_proto::rr::RecordType;
+    use std::collections::HashSet;
 
-    /// A tiny authoritative-looking DNS server on 127.0.0.1 whose answer depends on the first
-    /// label: `nx` NXDOMAIN, `nodata` no records, `fail` SERVFAIL, `refused` REFUSED, `silent`
-    /// never answers, `slow` answers after 150 ms, anything else answers at once; answers are
-    /// A 127.0.0.7 (AAAA queries get no records). Counts queries by (name, type).
-    struct FakeDns {
-        addr: SocketAddr,
-        seen: Arc<Mutex<HashMap<(String, u16), usize>>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<thread::JoinHandle<()>>,
+    const A: RecordType = RecordType::A;
+    const AAAA: RecordType = RecordType::AAAA;
+
+    fn answer() -> IpAddr {
+        IpAddr::V4(ANSWER_IP)
     }
 
-    const TYPE_A: u16 = 1;
-    const TYPE_AAAA: u16 = 28;
-    const ANSWER_IP: [u8; 4] = [127, 0, 0, 7];
+    fn config(servers: Vec<SocketAddr>, timeout_ms: u64, families: Option<Families>) -> DnsConfig {
+        DnsConfig {
+            resolv_conf: Some(Arc::new(ResolvConf {
+                servers,
+                ..ResolvConf::default()
+            })),
+            timeout: Duration::from_millis(timeout_ms),
+            cache_size: 16,
+            families,
+            ..DnsConfig::default()
+        }
+    }
 
     impl FakeDns {
-        fn start() -> FakeDns {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
-            let addr = sock.local_addr().unwrap();
-            let seen = Arc::new(Mutex::new(HashMap::new()));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (seen2, stop2) = (seen.clone(), stop.clone());
-            let thread = thread::spawn(move || {
-                let mut buf = [0u8; 1500];
-                while !stop2.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                        continue;
-                    };
-                    let Some((name, qtype, qend)) = parse_question(&buf[..n]) else {
-                        continue;
-                    };
-                    *seen2
-                        .lock()
-                        .unwrap()
-                        .entry((name.clone(), qtype))
-                        .or_insert(0) += 1;
-                    let label = name.split('.').next().unwrap_or("");
-                    let (rcode, answer) = match label {
-                        "silent" => continue,
-                        "nx" => (3, false),
-                        "nodata" => (0, false),
-                        "fail" => (2, false),
-                        "refused" => (5, false),
-                        "slow" => {
-                            thread::sleep(Duration::from_millis(150));
-                            (0, qtype == TYPE_A)
-                        }
-                        _ => (0, qtype == TYPE_A),
-                    };
-                    let reply = build_reply(&buf[..qend], rcode, answer);
-                    let _ = sock.send_to(&reply, from);
-                }
-            });
-            FakeDns {
-                addr,
-                seen,
-                stop,
-                thread: Some(thread),
-            }
-        }
-
-        fn queries(&self, name: &str, qtype: u16) -> usize {
-            self.seen
-                .lock()
-                .unwrap()
-                .get(&(name.to_string(), qtype))
-                .copied()
-                .unwrap_or(0)
-        }
-
-        fn total(&self) -> usize {
-            self.seen.lock().unwrap().values().sum()
-        }
-
         fn resolver(&self, timeout_ms: u64) -> Resolver {
             self.resolver_for(timeout_ms, Some(Families::Both))
         }
@@ -564,54 +467,21 @@ mod tests {
         fn resolver_for(&self, timeout_ms: u64, families: Option<Families>) -> Resolver {
             Resolver::new(&DnsConfig {
                 server: Some(self.addr),
-                hosts: None,
                 timeout: Duration::from_millis(timeout_ms),
                 cache_size: 16,
                 families,
+                ..DnsConfig::default()
             })
             .unwrap()
         }
     }
 
-    impl Drop for FakeDns {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::Relaxed);
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+    impl Resolver {
+        /// Nothing left behind: no name in flight, no query waiting on a socket.
+        fn assert_idle(&self) {
+            assert!(self.inner.in_flight.borrow().is_empty(), "a name in flight");
+            assert_eq!(self.inner.stub.pending(), 0, "a query waiting on a socket");
         }
-    }
-
-    /// (lower-case name without the final dot, qtype, end of the question section).
-    fn parse_question(msg: &[u8]) -> Option<(String, u16, usize)> {
-        let mut pos = 12;
-        let mut labels = Vec::new();
-        loop {
-            let len = *msg.get(pos)? as usize;
-            pos += 1;
-            if len == 0 {
-                break;
-            }
-            labels.push(String::from_utf8_lossy(msg.get(pos..pos + len)?).to_ascii_lowercase());
-            pos += len;
-        }
-        let qtype = u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]);
-        Some((labels.join("."), qtype, pos + 4))
-    }
-
-    /// Header + the question copied from the query + optionally one A record.
-    fn build_reply(query_through_question: &[u8], rcode: u8, answer: bool) -> Vec<u8> {
-        let mut r = Vec::with_capacity(query_through_question.len() + 16);
-        r.extend_from_slice(&query_through_question[..2]); // id
-        r.push(0x81); // QR, RD
-        r.push(0x80 | rcode); // RA, rcode
-        r.extend_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
-        r.extend_from_slice(&query_through_question[12..]);
-        if answer {
-            r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-            r.extend_from_slice(&ANSWER_IP);
-        }
-        r
     }
 
     #[test]
@@ -619,13 +489,32 @@ mod tests {
         let dns = FakeDns::start();
         let r = dns.resolver(2000);
         tokio_uring::start(async {
-            let ip = IpAddr::from(ANSWER_IP);
-            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[ip]);
-            assert_eq!(&*r.lookup("WWW.Example.Test.").await.unwrap(), &[ip]);
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[answer()]);
+            assert_eq!(&*r.lookup("WWW.Example.Test.").await.unwrap(), &[answer()]);
+            r.assert_idle();
         });
-        assert_eq!(dns.queries("www.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("www.example.test", A), 1);
         let s = r.stats();
         assert_eq!((s.lookups, s.cache_hits, s.coalesced), (1, 1, 0));
+    }
+
+    #[test]
+    fn the_answer_ttl_is_kept() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            r.lookup("ttl.example.test").await.unwrap();
+            let cache = r.inner.cache.borrow();
+            assert_eq!(cache.len(), 1);
+        });
+        // The entry lives for the record's TTL, not for the minimum.
+        let later = Instant::now() + Duration::from_secs(u64::from(ANSWER_TTL) - 5);
+        assert!(r
+            .inner
+            .cache
+            .borrow_mut()
+            .get("ttl.example.test", later)
+            .is_some());
     }
 
     #[test]
@@ -639,7 +528,7 @@ mod tests {
                 assert_eq!(e.kind(), ErrorKind::DnsNxdomain);
             }
         });
-        assert_eq!(dns.queries("nx.example.test", TYPE_A), 1);
+        assert_eq!(dns.queries("nx.example.test", A), 1);
         assert_eq!(r.stats().cache_hits, 1);
     }
 
@@ -664,10 +553,14 @@ mod tests {
         let dns = FakeDns::start();
         let both = dns.resolver_for(2000, Some(Families::Both));
         let v4 = dns.resolver_for(2000, Some(Families::Ipv4Only));
-        let ip = IpAddr::from(ANSWER_IP);
         tokio_uring::start(async {
-            assert_eq!(&*both.lookup("both.example.test").await.unwrap(), &[ip]);
-            assert_eq!(&*v4.lookup("v4.example.test").await.unwrap(), &[ip]);
+            assert_eq!(
+                &*both.lookup("both.example.test").await.unwrap(),
+                &[answer()]
+            );
+            let dual = both.lookup("v6.example.test").await.unwrap();
+            assert_eq!(&*dual, &[answer(), IpAddr::V6(ANSWER_V6)], "IPv4 first");
+            assert_eq!(&*v4.lookup("v4.example.test").await.unwrap(), &[answer()]);
             let e = v4.lookup("nodata.example.test").await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::DnsNoAddress);
             assert_eq!(
@@ -676,56 +569,11 @@ mod tests {
                  no IPv6 address)"
             );
         });
-        assert_eq!(dns.queries("both.example.test", TYPE_A), 1);
-        assert_eq!(dns.queries("both.example.test", TYPE_AAAA), 1);
-        assert_eq!(dns.queries("v4.example.test", TYPE_A), 1);
-        assert_eq!(dns.queries("v4.example.test", TYPE_AAAA), 0);
-        assert_eq!(dns.queries("nodata.example.test", TYPE_AAAA), 0);
-    }
-
-    #[test]
-    fn the_machine_is_looked_at_again_after_the_recheck_time() {
-        let t0 = Instant::now();
-        let auto = Cell::new((Families::Both, t0));
-        let looks = Cell::new(0);
-        let look = |answer| {
-            let looks = &looks;
-            move || {
-                looks.set(looks.get() + 1);
-                answer
-            }
-        };
-        // First query: looks (IPv4 only at boot).
-        let f = decide_families(None, &auto, t0, look(Families::Ipv4Only));
-        assert_eq!((f, looks.get()), (Families::Ipv4Only, 1));
-        // Within the recheck time: the same answer, no new look, even though IPv6 came up.
-        let soon = t0 + ADDRCONFIG_RECHECK - Duration::from_millis(1);
-        let f = decide_families(None, &auto, soon, look(Families::Both));
-        assert_eq!((f, looks.get()), (Families::Ipv4Only, 1));
-        // After it: looks again and asks for AAAA from then on.
-        let later = t0 + ADDRCONFIG_RECHECK;
-        let f = decide_families(None, &auto, later, look(Families::Both));
-        assert_eq!((f, looks.get()), (Families::Both, 2));
-        // A configured choice never looks.
-        let f = decide_families(
-            Some(Families::Ipv4Only),
-            &auto,
-            later + ADDRCONFIG_RECHECK,
-            look(Families::Both),
-        );
-        assert_eq!((f, looks.get()), (Families::Ipv4Only, 2));
-    }
-
-    #[test]
-    fn routable_ipv6_is_global_or_site_scope_off_loopback() {
-        let lo = "00000000000000000000000000000001 01 80 10 80       lo\n";
-        let link = "fe80000000000000021122fffe334455 02 40 20 80     eth0\n";
-        let global = "20010db8000000000000000000000001 02 40 00 80     eth0\n";
-        assert!(!has_routable_ipv6(""));
-        assert!(!has_routable_ipv6(lo));
-        assert!(!has_routable_ipv6(&format!("{lo}{link}")));
-        assert!(has_routable_ipv6(&format!("{lo}{link}{global}")));
-        assert!(!has_routable_ipv6("garbage line\n"));
+        assert_eq!(dns.queries("both.example.test", A), 1);
+        assert_eq!(dns.queries("both.example.test", AAAA), 1);
+        assert_eq!(dns.queries("v4.example.test", A), 1);
+        assert_eq!(dns.queries("v4.example.test", AAAA), 0);
+        assert_eq!(dns.queries("nodata.example.test", AAAA), 0);
     }
 
     #[test]
@@ -744,6 +592,19 @@ mod tests {
                 assert!(!e.to_string().contains('\n'));
             }
         });
+        // One server, two attempts: a server error sends the next try at once.
+        assert_eq!(dns.queries("fail.example.test", A), 2);
+    }
+
+    #[test]
+    fn garbage_with_the_right_id_is_a_failure() {
+        let dns = FakeDns::start();
+        let r = dns.resolver_for(2000, Some(Families::Ipv4Only));
+        let e = tokio_uring::start(async { r.lookup("garbage.example.test").await.unwrap_err() });
+        assert_eq!(e.kind(), ErrorKind::DnsFailure, "{e}");
+        assert!(e.to_string().contains("malformed answer"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        assert_eq!(dns.queries("garbage.example.test", A), 2);
     }
 
     #[test]
@@ -760,8 +621,284 @@ mod tests {
                 "{:?}",
                 started.elapsed()
             );
+            r.assert_idle();
         });
-        assert!(dns.queries("silent.example.test", TYPE_A) >= 1);
+        // Two attempts, each with half the time.
+        assert_eq!(dns.queries("silent.example.test", A), 2);
+        assert_eq!(r.stats().retries, 2, "the second A and the second AAAA");
+    }
+
+    #[test]
+    fn cname_chains_are_followed() {
+        let dns = FakeDns::start();
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            assert_eq!(&*r.lookup("alias.example.test").await.unwrap(), &[answer()]);
+        });
+        assert_eq!(dns.queries("real.example.test", A), 0, "no second query");
+    }
+
+    #[test]
+    fn truncated_answers_are_asked_again_over_tcp() {
+        let dns = FakeDns::start();
+        let r = dns.resolver_for(2000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let ips = r.lookup("big.example.test").await.unwrap();
+            assert_eq!(&*ips, &BIG_IPS.map(IpAddr::V4));
+        });
+        let seen = dns.seen();
+        let udp = seen.iter().filter(|s| !s.tcp).count();
+        let tcp = seen.iter().filter(|s| s.tcp).count();
+        assert_eq!((udp, tcp), (1, 1));
+        assert_eq!(r.stats().tcp_fallbacks, 1);
+    }
+
+    #[test]
+    fn answers_with_another_id_or_question_are_ignored() {
+        let dns = FakeDns::start();
+        let r = dns.resolver_for(2000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            assert_eq!(&*r.lookup("spoof.example.test").await.unwrap(), &[answer()]);
+        });
+        // Another id, another question, a NOERROR without the question: three ignored.
+        assert_eq!(r.stats().ignored_answers, 3);
+        assert_eq!(dns.queries("spoof.example.test", A), 1);
+    }
+
+    #[test]
+    fn a_failing_server_hands_over_to_the_next() {
+        let bad = FakeDns::start();
+        bad.set_mode(Mode::ServFail);
+        let good = FakeDns::start();
+        let r = Resolver::new(&config(
+            vec![bad.addr, good.addr],
+            2000,
+            Some(Families::Ipv4Only),
+        ))
+        .unwrap();
+        tokio_uring::start(async {
+            let started = Instant::now();
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[answer()]);
+            // At once, not after the first try's time (2 s / 4 tries).
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "{:?}",
+                started.elapsed()
+            );
+        });
+        assert_eq!(bad.queries("www.example.test", A), 1);
+        assert_eq!(good.queries("www.example.test", A), 1);
+    }
+
+    #[test]
+    fn an_unreachable_server_hands_over_at_once() {
+        // A port nothing listens on: the kernel's port-unreachable fails the try.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let good = FakeDns::start();
+        let r = Resolver::new(&config(
+            vec![closed, good.addr],
+            2000,
+            Some(Families::Ipv4Only),
+        ))
+        .unwrap();
+        tokio_uring::start(async {
+            let started = Instant::now();
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[answer()]);
+            assert!(
+                started.elapsed() < Duration::from_millis(400),
+                "{:?}",
+                started.elapsed()
+            );
+            r.assert_idle();
+        });
+    }
+
+    #[test]
+    fn a_silent_server_hands_over_after_its_try() {
+        let quiet = FakeDns::start();
+        quiet.set_mode(Mode::Muted);
+        let good = FakeDns::start();
+        let r = Resolver::new(&config(
+            vec![quiet.addr, good.addr],
+            800,
+            Some(Families::Ipv4Only),
+        ))
+        .unwrap();
+        tokio_uring::start(async {
+            let started = Instant::now();
+            assert_eq!(&*r.lookup("www.example.test").await.unwrap(), &[answer()]);
+            // The try's time is 800 ms / 4 tries.
+            assert!(
+                started.elapsed() >= Duration::from_millis(200),
+                "{:?}",
+                started.elapsed()
+            );
+            r.assert_idle();
+        });
+        assert_eq!((quiet.total(), good.total()), (1, 1));
+        assert_eq!(r.stats().retries, 1);
+    }
+
+    #[test]
+    fn rotate_spreads_questions_over_the_servers() {
+        let one = FakeDns::start();
+        let two = FakeDns::start();
+        let mut cfg = config(vec![one.addr, two.addr], 2000, Some(Families::Ipv4Only));
+        let mut conf = ResolvConf::clone(cfg.resolv_conf.as_ref().unwrap());
+        conf.rotate = true;
+        cfg.resolv_conf = Some(Arc::new(conf));
+        let r = Resolver::new(&cfg).unwrap();
+        tokio_uring::start(async {
+            for i in 0..10 {
+                r.lookup(&format!("h{i}.example.test")).await.unwrap();
+            }
+        });
+        assert_eq!((one.total(), two.total()), (5, 5));
+    }
+
+    #[test]
+    fn bare_names_go_through_the_search_list() {
+        let dns = FakeDns::start();
+        let conf = ResolvConf {
+            servers: vec![dns.addr],
+            search: vec!["corp.test".into()],
+            ..ResolvConf::default()
+        };
+        let r = Resolver::new(&DnsConfig {
+            resolv_conf: Some(Arc::new(conf)),
+            families: Some(Families::Ipv4Only),
+            ..DnsConfig::default()
+        })
+        .unwrap();
+        tokio_uring::start(async {
+            assert_eq!(&*r.lookup("intranet").await.unwrap(), &[answer()]);
+            let e = r.lookup("nx").await.unwrap_err();
+            assert_eq!(e, DnsError::NxDomain("nx".into()));
+            // Written with a final dot: as it is.
+            assert_eq!(&*r.lookup("intranet.").await.unwrap(), &[answer()]);
+            // Dotted: as it is, and only so.
+            r.lookup("nx.example.test").await.unwrap_err();
+        });
+        let names: Vec<String> = dns.seen().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "intranet.corp.test",
+                "nx.corp.test",
+                "nx",
+                "intranet",
+                "nx.example.test"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_few_sockets_serve_every_query_with_random_ids() {
+        const NAMES: usize = 300;
+        let dns = FakeDns::start();
+        let r = dns.resolver_for(5000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let all = futures_util::future::join_all((0..NAMES).map(|i| {
+                let r = &r;
+                async move { r.lookup(&format!("h{i}.pool.test")).await }
+            }))
+            .await;
+            assert!(all.iter().all(Result::is_ok));
+            assert!(r.inner.stub.open_sockets() <= udp::SOCKETS_PER_SERVER);
+            r.assert_idle();
+        });
+        let seen = dns.seen();
+        assert_eq!(seen.len(), NAMES);
+        let ports: HashSet<u16> = seen.iter().map(|s| s.from.port()).collect();
+        assert!(ports.len() <= udp::SOCKETS_PER_SERVER, "{ports:?}");
+        assert!(
+            ports.len() >= 2,
+            "queries are spread over the sockets: {ports:?}"
+        );
+        let ids: HashSet<u16> = seen.iter().map(|s| s.id).collect();
+        // 300 random 16-bit ids: a handful of repeats at most (ids repeat across sockets).
+        assert!(ids.len() >= NAMES - 10, "{} distinct ids", ids.len());
+        assert!(r.stats().udp_sockets <= udp::SOCKETS_PER_SERVER as u64);
+    }
+
+    #[test]
+    fn sockets_are_replaced_after_their_share_of_queries() {
+        const NAMES: usize = 40;
+        let dns = FakeDns::start();
+        let renewal = Renewal {
+            max_queries: 4,
+            max_age: Duration::from_secs(3600),
+        };
+        let r = Resolver::build(
+            &DnsConfig {
+                server: Some(dns.addr),
+                families: Some(Families::Ipv4Only),
+                ..DnsConfig::default()
+            },
+            renewal,
+        );
+        tokio_uring::start(async {
+            for i in 0..NAMES {
+                r.lookup(&format!("h{i}.renew.test")).await.unwrap();
+            }
+            assert!(r.inner.stub.open_sockets() <= udp::SOCKETS_PER_SERVER);
+        });
+        let ports: HashSet<u16> = dns.seen().iter().map(|s| s.from.port()).collect();
+        assert!(
+            ports.len() >= NAMES / 4,
+            "{} ports for {NAMES} queries",
+            ports.len()
+        );
+        assert!(r.stats().udp_sockets >= (NAMES / 4) as u64);
+    }
+
+    #[test]
+    fn a_lost_query_is_asked_again_once_overdue() {
+        let dns = FakeDns::start();
+        // 5 s for the lookup: 2.5 s per try, as resolv.conf's defaults would have it.
+        let r = dns.resolver_for(5000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let started = Instant::now();
+            assert_eq!(&*r.lookup("lossy.example.test").await.unwrap(), &[answer()]);
+            let took = started.elapsed();
+            assert!(took >= policy::INITIAL_RTO, "{took:?}");
+            assert!(took < Duration::from_millis(1000), "{took:?}");
+        });
+        assert_eq!(dns.queries("lossy.example.test", A), 2);
+        assert_eq!(r.stats().retries, 1);
+    }
+
+    #[test]
+    fn a_burst_of_queries_waits_for_room_in_the_window() {
+        const NAMES: usize = 100;
+        let dns = FakeDns::start();
+        dns.set_mode(Mode::Muted);
+        let r = dns.resolver_for(5000, Some(Families::Ipv4Only));
+        tokio_uring::start(async {
+            let mut all = Box::pin(futures_util::future::join_all((0..NAMES).map(|i| {
+                let r = &r;
+                async move { r.lookup(&format!("h{i}.burst.test")).await }
+            })));
+            let window = policy::INITIAL_WINDOW;
+            while dns.total() < window {
+                tokio::select! {
+                    _ = &mut all => unreachable!("the server is muted"),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            // A while longer, well before any answer is overdue: still only the window.
+            tokio::select! {
+                _ = &mut all => unreachable!("the server is muted"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            assert_eq!(dns.total(), window);
+            assert_eq!(r.inner.stub.pending(), window);
+            drop(all);
+            r.assert_idle();
+        });
     }
 
     #[test]
@@ -773,11 +910,11 @@ mod tests {
             let all =
                 futures_util::future::join_all((0..N).map(|_| r.lookup("slow.example.test"))).await;
             for res in all {
-                assert_eq!(&*res.unwrap(), &[IpAddr::from(ANSWER_IP)]);
+                assert_eq!(&*res.unwrap(), &[answer()]);
             }
         });
-        assert_eq!(dns.queries("slow.example.test", TYPE_A), 1);
-        assert_eq!(dns.queries("slow.example.test", TYPE_AAAA), 1);
+        assert_eq!(dns.queries("slow.example.test", A), 1);
+        assert_eq!(dns.queries("slow.example.test", AAAA), 1);
         let s = r.stats();
         assert_eq!((s.lookups, s.coalesced), (1, N as u64 - 1));
     }
@@ -787,22 +924,77 @@ mod tests {
         let dns = FakeDns::start();
         let r = dns.resolver(2000);
         tokio_uring::start(async {
-            // The lookup that started the query is dropped before the answer arrives.
+            // The lookup that started the query is dropped before the answer arrives; the
+            // one waiting with it still gets the answer of the same query.
             let first =
-                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test")).await;
+                tokio::time::timeout(Duration::from_millis(30), r.lookup("slow.cancel.test"));
+            let (first, second) = tokio::join!(first, r.lookup("slow.cancel.test"));
             assert!(first.is_err());
-            assert_eq!(
-                &*r.lookup("slow.cancel.test").await.unwrap(),
-                &[IpAddr::from(ANSWER_IP)]
-            );
-            assert_eq!(
-                &*r.lookup("slow.cancel.test").await.unwrap(),
-                &[IpAddr::from(ANSWER_IP)]
-            );
+            assert_eq!(&*second.unwrap(), &[answer()]);
+            assert_eq!(&*r.lookup("slow.cancel.test").await.unwrap(), &[answer()]);
         });
-        assert_eq!(dns.queries("slow.cancel.test", TYPE_A), 1);
+        assert_eq!(dns.queries("slow.cancel.test", A), 1);
         let s = r.stats();
         assert_eq!((s.lookups, s.coalesced, s.cache_hits), (1, 1, 1));
+    }
+
+    #[test]
+    fn cancelled_lookups_leave_nothing_in_flight() {
+        const NAME: &str = "gone.example.test";
+        let dns = FakeDns::start();
+        dns.set_mode(Mode::Muted);
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            let mut first = Box::pin(r.lookup(NAME));
+            let mut second = Box::pin(r.lookup(NAME));
+            // Drive both until the server holds the queries: the lookup is in flight.
+            while dns.queries(NAME, A) == 0 || dns.queries(NAME, AAAA) == 0 {
+                tokio::select! {
+                    _ = &mut first => unreachable!("the server is muted"),
+                    _ = &mut second => unreachable!("the server is muted"),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            }
+            assert_eq!(r.inner.in_flight.borrow().len(), 1);
+            assert_eq!(r.inner.stub.pending(), 2, "A and AAAA wait on the sockets");
+            drop(first);
+            assert_eq!(
+                r.inner.in_flight.borrow().len(),
+                1,
+                "one lookup still waits"
+            );
+            drop(second);
+            r.assert_idle();
+            assert!(r.inner.cache.borrow().is_empty(), "nothing cached");
+            // A later lookup of the same name is a new query, and gets the answer.
+            dns.set_mode(Mode::Normal);
+            assert_eq!(&*r.lookup(NAME).await.unwrap(), &[answer()]);
+            r.assert_idle();
+        });
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (2, 1));
+    }
+
+    #[test]
+    fn lookups_cut_by_deadlines_leave_nothing_in_flight() {
+        const NAMES: usize = 50;
+        let dns = FakeDns::start();
+        dns.set_mode(Mode::Muted);
+        let r = dns.resolver(2000);
+        tokio_uring::start(async {
+            // As the fetch path does: each lookup under its URL's deadline.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            let cut = futures_util::future::join_all((0..NAMES * 2).map(|i| {
+                let name = format!("h{}.cut.test", i % NAMES);
+                let r = &r;
+                async move { tokio::time::timeout_at(deadline, r.lookup(&name)).await }
+            }))
+            .await;
+            assert!(cut.iter().all(Result::is_err));
+            r.assert_idle();
+        });
+        let s = r.stats();
+        assert_eq!((s.lookups, s.coalesced), (NAMES as u64, NAMES as u64));
     }
 
     #[test]
@@ -820,7 +1012,8 @@ mod tests {
             assert_eq!(&*r.lookup("app.localhost").await.unwrap(), &[v4, v6]);
         });
         assert_eq!(dns.total(), 0);
-        assert_eq!(r.stats().lookups, 0);
+        let s = r.stats();
+        assert_eq!((s.lookups, s.udp_sockets), (0, 0));
     }
 
     #[test]
@@ -835,6 +1028,7 @@ mod tests {
             cache_size: 16,
             // The hosts file answers IPv6 even when the network is not asked for it.
             families: Some(Families::Ipv4Only),
+            ..DnsConfig::default()
         })
         .unwrap();
         tokio_uring::start(async {
@@ -843,15 +1037,12 @@ mod tests {
             let v6 = r.lookup("v6only.test").await.unwrap();
             assert_eq!(&*v6, &[IpAddr::V6(Ipv6Addr::LOCALHOST)]);
             // Not in the table: the server answers.
-            assert_eq!(
-                &*r.lookup("other.test").await.unwrap(),
-                &[IpAddr::from(ANSWER_IP)]
-            );
+            assert_eq!(&*r.lookup("other.test").await.unwrap(), &[answer()]);
         });
-        assert_eq!(dns.queries("listed.test", TYPE_A), 0);
-        assert_eq!(dns.queries("listed.test", TYPE_AAAA), 0);
-        assert_eq!(dns.queries("v6only.test", TYPE_A), 0);
-        assert_eq!(dns.queries("other.test", TYPE_A), 1);
+        assert_eq!(dns.queries("listed.test", A), 0);
+        assert_eq!(dns.queries("listed.test", AAAA), 0);
+        assert_eq!(dns.queries("v6only.test", A), 0);
+        assert_eq!(dns.queries("other.test", A), 1);
         let s = r.stats();
         assert_eq!((s.hosts_hits, s.lookups), (2, 1));
     }
@@ -867,5 +1058,14 @@ mod tests {
         });
         assert!(r.inner.cache.borrow().len() <= 16);
         assert!(r.inner.in_flight.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_system_config_reads_resolv_conf_once_for_every_worker() {
+        let cfg = DnsConfig::system(None);
+        assert!(cfg.resolv_conf.is_some() && cfg.hosts.is_some());
+        let given = DnsConfig::system(Some("127.0.0.53:53".parse().unwrap()));
+        assert!(given.resolv_conf.is_none() && given.hosts.is_none());
+        assert_eq!(given.resolv().servers, ["127.0.0.53:53".parse().unwrap()]);
     }
 }

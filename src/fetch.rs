@@ -64,9 +64,9 @@ pub const DRAIN_READ_BUF: usize = 64 * 1024;
 /// Drain buffers a worker lends at once, at most (a server trickling the rest of its pages
 /// to 10,000 connections must not pin 64 KiB each); past that, drains use a small buffer.
 pub const MAX_DRAIN_BUFS: usize = 64;
-/// DNS lookups in progress per worker at most. A lookup future is large; with 10,000 slots
-/// all resolving at once they would be most of the RSS. Lookups are boxed (so a slot's
-/// future does not embed one) and bounded by this.
+/// DNS lookups in progress per worker at most: each distinct name in flight holds a query
+/// and its answer, and 10,000 slots resolving at once need not all be on the wire. Lookups
+/// are boxed (so a slot's future does not embed one) and bounded by this.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
 /// Initial capacity of a request buffer (a GET head; grows for long URLs).
 pub const REQUEST_BUF: usize = 512;

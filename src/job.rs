@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::dns::DnsStats;
 use crate::error::ErrorKind;
 use crate::record::{now_rfc3339, Record, RecordError};
 
@@ -77,7 +78,7 @@ pub struct Summary {
     /// robots.txt files fetched (with `--robots`).
     pub robots_fetches: u64,
     pub peak_in_flight: u64,
-    pub dns_lookups: u64,
+    pub dns: DnsStats,
     pub connections_opened: u64,
     pub connections_reused: u64,
     pub tls_full_handshakes: u64,
@@ -95,7 +96,8 @@ pub struct Counters {
     pub bytes_read: AtomicU64,
     pub retries: AtomicU64,
     pub robots_fetches: AtomicU64,
-    pub dns_lookups: AtomicU64,
+    /// The worker's resolver counters, as of its last record.
+    pub dns: Mutex<DnsStats>,
     pub conns_opened: AtomicU64,
     pub conns_reused: AtomicU64,
 }
@@ -125,7 +127,8 @@ impl Counters {
         sum.bytes_read += get(&self.bytes_read);
         sum.retries += get(&self.retries);
         sum.robots_fetches += get(&self.robots_fetches);
-        sum.dns_lookups += get(&self.dns_lookups);
+        sum.dns
+            .add(&self.dns.lock().unwrap_or_else(|e| e.into_inner()));
         sum.connections_opened += get(&self.conns_opened);
         sum.connections_reused += get(&self.conns_reused);
     }

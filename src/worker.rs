@@ -318,8 +318,7 @@ impl Worker {
                 return true;
             }
         }
-        c.dns_lookups
-            .store(self.ctx.resolver.stats().lookups, Ordering::Relaxed);
+        *c.dns.lock().unwrap_or_else(|e| e.into_inner()) = self.ctx.resolver.stats();
         c.count(&attempt.record);
         // Stop early when the journal is gone or the engine drains; what this host still
         // had queued is then abandoned (the worker loop drops queued work when draining).
