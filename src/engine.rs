@@ -157,6 +157,9 @@ impl Engine {
         });
         let draining = Arc::new(AtomicBool::new(false));
         let health = Arc::new(Health::new(threads));
+        let ip_gate = opts
+            .per_ip
+            .map(|limit| Arc::new(crate::ipgate::IpGate::new(limit, threads)));
         let max_queued = queue_bound(budget, threads);
 
         let mut senders = Vec::with_capacity(threads);
@@ -177,6 +180,7 @@ impl Engine {
                 index: i,
                 idle_cap: idle_cap / threads,
                 max_queued,
+                ip_gate: ip_gate.clone(),
             };
             let dns = dns.clone();
             let handle = crate::net::spawn_runtime(

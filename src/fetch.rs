@@ -29,6 +29,7 @@ use crate::http::{
     ResponseHead, Want,
 };
 use crate::intake::host_key;
+use crate::ipgate::{IpGate, IpPermit};
 use crate::job::millis;
 use crate::job::{Counters, Job};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
@@ -94,6 +95,9 @@ pub enum FetchError {
     Denied(String),
     #[error("{0}")]
     Robots(String),
+    /// The address is at its `--per-ip` cap: the job waits for a permit (never a record).
+    #[error("{0} is at its --per-ip limit")]
+    IpBusy(IpAddr),
 }
 
 impl FetchError {
@@ -111,6 +115,8 @@ impl FetchError {
             FetchError::NoLink => ErrorKind::NoLink,
             FetchError::Denied(_) => ErrorKind::Denied,
             FetchError::Robots(_) => ErrorKind::Robots,
+            // Never recorded: the worker puts the job back until a permit is free.
+            FetchError::IpBusy(_) => ErrorKind::Internal,
         }
     }
 
@@ -159,6 +165,9 @@ pub struct FetchCtx {
     robots: RefCell<RobotsCache>,
     /// Crawl-delays learned from robots.txt and not yet told to the scheduler.
     crawl_delays: RefCell<Vec<(String, Duration)>>,
+    /// The per-IP cap shared by the workers (`--per-ip`), and this worker's number in it.
+    ip_gate: Option<Arc<IpGate>>,
+    worker: usize,
 }
 
 impl FetchCtx {
@@ -169,7 +178,12 @@ impl FetchCtx {
         follow: Option<FollowSelector>,
         counters: Arc<Counters>,
         idle_cap: usize,
+        ip_gate: Option<(Arc<IpGate>, usize)>,
     ) -> Self {
+        let (ip_gate, worker) = match ip_gate {
+            Some((g, w)) => (Some(g), w),
+            None => (None, 0),
+        };
         let connect = ConnectOptions {
             connect_timeout: opts.connect_timeout,
             bind: Rc::from(opts.bind.clone()),
@@ -187,6 +201,8 @@ impl FetchCtx {
             polite: RefCell::new(Politeness::new(opts.host_delay)),
             robots: RefCell::new(RobotsCache::default()),
             crawl_delays: RefCell::new(Vec::new()),
+            ip_gate,
+            worker,
             opts,
         }
     }
@@ -194,6 +210,18 @@ impl FetchCtx {
     /// The Crawl-delays learned since the last call, by host key.
     pub fn take_crawl_delays(&self) -> Vec<(String, Duration)> {
         std::mem::take(&mut self.crawl_delays.borrow_mut())
+    }
+
+    /// A permit to have a request in flight to `ip` (`--per-ip`): `None` when there is no
+    /// cap, `IpBusy` when the address is at it.
+    fn ip_permit(&self, ip: IpAddr) -> Result<Option<IpPermit>, FetchError> {
+        match &self.ip_gate {
+            None => Ok(None),
+            Some(g) => g
+                .try_acquire(ip, self.worker)
+                .map(Some)
+                .ok_or(FetchError::IpBusy(ip)),
+        }
     }
 
     /// Forget politeness clocks that hold nothing back any more.
@@ -349,6 +377,20 @@ pub(crate) struct Attempt {
     pub record: Record,
     /// `Some` when the failure (or the status) is transient, with the server's Retry-After.
     pub retry: Option<Option<Duration>>,
+    /// The attempt did not happen: this address is at its `--per-ip` cap (the record is
+    /// meaningless; the job waits for a permit).
+    pub blocked_on: Option<IpAddr>,
+}
+
+impl Attempt {
+    /// An outcome that is final: this record, no retry.
+    pub fn done(record: Record) -> Attempt {
+        Attempt {
+            record,
+            retry: None,
+            blocked_on: None,
+        }
+    }
 }
 
 /// Make one attempt at a job (already parsed) and build its record (`attempts` and `ms`
@@ -395,6 +437,7 @@ pub fn run_job<'a>(
             attempts: job.attempts,
             ..Record::default()
         };
+        let mut blocked_on = None;
         let retry = match outcome {
             Ok(page) => {
                 rec.final_url = Some(page.final_url.to_string());
@@ -408,6 +451,10 @@ pub fn run_job<'a>(
                         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
                 })
             }
+            Err((FetchError::IpBusy(ip), _)) => {
+                blocked_on = Some(ip);
+                None
+            }
             Err((e, hop)) => {
                 let transient = e.is_transient();
                 rec.error = Some(e.to_record(ctx.follow.as_ref().map(|_| hop)));
@@ -420,7 +467,11 @@ pub fn run_job<'a>(
         rec.tls_verified = acct.tls_verified.filter(|v| !v);
         rec.ms = job.started.map_or(0.0, |t| millis(t.elapsed()));
         rec.ts = now_rfc3339();
-        Attempt { record: rec, retry }
+        Attempt {
+            record: rec,
+            retry,
+            blocked_on,
+        }
     }
 }
 
@@ -567,12 +618,19 @@ fn on_connection<'a, C: Consumer>(
                 Some(h) => Some(h.stream),
                 None => ctx.unpark(&key).await,
             };
-            let (mut stream, reused) = match parked {
-                Some(stream) => (stream, true),
-                None => (
-                    Box::pin(connect(ctx, url, deadline, &mut acct.ip)).await?,
-                    false,
-                ),
+            let (mut stream, reused, _permit) = match parked {
+                Some(stream) => match ctx.ip_permit(stream.peer().ip()) {
+                    Ok(permit) => (stream, true, permit),
+                    Err(busy) => {
+                        ctx.park(Held { key, stream }).await;
+                        return Err(busy);
+                    }
+                },
+                None => {
+                    let (stream, permit) =
+                        Box::pin(connect(ctx, url, deadline, &mut acct.ip)).await?;
+                    (stream, false, permit)
+                }
             };
             acct.ip = Some(stream.peer().ip());
             if reused {
@@ -605,14 +663,15 @@ fn on_connection<'a, C: Consumer>(
     }
 }
 
-/// Resolve and connect (TLS included for https) before `deadline`; a failed connect
-/// attempt leaves the address it tried in `tried`.
+/// Resolve and connect (TLS included for https) before `deadline`, with a `--per-ip`
+/// permit for the first address tried when there is a cap; a failed connect attempt leaves
+/// the address it tried in `tried`.
 async fn connect(
     ctx: &FetchCtx,
     url: &Url,
     deadline: Instant,
     tried: &mut Option<IpAddr>,
-) -> Result<Stream, FetchError> {
+) -> Result<(Stream, Option<IpPermit>), FetchError> {
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -634,6 +693,7 @@ async fn connect(
         None => return Err(FetchError::InvalidUrl("URL has no host".to_string())),
     };
     let addrs = allowed_addrs(&ctx.opts.policy, url, addrs)?;
+    let permit = ctx.ip_permit(addrs[0].ip())?;
     let tls = (url.scheme() == "https").then(|| (&ctx.tls, url.host_str().unwrap_or("")));
     let stream = Stream::connect(&addrs, &ctx.connect, tls, deadline)
         .await
@@ -644,7 +704,7 @@ async fn connect(
             net_error(ctx, e, deadline)
         })?;
     ctx.counters.conns_opened.fetch_add(1, Ordering::Relaxed);
-    Ok(stream)
+    Ok((stream, permit))
 }
 
 /// The addresses of `url`'s host the network policy lets us connect to; `denied` when none.
@@ -731,6 +791,10 @@ fn robots_allow<'a>(
                     };
                     ctx.counters.robots_fetches.fetch_add(1, Ordering::Relaxed);
                     let fetched = fetch_robots(ctx, url, deadline, held, acct).await;
+                    if let Err(FetchError::IpBusy(ip)) = fetched {
+                        // Not an answer: the guard forgets the fetch; it is tried again.
+                        return Err(FetchError::IpBusy(ip));
+                    }
                     guard.done = true;
                     let (rules, err) = match fetched {
                         Ok(rules) => (rules, None),

@@ -25,6 +25,7 @@ mod gate;
 pub mod html;
 pub mod http;
 mod intake;
+mod ipgate;
 mod job;
 mod journal;
 mod load;

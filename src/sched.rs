@@ -34,6 +34,8 @@ struct HostState<J> {
     next_start: Option<Instant>,
     /// Listed in `Scheduler::waiting` under this time.
     waiting_since: Option<Instant>,
+    /// Its server's address is at its cap (`--per-ip`): no slot starts until unblocked.
+    blocked: bool,
 }
 
 impl<J> HostState<J> {
@@ -47,6 +49,7 @@ impl<J> HostState<J> {
             delay: None,
             next_start: None,
             waiting_since: None,
+            blocked: false,
         }
     }
 }
@@ -99,7 +102,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         };
         host.queue.push_back(job);
         let limit = slots_for(host, self.per_host, self.delay);
-        if !host.in_ready && host.waiting_since.is_none() && host.active < limit {
+        if !host.in_ready && !host.blocked && host.waiting_since.is_none() && host.active < limit {
             host.in_ready = true;
             self.ready.push_back(key);
         }
@@ -130,6 +133,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             match self.hosts.get_mut(key) {
                 Some(h)
                     if h.active < slots_for(h, self.per_host, self.delay)
+                        && !h.blocked
                         && !h.queue.is_empty() =>
                 {
                     if h.next_start.is_some_and(|t| t > now) {
@@ -180,7 +184,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         let wait_too_long = host
             .next_start
             .is_some_and(|t| t.saturating_duration_since(now) > MAX_SLOT_WAIT);
-        if !host.queue.is_empty() && !wait_too_long {
+        if !host.queue.is_empty() && !wait_too_long && !host.blocked {
             let job = host.queue.pop_front().expect("checked non-empty");
             self.queued -= 1;
             return Some((job, take_start(host, default_delay, now)));
@@ -189,7 +193,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         self.active -= 1;
         if !host.queue.is_empty() {
             // Work left, but not for a while: wait for the time without holding the slot.
-            if !host.in_ready && host.waiting_since.is_none() {
+            if !host.blocked && !host.in_ready && host.waiting_since.is_none() {
                 self.wait(key.clone(), now);
             }
             return None;
@@ -200,6 +204,40 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             self.hosts.remove(key);
         }
         None
+    }
+
+    /// Put a job handed out for `key` back at the front of its queue (it could not start).
+    pub(crate) fn push_front(&mut self, key: &K, job: J) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.queue.push_front(job);
+            self.queued += 1;
+        }
+    }
+
+    /// No new slot starts for `key`, and its running slots end at their next
+    /// [`Scheduler::continue_slot`], until [`Scheduler::unblock`].
+    pub(crate) fn block(&mut self, key: &K) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.blocked = true;
+            h.in_ready = false;
+        }
+    }
+
+    /// `key` may start slots again.
+    pub(crate) fn unblock(&mut self, key: &K) {
+        let (per_host, delay) = (self.per_host, self.delay);
+        let Some(h) = self.hosts.get_mut(key) else {
+            return;
+        };
+        h.blocked = false;
+        if !h.in_ready
+            && h.waiting_since.is_none()
+            && !h.queue.is_empty()
+            && h.active < slots_for(h, per_host, delay)
+        {
+            h.in_ready = true;
+            self.ready.push_back(key.clone());
+        }
     }
 
     /// Drop every queued job (running slots are untouched and still end through
@@ -280,6 +318,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             };
             h.waiting_since = None;
             if !h.in_ready
+                && !h.blocked
                 && !h.queue.is_empty()
                 && h.active < slots_for(h, self.per_host, self.delay)
             {
@@ -575,5 +614,31 @@ mod tests {
         assert_eq!(s.continue_slot(&"a", now + d), None);
         s.prune(now + d * 3);
         assert!(s.hosts.is_empty());
+    }
+
+    #[test]
+    fn a_blocked_host_starts_nothing_until_unblocked_and_keeps_its_job_first() {
+        let mut s = Scheduler::new(4, 2, Duration::ZERO);
+        s.push("ip", 1);
+        s.push("ip", 2);
+        s.push("other", 9);
+        let now = t0();
+        let h = s.start_next_if(now, || true).unwrap();
+        assert_eq!((h.key, h.job), ("ip", 1));
+        // Its address was at the cap: the job goes back first, the host is blocked.
+        s.push_front(&"ip", h.job);
+        s.block(&"ip");
+        assert_eq!(s.continue_slot(&"ip", now), None, "the slot is released");
+        assert_eq!(s.start_next(), Some(("other", 9)));
+        assert_eq!(s.start_next(), None, "blocked");
+        s.push("ip", 3);
+        assert_eq!(s.start_next(), None, "still blocked after a push");
+        s.unblock(&"ip");
+        assert_eq!(s.start_next(), Some(("ip", 1)));
+        assert_eq!(s.cont(&"ip"), Some(2));
+        assert_eq!(s.cont(&"ip"), Some(3));
+        assert_eq!(s.cont(&"ip"), None);
+        assert_eq!(s.cont(&"other"), None);
+        assert!(s.is_idle());
     }
 }

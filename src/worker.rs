@@ -11,7 +11,8 @@
 //! record when the fetch panicked.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::fetch::{run_job, Attempt, FetchCtx, Held};
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
 use crate::intake::host_key;
+use crate::ipgate::IpGate;
 use crate::job::{panic_message, Counters, Health, Job, WorkItem};
 use crate::net::TlsContext;
 use crate::options::FetchOptions;
@@ -55,6 +57,8 @@ pub struct WorkerSetup {
     pub idle_cap: usize,
     /// Jobs this worker's scheduler holds at most (intake waits past that).
     pub max_queued: usize,
+    /// The `--per-ip` cap shared by the workers, if there is one.
+    pub ip_gate: Option<Arc<IpGate>>,
 }
 
 /// What a worker's loop and its slots share (one per worker thread; not `Send`).
@@ -73,6 +77,9 @@ struct Worker {
     done: tokio::sync::mpsc::UnboundedSender<()>,
     /// A slot panicked outside the per-URL catch (its bookkeeping is lost).
     broken: Cell<bool>,
+    ip_gate: Option<Arc<IpGate>>,
+    /// Hosts blocked because their address is at its `--per-ip` cap, by address.
+    blocked: RefCell<HashMap<IpAddr, Vec<String>>>,
 }
 
 /// Jobs waiting for their next attempt, by due time: they hold no slot and no connection.
@@ -138,7 +145,15 @@ async fn live(
     // The scheduler may use the whole budget; the gate keeps all workers together within it.
     let sched = Scheduler::new(w.gate.budget(), w.opts.per_host, w.opts.host_delay);
     let worker = Rc::new(Worker {
-        ctx: FetchCtx::new(w.opts, resolver, w.tls, w.follow, w.counters, w.idle_cap),
+        ctx: FetchCtx::new(
+            w.opts,
+            resolver,
+            w.tls,
+            w.follow,
+            w.counters,
+            w.idle_cap,
+            w.ip_gate.clone().map(|g| (g, w.index)),
+        ),
         sched: RefCell::new(sched),
         retries: RefCell::new(Retries::default()),
         breakers: RefCell::new(Breakers::default()),
@@ -149,6 +164,8 @@ async fn live(
         index: w.index,
         done,
         broken: Cell::new(false),
+        ip_gate: w.ip_gate,
+        blocked: RefCell::new(HashMap::new()),
     });
     worker_loop(worker.clone(), rx, done_rx, w.max_queued).await;
     worker.ctx.close_idle().await;
@@ -228,6 +245,8 @@ async fn worker_loop(
             _ = w.gate.starved(w.index), if starved => {}
             // A host's politeness delay or a retry is due.
             _ = tokio::time::sleep_until(wake.unwrap_or(now).into()), if wake.is_some() => {}
+            // A permit for an address some of this worker's hosts wait for was released.
+            _ = ip_released(&w), if !w.blocked.borrow().is_empty() => w.unblock_ips(),
             _ = sweep.tick() => {
                 failpoint::hit("worker-sweep");
                 let now = Instant::now();
@@ -268,13 +287,7 @@ impl Worker {
         item.job.started.get_or_insert_with(Instant::now);
         if let Err(open) = self.breakers.borrow().check(key, Instant::now()) {
             let record = item.job.error_record(open.kind, open.message);
-            return (
-                Attempt {
-                    record,
-                    retry: None,
-                },
-                false,
-            );
+            return (Attempt::done(record), false);
         }
         item.job.attempts += 1;
         let next_on_host = self.sched.borrow().has_queued(key);
@@ -301,9 +314,44 @@ impl Worker {
         (attempt, panicked)
     }
 
+    /// Unblock as many hosts of each blocked address as it has free permits.
+    fn unblock_ips(&self) {
+        let Some(gate) = &self.ip_gate else {
+            return;
+        };
+        let mut blocked = self.blocked.borrow_mut();
+        let mut sched = self.sched.borrow_mut();
+        blocked.retain(|ip, hosts| {
+            let free = gate.free(*ip).min(hosts.len());
+            for key in hosts.drain(..free) {
+                sched.unblock(&key);
+            }
+            if !hosts.is_empty() {
+                // The release that woke us took our place in line: stand in it again.
+                gate.want(*ip, self.index);
+            }
+            !hosts.is_empty()
+        });
+    }
+
     /// The attempt's outcome: a retry later (true), or its record now.
     fn settle(&self, key: &str, item: &mut Option<WorkItem>, attempt: Attempt) -> bool {
         let c = &self.ctx.counters;
+        if let Some(ip) = attempt.blocked_on {
+            // Not an attempt: back to the front of its host's queue until a permit is free.
+            let mut it = item.take().expect("the slot's job");
+            it.job.attempts -= 1;
+            let key = key.to_string();
+            let mut sched = self.sched.borrow_mut();
+            sched.push_front(&key, it);
+            sched.block(&key);
+            let mut blocked = self.blocked.borrow_mut();
+            let hosts = blocked.entry(ip).or_default();
+            if !hosts.contains(&key) {
+                hosts.push(key);
+            }
+            return true;
+        }
         let job = &item.as_ref().expect("the slot's job").job;
         let draining = self.draining.load(Ordering::Relaxed);
         if let (Some(after), false) = (attempt.retry, draining) {
@@ -326,6 +374,14 @@ impl Worker {
             self.sched.borrow_mut().abandon_queued();
         }
         false
+    }
+}
+
+/// A permit for an address this worker waits for was released (never, without a cap).
+async fn ip_released(w: &Worker) {
+    match &w.ip_gate {
+        Some(g) => g.released(w.index).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -396,12 +452,8 @@ fn record_or_internal<'a>(
                     "internal error (a ringcrawl bug, please report): {}",
                     panic_message(&*panic)
                 );
-                let record = job.error_record(ErrorKind::Internal, message);
                 (
-                    Attempt {
-                        record,
-                        retry: None,
-                    },
+                    Attempt::done(job.error_record(ErrorKind::Internal, message)),
                     true,
                 )
             }
@@ -448,6 +500,7 @@ mod tests {
                     ..Record::default()
                 },
                 retry: Some(None),
+                blocked_on: None,
             }
         }));
         assert!(!panicked);

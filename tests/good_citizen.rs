@@ -292,3 +292,38 @@ fn crawl_delay_spaces_one_hosts_requests() {
         assert!(gap >= std::time::Duration::from_millis(300), "gap {gap:?}");
     }
 }
+
+/// `--per-ip 2`: twenty host names on one address never have more than two requests in
+/// flight to it at once, and every URL still gets its title.
+#[test]
+fn per_ip_caps_requests_to_one_address_across_host_names() {
+    let f = FaultServer::start();
+    let names: Vec<String> = (0..20).map(|i| format!("vhost{i}.test")).collect();
+    let dns = Dnsmasq::start(&names);
+    let port = f.addr.port();
+    let urls: Vec<String> = names
+        .iter()
+        .map(|n| format!("http://{n}:{port}/sleep/150/{n}"))
+        .collect();
+    let resolver = dns.resolver_arg();
+    let mut args = vec!["-q", "-c", "40", "--per-ip", "2", "--resolver", &resolver];
+    args.extend(urls.iter().map(String::as_str));
+    let run = run_fetch(&args, None);
+    run.assert_success();
+    let recs = run.by_url();
+    for (n, u) in names.iter().zip(&urls) {
+        assert_eq!(
+            recs[u.as_str()]["title"],
+            format!("slept {n}"),
+            "{}",
+            recs[u.as_str()]
+        );
+    }
+    assert_eq!(f.peak_busy(), 2, "at most (and here exactly) two at once");
+    // Twenty 150 ms answers, two at a time.
+    assert!(
+        run.elapsed >= std::time::Duration::from_millis(1400),
+        "{:?}",
+        run.elapsed
+    );
+}

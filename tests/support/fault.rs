@@ -52,6 +52,10 @@ pub const PATHS: &[(&str, &str)] = &[
         "the first N requests get STATUS (Retry-After when given), then 200 \"flaky TAG\"",
     ),
     (
+        "/sleep/MS/TAG",
+        "200 titled \"slept TAG\" after MS milliseconds",
+    ),
+    (
         "/goto/HOST/PORT/PATH",
         "302 to http://HOST:PORT/PATH (another server)",
     ),
@@ -130,6 +134,9 @@ struct Stats {
     arrivals: Mutex<Vec<(String, Instant)>>,
     /// What `/robots.txt` answers: a status and a body (404 when unset).
     robots: Mutex<Option<(u16, String)>>,
+    /// Requests being answered right now, and the most at once.
+    busy: AtomicUsize,
+    peak_busy: AtomicUsize,
 }
 
 /// A running fault server.
@@ -181,6 +188,11 @@ impl FaultServer {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The most requests this server was answering at once.
+    pub fn peak_busy(&self) -> usize {
+        self.stats.peak_busy.load(Ordering::SeqCst)
     }
 
     /// Make `/robots.txt` answer `status` with `body` from now on.
@@ -360,7 +372,11 @@ fn serve(mut s: TcpStream, stats: &Stats, stop: &AtomicBool) -> io::Result<()> {
             )?;
             continue;
         }
-        match respond(&mut s, &path, hit, stop)? {
+        let now_busy = stats.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak_busy.fetch_max(now_busy, Ordering::SeqCst);
+        let answered = respond(&mut s, &path, hit, stop);
+        stats.busy.fetch_sub(1, Ordering::SeqCst);
+        match answered? {
             Next::KeepAlive if !req.close => continue,
             Next::Abort => return Ok(()),
             _ => break,
@@ -679,6 +695,18 @@ fn respond(s: &mut TcpStream, path: &str, hit: u64, stop: &AtomicBool) -> io::Re
             } else {
                 full(s, "200 OK", html, "", &title_doc(&format!("flaky {tag}")))?;
             }
+            Ok(Next::KeepAlive)
+        }
+        // `/sleep/MS/TAG`: a 200 titled "slept TAG" after MS milliseconds.
+        p if p.starts_with("/sleep/") => {
+            let mut parts = p["/sleep/".len()..].splitn(2, '/');
+            let ms = parts
+                .next()
+                .and_then(|m| m.parse::<u64>().ok())
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            let tag = parts.next().unwrap_or("");
+            full(s, "200 OK", html, "", &title_doc(&format!("slept {tag}")))?;
             Ok(Next::KeepAlive)
         }
         p if p.starts_with("/keepalive/") => {
