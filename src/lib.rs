@@ -39,5 +39,6 @@ mod record;
 mod retry;
 mod robots;
 mod sched;
+mod spill;
 mod spool;
 mod worker;

@@ -285,6 +285,15 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         self.active
     }
 
+    /// Jobs of `key` waiting for a slot.
+    pub(crate) fn queued_for<Q>(&self, key: &Q) -> usize
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.hosts.get(key).map_or(0, |h| h.queue.len())
+    }
+
     /// Jobs waiting for a slot.
     pub(crate) fn queued(&self) -> usize {
         self.queued

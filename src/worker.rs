@@ -34,6 +34,14 @@ use crate::options::FetchOptions;
 use crate::record::Record;
 use crate::retry;
 use crate::sched::{Handout, Scheduler};
+use crate::spill::Spill;
+
+/// One host may hold this fraction of a worker's queue bound in memory (at least
+/// [`MIN_HOST_QUEUE`] jobs); its further jobs spill to disk (`spill`), so intake never
+/// waits on one host while others have room.
+pub const HOST_QUEUE_SHARE: usize = 8;
+/// Jobs one host may always hold in memory.
+pub const MIN_HOST_QUEUE: usize = 64;
 
 /// How often a worker closes parked keep-alive connections that got too old.
 pub const IDLE_SWEEP: Duration = Duration::from_secs(5);
@@ -80,6 +88,10 @@ struct Worker {
     ip_gate: Option<Arc<IpGate>>,
     /// Hosts blocked because their address is at its `--per-ip` cap, by address.
     blocked: RefCell<HashMap<IpAddr, Vec<String>>>,
+    /// Jobs of hosts past their share of the queue, on disk.
+    spill: RefCell<Spill>,
+    /// A host's share of the queue (jobs kept in memory).
+    host_cap: usize,
 }
 
 /// Jobs waiting for their next attempt, by due time: they hold no slot and no connection.
@@ -166,6 +178,8 @@ async fn live(
         broken: Cell::new(false),
         ip_gate: w.ip_gate,
         blocked: RefCell::new(HashMap::new()),
+        spill: RefCell::new(Spill::default()),
+        host_cap: (w.max_queued / HOST_QUEUE_SHARE).max(MIN_HOST_QUEUE),
     });
     worker_loop(worker.clone(), rx, done_rx, w.max_queued).await;
     worker.ctx.close_idle().await;
@@ -192,11 +206,13 @@ async fn worker_loop(
             // Abandon what has not started; running slots finish their current job only.
             w.sched.borrow_mut().abandon_queued();
             w.retries.borrow_mut().clear();
+            w.spill.borrow_mut().clear();
         }
         let now = Instant::now();
         for (key, item) in w.retries.borrow_mut().take_due(now) {
             w.sched.borrow_mut().push(key, item);
         }
+        w.refill();
         let mut starved = false;
         loop {
             let next = w.sched.borrow_mut().start_next_if(now, || {
@@ -227,17 +243,14 @@ async fn worker_loop(
         // Published after starting what could start, so other workers know at once whether
         // they may borrow this worker's idle share.
         w.gate.set_queued(w.index, queued);
-        if !open && idle && retrying == 0 {
+        if !open && idle && retrying == 0 && w.spill.borrow().total() == 0 {
             break;
         }
         let take = open && queued + retrying < max_queued;
         let wake = wake.into_iter().chain(retry_due).min();
         tokio::select! {
             item = rx.recv(), if take => match item {
-                Some(item) => {
-                    let key = host_key(&item.url);
-                    w.sched.borrow_mut().push(key, item);
-                }
+                Some(item) => w.enqueue(item),
                 None => open = false,
             },
             _ = done_rx.recv() => {}
@@ -312,6 +325,66 @@ impl Worker {
             }
         }
         (attempt, panicked)
+    }
+
+    /// Queue a job from intake: in memory, or on disk when its host has its share already.
+    fn enqueue(&self, item: WorkItem) {
+        let key = host_key(&item.url);
+        let spilling = self.spill.borrow().len(&key) > 0
+            || self.sched.borrow().queued_for(&key) >= self.host_cap;
+        if spilling {
+            match self.spill.borrow_mut().push(&key, &item.job) {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot spill a host's queue to disk; keeping it in memory"
+                ),
+            }
+        }
+        self.sched.borrow_mut().push(key, item);
+    }
+
+    /// Bring spilled jobs back for hosts whose queue went below half their share.
+    fn refill(&self) {
+        if self.spill.borrow().total() == 0 {
+            return;
+        }
+        let half = self.host_cap / 2;
+        let keys = self.spill.borrow().keys();
+        for key in keys {
+            let queued = self.sched.borrow().queued_for(&key);
+            if queued >= half {
+                continue;
+            }
+            let jobs = match self.spill.borrow_mut().take(&key, self.host_cap - queued) {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    // Jobs that cannot be had back would never get a record: the engine
+                    // fails (the daemon restarts, and recovery fetches what had none).
+                    self.health.fail(format!(
+                        "worker {} cannot read back spilled jobs of {key}: {e}",
+                        self.index
+                    ));
+                    return;
+                }
+            };
+            for job in jobs {
+                match url::Url::parse(&job.url) {
+                    Ok(url) => self
+                        .sched
+                        .borrow_mut()
+                        .push(key.clone(), WorkItem { job, url }),
+                    Err(e) => {
+                        let rec = job.error_record(
+                            ErrorKind::Internal,
+                            format!("spilled job lost its URL: {e}"),
+                        );
+                        self.ctx.counters.count(&rec);
+                        let _ = self.records.send(rec);
+                    }
+                }
+            }
+        }
     }
 
     /// Unblock as many hosts of each blocked address as it has free permits.

@@ -327,3 +327,47 @@ fn per_ip_caps_requests_to_one_address_across_host_names() {
         run.elapsed
     );
 }
+
+/// A slow host with far more URLs than a worker's queue holds does not hold up intake: the
+/// live hosts' URLs after it in the list are fetched at once (its overflow waits on disk),
+/// so their records come out long before the slow host's last ones.
+#[test]
+fn a_slow_host_with_a_long_list_does_not_hold_up_other_hosts() {
+    let slow = FaultServer::start();
+    let live = FaultServer::start();
+    let mut list = String::new();
+    for i in 0..20_000 {
+        list.push_str(&slow.url(&format!("/sleep/5/{i}")));
+        list.push('\n');
+    }
+    for i in 0..500 {
+        list.push_str(&live.url(&format!("/keepalive/{i}")));
+        list.push('\n');
+    }
+    let run = run_fetch(
+        &[
+            "-q",
+            "-i",
+            "-",
+            "-c",
+            "60",
+            "--per-host",
+            "20",
+            "--threads",
+            "1",
+        ],
+        Some(list.as_bytes()),
+    );
+    run.assert_success();
+    assert_eq!(run.records.len(), 20_500);
+    let last_live = run
+        .records
+        .iter()
+        .rposition(|r| r["url"].as_str().unwrap().contains("/keepalive/"))
+        .unwrap();
+    assert!(
+        last_live < 5_000,
+        "the live URLs waited behind the slow host: the last one was record {last_live}"
+    );
+    assert!(run.records.iter().all(|r| r["status"] == 200));
+}
