@@ -222,7 +222,8 @@ async fn worker_loop(
             let Some(handout) = next else { break };
             // The slot future is spawned inside combinators, not an `async move` block that
             // awaits it (which would store it twice: the captured value and the awaitee).
-            let slot = run_slot(w.clone(), handout);
+            let Handout { key, job, start_at } = handout;
+            let slot = run_slot(w.clone(), key, Some(job), start_at);
             let watch = w.clone();
             tokio_uring::spawn(std::panic::AssertUnwindSafe(slot).catch_unwind().map(
                 move |ended| {
@@ -467,15 +468,11 @@ async fn ip_released(w: &Worker) {
 )]
 fn run_slot(
     w: Rc<Worker>,
-    handout: Handout<String, WorkItem>,
+    key: String,
+    mut item: Option<WorkItem>,
+    mut start_at: Instant,
 ) -> impl std::future::Future<Output = ()> {
     async move {
-        let Handout {
-            key,
-            job,
-            mut start_at,
-        } = handout;
-        let mut item = Some(job);
         let mut held: Option<Held> = None;
         loop {
             if start_at > Instant::now() {
