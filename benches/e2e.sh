@@ -11,7 +11,9 @@
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
 #!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed),
 #!      RCBENCH_KA_URLS (URLs of the keepalive scenario, default 500000), RCBENCH_PERF=FILE
-#!      (keepalive: also record a `perf` profile of one more ringcrawl run into FILE).
+#!      (keepalive: also record a `perf` profile of one more ringcrawl run into FILE),
+#!      RCBENCH_CALLGRIND=FILE (keepalive: count one more run's instructions with callgrind:
+#!      per URL, in user space, repeatable whatever else the machine does).
 #!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
 #!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
 #!      rounds, default 1).
@@ -406,6 +408,19 @@ for i in range(n):
     print(f"http://h{i % 1000:04d}.site.test/missing/{i // 1000}")
 EOF2
         measure keepalive.ringcrawl "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300
+        if [[ -n ${RCBENCH_CALLGRIND:-} ]]; then   # instructions of one more run (user space)
+            valgrind --tool=callgrind --callgrind-out-file="$RCBENCH_CALLGRIND" \
+                "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300 -q 2>/dev/null || true
+            python3 - "$RCBENCH_CALLGRIND" "$n" <<'EOF2'
+import re, sys
+total = 0
+for l in open(sys.argv[1]):
+    m = re.match(r"summary: (\d+)", l) or re.match(r"totals: (\d+)", l)
+    if m:
+        total = int(m.group(1))
+print(f"    callgrind: {total / int(sys.argv[2]):.0f} instructions per URL in user space ({total} in all)")
+EOF2
+        fi
         if [[ -n ${RCBENCH_PERF:-} ]]; then   # a profile of one more run, for `perf report -i`
             perf record -F 499 --call-graph dwarf,32768 -o "$RCBENCH_PERF" -- \
                 "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300 -q 2>/dev/null || true
