@@ -37,6 +37,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -426,6 +427,11 @@ pub trait TailFile {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Make what was appended durable.
     fn sync(&mut self) -> io::Result<()>;
+    /// Reserve room for `len` bytes at `offset` without writing them, so that a write there
+    /// cannot fail half-way for want of space. The default reserves nothing.
+    fn reserve(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The end of the journal file as the writer knows it, without I/O of its own: the records
@@ -480,9 +486,11 @@ impl Tail {
         self.written_len
     }
 
-    /// Write the queued bytes (doing a pending cut first). On failure the file is to be cut
-    /// back to its length before this write, and the bytes stay queued.
-    pub fn write(&mut self, f: &mut dyn TailFile) -> io::Result<usize> {
+    /// Write the queued bytes (doing a pending cut first; with `reserve`, reserving their
+    /// room first, so that a full disk fails the write before any byte is written). On
+    /// failure the file is cut back at once to its length before this write (or that cut is
+    /// left pending when it fails too), and the bytes stay queued.
+    pub fn write(&mut self, f: &mut dyn TailFile, reserve: bool) -> io::Result<usize> {
         if let Some(len) = self.cut_to {
             f.truncate(len)?;
             self.cut_to = None;
@@ -490,8 +498,11 @@ impl Tail {
         if self.buf.is_empty() {
             return Ok(0);
         }
+        if reserve {
+            f.reserve(self.written_len, self.buf.len() as u64)?;
+        }
         if let Err(e) = f.append(&self.buf) {
-            self.cut_to = Some(self.written_len);
+            self.cut_now(f, self.written_len);
             return Err(e);
         }
         let n = self.buf.len();
@@ -507,7 +518,7 @@ impl Tail {
     /// length and the unsynced bytes are queued again, ahead of the rest.
     pub fn sync(&mut self, f: &mut dyn TailFile) -> io::Result<()> {
         if let Err(e) = f.sync() {
-            self.cut_to = Some(self.synced_len);
+            self.cut_now(f, self.synced_len);
             self.written_len = self.synced_len;
             let mut again = std::mem::take(&mut self.unsynced);
             again.extend_from_slice(&self.buf);
@@ -517,6 +528,11 @@ impl Tail {
         self.synced_len = self.written_len;
         self.unsynced.clear();
         Ok(())
+    }
+
+    /// Cut the file back to `len` now; if that fails, before the next write.
+    fn cut_now(&mut self, f: &mut dyn TailFile, len: u64) {
+        self.cut_to = f.truncate(len).is_err().then_some(len);
     }
 
     /// The file stops (or starts) being fsync'd: what was written counts as durable.
@@ -603,6 +619,29 @@ impl TailFile for Output {
         match self {
             Output::File { file, .. } => file.sync_data(),
             Output::Stdout(_) => Ok(()),
+        }
+    }
+
+    fn reserve(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let Output::File { file, .. } = self else {
+            return Ok(());
+        };
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Ok(());
+        };
+        // SAFETY: fallocate only reads the descriptor number, which `file` keeps open for the
+        // call; KEEP_SIZE allocates blocks without changing the file's length or contents.
+        let rc =
+            unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // A file system that cannot reserve: the write itself will tell.
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(()),
+            _ => Err(e),
         }
     }
 }
@@ -731,13 +770,16 @@ impl Writer {
     }
 
     fn write_batch(&mut self) -> Result<(), JournalError> {
-        let written = self
-            .tail
-            .write(&mut self.out)
-            .map_err(|source| JournalError::Write {
-                path: self.out.path(),
-                source,
-            })?;
+        // A paused writer reserves the room first: its retries never leave part of a batch
+        // behind, even for an instant.
+        let reserve = self.paused.is_some();
+        let written =
+            self.tail
+                .write(&mut self.out, reserve)
+                .map_err(|source| JournalError::Write {
+                    path: self.out.path(),
+                    source,
+                })?;
         if written > 0 {
             self.stats.writes += 1;
             self.stats.bytes += written as u64;
@@ -879,7 +921,7 @@ impl Writer {
                 let records = self.pending_records;
                 let bytes = self.tail.abandon();
                 // Leave no partial record behind: cut back to what is durable.
-                let cut = self.tail.write(&mut self.out);
+                let cut = self.tail.write(&mut self.out, false);
                 self.stats.dropped += records;
                 tracing::error!(
                     error = %e,
@@ -1066,6 +1108,12 @@ mod tests {
             self.durable = self.durable.min(self.data.len());
             Ok(())
         }
+        fn reserve(&mut self, offset: u64, len: u64) -> io::Result<()> {
+            if offset as usize + len as usize > self.room {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            Ok(())
+        }
         fn sync(&mut self) -> io::Result<()> {
             if self.fail_syncs > 0 {
                 self.fail_syncs -= 1;
@@ -1100,15 +1148,19 @@ mod tests {
             for l in batch {
                 tail.buf_mut().extend_from_slice(l.as_bytes());
             }
+            let mut reserve = false;
             while tail
-                .write(&mut disk)
+                .write(&mut disk, reserve)
                 .and_then(|_| tail.sync(&mut disk))
                 .is_err()
             {
                 failures += 1;
-                // The file holds a partial batch now; the retry cuts it first.
+                // The partial batch was cut at once; the batch is kept for the retry, which
+                // reserves its room first (a paused writer).
                 assert!(tail.queued() > 0, "the batch is kept");
-                disk.room += 300; // some room was made
+                assert_eq!(complete_lines(&disk.data).concat().len(), disk.data.len());
+                reserve = true;
+                disk.room += 150; // some room was made
             }
             assert_eq!(tail.written_len(), disk.data.len() as u64);
         }
@@ -1122,11 +1174,11 @@ mod tests {
         let mut disk = SmallDisk::new(usize::MAX);
         let mut tail = Tail::new(0, true);
         tail.buf_mut().extend_from_slice(line(1).as_bytes());
-        tail.write(&mut disk).unwrap();
+        tail.write(&mut disk, false).unwrap();
         tail.sync(&mut disk).unwrap();
         for i in 2..5 {
             tail.buf_mut().extend_from_slice(line(i).as_bytes());
-            tail.write(&mut disk).unwrap();
+            tail.write(&mut disk, false).unwrap();
         }
         let before = tail.written_len();
         disk.fail_syncs = 2;
@@ -1137,8 +1189,8 @@ mod tests {
             "back to the synced length"
         );
         tail.buf_mut().extend_from_slice(line(5).as_bytes());
-        assert!(tail.write(&mut disk).is_ok() && tail.sync(&mut disk).is_err());
-        tail.write(&mut disk).unwrap();
+        assert!(tail.write(&mut disk, false).is_ok() && tail.sync(&mut disk).is_err());
+        tail.write(&mut disk, false).unwrap();
         tail.sync(&mut disk).unwrap();
         assert!(tail.written_len() > before);
         let want: Vec<String> = (1..=5).map(line).collect();
@@ -1151,18 +1203,18 @@ mod tests {
         let mut disk = SmallDisk::new(usize::MAX);
         let mut tail = Tail::new(0, true);
         tail.buf_mut().extend_from_slice(line(1).as_bytes());
-        tail.write(&mut disk).unwrap();
+        tail.write(&mut disk, false).unwrap();
         tail.sync(&mut disk).unwrap();
         tail.buf_mut().extend_from_slice(line(2).as_bytes());
-        tail.write(&mut disk).unwrap();
+        tail.write(&mut disk, false).unwrap();
         tail.buf_mut().extend_from_slice(line(3).as_bytes());
         assert_eq!(tail.abandon(), line(2).len() + line(3).len());
-        tail.write(&mut disk).unwrap();
+        tail.write(&mut disk, false).unwrap();
         assert_eq!(complete_lines(&disk.data), vec![line(1)]);
         // Without fsync (policy never), a write is what counts.
         let mut tail = Tail::new(disk.data.len() as u64, false);
         tail.buf_mut().extend_from_slice(line(4).as_bytes());
-        tail.write(&mut disk).unwrap();
+        tail.write(&mut disk, false).unwrap();
         assert_eq!(tail.abandon(), 0);
         assert_eq!(complete_lines(&disk.data), vec![line(1), line(4)]);
     }
