@@ -26,6 +26,7 @@ use crate::job::Summary;
 use crate::journal::{FsyncPolicy, Journal, Target};
 use crate::load::LoadError;
 use crate::progress::{ProgressDisplay, TICK};
+use crate::spool::results::{self, ListEnd};
 use crate::spool::SpoolError;
 
 /// Exit code of a runtime failure.
@@ -407,10 +408,32 @@ fn submit(args: SubmitArgs) -> Outcome {
         SpoolError::Input { .. } => usage(e),
         e => e.into(),
     })?;
-    for path in queued {
-        println!("queued {}", path.display());
+    if !args.wait {
+        for path in queued {
+            println!("queued {}", path.display());
+        }
+        return Ok(());
     }
-    Ok(())
+    for path in &queued {
+        eprintln!("queued {}", path.display());
+    }
+    let mut out = io::stdout().lock();
+    let mut bad = Vec::new();
+    for path in &queued {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let ListEnd::Bad(why) = results::wait(&spool, &name, &mut out)? {
+            bad.push(format!("list {name} went to bad/: {why}"));
+        }
+    }
+    out.flush()?;
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(bad.join("\n")).into())
+    }
 }
 
 #[cfg(test)]
