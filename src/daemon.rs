@@ -170,7 +170,8 @@ where
         cfg.summary_line()
     );
     let spool = Spool::open(&cfg.restart.spool)?;
-    let history = Arc::new(Mutex::new(load_history(&spool, &cfg)?));
+    let (history, reseeded) = load_history(&spool, &cfg)?;
+    let history = Arc::new(Mutex::new(history));
     let out_dir = spool.path(results::OUT, "");
     match results::acls_supported(&out_dir) {
         Ok(true) => {}
@@ -221,7 +222,7 @@ where
         files_done: 0,
         files_bad: 0,
     };
-    let recovered = d.recover()?;
+    let recovered = d.recover(reseeded)?;
     d.backend = Some(Arc::new(start(&d.cfg.restart.fetch, records)?));
     start_inotify(&d.spool, d.tx.clone());
     for (list, want, skip) in recovered {
@@ -246,9 +247,10 @@ where
     }
 }
 
-/// The journal history; when there is none yet but lists claimed by an older version are in
-/// `cur/`, it starts with the journal files they may have records in.
-fn load_history(spool: &Spool, cfg: &Config) -> Result<History, DaemonError> {
+/// The journal history; when there is none (yet, or any more) but lists are in `cur/`, it
+/// starts with the journal files they may have records in, and `true`: their claim records'
+/// segment numbers then mean nothing.
+fn load_history(spool: &Spool, cfg: &Config) -> Result<(History, bool), DaemonError> {
     let path = spool.path(spool::CUR, HISTORY_FILE);
     let state_err = |cause| SpoolError::State {
         path: path.clone(),
@@ -256,16 +258,17 @@ fn load_history(spool: &Spool, cfg: &Config) -> Result<History, DaemonError> {
     };
     let mut history = History::load(path.clone()).map_err(state_err)?;
     if history.is_empty() {
-        if let Some(oldest) = spool.unrecorded_claims()?.into_iter().min() {
+        if let Some(oldest) = spool.claim_ctimes()?.into_iter().min() {
             let files = scan::journal_candidates(&cfg.live.journal, oldest);
             history.seed(&files).map_err(state_err)?;
+            return Ok((history, true));
         }
     } else if let Some(last) = history.segments().last() {
         if std::path::Path::new(&last.path) != cfg.live.journal {
             tracing::info!(was = last.path, now = %cfg.live.journal.display(), "journal path changed since the last run: recovery reads the old journal too");
         }
     }
-    Ok(history)
+    Ok((history, false))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,10 +345,14 @@ impl<B: Backend + Sync> Daemon<B> {
     /// Entries in `cur/` at start: send what is not a list to `bad/`, scan the journal
     /// history once, and return, per list, where its records are and the lines that
     /// already have one.
-    fn recover(&mut self) -> Result<Vec<(spool::Opened, Want, LineSet)>, DaemonError> {
+    fn recover(
+        &mut self,
+        reseeded: bool,
+    ) -> Result<Vec<(spool::Opened, Want, LineSet)>, DaemonError> {
         let history = self.history.clone();
         let is_journal = |dev, ino| lock(&history).holds(dev, ino);
         let first = lock(&self.history).first();
+        let known = |seq| !reseeded && lock(&history).segments().iter().any(|s| s.seq == seq);
         let mut lists = Vec::new();
         let mut wanted = HashMap::new();
         for entry in self.spool.in_progress(&is_journal)? {
@@ -360,10 +367,17 @@ impl<B: Backend + Sync> Daemon<B> {
                     ..
                 } => {
                     let want = match claim {
-                        Some(c) => Want {
+                        Some(c) if known(c.journal.seq) => Want {
                             from: c.journal,
                             not_before: None,
                         },
+                        Some(c) => {
+                            tracing::warn!(src = list.name, segment = c.journal.seq, "the journal history lacks this list's claim segment (was cur/.journals removed?): its records are told apart by their time");
+                            Want {
+                                from: first,
+                                not_before: Some(ctime_ts),
+                            }
+                        }
                         None => {
                             tracing::warn!(src = list.name, "list claimed by an older version (no claim record): its records are told apart by their time");
                             Want {
@@ -1018,7 +1032,7 @@ mod tests {
     use super::*;
     use crate::engine::Stopped;
     use crate::intake::InputLine;
-    use crate::journal::FsyncPolicy;
+    use crate::journal::{FsyncPolicy, CONTROL_POLL};
     use crate::record::Record;
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
@@ -1291,6 +1305,33 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         std::fs::set_permissions(&listed, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+        let d = start(cfg, u64::MAX);
+        wait_for("list done", || count(&spool_dir.join("done")) == 1);
+        d.stop().unwrap();
+        let keys = journal_keys(&[&journal]);
+        assert_eq!(
+            keys.keys().cloned().collect::<Vec<_>>(),
+            expected(&name, 100)
+        );
+        assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
+    }
+
+    #[test]
+    fn a_lost_journal_history_falls_back_to_the_claim_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
+        let d = start(cfg.clone(), 30);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        // Segment numbers that a new history would not give again.
+        for _ in 0..3 {
+            d.tx.send(Event::Reopen).unwrap();
+            std::thread::sleep(CONTROL_POLL * 3);
+        }
+        let name = queue(&spool_dir, write_list(dir.path(), "lost.txt", 100));
+        wait_for("30 records", || journal_keys(&[&journal]).len() == 30);
+        d.stop().unwrap();
+        std::fs::remove_file(spool_dir.join("cur").join(HISTORY_FILE)).unwrap();
         let d = start(cfg, u64::MAX);
         wait_for("list done", || count(&spool_dir.join("done")) == 1);
         d.stop().unwrap();

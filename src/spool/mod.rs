@@ -46,8 +46,8 @@
 //!    from the oldest claim on, and builds, for the lists in `cur/` only, a bitmap of the line
 //!    numbers that have a record at or after the list's claim position. No clock is involved:
 //!    a record before the claim belongs to an earlier list of the same name. A list claimed
-//!    by a version without claim records falls back to the old rule (records whose `ts` is
-//!    not older than the list's ctime).
+//!    by a version without claim records (or every list, when the history was lost) falls
+//!    back to the old rule (records whose `ts` is not older than the list's ctime).
 //! 5. Each file in `cur/` is read again from the start and only lines missing from its bitmap
 //!    are submitted. A record is written for a line at most once per run (the engine's
 //!    contract) and a line journaled in an earlier run is skipped, so every line ends with
@@ -402,27 +402,19 @@ impl Spool {
         })
     }
 
-    /// Lists in `cur/` without a claim record (claimed by an older version), with their
-    /// ctime: where the journal history must start when there is none yet.
-    pub(crate) fn unrecorded_claims(&self) -> Result<Vec<SystemTime>, SpoolError> {
-        let cur = self.root.join(CUR);
-        let mut out = Vec::new();
-        for (name, meta) in self.entries(CUR)? {
-            let Some(name) = name.to_str() else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let rec = state::read_claim(&cur, name).unwrap_or(None);
-            if rec.is_none() {
-                out.push(
-                    SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0)),
-                );
-            }
-        }
-        Ok(out)
+    /// The ctimes of the lists in `cur/`: when there is no journal history, it starts with the
+    /// journal files modified since the oldest (lists claimed by an older version, or whose
+    /// history was lost, are matched by time in them).
+    pub(crate) fn claim_ctimes(&self) -> Result<Vec<SystemTime>, SpoolError> {
+        Ok(self
+            .entries(CUR)?
+            .into_iter()
+            .filter(|(_, meta)| meta.is_file())
+            .map(|(_, meta)| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(u64::try_from(meta.ctime()).unwrap_or(0))
+            })
+            .collect())
     }
 
     /// The entries of `cur/` at start, checked like a fresh claim; claim records without
@@ -1237,7 +1229,11 @@ mod tests {
         state::write_claim(&cur, "new.txt", &rec).unwrap();
         state::write_claim(&cur, "gone.txt", &rec).unwrap();
         std::os::unix::fs::symlink(dir.path().join("nowhere"), cur.join("dangling")).unwrap();
-        assert_eq!(spool.unrecorded_claims().unwrap().len(), 1, "old.txt");
+        assert_eq!(
+            spool.claim_ctimes().unwrap().len(),
+            2,
+            "the lists, not the link"
+        );
         let mut lists = Vec::new();
         let mut unfit = Vec::new();
         for e in spool.in_progress(&no_journal).unwrap() {
