@@ -70,6 +70,11 @@ pub const READER_BUFFER: usize = 64 * 1024;
 pub const EXTEND_BY: Duration = Duration::from_secs(30);
 /// ...when recovery begins and then every this often.
 pub const EXTEND_EVERY: Duration = Duration::from_secs(10);
+/// After a list's results could not be written (a full spool disk...), the list stays in
+/// `cur/` and they are tried again after this, doubling up to [`RESULTS_RETRY_MAX`].
+pub const RESULTS_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// See [`RESULTS_RETRY_FIRST`].
+pub const RESULTS_RETRY_MAX: Duration = Duration::from_secs(60);
 /// inotify read buffer.
 const INOTIFY_BUFFER: usize = 4096;
 
@@ -307,6 +312,8 @@ impl From<DaemonError> for LoopEnd {
 struct Active {
     /// Where its records are in the journal.
     want: Want,
+    /// Who may read its results.
+    owner: u32,
     submitted: Arc<AtomicU64>,
     durable: u64,
     /// The reader reached the end of the file (or failed).
@@ -320,6 +327,10 @@ struct Active {
     finish: Option<Sender<ListEnd>>,
     /// How it ended, once `finish` was sent.
     end: Option<ListEnd>,
+    /// Writing its results failed this many times in a row...
+    results_failures: u32,
+    /// ...and is tried again then.
+    retry_results: Option<Instant>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -440,6 +451,7 @@ impl<B: Backend + Sync> Daemon<B> {
             if self.want_scan {
                 self.claim_new()?;
             }
+            self.retry_results()?;
             let now = Instant::now();
             let wait = [next_status, next_rescan]
                 .into_iter()
@@ -603,8 +615,24 @@ impl<B: Backend + Sync> Daemon<B> {
             Ok(Some(_)) => {}
             Ok(None) => return, // stopped first: the list stays in cur/
             Err(e) => {
-                tracing::error!(src, error = %e, "cannot write the list's results to out/ (its records are in the journal)")
+                let wait = RESULTS_RETRY_FIRST
+                    .saturating_mul(1 << a.results_failures.min(16))
+                    .min(RESULTS_RETRY_MAX);
+                if a.results_failures == 0 {
+                    tracing::error!(src, error = %e, "cannot write the list's results to out/; the list stays in cur/ and they are tried again");
+                }
+                a.results_failures += 1;
+                a.retry_results = Some(Instant::now() + wait);
+                self.active.insert(src.to_string(), a);
+                return;
             }
+        }
+        if a.results_failures > 0 {
+            tracing::info!(
+                src,
+                tries = a.results_failures + 1,
+                "list's results written"
+            );
         }
         self.want_scan = true;
         let outcome = match a.end {
@@ -727,6 +755,7 @@ impl<B: Backend + Sync> Daemon<B> {
         let history = self.history.clone();
         let out_dir = self.spool.path(results::OUT, "");
         let name = list.name.clone();
+        let list_owner = list.owner;
         let job_want = want.clone();
         let thread = std::thread::Builder::new()
             .name(format!("list {name}"))
@@ -747,20 +776,20 @@ impl<B: Backend + Sync> Daemon<B> {
                 };
                 let job = ResultsJob {
                     out_dir,
-                    name: name.clone(),
+                    name,
                     owner,
                     want: job_want,
-                    segments: lock(&history).segments().to_vec(),
+                    segments: Vec::new(),
                     end,
                 };
-                let result = results::write(&job, &stop);
-                let _ = tx.send(Event::Finished { src: name, result });
+                write_results(job, &history, &stop, &tx);
             })
             .map_err(DaemonError::Thread)?;
         self.active.insert(
             name,
             Active {
                 want,
+                owner: list_owner,
                 submitted,
                 durable: 0,
                 eof: false,
@@ -768,9 +797,37 @@ impl<B: Backend + Sync> Daemon<B> {
                 stopped: false,
                 finish: Some(finish_tx),
                 end: None,
+                results_failures: 0,
+                retry_results: None,
                 thread: Some(thread),
             },
         );
+        Ok(())
+    }
+
+    /// Try again to write the results of the lists whose last try failed, when due.
+    fn retry_results(&mut self) -> Result<(), DaemonError> {
+        let now = Instant::now();
+        for (name, a) in &mut self.active {
+            if a.retry_results.is_none_or(|at| now < at) || self.stop.load(Ordering::Acquire) {
+                continue;
+            }
+            a.retry_results = None;
+            let job = ResultsJob {
+                out_dir: self.spool.path(results::OUT, ""),
+                name: name.clone(),
+                owner: a.owner,
+                want: a.want.clone(),
+                segments: Vec::new(),
+                end: a.end.clone().unwrap_or(ListEnd::Done),
+            };
+            let (history, stop, tx) = (self.history.clone(), self.stop.clone(), self.tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("results {name}"))
+                .spawn(move || write_results(job, &history, &stop, &tx))
+                .map_err(DaemonError::Thread)?;
+            a.thread = Some(thread);
+        }
         Ok(())
     }
 
@@ -902,6 +959,22 @@ impl<B: Backend + Sync> Daemon<B> {
         );
         Ok(summary)
     }
+}
+
+/// Write a list's results (from the journal history as it is now: `job.segments` is filled
+/// here) and report it.
+fn write_results(
+    mut job: ResultsJob,
+    history: &Mutex<History>,
+    stop: &AtomicBool,
+    tx: &Sender<Event>,
+) {
+    job.segments = lock(history).segments().to_vec();
+    let result = results::write(&job, stop);
+    let _ = tx.send(Event::Finished {
+        src: job.name,
+        result,
+    });
 }
 
 /// `EXTEND_TIMEOUT_USEC` for [`EXTEND_BY`].
@@ -1422,6 +1495,32 @@ mod tests {
             )),
             "{status}"
         );
+    }
+
+    #[test]
+    fn results_that_cannot_be_written_are_tried_again_and_the_list_waits_in_cur() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
+        let d = start(cfg, u64::MAX);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        // out/ is not a directory for a while: no result can be written.
+        let out = spool_dir.join(results::OUT);
+        let aside = dir.path().join("out-aside");
+        std::fs::rename(&out, &aside).unwrap();
+        std::fs::write(&out, "").unwrap();
+        let name = queue(&spool_dir, write_list(dir.path(), "wait.txt", 20));
+        wait_for("records", || {
+            journal_keys(&[&journal]).len() == expected(&name, 20).len()
+        });
+        std::thread::sleep(RESULTS_RETRY_FIRST * 2);
+        assert!(spool_dir.join("cur").join(&name).exists(), "waits in cur/");
+        std::fs::remove_file(&out).unwrap();
+        std::fs::rename(&aside, &out).unwrap();
+        wait_for("done", || count(&spool_dir.join("done")) == 1);
+        d.stop().unwrap();
+        let status = std::fs::read_to_string(out.join(format!("{name}.status"))).unwrap();
+        assert_eq!(status, format!("done {}\n", expected(&name, 20).len()));
     }
 
     #[test]

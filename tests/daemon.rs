@@ -434,7 +434,12 @@ fn assert_exactly_once(
         .filter(|(_, v)| v.len() != 1)
         .map(|(k, _)| k)
         .collect();
-    assert!(dups.is_empty(), "duplicate records: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "{} lines with duplicate records, e.g. {:?}",
+        dups.len(),
+        &dups[..dups.len().min(5)]
+    );
     let missing: Vec<_> = want.iter().filter(|k| !got.contains_key(*k)).collect();
     assert!(
         missing.is_empty(),
