@@ -1,9 +1,11 @@
 //! The `ringcrawl` command, all of it but the `main` stub in `src/main.rs`: parse the
-//! command line, build the options, run the chosen mode (`fetch`, `run`, `submit`, `load`),
-//! print the summary, and turn the outcome into an exit code: 0 ok, 1 runtime failure, 2
-//! usage error (a bad flag value, an unusable config or input file, no URLs, a bad URL for
-//! `load`; clap's own parse errors included). Every error is printed as one line per cause
-//! (several only when a config file has several problems), each cause once.
+//! command line, build the options, set up logging (for a person on a terminal, or for
+//! journald: `<N>` priorities, no colours, no timestamps), run the chosen mode (`fetch`,
+//! `run`, `submit`, `load`), print the summary, and turn the outcome into an exit code: 0
+//! ok, 1 runtime failure, 2 usage error (a bad flag value, an unusable config or input file,
+//! no URLs, a bad URL for `load`; clap's own parse errors included). Every error is printed
+//! as one line per cause (several only when a config file has several problems), each cause
+//! once.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -24,6 +26,7 @@ use crate::job::Summary;
 use crate::journal::{FsyncPolicy, Journal, Target};
 use crate::load::LoadError;
 use crate::progress::{ProgressDisplay, TICK};
+use crate::spool::results::{self, ListEnd};
 use crate::spool::SpoolError;
 
 /// Exit code of a runtime failure.
@@ -139,13 +142,67 @@ fn clap_one_line(rendered: &str) -> String {
     out
 }
 
+/// Log to stderr at `default` (or `RINGCRAWL_LOG`): for a person on a terminal, with time and
+/// colours; for journald (`JOURNAL_STREAM` set) or any other non-terminal, one line per event
+/// with an sd-daemon `<N>` priority prefix ([`SdPriority`]) and nothing journald adds itself.
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCRAWL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .init();
+        .with_writer(io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() || !io::stderr().is_terminal() {
+        builder
+            .with_ansi(false)
+            .event_format(SdPriority::default())
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The sd-daemon(3) priority of a level: `err` 3, `warning` 4, `info` 6, `debug` 7 (trace
+/// too), so that `journalctl -p err` filters.
+fn sd_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+    }
+}
+
+/// An event as `<N>target: message fields`: the priority prefix journald reads (and strips),
+/// no timestamp (journald has one), no level word (the prefix is the level), no colours.
+struct SdPriority(
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Full, ()>,
+);
+
+impl Default for SdPriority {
+    fn default() -> Self {
+        SdPriority(
+            tracing_subscriber::fmt::format()
+                .without_time()
+                .with_level(false)
+                .with_ansi(false),
+        )
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for SdPriority
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", sd_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn is_stdio(p: Option<&Path>) -> bool {
@@ -375,10 +432,32 @@ fn submit(args: SubmitArgs) -> Outcome {
         SpoolError::Input { .. } => usage(e),
         e => e.into(),
     })?;
-    for path in queued {
-        println!("queued {}", path.display());
+    if !args.wait {
+        for path in queued {
+            println!("queued {}", path.display());
+        }
+        return Ok(());
     }
-    Ok(())
+    for path in &queued {
+        eprintln!("queued {}", path.display());
+    }
+    let mut out = io::stdout().lock();
+    let mut bad = Vec::new();
+    for path in &queued {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let ListEnd::Bad(why) = results::wait(&spool, &name, &mut out)? {
+            bad.push(format!("list {name} went to bad/: {why}"));
+        }
+    }
+    out.flush()?;
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(bad.join("\n")).into())
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +489,52 @@ mod tests {
     fn several_problems_are_several_lines() {
         let e = anyhow::anyhow!("bad value for --a: x\nbad value for --b: y");
         assert_eq!(error_lines(&e).len(), 2);
+    }
+
+    #[test]
+    fn journald_lines_carry_the_priority_and_nothing_journald_adds() {
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .event_format(SdPriority::default())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(path = "/x", "cannot write");
+            tracing::warn!("paused");
+            tracing::info!("ready");
+            tracing::debug!("detail");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        for (line, p) in lines.iter().zip(["<3>", "<4>", "<6>", "<7>"]) {
+            assert!(line.starts_with(p), "{line}");
+            assert!(!line.contains('\x1b'), "no colours: {line}");
+            assert!(!line.contains("ERROR") && !line.contains("WARN"), "{line}");
+            assert!(
+                !line[3..].starts_with(char::is_numeric),
+                "no timestamp: {line}"
+            );
+        }
+        assert_eq!(
+            lines[0],
+            "<3>ringcrawl::app::tests: cannot write path=\"/x\""
+        );
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub(crate) struct SubmitArgs {
     /// Configuration file to take the spool directory from.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Wait until each list is finished and print its records (from SPOOL/out/) on standard
+    /// output; the "queued" lines go to standard error then. Exits 1 if a list went to bad/.
+    #[arg(long)]
+    pub wait: bool,
     /// List files to queue ("-" = standard input).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,

@@ -23,6 +23,12 @@ pub(crate) const DEFAULT_DONE_RETENTION_DAYS: u64 = 7;
 pub(crate) const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_FILES: usize = 4;
 pub(crate) const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(20);
+/// Largest list file read (bytes): 1 GiB, some ten million URLs. A regular file cannot block
+/// or spin a reader, but one that grows for ever (its owner may still hold it open) would
+/// keep one busy without end.
+pub(crate) const DEFAULT_MAX_LIST_BYTES: u64 = 1 << 30;
+/// `daemon.max_list_bytes` at most (1 TiB).
+pub(crate) const MAX_LIST_BYTES_LIMIT: u64 = 1 << 40;
 pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 pub(crate) const MAX_FILES_LIMIT: u64 = 1024;
 pub(crate) const MAX_FSYNC_BATCH_MS: u64 = 60_000;
@@ -81,6 +87,9 @@ pub(crate) struct Reloadable {
     pub max_files: usize,
     /// SIGTERM: how long in-flight fetches may run before they are abandoned.
     pub drain_grace: Duration,
+    /// Bytes of a list read at most; a larger list goes to `bad/` (for lists claimed after
+    /// a reload).
+    pub max_list_bytes: u64,
 }
 
 impl Default for Reloadable {
@@ -94,6 +103,7 @@ impl Default for Reloadable {
             rescan: DEFAULT_RESCAN,
             max_files: DEFAULT_MAX_FILES,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            max_list_bytes: DEFAULT_MAX_LIST_BYTES,
         }
     }
 }
@@ -245,6 +255,11 @@ impl Reloadable {
             "daemon.drain_grace_secs",
             &self.drain_grace,
             &new.drain_grace,
+        );
+        c.cmp(
+            "daemon.max_list_bytes",
+            &self.max_list_bytes,
+            &new.max_list_bytes,
         );
         c.0
     }
@@ -609,6 +624,9 @@ impl Config {
         if let Some(v) = d.secs("daemon.drain_grace_secs") {
             live.drain_grace = v;
         }
+        if let Some(v) = d.int("daemon.max_list_bytes", 1, MAX_LIST_BYTES_LIMIT) {
+            live.max_list_bytes = v;
+        }
         if let Some(s) = d.string("daemon.log_level") {
             if LOG_LEVELS.contains(&s.as_str()) || s.contains('=') {
                 restart.log_level = s;
@@ -714,7 +732,7 @@ impl Config {
         let (r, l, o) = (&self.restart, &self.live, &self.restart.fetch);
         format!(
             "config={} spool={} journal={} fsync={} done_retention={} rescan={:?} max_files={} \
-             drain_grace={:?} log_level={} concurrency={} per_host={} threads={} timeout={:?} \
+             drain_grace={:?} max_list_bytes={} log_level={} concurrency={} per_host={} threads={} timeout={:?} \
              connect_timeout={:?} read_timeout={:?} max_redirects={} max_body={} resolver={} \
              ca_file={} insecure={} follow={} user_agent={:?}",
             self.source
@@ -730,6 +748,7 @@ impl Config {
             l.rescan,
             l.max_files,
             l.drain_grace,
+            l.max_list_bytes,
             r.log_level,
             o.concurrency,
             o.per_host,
@@ -807,6 +826,7 @@ mod tests {
             done_retention_days = 0
             max_files = 9
             drain_grace_secs = 2.5
+            max_list_bytes = 4096
             [fetch]
             concurrency = 100
             per_host = 2
@@ -827,6 +847,7 @@ mod tests {
         assert_eq!(c.live.done_retention, None);
         assert_eq!(c.live.max_files, 9);
         assert_eq!(c.live.drain_grace, Duration::from_millis(2500));
+        assert_eq!(c.live.max_list_bytes, 4096);
         let o = &c.restart.fetch;
         assert_eq!(o.concurrency, 100);
         assert_eq!(o.threads, 3);
@@ -842,6 +863,7 @@ mod tests {
             [daemon]
             fsync = "sometimes"
             max_files = 0
+            max_list_bytes = 0
             spoool = "/x"
             [fetch]
             concurrency = "many"
@@ -856,6 +878,7 @@ mod tests {
             "unknown key `daemon.spoool`",
             "bad value for `daemon.fsync`",
             "bad value for `daemon.max_files`: 0 is out of range",
+            "bad value for `daemon.max_list_bytes`: 0 is out of range",
             "bad value for `fetch.concurrency`: expected an integer, got string",
             "bad value for `fetch.timeout_secs`: -1 is not a number of seconds",
             "bad value for `fetch.resolver`",
@@ -863,7 +886,7 @@ mod tests {
         ] {
             assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
         }
-        assert_eq!(errs.errors.len(), 8, "{msg}");
+        assert_eq!(errs.errors.len(), 9, "{msg}");
     }
 
     #[test]

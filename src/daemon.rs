@@ -1,29 +1,38 @@
-//! `ringcrawl run`: the spool daemon. Owns the event loop that claims list files, starts one
-//! reader thread per file in progress, moves files out of `cur/` once their records are
-//! durable (see `spool` for the exactly-once scheme), and handles signals and sd_notify.
+//! `ringcrawl run`: the spool daemon. Owns the event loop that claims list files, runs one
+//! thread per list in progress, moves lists out of `cur/` once their records are durable
+//! and their results written (see `spool` for the exactly-once scheme and the trust model),
+//! and handles signals, sd_notify and the watchdog.
 //!
 //! - Signals (a small tokio current-thread runtime on its own thread forwards them as events):
-//!   SIGTERM/SIGINT stop claiming, stop the readers, drain the engine for up to
-//!   `drain_grace`, fsync the journal and return Ok (exit 0); SIGHUP reloads the config file,
-//!   applies its reloadable part (`config::Reloadable`: journal path and fsync policy,
-//!   rescan period, max files, drain grace, retention), logs each restart-only change it
-//!   keeps, and reopens the journal; SIGUSR1 only reopens the journal (logrotate `create`).
-//! - One reader thread per list in `cur/` feeds its lines through `spool::feed` (the one
-//!   `intake` reader, whose stop flag is the daemon's, so SIGTERM is not held up by a list
-//!   that is one endless line).
-//! - sd_notify: READY once recovery is done and the engine runs, STATUS with live counts
-//!   every second, WATCHDOG from the event loop (only when `WATCHDOG_USEC` is set), STOPPING.
+//!   SIGTERM/SIGINT stop claiming, stop the list threads, drain the engine for up to
+//!   `drain_grace` (not at all while the journal is paused), stop the journal writer and
+//!   return Ok (exit 0); SIGHUP sends `RELOADING=1`, reloads the config file, applies its
+//!   reloadable part (`config::Reloadable`), logs each restart-only change it keeps, reopens
+//!   the journal, then sends `READY=1`; SIGUSR1 only reopens the journal (logrotate).
+//! - One thread per list in `cur/`: it feeds the list's lines through `spool::feed` (the one
+//!   `intake` reader; the daemon's stop flag ends a read at the next buffer and a wait for
+//!   queue room within a few ms, so no list can hold up SIGTERM), then waits until the list's
+//!   records are durable, then writes its results (`spool::results`).
+//! - Entries that are not lists (a FIFO, a device, a directory, a symbolic link, a socket, a
+//!   name with a control character, the journal itself) go to `bad/`, each logged once.
+//! - A paused journal (full disk: see `journal`) pauses claiming; the engine's backpressure
+//!   pauses intake; STATUS says why; the watchdog counts the blocked workers as idle.
+//! - sd_notify: READY once recovery is done and the engine runs (EXTEND_TIMEOUT_USEC while
+//!   a long recovery scan runs before it), STATUS with live counts every second, WATCHDOG
+//!   from the event loop (only when `WATCHDOG_USEC` is set) while the journal writer and the
+//!   workers show they are alive, STOPPING.
 //! - New files are noticed through inotify on `new/` and a periodic rescan.
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::io::{self, BufReader};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
@@ -31,20 +40,41 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::intake::{ReadError, ReadLimits};
 use crate::job::Summary;
-use crate::journal::{Journal, JournalControl, JournalError, Progress, Target};
+use crate::journal::{
+    Journal, JournalControl, JournalError, JournalSetup, OnOpen, Opened, Progress, Target,
+};
 use crate::options::FetchOptions;
-use crate::spool::{self, FeedStats, JobSink, LineSet, Outcome, Spool, SpoolError};
+use crate::spool::names::escape;
+use crate::spool::results::{self, ListEnd, ResultsJob};
+use crate::spool::scan::{self, Want};
+use crate::spool::state::{History, HISTORY_FILE};
+use crate::spool::{
+    self, Claim, Entry, FeedStats, InProgress, JobSink, LineSet, Outcome, Spool, SpoolError,
+};
 use crate::worker::RecordSender;
 
 /// Period of STATUS updates (and the longest event-loop sleep).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// A worker that has not shown it is alive for this long is stuck (a worker's loop turns at
-/// least every `worker::IDLE_SWEEP`, busy or idle).
+/// least every `worker::IDLE_SWEEP`, busy or idle), unless the journal is paused.
 pub const WORKER_STALE_AFTER: Duration = Duration::from_secs(15);
-/// How often `done/` retention runs.
+/// A journal writer that has not shown it is alive for this long is stuck (it beats at
+/// least every `journal::CONTROL_POLL` outside a system call, paused or not).
+pub const JOURNAL_STALE_AFTER: Duration = Duration::from_secs(15);
+/// How often `done/` and `out/` retention runs.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Read buffer of one list reader.
 pub const READER_BUFFER: usize = 64 * 1024;
+/// While the recovery scan runs before READY, systemd's start timeout is extended by this
+/// much (`EXTEND_TIMEOUT_USEC`)...
+pub const EXTEND_BY: Duration = Duration::from_secs(30);
+/// ...when recovery begins and then every this often.
+pub const EXTEND_EVERY: Duration = Duration::from_secs(10);
+/// After a list's results could not be written (a full spool disk...), the list stays in
+/// `cur/` and they are tried again after this, doubling up to [`RESULTS_RETRY_MAX`].
+pub const RESULTS_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// See [`RESULTS_RETRY_FIRST`].
+pub const RESULTS_RETRY_MAX: Duration = Duration::from_secs(60);
 /// inotify read buffer.
 const INOTIFY_BUFFER: usize = 4096;
 
@@ -107,10 +137,15 @@ pub enum Event {
     Wake,
     /// Journal records became durable.
     Durable(Progress),
-    /// A reader finished (or failed on) the file `src` in `cur/`.
+    /// A list's reader finished (or failed on, or was stopped in) the file `src` in `cur/`.
     FeedDone {
         src: String,
         result: Result<FeedStats, ReadError>,
+    },
+    /// A list's results are written (records, or `None`: stopped first) or could not be.
+    Finished {
+        src: String,
+        result: Result<Option<u64>, SpoolError>,
     },
 }
 
@@ -140,14 +175,31 @@ where
         cfg.summary_line()
     );
     let spool = Spool::open(&cfg.restart.spool)?;
+    let (history, reseeded) = load_history(&spool, &cfg)?;
+    let history = Arc::new(Mutex::new(history));
+    let out_dir = spool.path(results::OUT, "");
+    match results::acls_supported(&out_dir) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(dir = %out_dir.display(), "no POSIX ACLs on the spool's file system: submitters cannot read their results in out/")
+        }
+        Err(e) => {
+            tracing::warn!(dir = %out_dir.display(), error = %e, "cannot check POSIX ACL support of out/")
+        }
+    }
 
-    // The journal's torn tail is repaired here, before the recovery scan reads it.
+    // The journal's torn tail is repaired here, before the recovery scan reads it; each file
+    // the writer opens is added to the journal history before it is written to.
     let (ptx, prx) = mpsc::channel::<Progress>();
-    let (journal, records) = Journal::start(
-        Target::File(cfg.live.journal.clone()),
-        cfg.live.fsync,
-        Some(ptx),
-    )?;
+    let hook = history.clone();
+    let on_open: OnOpen = Box::new(move |o: &Opened<'_>| lock(&hook).begin(o));
+    let (journal, records) = Journal::start_with(JournalSetup {
+        target: Target::File(cfg.live.journal.clone()),
+        policy: cfg.live.fsync,
+        progress: Some(ptx),
+        on_open: Some(on_open),
+        pause_on_error: true,
+    })?;
     let fwd_tx = tx.clone();
     let forwarder = std::thread::Builder::new()
         .name("journal-progress".into())
@@ -160,26 +212,28 @@ where
         })
         .map_err(DaemonError::Thread)?;
 
-    let recovered = recover(&spool, &cfg)?;
-    let backend = Arc::new(start(&cfg.restart.fetch, records)?);
-    start_inotify(&spool, tx.clone());
-
     let mut d = Daemon {
         cfg,
         spool,
         journal_ctl: journal.control(),
-        backend: Some(backend),
+        backend: None,
         tx,
         stop: Arc::new(AtomicBool::new(false)),
+        history,
         active: HashMap::new(),
+        reported: HashSet::new(),
         want_scan: true,
         pending: 0,
         files_done: 0,
         files_bad: 0,
     };
-    for (name, skip) in recovered {
-        d.start_reader(name, Some(skip))?;
+    let recovered = d.recover(reseeded)?;
+    d.backend = Some(Arc::new(start(&d.cfg.restart.fetch, records)?));
+    start_inotify(&d.spool, d.tx.clone());
+    for (list, want, skip) in recovered {
+        d.start_list(list, want, Some(skip))?;
     }
+    d.prune_history();
     if let Some(age) = d.cfg.live.done_retention {
         d.purge(age);
     }
@@ -198,6 +252,51 @@ where
     }
 }
 
+/// The journal history; when there is none (yet, or any more) but lists are in `cur/`, it
+/// starts with the journal files they may have records in, and `true`: their claim records'
+/// segment numbers then mean nothing.
+fn load_history(spool: &Spool, cfg: &Config) -> Result<(History, bool), DaemonError> {
+    let path = spool.path(spool::CUR, HISTORY_FILE);
+    let state_err = |cause| SpoolError::State {
+        path: path.clone(),
+        cause,
+    };
+    let mut history = History::load(path.clone()).map_err(state_err)?;
+    if history.is_empty() {
+        if let Some(oldest) = spool.claim_ctimes()?.into_iter().min() {
+            let files = scan::journal_candidates(&cfg.live.journal, oldest);
+            history.seed(&files).map_err(state_err)?;
+            return Ok((history, true));
+        }
+    } else if let Some(last) = history.segments().last() {
+        if std::path::Path::new(&last.path) != cfg.live.journal {
+            tracing::info!(was = last.path, now = %cfg.live.journal.display(), "journal path changed since the last run: recovery reads the old journal too");
+        }
+    }
+    Ok((history, false))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the watchdog may be pinged: the journal writer showed it is alive recently, and so
+/// did the workers, or they are blocked on a paused journal (idle by design). `Err` says
+/// what looks stuck.
+fn watchdog_ok(
+    stalest_worker: Duration,
+    stalest_writer: Duration,
+    journal_paused: bool,
+) -> Result<(), &'static str> {
+    if stalest_writer > JOURNAL_STALE_AFTER {
+        return Err("the journal writer shows no sign of life");
+    }
+    if stalest_worker > WORKER_STALE_AFTER && !journal_paused {
+        return Err("a worker shows no sign of life");
+    }
+    Ok(())
+}
+
 /// Why the event loop ended with an error.
 enum LoopEnd {
     JournalDied,
@@ -210,57 +309,28 @@ impl From<DaemonError> for LoopEnd {
     }
 }
 
-/// Files in `cur/` at start: scan the journal once and return, per file, the lines that
-/// already have a record.
-fn recover(spool: &Spool, cfg: &Config) -> Result<Vec<(String, LineSet)>, DaemonError> {
-    let names = spool.in_progress()?;
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut wanted = HashMap::new();
-    let mut oldest = SystemTime::now();
-    for n in &names {
-        let meta =
-            std::fs::metadata(spool.path(spool::CUR, n)).map_err(|cause| SpoolError::Dir {
-                path: spool.path(spool::CUR, n),
-                cause,
-            })?;
-        let ctime = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(
-                u64::try_from(std::os::unix::fs::MetadataExt::ctime(&meta)).unwrap_or(0),
-            );
-        oldest = oldest.min(ctime);
-        wanted.insert(n.clone(), spool::claim_ts(&meta));
-    }
-    let journals = spool::journal_candidates(&cfg.live.journal, oldest);
-    let started = Instant::now();
-    let mut found = spool::journaled_lines(&journals, &wanted)?;
-    let already: u64 = found.values().map(LineSet::len).sum();
-    tracing::info!(
-        files = names.len(),
-        journals = journals.len(),
-        lines_already_journaled = already,
-        ms = started.elapsed().as_millis() as u64,
-        "recovering lists left in cur/"
-    );
-    Ok(names
-        .into_iter()
-        .map(|n| {
-            let skip = found.remove(&n).unwrap_or_default();
-            (n, skip)
-        })
-        .collect())
-}
-
 struct Active {
+    /// Where its records are in the journal.
+    want: Want,
+    /// Who may read its results.
+    owner: u32,
     submitted: Arc<AtomicU64>,
     durable: u64,
     /// The reader reached the end of the file (or failed).
     eof: bool,
-    /// The reader failed: the file goes to `bad/`.
-    failed: bool,
+    /// The reader failed, and why: the file goes to `bad/`.
+    failed: Option<String>,
     /// The reader was stopped by shutdown: the file stays in `cur/`.
     stopped: bool,
+    /// Tells the list's thread how the list ended, once its records are durable; taken
+    /// when sent.
+    finish: Option<Sender<ListEnd>>,
+    /// How it ended, once `finish` was sent.
+    end: Option<ListEnd>,
+    /// Writing its results failed this many times in a row...
+    results_failures: u32,
+    /// ...and is tried again then.
+    retry_results: Option<Instant>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -268,11 +338,14 @@ struct Daemon<B: Backend + Sync> {
     cfg: Config,
     spool: Spool,
     journal_ctl: JournalControl,
-    /// `None` only during shutdown, once the engine has been handed to `drain`.
+    /// `None` before the engine starts and during shutdown, once it is handed to `drain`.
     backend: Option<Arc<B>>,
     tx: Sender<Event>,
     stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
     active: HashMap<String, Active>,
+    /// Entries of `new/` that could not be claimed or moved to `bad/` (said once).
+    reported: HashSet<OsString>,
     want_scan: bool,
     pending: usize,
     files_done: u64,
@@ -280,6 +353,90 @@ struct Daemon<B: Backend + Sync> {
 }
 
 impl<B: Backend + Sync> Daemon<B> {
+    /// Entries in `cur/` at start: send what is not a list to `bad/`, scan the journal
+    /// history once, and return, per list, where its records are and the lines that
+    /// already have one.
+    fn recover(
+        &mut self,
+        reseeded: bool,
+    ) -> Result<Vec<(spool::Opened, Want, LineSet)>, DaemonError> {
+        let history = self.history.clone();
+        let is_journal = |dev, ino| lock(&history).holds(dev, ino);
+        let first = lock(&self.history).first();
+        let known = |seq| !reseeded && lock(&history).segments().iter().any(|s| s.seq == seq);
+        let mut lists = Vec::new();
+        let mut wanted = HashMap::new();
+        for entry in self.spool.in_progress(&is_journal)? {
+            match entry {
+                InProgress::Unfit { name, why } => {
+                    self.reject(spool::CUR, name, &why.to_string());
+                }
+                InProgress::List {
+                    list,
+                    claim,
+                    ctime_ts,
+                    ..
+                } => {
+                    let want = match claim {
+                        Some(c) if known(c.journal.seq) => Want {
+                            from: c.journal,
+                            not_before: None,
+                        },
+                        Some(c) => {
+                            tracing::warn!(src = list.name, segment = c.journal.seq, "the journal history lacks this list's claim segment (was cur/.journals removed?): its records are told apart by their time");
+                            Want {
+                                from: first,
+                                not_before: Some(ctime_ts),
+                            }
+                        }
+                        None => {
+                            tracing::warn!(src = list.name, "list claimed by an older version (no claim record): its records are told apart by their time");
+                            Want {
+                                from: first,
+                                not_before: Some(ctime_ts),
+                            }
+                        }
+                    };
+                    wanted.insert(list.name.clone(), want.clone());
+                    lists.push((list, want));
+                }
+            }
+        }
+        if lists.is_empty() {
+            return Ok(Vec::new());
+        }
+        notify(&[extend_timeout()]);
+        let started = Instant::now();
+        let mut extended = Instant::now();
+        let segments = lock(&self.history).segments().to_vec();
+        let (mut found, walked) = scan::journaled_lines(&segments, &wanted, &mut |_| {
+            if extended.elapsed() >= EXTEND_EVERY {
+                notify(&[extend_timeout()]);
+                extended = Instant::now();
+            }
+            ControlFlow::Continue(())
+        })?;
+        for seg in &walked.missing {
+            tracing::warn!(segment = seg.seq, path = seg.path, "a journal file written since the oldest claim is gone (compressed or deleted): lines recorded in it are fetched again");
+        }
+        let already: u64 = found.values().map(LineSet::len).sum();
+        tracing::info!(
+            files = lists.len(),
+            journals = walked.files,
+            bytes = walked.bytes,
+            lines_already_journaled = already,
+            ms = started.elapsed().as_millis() as u64,
+            "recovering lists left in cur/"
+        );
+        Ok(lists
+            .into_iter()
+            .map(|(list, want)| {
+                let skip = found.remove(&list.name).unwrap_or_default();
+                (list, want, skip)
+            })
+            .collect())
+    }
+
     fn event_loop(&mut self, rx: &Receiver<Event>, journal: &Journal) -> Result<(), LoopEnd> {
         let mut watchdog_usec = 0;
         let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
@@ -289,10 +446,12 @@ impl<B: Backend + Sync> Daemon<B> {
         let mut next_watchdog = Instant::now();
         let mut next_rescan = Instant::now() + self.cfg.live.rescan;
         let mut next_retention = Instant::now() + RETENTION_INTERVAL;
+        let mut was_paused = false;
         loop {
             if self.want_scan {
                 self.claim_new()?;
             }
+            self.retry_results()?;
             let now = Instant::now();
             let wait = [next_status, next_rescan]
                 .into_iter()
@@ -317,21 +476,29 @@ impl<B: Backend + Sync> Daemon<B> {
             if let Some(why) = self.backend.as_ref().and_then(|b| b.failure()) {
                 return Err(LoopEnd::Error(DaemonError::EngineFailed(why)));
             }
+            let paused = self.journal_ctl.paused().is_some();
+            if was_paused && !paused {
+                self.want_scan = true; // claiming waited for the journal
+            }
+            if paused != was_paused {
+                next_status = now; // say it at once
+            }
+            was_paused = paused;
             if let Some(period) = watchdog {
                 if now >= next_watchdog {
-                    // Only while the workers show they are alive: a stuck worker lets the
-                    // watchdog fire, and systemd restarts the service.
                     let stalest = self
                         .backend
                         .as_ref()
                         .map_or(Duration::ZERO, |b| b.stalest_worker());
-                    if stalest <= WORKER_STALE_AFTER {
-                        notify(&[NotifyState::Watchdog]);
-                    } else {
-                        tracing::error!(
-                            stalest_ms = stalest.as_millis() as u64,
-                            "a worker shows no sign of life; not pinging the watchdog"
-                        );
+                    match watchdog_ok(stalest, self.journal_ctl.stalest(), paused) {
+                        Ok(()) => notify(&[NotifyState::Watchdog]),
+                        // A stuck worker or writer lets the watchdog fire, and systemd
+                        // restarts the service.
+                        Err(what) => tracing::error!(
+                            stalest_worker_ms = stalest.as_millis() as u64,
+                            stalest_writer_ms = self.journal_ctl.stalest().as_millis() as u64,
+                            "{what}; not pinging the watchdog"
+                        ),
                     }
                     next_watchdog = now + period;
                 }
@@ -366,20 +533,21 @@ impl<B: Backend + Sync> Daemon<B> {
                 tracing::info!("SIGUSR1: reopening journal");
                 self.journal_ctl.reopen(None, None);
             }
-            Event::Reload => self.reload(),
+            Event::Reload => {
+                notify_reloading();
+                self.reload();
+                notify(&[NotifyState::Ready]);
+            }
             Event::Durable(p) => {
                 for (src, n) in p.per_src {
                     if let Some(a) = self.active.get_mut(&src) {
                         a.durable += n;
-                        self.maybe_release(&src);
+                        self.maybe_finish(&src);
                     }
                 }
             }
             Event::FeedDone { src, result } => {
                 if let Some(a) = self.active.get_mut(&src) {
-                    if let Some(t) = a.thread.take() {
-                        let _ = t.join();
-                    }
                     match result {
                         Ok(st) if st.stopped => a.stopped = true,
                         Ok(st) => {
@@ -394,115 +562,272 @@ impl<B: Backend + Sync> Daemon<B> {
                         }
                         Err(e) => {
                             a.eof = true;
-                            a.failed = true;
-                            tracing::warn!(src, error = %e, "cannot read list; it goes to bad/ once its submitted lines are journaled");
+                            let why = match &e {
+                                ReadError::TooLarge(max) => format!("it is larger than daemon.max_list_bytes ({max} bytes): only the lines that end within the first {max} bytes have records"),
+                                e => format!("cannot read it: {e}"),
+                            };
+                            tracing::warn!(src, error = %e, "{why}; the list goes to bad/ once the records of its lines read so far are durable");
+                            a.failed = Some(why);
                         }
                     }
-                    self.maybe_release(&src);
+                    self.maybe_finish(&src);
                 }
             }
+            Event::Finished { src, result } => self.release(&src, result),
         }
         Ok(())
     }
 
-    fn maybe_release(&mut self, src: &str) {
-        let Some(a) = self.active.get(src) else {
+    /// Once a list is read (or failed) and every submitted line's record is durable, tell
+    /// its thread to write the results.
+    fn maybe_finish(&mut self, src: &str) {
+        let Some(a) = self.active.get_mut(src) else {
             return;
         };
         if !a.eof || a.stopped || a.durable < a.submitted.load(Ordering::Acquire) {
             return;
         }
-        let outcome = if a.failed {
-            Outcome::Bad
-        } else {
-            Outcome::Done
+        let Some(finish) = a.finish.take() else {
+            return;
         };
-        let records = a.durable;
-        self.active.remove(src);
+        let end = match &a.failed {
+            Some(why) => ListEnd::Bad(why.clone()),
+            None => ListEnd::Done,
+        };
+        a.end = Some(end.clone());
+        if finish.send(end).is_err() {
+            tracing::error!(
+                src,
+                "list thread is gone; the list stays in cur/ until the next start"
+            );
+        }
+    }
+
+    /// A list's results are written: move it to `done/` or `bad/`.
+    fn release(&mut self, src: &str, result: Result<Option<u64>, SpoolError>) {
+        let Some(mut a) = self.active.remove(src) else {
+            return;
+        };
+        if let Some(t) = a.thread.take() {
+            let _ = t.join();
+        }
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) => return, // stopped first: the list stays in cur/
+            Err(e) => {
+                let wait = RESULTS_RETRY_FIRST
+                    .saturating_mul(1 << a.results_failures.min(16))
+                    .min(RESULTS_RETRY_MAX);
+                if a.results_failures == 0 {
+                    tracing::error!(src, error = %e, "cannot write the list's results to out/; the list stays in cur/ and they are tried again");
+                }
+                a.results_failures += 1;
+                a.retry_results = Some(Instant::now() + wait);
+                self.active.insert(src.to_string(), a);
+                return;
+            }
+        }
+        if a.results_failures > 0 {
+            tracing::info!(
+                src,
+                tries = a.results_failures + 1,
+                "list's results written"
+            );
+        }
         self.want_scan = true;
+        let outcome = match a.end {
+            Some(ListEnd::Bad(_)) => Outcome::Bad,
+            _ => Outcome::Done,
+        };
         match self.spool.release(src, outcome) {
             Ok(to) => {
                 match outcome {
                     Outcome::Done => self.files_done += 1,
                     Outcome::Bad => self.files_bad += 1,
                 }
-                tracing::info!(src, records, to = %to.display(), "list finished");
+                tracing::info!(src, records = a.durable, to = %to.display(), "list finished");
             }
             Err(e) => {
                 tracing::error!(src, error = %e, "cannot move finished list out of cur/; it will be re-checked at restart")
+            }
+        }
+        self.prune_history();
+    }
+
+    /// Drop the journal history's segments older than every list in progress.
+    fn prune_history(&self) {
+        let oldest = self.active.values().map(|a| a.want.from.seq).min();
+        if let Err(e) = lock(&self.history).prune(oldest) {
+            tracing::warn!(error = %e, "cannot update the journal history in cur/");
+        }
+    }
+
+    /// Move an entry that is not a list to `bad/`, saying so once.
+    fn reject(&mut self, sub: &str, name: OsString, why: &str) {
+        match self.spool.reject(sub, &name) {
+            Ok(to) => {
+                self.files_bad += 1;
+                tracing::warn!(entry = %escape(&name), to = %escape(to.as_os_str()), "not a list: {why}; moved to bad/");
+            }
+            Err(e) => {
+                if self.reported.insert(name.clone()) {
+                    tracing::error!(entry = %escape(&name), error = %e, "not a list ({why}) and cannot be moved to bad/");
+                }
             }
         }
     }
 
     fn claim_new(&mut self) -> Result<(), DaemonError> {
         self.want_scan = false;
-        if self.stop.load(Ordering::Acquire) {
+        if self.stop.load(Ordering::Acquire) || self.journal_ctl.paused().is_some() {
             return Ok(());
         }
-        let names = match self.spool.pending() {
+        let entries = match self.spool.pending() {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list new/");
                 return Ok(());
             }
         };
-        self.pending = names.len();
-        for name in names {
-            if self.active.len() >= self.cfg.live.max_files {
-                // Looked at again when a slot frees up.
-                return Ok(());
-            }
-            match self.spool.claim(&name) {
-                Ok(Some(claimed)) => {
-                    self.pending -= 1;
-                    tracing::info!(file = name, src = claimed, "claimed list");
-                    self.start_reader(claimed, None)?;
+        self.pending = entries
+            .iter()
+            .filter(|e| matches!(e, Entry::List(_)))
+            .count();
+        let history = self.history.clone();
+        let is_journal = |dev, ino| lock(&history).holds(dev, ino);
+        for entry in entries {
+            let name = match entry {
+                Entry::Unfit { name, why } => {
+                    self.reject(spool::NEW, name, &why.to_string());
+                    continue;
                 }
-                Ok(None) => self.pending -= 1,
-                Err(e) => tracing::error!(file = name, error = %e, "cannot claim list"),
+                Entry::List(name) => name,
+            };
+            if self.active.len() >= self.cfg.live.max_files {
+                continue; // looked at again when a slot frees up
+            }
+            match self
+                .spool
+                .claim(&name, self.journal_ctl.position(), &is_journal)
+            {
+                Ok(Claim::Claimed(list, rec)) => {
+                    self.pending -= 1;
+                    tracing::info!(file = name, src = list.name, "claimed list");
+                    let want = Want {
+                        from: rec.journal,
+                        not_before: None,
+                    };
+                    self.start_list(list, want, None)?;
+                }
+                Ok(Claim::Gone) => self.pending -= 1,
+                Ok(Claim::Unfit { name: claimed, why }) => {
+                    self.pending -= 1;
+                    self.reject(spool::CUR, claimed.into(), &why.to_string());
+                }
+                Err(e) => {
+                    if self.reported.insert(name.clone().into()) {
+                        tracing::error!(file = name, error = %e, "cannot claim list");
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn start_reader(&mut self, name: String, skip: Option<LineSet>) -> Result<(), DaemonError> {
-        let path = self.spool.path(spool::CUR, &name);
+    /// Start the thread of one list in `cur/`: read and submit its lines (but those in
+    /// `skip`), then, once told how it ended, write its results.
+    fn start_list(
+        &mut self,
+        list: spool::Opened,
+        want: Want,
+        skip: Option<LineSet>,
+    ) -> Result<(), DaemonError> {
         let submitted = Arc::new(AtomicU64::new(0));
         let backend = self.backend.clone().ok_or(DaemonError::EngineShared)?;
-        // Issue 13 adds `daemon.max_list_bytes` as `max_bytes` here.
         let limits = ReadLimits {
             stop: Some(self.stop.clone()),
-            max_bytes: None,
+            max_bytes: Some(self.cfg.live.max_list_bytes),
         };
+        let (finish_tx, finish_rx) = mpsc::channel::<ListEnd>();
         let tx = self.tx.clone();
         let counter = submitted.clone();
-        let src_name = name.clone();
+        let stop = self.stop.clone();
+        let history = self.history.clone();
+        let out_dir = self.spool.path(results::OUT, "");
+        let name = list.name.clone();
+        let list_owner = list.owner;
+        let job_want = want.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("read {name}"))
+            .name(format!("list {name}"))
             .spawn(move || {
-                let src: Arc<str> = Arc::from(src_name.as_str());
-                let result = File::open(&path).map_err(ReadError::from).and_then(|f| {
-                    let r = BufReader::with_capacity(READER_BUFFER, f);
-                    spool::feed(r, &src, skip.as_ref(), &*backend, &counter, limits)
-                });
+                let spool::Opened { name, file, owner } = list;
+                let src: Arc<str> = Arc::from(name.as_str());
+                let r = BufReader::with_capacity(READER_BUFFER, file);
+                let result = spool::feed(r, &src, skip.as_ref(), &*backend, &counter, limits);
                 drop(backend);
                 let _ = tx.send(Event::FeedDone {
-                    src: src_name,
+                    src: name.clone(),
                     result,
                 });
+                // The daemon says how the list ended once its records are durable (or drops
+                // the sender at shutdown).
+                let Ok(end) = finish_rx.recv() else {
+                    return;
+                };
+                let job = ResultsJob {
+                    out_dir,
+                    name,
+                    owner,
+                    want: job_want,
+                    segments: Vec::new(),
+                    end,
+                };
+                write_results(job, &history, &stop, &tx);
             })
             .map_err(DaemonError::Thread)?;
         self.active.insert(
             name,
             Active {
+                want,
+                owner: list_owner,
                 submitted,
                 durable: 0,
                 eof: false,
-                failed: false,
+                failed: None,
                 stopped: false,
+                finish: Some(finish_tx),
+                end: None,
+                results_failures: 0,
+                retry_results: None,
                 thread: Some(thread),
             },
         );
+        Ok(())
+    }
+
+    /// Try again to write the results of the lists whose last try failed, when due.
+    fn retry_results(&mut self) -> Result<(), DaemonError> {
+        let now = Instant::now();
+        for (name, a) in &mut self.active {
+            if a.retry_results.is_none_or(|at| now < at) || self.stop.load(Ordering::Acquire) {
+                continue;
+            }
+            a.retry_results = None;
+            let job = ResultsJob {
+                out_dir: self.spool.path(results::OUT, ""),
+                name: name.clone(),
+                owner: a.owner,
+                want: a.want.clone(),
+                segments: Vec::new(),
+                end: a.end.clone().unwrap_or(ListEnd::Done),
+            };
+            let (history, stop, tx) = (self.history.clone(), self.stop.clone(), self.tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("results {name}"))
+                .spawn(move || write_results(job, &history, &stop, &tx))
+                .map_err(DaemonError::Thread)?;
+            a.thread = Some(thread);
+        }
         Ok(())
     }
 
@@ -532,6 +857,9 @@ impl<B: Backend + Sync> Daemon<B> {
         }
         let live = &self.cfg.live;
         let path = (live.journal != old.journal).then(|| live.journal.clone());
+        if let Some(p) = &path {
+            tracing::info!(was = %old.journal.display(), now = %p.display(), "journal path changed: recovery reads both until no list claimed before is left");
+        }
         let policy = (live.fsync != old.fsync).then_some(live.fsync);
         self.journal_ctl.reopen(path, policy);
         self.want_scan = true;
@@ -540,14 +868,21 @@ impl<B: Backend + Sync> Daemon<B> {
     fn purge(&self, age: Duration) {
         match self.spool.purge_done(age) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(files = n, "deleted old lists from done/"),
+            Ok(n) => tracing::info!(
+                files = n,
+                "deleted old lists from done/ and results from out/"
+            ),
             Err(e) => tracing::warn!(error = %e, "done/ retention failed"),
         }
     }
 
     fn status_line(&self) -> String {
+        let paused = self
+            .journal_ctl
+            .paused()
+            .map_or(String::new(), |why| format!("paused: {why}; "));
         format!(
-            "lists: {} active, {} pending, {} done, {} bad; records: {} journaled; in flight: {}",
+            "{paused}lists: {} active, {} pending, {} done, {} bad; records: {} journaled; in flight: {}",
             self.active.len(),
             self.pending,
             self.files_done,
@@ -557,8 +892,10 @@ impl<B: Backend + Sync> Daemon<B> {
         )
     }
 
-    /// Stop readers, drain the engine within the grace period, flush the journal, and move
-    /// out of `cur/` whatever got complete meanwhile.
+    /// Stop the list threads, drain the engine within the grace period (at once while the
+    /// journal is paused: nothing could be written), stop the journal writer, and move out of
+    /// `cur/` the lists whose results were written meanwhile. Lists that became complete but
+    /// have no results yet stay in `cur/`; the next start finishes them without a fetch.
     fn shutdown(
         mut self,
         rx: &Receiver<Event>,
@@ -567,7 +904,11 @@ impl<B: Backend + Sync> Daemon<B> {
     ) -> Result<Summary, DaemonError> {
         let started = Instant::now();
         self.stop.store(true, Ordering::Release);
-        // Readers leave after their current submit (which may wait for queue space).
+        for a in self.active.values_mut() {
+            a.finish = None;
+        }
+        // Readers see the stop at their next buffer or within a few ms of waiting for queue
+        // room; result writers at their next buffer; the others wait for `finish`, gone.
         for a in self.active.values_mut() {
             if let Some(t) = a.thread.take() {
                 let _ = t.join();
@@ -578,14 +919,31 @@ impl<B: Backend + Sync> Daemon<B> {
             .take()
             .and_then(Arc::into_inner)
             .ok_or(DaemonError::EngineShared)?;
-        let grace = self.cfg.live.drain_grace.saturating_sub(started.elapsed());
-        // Dropping the engine drops its record senders, which ends the journal writer.
+        let grace = match self.journal_ctl.paused() {
+            Some(why) => {
+                tracing::warn!(
+                    "stopping while paused ({why}): fetches in flight are abandoned at once"
+                );
+                Duration::ZERO
+            }
+            None => self.cfg.live.drain_grace.saturating_sub(started.elapsed()),
+        };
         let summary = backend.drain(grace);
+        // The writer writes what is queued and ends, even if abandoned workers still hold
+        // record senders.
+        self.journal_ctl.stop();
         let journal_result = journal.finish();
         let _ = forwarder.join();
         while let Ok(ev) = rx.try_recv() {
             match ev {
-                Event::Durable(_) | Event::FeedDone { .. } => self.handle(ev)?,
+                Event::Durable(p) => {
+                    for (src, n) in p.per_src {
+                        if let Some(a) = self.active.get_mut(&src) {
+                            a.durable += n;
+                        }
+                    }
+                }
+                Event::Finished { src, result } => self.release(&src, result),
                 _ => {}
             }
         }
@@ -593,11 +951,46 @@ impl<B: Backend + Sync> Daemon<B> {
         tracing::info!(
             records = stats.records,
             fsyncs = stats.fsyncs,
+            pauses = stats.pauses,
+            dropped = stats.dropped,
             left_in_cur = self.active.len(),
             ms = started.elapsed().as_millis() as u64,
             "stopped"
         );
         Ok(summary)
+    }
+}
+
+/// Write a list's results (from the journal history as it is now: `job.segments` is filled
+/// here) and report it.
+fn write_results(
+    mut job: ResultsJob,
+    history: &Mutex<History>,
+    stop: &AtomicBool,
+    tx: &Sender<Event>,
+) {
+    job.segments = lock(history).segments().to_vec();
+    let result = results::write(&job, stop);
+    let _ = tx.send(Event::Finished {
+        src: job.name,
+        result,
+    });
+}
+
+/// `EXTEND_TIMEOUT_USEC` for [`EXTEND_BY`].
+fn extend_timeout() -> NotifyState<'static> {
+    NotifyState::ExtendTimeoutUsec(u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX))
+}
+
+/// `RELOADING=1` with `MONOTONIC_USEC` (CLOCK_MONOTONIC in µs), as systemd wants them
+/// together.
+fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read CLOCK_MONOTONIC");
+            notify(&[NotifyState::Reloading]);
+        }
     }
 }
 
@@ -712,9 +1105,10 @@ mod tests {
     use super::*;
     use crate::engine::Stopped;
     use crate::intake::InputLine;
-    use crate::journal::FsyncPolicy;
+    use crate::journal::{FsyncPolicy, CONTROL_POLL};
     use crate::record::Record;
     use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
     use std::sync::Mutex;
 
@@ -767,7 +1161,12 @@ mod tests {
     }
 
     impl JobSink for Fake {
-        fn submit_line(&self, line: InputLine, src: &Arc<str>) -> Result<(), Stopped> {
+        fn submit_line(
+            &self,
+            line: InputLine,
+            src: &Arc<str>,
+            _: Option<&AtomicBool>,
+        ) -> Result<(), Stopped> {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let guard = self.jobs.lock().unwrap();
             guard
@@ -819,9 +1218,13 @@ mod tests {
     }
 
     fn config(dir: &Path) -> Config {
+        config_with(dir, "")
+    }
+
+    fn config_with(dir: &Path, extra: &str) -> Config {
         let file = dir.join("ringcrawl.toml");
         let text = format!(
-            "[daemon]\nspool = \"{}\"\njournal = \"{}\"\nfsync_batch_ms = 10\nrescan_secs = 0.1\nmax_files = 2\n",
+            "[daemon]\nspool = \"{}\"\njournal = \"{}\"\nfsync_batch_ms = 10\nrescan_secs = 0.1\nmax_files = 2\n{extra}\n",
             dir.join("spool").display(),
             dir.join("journal.jsonl").display()
         );
@@ -842,8 +1245,21 @@ mod tests {
         }
     }
 
+    /// Entries of `dir`, the daemon's dot files left out.
     fn count(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Submit `list`; its name in the spool (the `src` of its records).
+    fn queue(spool_dir: &Path, list: PathBuf) -> String {
+        let q = spool::submit(spool_dir, &[list]).unwrap();
+        q[0].file_name().unwrap().to_str().unwrap().to_string()
     }
 
     /// (src, line) -> number of records, over the given journal files.
@@ -883,35 +1299,54 @@ mod tests {
     }
 
     fn expected(name: &str, n: u64) -> Vec<(String, u64)> {
-        (1..=n)
+        let mut v: Vec<_> = (1..=n)
             .filter(|i| i % 7 != 0)
             .map(|i| (name.to_string(), i))
-            .collect()
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]
-    fn lists_are_journaled_exactly_once_and_moved_to_done() {
+    fn lists_are_journaled_exactly_once_and_moved_to_done_with_their_results() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let spool_dir = cfg.restart.spool.clone();
         let journal = cfg.live.journal.clone();
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
-        let lists: Vec<_> = (0..4)
-            .map(|i| write_list(dir.path(), &format!("l{i}.txt"), 50 + i))
+        let names: Vec<_> = (0..4)
+            .map(|i| {
+                queue(
+                    &spool_dir,
+                    write_list(dir.path(), &format!("l{i}.txt"), 50 + i),
+                )
+            })
             .collect();
-        let queued = spool::submit(&spool_dir, &lists).unwrap();
-        assert_eq!(queued.len(), 4);
         wait_for("lists done", || count(&spool_dir.join("done")) == 4);
         d.stop().unwrap();
         let keys = journal_keys(&[&journal]);
         let mut want: Vec<_> = (0..4)
-            .flat_map(|i| expected(&format!("l{i}.txt"), 50 + i))
+            .flat_map(|i| expected(&names[i], 50 + i as u64))
             .collect();
         want.sort();
         assert_eq!(keys.keys().cloned().collect::<Vec<_>>(), want);
         assert!(keys.values().all(|&n| n == 1));
         assert_eq!(count(&spool_dir.join("cur")), 0);
+        for n in &names {
+            assert!(
+                spool_dir.join("done").join(n).exists(),
+                "done/ keeps the name {n}"
+            );
+        }
+        let out = spool_dir.join(results::OUT);
+        let mine = journal_keys(&[&out.join(format!("{}.jsonl", names[2]))]);
+        assert_eq!(
+            mine.keys().cloned().collect::<Vec<_>>(),
+            expected(&names[2], 52)
+        );
+        let status = std::fs::read_to_string(out.join(format!("{}.status", names[2]))).unwrap();
+        assert_eq!(status, format!("done {}\n", mine.len()));
     }
 
     #[test]
@@ -922,7 +1357,7 @@ mod tests {
         // First run: only 30 records are ever produced; the rest are "in flight" at the stop.
         let d = start(cfg.clone(), 30);
         wait_for("spool", || spool_dir.join("new").is_dir());
-        spool::submit(&spool_dir, &[write_list(dir.path(), "big.txt", 100)]).unwrap();
+        let name = queue(&spool_dir, write_list(dir.path(), "big.txt", 100));
         wait_for("30 records", || journal_keys(&[&journal]).len() == 30);
         d.stop().unwrap();
         assert_eq!(
@@ -930,17 +1365,18 @@ mod tests {
             1,
             "unfinished list stays in cur/"
         );
-        // A crash mid-write leaves a torn record behind.
+        // A crash mid-write leaves a torn record behind; the list's ctime moves (which
+        // recovery must not care about).
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&journal)
             .unwrap();
-        std::io::Write::write_all(
-            &mut f,
-            b"{\"url\":\"http://127.0.0.1:9/big.txt/99\",\"src\":\"big.txt\",\"li",
-        )
-        .unwrap();
+        let torn = format!("{{\"url\":\"http://127.0.0.1:9/big.txt/99\",\"src\":\"{name}\",\"li");
+        std::io::Write::write_all(&mut f, torn.as_bytes()).unwrap();
         drop(f);
+        let listed = spool_dir.join("cur").join(&name);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::set_permissions(&listed, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         let d = start(cfg, u64::MAX);
         wait_for("list done", || count(&spool_dir.join("done")) == 1);
@@ -948,35 +1384,143 @@ mod tests {
         let keys = journal_keys(&[&journal]);
         assert_eq!(
             keys.keys().cloned().collect::<Vec<_>>(),
-            expected("big.txt", 100)
+            expected(&name, 100)
         );
         assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
     }
 
     #[test]
-    fn unreadable_list_goes_to_bad_and_reload_reopens_moved_journal() {
+    fn a_lost_journal_history_falls_back_to_the_claim_time() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
-        let d = start(cfg, u64::MAX);
+        let d = start(cfg.clone(), 30);
         wait_for("spool", || spool_dir.join("new").is_dir());
-        // A directory cannot be read as a list (even by root).
-        std::fs::create_dir(spool_dir.join("new/not-a-file")).unwrap();
-        wait_for("bad", || spool_dir.join("bad/not-a-file").exists());
+        // Segment numbers that a new history would not give again.
+        for _ in 0..3 {
+            d.tx.send(Event::Reopen).unwrap();
+            std::thread::sleep(CONTROL_POLL * 3);
+        }
+        let name = queue(&spool_dir, write_list(dir.path(), "lost.txt", 100));
+        wait_for("30 records", || journal_keys(&[&journal]).len() == 30);
+        d.stop().unwrap();
+        std::fs::remove_file(spool_dir.join("cur").join(HISTORY_FILE)).unwrap();
+        let d = start(cfg, u64::MAX);
+        wait_for("list done", || count(&spool_dir.join("done")) == 1);
+        d.stop().unwrap();
+        let keys = journal_keys(&[&journal]);
+        assert_eq!(
+            keys.keys().cloned().collect::<Vec<_>>(),
+            expected(&name, 100)
+        );
+        assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
+    }
 
-        spool::submit(&spool_dir, &[write_list(dir.path(), "a.txt", 10)]).unwrap();
+    #[test]
+    fn entries_that_are_not_lists_go_to_bad_and_reload_reopens_moved_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
+        // Left in cur/ before the start: a dangling symbolic link does not stop the daemon.
+        Spool::open(&spool_dir).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), spool_dir.join("cur/dangling"))
+            .unwrap();
+        let d = start(cfg, u64::MAX);
+        wait_for("journal", || journal.exists());
+        std::fs::create_dir(spool_dir.join("new/not-a-file")).unwrap();
+        std::os::unix::fs::symlink(&journal, spool_dir.join("new/the-journal")).unwrap();
+        std::fs::write(spool_dir.join("new/line\nbreak"), "http://127.0.0.1:9/x\n").unwrap();
+        std::fs::hard_link(&journal, spool_dir.join("new/hard-linked-journal")).unwrap();
+        wait_for("bad", || count(&spool_dir.join("bad")) == 5);
+        for name in [
+            "dangling",
+            "not-a-file",
+            "the-journal",
+            "line\nbreak",
+            "hard-linked-journal",
+        ] {
+            assert!(
+                spool_dir.join("bad").join(name).symlink_metadata().is_ok(),
+                "{name}"
+            );
+        }
+
+        let a = queue(&spool_dir, write_list(dir.path(), "a.txt", 10));
         wait_for("a done", || count(&spool_dir.join("done")) == 1);
         let moved = dir.path().join("journal.jsonl.1");
         std::fs::rename(&journal, &moved).unwrap();
         d.tx.send(Event::Reload).unwrap();
         wait_for("new journal", || journal.exists());
-        spool::submit(&spool_dir, &[write_list(dir.path(), "b.txt", 10)]).unwrap();
+        let b = queue(&spool_dir, write_list(dir.path(), "b.txt", 10));
         wait_for("b done", || count(&spool_dir.join("done")) == 2);
         d.stop().unwrap();
         let old = journal_keys(&[&moved]);
         let new = journal_keys(&[&journal]);
-        assert!(old.keys().all(|(s, _)| s == "a.txt") && old.len() == 9);
-        assert!(new.keys().all(|(s, _)| s == "b.txt") && new.len() == 9);
+        assert!(old.keys().all(|(s, _)| *s == a) && old.len() == 9);
+        assert!(new.keys().all(|(s, _)| *s == b) && new.len() == 9);
+    }
+
+    #[test]
+    fn an_oversize_list_goes_to_bad_with_records_for_its_first_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_with(dir.path(), "max_list_bytes = 200");
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
+        let d = start(cfg, u64::MAX);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        let list = write_list(dir.path(), "big.txt", 20);
+        let text = std::fs::read_to_string(&list).unwrap();
+        let name = queue(&spool_dir, list);
+        wait_for("bad", || count(&spool_dir.join("bad")) == 1);
+        d.stop().unwrap();
+        // The lines that end within the first 200 bytes.
+        let mut end = 0;
+        let within = text
+            .split_inclusive('\n')
+            .take_while(|l| {
+                end += l.len();
+                end <= 200
+            })
+            .count() as u64;
+        let keys = journal_keys(&[&journal]);
+        assert_eq!(
+            keys.keys().cloned().collect::<Vec<_>>(),
+            expected(&name, within)
+        );
+        let status =
+            std::fs::read_to_string(spool_dir.join("out").join(format!("{name}.status"))).unwrap();
+        assert!(
+            status.starts_with(&format!(
+                "bad {}: it is larger than daemon.max_list_bytes (200 bytes)",
+                keys.len()
+            )),
+            "{status}"
+        );
+    }
+
+    #[test]
+    fn results_that_cannot_be_written_are_tried_again_and_the_list_waits_in_cur() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (spool_dir, journal) = (cfg.restart.spool.clone(), cfg.live.journal.clone());
+        let d = start(cfg, u64::MAX);
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        // out/ is not a directory for a while: no result can be written.
+        let out = spool_dir.join(results::OUT);
+        let aside = dir.path().join("out-aside");
+        std::fs::rename(&out, &aside).unwrap();
+        std::fs::write(&out, "").unwrap();
+        let name = queue(&spool_dir, write_list(dir.path(), "wait.txt", 20));
+        wait_for("records", || {
+            journal_keys(&[&journal]).len() == expected(&name, 20).len()
+        });
+        std::thread::sleep(RESULTS_RETRY_FIRST * 2);
+        assert!(spool_dir.join("cur").join(&name).exists(), "waits in cur/");
+        std::fs::remove_file(&out).unwrap();
+        std::fs::rename(&aside, &out).unwrap();
+        wait_for("done", || count(&spool_dir.join("done")) == 1);
+        d.stop().unwrap();
+        let status = std::fs::read_to_string(out.join(format!("{name}.status"))).unwrap();
+        assert_eq!(status, format!("done {}\n", expected(&name, 20).len()));
     }
 
     #[test]
@@ -997,60 +1541,34 @@ mod tests {
 
     #[test]
     fn a_list_that_is_one_endless_line_does_not_hold_up_sigterm() {
-        use std::io::Write;
-        use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
+        // No size limit to speak of: the read would go on for a long time.
+        let cfg = config_with(dir.path(), "max_list_bytes = 1099511627776");
         let spool_dir = cfg.restart.spool.clone();
         let d = start(cfg, u64::MAX);
         wait_for("spool", || spool_dir.join("new").is_dir());
-        // A FIFO fed 'x' forever: a list with no newline and no end. Opened before it is
-        // dropped into new/, where the daemon claims it at once.
-        let fifo = dir.path().join("endless");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: mkfifo reads the NUL-terminated path, which outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        // Read-write, so opening waits for no reader and the daemon's open waits for no writer.
-        let mut w = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
+        // A sparse file of 1 TiB of zero bytes (no disk space): one line without an end,
+        // moved in as a producer would (`submit` would copy it).
+        let endless = spool_dir.join("tmp/endless");
+        std::fs::File::create(&endless)
+            .unwrap()
+            .set_len(1 << 40)
             .unwrap();
-        std::fs::rename(&fifo, spool_dir.join("new/endless")).unwrap();
-        let written = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let (n, end) = (written.clone(), done.clone());
-        let writer = std::thread::spawn(move || {
-            let chunk = [b'x'; 64 * 1024];
-            while !end.load(Ordering::Acquire) {
-                match w.write(&chunk) {
-                    Ok(k) => {
-                        n.fetch_add(k as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(1))
-                    }
-                    Err(e) => panic!("fifo write: {e}"),
-                }
-            }
-        });
-        // Far more than a pipe holds: the daemon is reading (and skipping) the line.
+        let name = "endless".to_string();
+        std::fs::rename(&endless, spool_dir.join("new").join(&name)).unwrap();
         wait_for("the endless line being read", || {
-            written.load(Ordering::Relaxed) > 16 << 20
+            spool_dir.join("cur").join(&name).exists()
         });
+        std::thread::sleep(Duration::from_millis(200));
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(d.stop().map(|_| ())));
         let stopped = rx.recv_timeout(Duration::from_secs(10));
-        done.store(true, Ordering::Release);
-        writer.join().unwrap();
         assert!(
             matches!(stopped, Ok(Ok(()))),
             "SIGTERM waited on the endless line: {stopped:?}"
         );
         assert!(
-            spool_dir.join("cur/endless").exists(),
+            spool_dir.join("cur").join(&name).exists(),
             "an unfinished list stays in cur/"
         );
     }
@@ -1071,5 +1589,80 @@ mod tests {
             "{err}"
         );
         d.stop().unwrap();
+    }
+
+    /// An engine whose queue is always full: a submit waits until the stop flag is set. (It
+    /// keeps the record sender, as an engine does: the journal writer lives while it does.)
+    struct FullQueue {
+        _records: RecordSender,
+    }
+
+    impl JobSink for FullQueue {
+        fn submit_line(
+            &self,
+            _: InputLine,
+            _: &Arc<str>,
+            stop: Option<&AtomicBool>,
+        ) -> Result<(), Stopped> {
+            let stop = stop.expect("a list reader passes its stop flag");
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(Stopped)
+        }
+    }
+
+    impl Backend for FullQueue {
+        fn in_flight(&self) -> u64 {
+            0
+        }
+        fn drain(self, _grace: Duration) -> Summary {
+            Summary::default()
+        }
+        fn failure(&self) -> Option<String> {
+            None
+        }
+        fn stalest_worker(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+
+    #[test]
+    fn a_reader_waiting_on_a_full_queue_does_not_hold_up_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let spool_dir = cfg.restart.spool.clone();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        let thread =
+            std::thread::spawn(move || serve(cfg, |_, r| Ok(FullQueue { _records: r }), tx2, rx));
+        wait_for("spool", || spool_dir.join("new").is_dir());
+        let name = queue(&spool_dir, write_list(dir.path(), "stuck.txt", 10));
+        wait_for("claimed", || spool_dir.join("cur").join(&name).exists());
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        tx.send(Event::Terminate).unwrap();
+        thread.join().unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            spool_dir.join("cur").join(&name).exists(),
+            "left for the next start"
+        );
+    }
+
+    #[test]
+    fn the_watchdog_wants_a_live_writer_and_live_or_blocked_workers() {
+        let fresh = Duration::from_secs(1);
+        let stale = WORKER_STALE_AFTER + Duration::from_secs(1);
+        assert!(watchdog_ok(fresh, fresh, false).is_ok());
+        assert!(watchdog_ok(stale, fresh, false).is_err());
+        // Workers blocked on a paused journal are idle by design.
+        assert!(watchdog_ok(stale, fresh, true).is_ok());
+        // A stuck writer is never fine.
+        assert!(watchdog_ok(fresh, JOURNAL_STALE_AFTER * 2, true).is_err());
     }
 }

@@ -50,6 +50,12 @@ pub const RESERVED_FDS: u64 = 256;
 pub const FAILURE_GRACE: Duration = Duration::from_secs(5);
 /// How often `finish` and `drain` look at the worker threads.
 const FINISH_POLL: Duration = Duration::from_millis(10);
+/// A submit waiting for room in a full queue ([`Engine::submit_line_until`]) tries again
+/// after this, doubling up to [`SUBMIT_POLL_MAX`]: the queue holds far more than the workers
+/// take in that time, so they never wait for intake.
+pub const SUBMIT_POLL_MIN: Duration = Duration::from_micros(500);
+/// See [`SUBMIT_POLL_MIN`]; also the longest a waiting submit takes to see a stop.
+pub const SUBMIT_POLL_MAX: Duration = Duration::from_millis(5);
 /// io_uring submission queue entries per worker, at most.
 pub const MAX_RING_ENTRIES: u32 = 4096;
 
@@ -216,32 +222,68 @@ impl Engine {
     /// `invalid_url` record at once. Blocks while the target worker's queue is full
     /// (backpressure).
     pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
+        self.route(line, src, None)
+    }
+
+    /// [`Engine::submit_line`] that gives up ([`Stopped`]) once `stop` is set instead of
+    /// waiting on a full queue (or a full record channel) for as long as it stays full: a
+    /// waiting caller looks at `stop` at least every [`SUBMIT_POLL_MAX`].
+    pub fn submit_line_until(
+        &self,
+        line: InputLine,
+        src: Option<Arc<str>>,
+        stop: &AtomicBool,
+    ) -> Result<(), Stopped> {
+        self.route(line, src, Some(stop))
+    }
+
+    fn route(
+        &self,
+        line: InputLine,
+        src: Option<Arc<str>>,
+        stop: Option<&AtomicBool>,
+    ) -> Result<(), Stopped> {
         let parsed = parse_url(&line);
         let number = src.as_ref().map(|_| line.number);
         let job = Job::new(line.text, src, number);
-        self.route(job, parsed)
-    }
-
-    fn route(&self, job: Job, parsed: Result<url::Url, String>) -> Result<(), Stopped> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(Stopped);
         }
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let url = match parsed {
-            Ok(url) => url,
+        let sent = match parsed {
+            Ok(url) => {
+                let mut h = DefaultHasher::new();
+                hash_host_key(&url, &mut h);
+                let worker = (h.finish() % self.senders.len() as u64) as usize;
+                let tx = &self.senders[worker];
+                let item = WorkItem { job, url };
+                match stop {
+                    None => tx.blocking_send(item).map_err(|_| Stopped),
+                    Some(stop) => send_until(item, stop, |item| match tx.try_send(item) {
+                        Ok(()) => Ok(None),
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => Ok(Some(item)),
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
+                    }),
+                }
+            }
             Err(message) => {
                 let rec =
                     job.error_record(ErrorKind::InvalidUrl, format!("invalid URL: {message}"));
                 self.stats.intake.count(&rec);
-                return self.records.send(rec).map_err(|_| Stopped);
+                match stop {
+                    None => self.records.send(rec).map_err(|_| Stopped),
+                    Some(stop) => send_until(rec, stop, |rec| match self.records.try_send(rec) {
+                        Ok(()) => Ok(None),
+                        Err(std::sync::mpsc::TrySendError::Full(rec)) => Ok(Some(rec)),
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Stopped),
+                    }),
+                }
             }
         };
-        let mut h = DefaultHasher::new();
-        hash_host_key(&url, &mut h);
-        let worker = (h.finish() % self.senders.len() as u64) as usize;
-        self.senders[worker]
-            .blocking_send(WorkItem { job, url })
-            .map_err(|_| Stopped)
+        if sent.is_err() {
+            self.stats.submitted.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Jobs submitted and not yet recorded.
@@ -302,6 +344,28 @@ impl Engine {
     }
 }
 
+/// Offer `item` with `try_send` (which hands it back while the queue is full) until it is
+/// taken, waiting [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`] between tries;
+/// [`Stopped`] once `stop` is set or the queue is gone.
+fn send_until<T>(
+    mut item: T,
+    stop: &AtomicBool,
+    mut try_send: impl FnMut(T) -> Result<Option<T>, Stopped>,
+) -> Result<(), Stopped> {
+    let mut wait = SUBMIT_POLL_MIN;
+    loop {
+        match try_send(item)? {
+            None => return Ok(()),
+            Some(back) => item = back,
+        }
+        if stop.load(Ordering::Acquire) {
+            return Err(Stopped);
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(SUBMIT_POLL_MAX);
+    }
+}
+
 /// Raise the soft RLIMIT_NOFILE to the hard limit and return how many connections fit in
 /// it: `wanted`, or less (said once on stderr) when the limit is too low; and how many idle
 /// keep-alive connections may be kept besides (what the limit leaves, at most
@@ -358,6 +422,27 @@ mod tests {
         // ...and a floor of look-ahead for small budgets.
         assert_eq!(queue_bound(300, 2), 8 * 1024);
         assert_eq!(queue_bound(300, 0), 16 * 1024);
+    }
+
+    #[test]
+    fn a_submit_waiting_on_a_full_queue_gives_up_on_stop() {
+        let stop = AtomicBool::new(false);
+        let mut tries = 0;
+        let r = send_until(7, &stop, |item| {
+            tries += 1;
+            if tries == 3 {
+                stop.store(true, Ordering::Release);
+            }
+            Ok(Some(item))
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 3);
+        let mut tries = 0;
+        let r = send_until(7, &AtomicBool::new(false), |item| {
+            tries += 1;
+            Ok((tries < 4).then_some(item))
+        });
+        assert!(r.is_ok() && tries == 4);
     }
 
     #[test]
