@@ -214,6 +214,7 @@ impl RestartOnly {
         c.cmp("fetch.max_redirects", &a.max_redirects, &b.max_redirects);
         c.cmp("fetch.max_body", &a.max_body, &b.max_body);
         c.cmp("fetch.user_agent", &a.user_agent, &b.user_agent);
+        c.cmp("fetch.headers", &a.headers, &b.headers);
         c.cmp("fetch.resolver", &a.resolver, &b.resolver);
         c.cmp("fetch.ca_file", &a.ca_file, &b.ca_file);
         c.cmp("fetch.insecure", &a.insecure, &b.insecure);
@@ -422,6 +423,7 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         max_redirects: int(&mut f, "fetch.max_redirects"),
         max_body: int(&mut f, "fetch.max_body"),
         user_agent: Section::given(f.string("fetch.user_agent"), "fetch.user_agent"),
+        headers: Section::given(f.strings("fetch.headers"), "fetch.headers"),
         ca_file: Section::given(
             f.non_empty("fetch.ca_file").map(PathBuf::from),
             "fetch.ca_file",
@@ -815,6 +817,7 @@ mod tests {
             connect_timeout_secs = 1.5
             resolver = "127.0.0.1:5353"
             bind = ["127.0.0.2"]
+            headers = ["X-Crawl: 1"]
         "#;
         let ov = Overrides {
             journal: Some("/tmp/x.jsonl".into()),
@@ -833,6 +836,7 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_millis(1500));
         assert_eq!(o.resolver, Some("127.0.0.1:5353".parse().unwrap()));
         assert_eq!(o.bind, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(o.headers[0].to_string(), "X-Crawl: 1");
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::dns::{DnsError, Resolver};
 use crate::error::ErrorKind;
 use crate::html::{is_html, Extracted, Extractor, FollowSelector};
 use crate::http::{
-    write_get, Consumer, Exchange, ExchangeError, ExchangeOptions, HttpError, RequestOptions,
-    ResponseHead, Want,
+    write_request, Consumer, Exchange, ExchangeError, ExchangeOptions, HeaderBlock, HttpError,
+    Method, Request, ResponseHead, Target, Want,
 };
 use crate::intake::host_key;
 use crate::ipgate::{IpGate, IpPermit};
@@ -153,6 +153,8 @@ pub struct FetchCtx {
     pub resolver: Resolver,
     tls: TlsContext,
     connect: ConnectOptions,
+    /// The run's default and `-H` headers, serialized once.
+    headers: HeaderBlock,
     follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: BufPool,
@@ -192,6 +194,7 @@ impl FetchCtx {
             resolver,
             tls,
             connect,
+            headers: HeaderBlock::new(&opts.user_agent, &opts.headers),
             follow,
             counters,
             bufs: BufPool::new(FETCH_READ_BUF, MAX_READ_BUFS),
@@ -966,11 +969,18 @@ fn request<'a, C: Consumer>(
 ) -> impl std::future::Future<Output = Result<(ResponseHead, bool), DriveError>> + 'a {
     async move {
         let mut req = Vec::with_capacity(REQUEST_BUF);
-        let opts = RequestOptions {
-            user_agent: &ctx.opts.user_agent,
-            close: false,
-        };
-        write_get(&mut req, url, &opts);
+        write_request(
+            &mut req,
+            &Request {
+                method: &Method::Get,
+                url,
+                target: Target::Origin,
+                headers: &ctx.headers,
+                proxy_authorization: None,
+                body_len: None,
+                close: false,
+            },
+        );
         let mut ex = Exchange::new(ExchangeOptions {
             max_body: ctx.opts.max_body,
             head_request: false,

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::Header;
 use crate::netpolicy::{NamedSet, NetPolicy, Rule};
 
 pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
@@ -56,7 +57,11 @@ pub struct FetchOptions {
     pub max_redirects: u32,
     /// Decoded body bytes read at most per page.
     pub max_body: u64,
+    /// The `User-Agent` sent (empty: none): the first `-H User-Agent` when one is given,
+    /// else `--user-agent`, else [`DEFAULT_USER_AGENT`]. robots.txt rules are matched for it.
     pub user_agent: String,
+    /// Extra request headers (`-H`), in order; one naming a default header replaces it.
+    pub headers: Vec<Header>,
     /// DNS server to use instead of /etc/resolv.conf.
     pub resolver: Option<SocketAddr>,
     /// Extra trust anchors (PEM).
@@ -126,6 +131,8 @@ pub(crate) struct RawFetchOptions {
     pub max_redirects: Option<Given<i64>>,
     pub max_body: Option<Given<i64>>,
     pub user_agent: Option<Given<String>>,
+    /// Extra request headers as written (`Name: value`).
+    pub headers: Option<Given<Vec<String>>>,
     pub resolver: Option<Given<SocketAddr>>,
     pub ca_file: Option<Given<PathBuf>>,
     pub insecure: Option<Given<bool>>,
@@ -184,6 +191,21 @@ impl Check {
         }
     }
 
+    /// Extra request headers; the bad ones reported.
+    fn headers(&mut self, v: &Option<Given<Vec<String>>>) -> Vec<Header> {
+        let Some(g) = v.as_ref() else {
+            return Vec::new();
+        };
+        g.value
+            .iter()
+            .filter_map(|s| {
+                Header::parse(s)
+                    .map_err(|e| self.bad(g.name, e.to_string()))
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Network policy rules; the bad ones reported.
     fn rules(&mut self, v: &Option<Given<Vec<String>>>) -> Vec<Rule> {
         let Some(g) = v.as_ref() else {
@@ -231,6 +253,7 @@ impl RawFetchOptions {
             max_redirects: over.max_redirects.or(self.max_redirects),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            headers: over.headers.or(self.headers),
             resolver: over.resolver.or(self.resolver),
             ca_file: over.ca_file.or(self.ca_file),
             insecure: over.insecure.or(self.insecure),
@@ -289,6 +312,7 @@ impl RawFetchOptions {
                 c.bad(g.name, "must be non-empty printable text".into());
             }
         }
+        let headers = c.headers(&self.headers);
         if let Some(g) = &self.follow {
             if let Err(e) = crate::html::FollowSelector::parse(&g.value) {
                 c.bad(g.name, e.to_string());
@@ -336,6 +360,13 @@ impl RawFetchOptions {
             return Err(OptionErrors(c.0));
         }
         let value = |g: &Option<Given<String>>| g.as_ref().map(|g| g.value.clone());
+        // A `-H User-Agent` wins over `--user-agent`, as with curl.
+        let user_agent = headers
+            .iter()
+            .find(|h| h.is("User-Agent"))
+            .map(|h| h.value().to_string())
+            .or_else(|| value(&self.user_agent))
+            .unwrap_or_else(|| DEFAULT_USER_AGENT.into());
         Ok(FetchOptions {
             concurrency,
             per_host,
@@ -348,7 +379,8 @@ impl RawFetchOptions {
             read_timeout: read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT),
             max_redirects: max_redirects.map_or(DEFAULT_MAX_REDIRECTS, |v| v as u32),
             max_body: max_body.unwrap_or(DEFAULT_MAX_BODY),
-            user_agent: value(&self.user_agent).unwrap_or_else(|| DEFAULT_USER_AGENT.into()),
+            user_agent,
+            headers,
             resolver: self.resolver.as_ref().map(|g| g.value),
             ca_file: self.ca_file.as_ref().map(|g| g.value.clone()),
             insecure: self.insecure.as_ref().is_some_and(|g| g.value),
@@ -563,6 +595,51 @@ mod tests {
             .unwrap();
         assert!(!o.robots);
         assert!(o.policy.denies("127.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn headers_are_checked_and_a_header_user_agent_wins() {
+        let raw = RawFetchOptions {
+            headers: flag(
+                "--header",
+                vec![
+                    "Host: x".into(),
+                    "X-A 1".into(),
+                    "X-B: a\nb".into(),
+                    "X-Ok: 1".into(),
+                ],
+            ),
+            ..Default::default()
+        };
+        assert_eq!(
+            messages(&raw),
+            vec![
+                "bad value for --header: Host cannot be set: it is set from the URL",
+                "bad value for --header: \"X-A 1\" is not `Name: value`",
+                "bad value for --header: the value of X-B contains a control character (CR, LF, NUL...)",
+            ]
+        );
+        let o = RawFetchOptions {
+            user_agent: flag("--user-agent", "flag/1".to_string()),
+            headers: file(
+                "fetch.headers",
+                vec!["X-A: 1".into(), "user-agent: header/2".into()],
+            ),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(o.user_agent, "header/2");
+        assert_eq!(o.headers.len(), 2);
+        let o = RawFetchOptions {
+            headers: flag("--header", vec!["User-Agent:".into()]),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(o.user_agent, "", "an empty -H User-Agent sends none");
+        let d = RawFetchOptions::default().validate().unwrap();
+        assert!(d.headers.is_empty());
     }
 
     #[test]
