@@ -312,6 +312,19 @@ pub(crate) struct FetchFlags {
     /// Exceptions to --deny, same syntax (e.g. --deny all --allow 203.0.113.0/24).
     #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// HTTP proxy for http and https URLs, http://[USER:PASSWORD@]HOST[:PORT] (port 1080
+    /// when left out, as with curl; the scheme may be left out): http URLs are sent to it in
+    /// absolute form, https URLs get a CONNECT tunnel. '' = no proxy, whatever the
+    /// environment says. Without it: http_proxy for http URLs, https_proxy or HTTPS_PROXY
+    /// for https URLs, else all_proxy or ALL_PROXY (upper-case HTTP_PROXY is ignored, as
+    /// curl does). Failures are error kind "proxy"; a record's "ip" is then the proxy's.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy, comma-separated: names (and the names under them),
+    /// IP addresses or CIDRs, each with an optional :PORT; '*' = every host. Overrides
+    /// no_proxy/NO_PROXY ('' = no exception).
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 impl FetchFlags {
@@ -342,6 +355,9 @@ impl FetchFlags {
                 "--allow",
                 (!self.allow.is_empty()).then(|| self.allow.clone()),
             ),
+            proxy_http: flag("--proxy", self.proxy.clone()),
+            proxy_https: flag("--proxy", self.proxy.clone()),
+            no_proxy: flag("--noproxy", self.noproxy.clone()),
         }
     }
 }

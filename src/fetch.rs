@@ -37,9 +37,12 @@ use crate::netpolicy::NetPolicy;
 use crate::options::FetchOptions;
 use crate::polite::Politeness;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
+use crate::proxy::{ProxyError, Route};
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::retry;
 use crate::robots::{self, Lookup, RobotsCache, Rules};
+
+mod proxied;
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused (no job for the host
@@ -95,6 +98,8 @@ pub enum FetchError {
     Denied(String),
     #[error("{0}")]
     Robots(String),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The address is at its `--per-ip` cap: the job waits for a permit (never a record).
     #[error("{0} is at its --per-ip limit")]
     IpBusy(IpAddr),
@@ -115,6 +120,7 @@ impl FetchError {
             FetchError::NoLink => ErrorKind::NoLink,
             FetchError::Denied(_) => ErrorKind::Denied,
             FetchError::Robots(_) => ErrorKind::Robots,
+            FetchError::Proxy(_) => ErrorKind::Proxy,
             // Never recorded: the worker puts the job back until a permit is free.
             FetchError::IpBusy(_) => ErrorKind::Internal,
         }
@@ -124,6 +130,7 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Http(HttpError::ClosedBeforeHead(_)) => true,
+            FetchError::Proxy(e) => e.is_transient(),
             e => retry::transient_kind(e.kind()),
         }
     }
@@ -610,18 +617,31 @@ fn on_connection<'a, C: Consumer>(
     acct: &'a mut Acct,
 ) -> impl std::future::Future<Output = Result<ResponseHead, FetchError>> + 'a {
     async move {
+        let route = ctx.opts.proxy.route(url);
         let key = host_key(url);
-        if held.as_ref().is_some_and(|h| h.key != key) {
+        // The keep-alive pool key: the origin's, or the proxy's for requests forwarded to an
+        // HTTP proxy (one connection to it serves every origin).
+        let pooled = route.pool_key();
+        if held
+            .as_ref()
+            .is_some_and(|h| h.key != pooled.unwrap_or(&key))
+        {
             if let Some(h) = held.take() {
                 ctx.park(h).await;
             }
         }
+        let direct = matches!(route, Route::Direct);
+        if !direct {
+            proxied::check_origin(ctx, url)?;
+        }
         loop {
             let parked = match held.take() {
                 Some(h) => Some(h.stream),
-                None => ctx.unpark(&key).await,
+                None => ctx.unpark(pooled.unwrap_or(&key)).await,
             };
             let (mut stream, reused, _permit) = match parked {
+                // Through a proxy the origin's address is unknown: no --per-ip permit.
+                Some(stream) if !direct => (stream, true, None),
                 Some(stream) => match ctx.ip_permit(stream.peer().ip()) {
                     Ok(permit) => (stream, true, permit),
                     Err(busy) => {
@@ -629,10 +649,14 @@ fn on_connection<'a, C: Consumer>(
                         return Err(busy);
                     }
                 },
-                None => {
+                None if direct => {
                     let (stream, permit) =
                         Box::pin(connect(ctx, url, deadline, &mut acct.ip)).await?;
                     (stream, false, permit)
+                }
+                None => {
+                    let via = proxied::connect(ctx, url, route, deadline, &mut acct.ip);
+                    (Box::pin(via).await?, false, None)
                 }
             };
             acct.ip = Some(stream.peer().ip());
@@ -646,12 +670,13 @@ fn on_connection<'a, C: Consumer>(
             }
             match request(ctx, &mut stream, url, deadline, consumer, reused, acct).await {
                 Ok((head, true)) => {
+                    let key = pooled.map_or(key, str::to_owned);
                     *held = Some(Held { key, stream });
-                    return Ok(head);
+                    return proxied::check_answer(route, head);
                 }
                 Ok((head, false)) => {
                     stream.close().await;
-                    return Ok(head);
+                    return proxied::check_answer(route, head);
                 }
                 Err(e) => {
                     stream.close().await;
@@ -952,8 +977,9 @@ impl Consumer for PageReader<'_> {
     }
 }
 
-/// Send the request for `url` on `stream` and read its response into `consumer`. Returns
-/// its head, and whether the connection may carry another request.
+/// Send the request for `url` on `stream` (in absolute-form with the proxy's credentials
+/// when its route forwards it to an HTTP proxy) and read its response into `consumer`.
+/// Returns its head, and whether the connection may carry another request.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
@@ -969,14 +995,18 @@ fn request<'a, C: Consumer>(
 ) -> impl std::future::Future<Output = Result<(ResponseHead, bool), DriveError>> + 'a {
     async move {
         let mut req = Vec::with_capacity(REQUEST_BUF);
+        let (target, proxy_authorization) = match ctx.opts.proxy.route(url) {
+            Route::Forward(proxy) => (Target::Absolute, proxy.authorization()),
+            Route::Direct | Route::Tunnel(_) => (Target::Origin, None),
+        };
         write_request(
             &mut req,
             &Request {
                 method: &Method::Get,
                 url,
-                target: Target::Origin,
+                target,
                 headers: &ctx.headers,
-                proxy_authorization: None,
+                proxy_authorization,
                 body_len: None,
                 close: false,
             },

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::http::Header;
 use crate::netpolicy::{NamedSet, NetPolicy, Rule};
+use crate::proxy::{self, NoProxy, Proxies, Proxy};
 
 pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
 pub(crate) const DEFAULT_PER_HOST: usize = 6;
@@ -82,6 +83,8 @@ pub struct FetchOptions {
     pub per_ip: Option<usize>,
     /// Which addresses may be connected to.
     pub policy: NetPolicy,
+    /// The HTTP proxies by scheme and the hosts reached without them.
+    pub proxy: Proxies,
 }
 
 impl Default for FetchOptions {
@@ -99,6 +102,8 @@ pub(crate) enum Name {
     File(&'static str),
     /// A command-line flag (`--timeout`).
     Flag(&'static str),
+    /// An environment variable (`https_proxy`).
+    Env(&'static str),
 }
 
 impl std::fmt::Display for Name {
@@ -106,6 +111,7 @@ impl std::fmt::Display for Name {
         match self {
             Name::File(k) => write!(f, "`{k}`"),
             Name::Flag(k) => f.write_str(k),
+            Name::Env(k) => write!(f, "environment variable {k}"),
         }
     }
 }
@@ -145,6 +151,12 @@ pub(crate) struct RawFetchOptions {
     /// Network policy rules as written (sets, CIDRs, addresses).
     pub deny: Option<Given<Vec<String>>>,
     pub allow: Option<Given<Vec<String>>>,
+    /// The proxy URL of `http://` URLs as written (`""`: none).
+    pub proxy_http: Option<Given<String>>,
+    /// The same for `https://` URLs.
+    pub proxy_https: Option<Given<String>>,
+    /// The `NO_PROXY` list as written.
+    pub no_proxy: Option<Given<String>>,
 }
 
 /// One unusable option value.
@@ -206,6 +218,12 @@ impl Check {
             .collect()
     }
 
+    /// A proxy URL (`""`: no proxy).
+    fn proxy(&mut self, v: &Option<Given<String>>) -> Option<Proxy> {
+        let g = v.as_ref().filter(|g| !g.value.is_empty())?;
+        Proxy::parse(&g.value).map_err(|e| self.bad(g.name, e)).ok()
+    }
+
     /// Network policy rules; the bad ones reported.
     fn rules(&mut self, v: &Option<Given<Vec<String>>>) -> Vec<Rule> {
         let Some(g) = v.as_ref() else {
@@ -265,7 +283,31 @@ impl RawFetchOptions {
             per_ip: over.per_ip.or(self.per_ip),
             deny: over.deny.or(self.deny),
             allow: over.allow.or(self.allow),
+            proxy_http: over.proxy_http.or(self.proxy_http),
+            proxy_https: over.proxy_https.or(self.proxy_https),
+            no_proxy: over.no_proxy.or(self.no_proxy),
         }
+    }
+
+    /// The proxy settings of an environment, as the layer under the config file and the
+    /// flags: `get` reads one variable (see `proxy::HTTP_PROXY_VARS` and its siblings for
+    /// which, curl's rules).
+    pub(crate) fn env(get: &dyn Fn(&str) -> Option<String>) -> RawFetchOptions {
+        let given = |(var, value)| Given {
+            value,
+            name: Name::Env(var),
+        };
+        RawFetchOptions {
+            proxy_http: proxy::env_proxy(&proxy::HTTP_PROXY_VARS, get).map(given),
+            proxy_https: proxy::env_proxy(&proxy::HTTPS_PROXY_VARS, get).map(given),
+            no_proxy: proxy::env_proxy(&proxy::NO_PROXY_VARS, get).map(given),
+            ..RawFetchOptions::default()
+        }
+    }
+
+    /// [`RawFetchOptions::env`] of this process, read once at start.
+    pub(crate) fn process_env() -> RawFetchOptions {
+        RawFetchOptions::env(&|k| std::env::var(k).ok())
     }
 
     /// The defaults of the service (`ringcrawl run`), a layer under its config file: it
@@ -323,6 +365,14 @@ impl RawFetchOptions {
         let per_ip = c.count(&self.per_ip, 1, MAX_CONCURRENCY);
         let deny = c.rules(&self.deny);
         let allow = c.rules(&self.allow);
+        let proxy = Proxies {
+            http: c.proxy(&self.proxy_http),
+            https: c.proxy(&self.proxy_https),
+            no_proxy: self
+                .no_proxy
+                .as_ref()
+                .map_or_else(NoProxy::default, |g| NoProxy::parse(&g.value)),
+        };
 
         let concurrency = concurrency.map_or(DEFAULT_CONCURRENCY, |v| v as usize);
         let per_host = match (per_host, &self.per_host) {
@@ -395,6 +445,7 @@ impl RawFetchOptions {
             host_delay: Duration::from_millis(host_delay.unwrap_or(0)),
             per_ip: per_ip.map(|v| v as usize),
             policy: NetPolicy::new(deny, allow),
+            proxy,
         })
     }
 }
@@ -640,6 +691,93 @@ mod tests {
         assert_eq!(o.user_agent, "", "an empty -H User-Agent sends none");
         let d = RawFetchOptions::default().validate().unwrap();
         assert!(d.headers.is_empty());
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> RawFetchOptions {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RawFetchOptions::env(&|k| map.get(k).cloned())
+    }
+
+    fn proxy_ports(o: &FetchOptions) -> (Option<u16>, Option<u16>) {
+        let port = |p: &Option<Proxy>| p.as_ref().map(Proxy::port);
+        (port(&o.proxy.http), port(&o.proxy.https))
+    }
+
+    #[test]
+    fn proxies_come_from_the_environment_under_the_file_under_the_flags() {
+        let e = env(&[
+            ("http_proxy", "http://127.0.0.1:1"),
+            ("HTTP_PROXY", "http://127.0.0.1:9"),
+            ("HTTPS_PROXY", "127.0.0.1:2"),
+            ("no_proxy", "a.test"),
+        ]);
+        let o = e.clone().validate().unwrap();
+        assert_eq!(proxy_ports(&o), (Some(1), Some(2)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::parse("a.test"));
+        let only_all = env(&[("ALL_PROXY", "http://127.0.0.1:3")])
+            .validate()
+            .unwrap();
+        assert_eq!(proxy_ports(&only_all), (Some(3), Some(3)));
+        let upper_http_only = env(&[("HTTP_PROXY", "http://127.0.0.1:9")]);
+        assert!(
+            upper_http_only.validate().unwrap().proxy.is_empty(),
+            "httpoxy"
+        );
+
+        // A file's proxy is for both schemes; a flag wins over both; NO_PROXY stays unless
+        // a layer above gives its own list (curl: --noproxy overrides NO_PROXY).
+        let file_layer = RawFetchOptions {
+            proxy_http: file("fetch.proxy", "http://127.0.0.1:4".into()),
+            proxy_https: file("fetch.proxy", "http://127.0.0.1:4".into()),
+            ..Default::default()
+        };
+        let o = e.clone().overlay(file_layer.clone()).validate().unwrap();
+        assert_eq!(proxy_ports(&o), (Some(4), Some(4)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::parse("a.test"));
+        let flags = RawFetchOptions {
+            proxy_http: flag("--proxy", "http://127.0.0.1:5".into()),
+            proxy_https: flag("--proxy", "http://127.0.0.1:5".into()),
+            no_proxy: flag("--noproxy", String::new()),
+            ..Default::default()
+        };
+        let o = e
+            .clone()
+            .overlay(file_layer)
+            .overlay(flags)
+            .validate()
+            .unwrap();
+        assert_eq!(proxy_ports(&o), (Some(5), Some(5)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::default());
+        // `--proxy ''`: no proxy, whatever the environment says.
+        let off = RawFetchOptions {
+            proxy_http: flag("--proxy", String::new()),
+            proxy_https: flag("--proxy", String::new()),
+            ..Default::default()
+        };
+        assert!(e.overlay(off).validate().unwrap().proxy.is_empty());
+    }
+
+    #[test]
+    fn a_bad_proxy_names_its_variable_or_flag() {
+        let e = env(&[("https_proxy", "socks5://127.0.0.1:1080")]);
+        assert_eq!(
+            messages(&e),
+            vec![
+                "bad value for environment variable https_proxy: `socks5://127.0.0.1:1080`: \
+                 SOCKS proxies are not supported, only http://"
+            ]
+        );
+        let raw = RawFetchOptions {
+            proxy_http: flag("--proxy", "https://p:443".into()),
+            proxy_https: flag("--proxy", "https://p:443".into()),
+            ..Default::default()
+        };
+        let m = messages(&raw);
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(m[0].starts_with("bad value for --proxy: `https://p:443`: https:// proxies"));
     }
 
     #[test]
