@@ -365,9 +365,16 @@ impl RawFetchOptions {
         let per_ip = c.count(&self.per_ip, 1, MAX_CONCURRENCY);
         let deny = c.rules(&self.deny);
         let allow = c.rules(&self.allow);
+        let http_proxy = c.proxy(&self.proxy_http);
+        // One setting for both schemes (`--proxy`, `all_proxy`) is checked (and reported) once.
+        let https_proxy = if self.proxy_https == self.proxy_http {
+            http_proxy.clone()
+        } else {
+            c.proxy(&self.proxy_https)
+        };
         let proxy = Proxies {
-            http: c.proxy(&self.proxy_http),
-            https: c.proxy(&self.proxy_https),
+            http: http_proxy,
+            https: https_proxy,
             no_proxy: self
                 .no_proxy
                 .as_ref()
@@ -776,7 +783,7 @@ mod tests {
             ..Default::default()
         };
         let m = messages(&raw);
-        assert_eq!(m.len(), 2, "{m:#?}");
+        assert_eq!(m.len(), 1, "one setting, one message: {m:#?}");
         assert!(m[0].starts_with("bad value for --proxy: `https://p:443`: https:// proxies"));
     }
 
