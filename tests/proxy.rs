@@ -1,4 +1,5 @@
-//! `ringcrawl fetch` through HTTP proxies (issue 15): a real tinyproxy in front of a real
+//! `ringcrawl fetch` with extra headers and through HTTP proxies (issue 15): the exact head
+//! sent with `-H`; a real tinyproxy in front of a real
 //! nginx gives the same records as direct runs, over http (absolute-form) and https (CONNECT
 //! tunnels, TLS to the origin with the test CA); `-H` headers reach the origin and proxy
 //! credentials do not; a 407 and a refused proxy are `proxy` records; `NO_PROXY` and the
@@ -439,5 +440,36 @@ fn an_unusable_proxy_setting_is_a_usage_error_naming_its_source() {
     assert_eq!(
         run.stderr.trim(),
         "ringcrawl: bad value for --header: Host cannot be set: it is set from the URL"
+    );
+}
+
+#[test]
+fn extra_headers_follow_the_defaults_in_order_and_replace_or_remove_them() {
+    let origin = FaultServer::start();
+    let run = run_fetch_env(
+        &[
+            &origin.url("/ok"),
+            "-H",
+            "X-B: two words ",
+            "-H",
+            "accept: text/html",
+            "-H",
+            "Accept-Encoding:",
+            "-H",
+            "X-B: again",
+            "--user-agent",
+            "flag/1",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(only(&run)["title"], "OK page");
+    assert_eq!(
+        origin.heads(),
+        [format!(
+            "GET /ok HTTP/1.1\r\nHost: {}\r\nUser-Agent: flag/1\r\nX-B: two words\r\n\
+             accept: text/html\r\nX-B: again",
+            origin.addr
+        )]
     );
 }
