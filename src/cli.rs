@@ -317,7 +317,8 @@ pub(crate) struct FetchFlags {
     /// absolute form, https URLs get a CONNECT tunnel. '' = no proxy, whatever the
     /// environment says. Without it: http_proxy for http URLs, https_proxy or HTTPS_PROXY
     /// for https URLs, else all_proxy or ALL_PROXY (upper-case HTTP_PROXY is ignored, as
-    /// curl does). Failures are error kind "proxy"; a record's "ip" is then the proxy's.
+    /// curl does). Records of proxied URLs have the proxy's address as "ip"; proxy failures
+    /// are error kind "proxy".
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Hosts reached without the proxy, comma-separated: names (and the names under them),
