@@ -473,3 +473,34 @@ fn extra_headers_follow_the_defaults_in_order_and_replace_or_remove_them() {
         )]
     );
 }
+
+#[test]
+fn through_a_proxy_the_policy_checks_ip_literal_origins_and_not_the_proxy() {
+    let fake_proxy = FaultServer::start();
+    let proxy_url = format!("http://{}", fake_proxy.addr);
+    let denied = "http://127.0.0.1:9/ok";
+    let named = "http://a.invalid/ok";
+    let run = run_fetch_env(
+        &[denied, named, "--deny", "loopback", "--proxy", &proxy_url],
+        None,
+        &[],
+    );
+    run.assert_success();
+    let by_url = run.by_url();
+    assert_eq!(
+        error_kind(&by_url[denied]),
+        Some("denied"),
+        "{}",
+        by_url[denied]
+    );
+    assert_eq!(
+        by_url[named]["title"], "OK page",
+        "the proxy on loopback is configured, not denied: {}",
+        by_url[named]
+    );
+    assert_eq!(
+        fake_proxy.requests(),
+        1,
+        "the denied URL never reached the proxy"
+    );
+}
