@@ -9,7 +9,8 @@
 //! another host, the connection is parked in the worker's keep-alive pool (`pool`), where a
 //! later job for that host finds it. A reused connection that the server had already closed
 //! (EOF or reset before any response byte) is retried on a fresh connection, so keep-alive
-//! races never surface as errors.
+//! races never surface as errors. Through an HTTP proxy (`proxied`), requests forwarded to it
+//! share its connections under the proxy's key, whatever their origin.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
