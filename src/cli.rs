@@ -312,9 +312,10 @@ pub(crate) struct FetchFlags {
     /// Exceptions to --deny, same syntax (e.g. --deny all --allow 203.0.113.0/24).
     #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
     pub allow: Vec<String>,
-    /// HTTP proxy for http and https URLs, http://[USER:PASSWORD@]HOST[:PORT] (port 1080
-    /// when left out, as with curl; the scheme may be left out): http URLs are sent to it in
-    /// absolute form, https URLs get a CONNECT tunnel. '' = no proxy, whatever the
+    /// HTTP proxy for http and https URLs: http://HOST:PORT, or http://USER:PASSWORD@HOST:PORT
+    /// for Basic credentials (the scheme may be left out; the port is 1080 when left out, as
+    /// with curl): http URLs are sent to it in absolute form, https URLs get a CONNECT
+    /// tunnel. '' = no proxy, whatever the
     /// environment says. Without it: http_proxy for http URLs, https_proxy or HTTPS_PROXY
     /// for https URLs, else all_proxy or ALL_PROXY (upper-case HTTP_PROXY is ignored, as
     /// curl does). Records of proxied URLs have the proxy's address as "ip"; proxy failures

@@ -268,7 +268,8 @@ impl Stream {
         }
     }
 
-    /// Like [`Stream::read`], with the buffer taken from `take` when `lend` says: only once
+    /// Like a plain read ([`TcpConn::read`], [`tls::TlsConn::read`]), with the buffer taken
+    /// from `take` when `lend` says: only once
     /// there is something to read (see [`TcpConn::read_ready`] and
     /// [`tls::TlsConn::read_ready`]), or at once. (One method for both, so a caller that
     /// may do either carries one awaited future, not two.)
