@@ -25,6 +25,7 @@ use crate::intake::{InputLine, LineReader, ReadLimits};
 use crate::job::Summary;
 use crate::journal::{FsyncPolicy, Journal, Target};
 use crate::load::LoadError;
+use crate::options::RawFetchOptions;
 use crate::progress::{ProgressDisplay, TICK};
 use crate::spool::results::{self, ListEnd};
 use crate::spool::SpoolError;
@@ -221,9 +222,11 @@ fn engine_failure(e: EngineError) -> Failure {
 /// `ringcrawl fetch`: stream the inputs through the engine into the output.
 fn fetch(args: FetchArgs) -> Outcome {
     let flags = args.fetch.raw();
+    // The environment's proxy settings lie under the file, the file under the flags.
+    let env = RawFetchOptions::process_env();
     let opts = match &args.config {
-        Some(path) => config::fetch_options_from_file(path, flags).map_err(usage)?,
-        None => flags.validate().map_err(usage)?,
+        Some(path) => config::fetch_options_from_file(path, env, flags).map_err(usage)?,
+        None => env.overlay(flags).validate().map_err(usage)?,
     };
     if args.urls.is_empty() && args.input.is_none() {
         return Err(usage(anyhow::anyhow!(

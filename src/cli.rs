@@ -107,9 +107,17 @@ pub(crate) struct LoadArgs {
     /// DNS server to query instead of /etc/resolv.conf.
     #[arg(long, value_name = "IP:PORT")]
     pub resolver: Option<SocketAddr>,
-    /// User-Agent header [default: ringcrawl/VERSION].
+    /// User-Agent header [default: ringcrawl/VERSION]; a -H User-Agent wins over it.
     #[arg(long, value_name = "S")]
     pub user_agent: Option<String>,
+    /// Extra request header 'Name: value', repeatable; sent in the order given after
+    /// ringcrawl's User-Agent, Accept and Accept-Encoding, and replacing the one it names (an
+    /// empty value removes it, as with curl: -H 'Accept-Encoding:'). Host, Content-Length,
+    /// Transfer-Encoding, Trailer, Connection, Keep-Alive, Proxy-Connection, TE and Upgrade
+    /// are refused (ringcrawl sets the host from the URL and owns framing and keep-alive), and
+    /// so is Proxy-Authorization (give proxy credentials in the proxy URL).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
 }
 
 /// Connections of a load test without -c.
@@ -123,6 +131,11 @@ fn flag<T>(name: &'static str, value: Option<T>) -> Option<Given<T>> {
         value,
         name: Name::Flag(name),
     })
+}
+
+/// A repeatable flag's values with its name; `None` when it was not given.
+fn list<T: Clone>(name: &'static str, values: &[T]) -> Option<Given<Vec<T>>> {
+    flag(name, (!values.is_empty()).then(|| values.to_vec()))
 }
 
 /// `Some(true)` when a switch was given (a switch cannot turn a file's `true` off).
@@ -145,6 +158,7 @@ impl LoadArgs {
             insecure: switch("--insecure", self.insecure),
             resolver: flag("--resolver", self.resolver),
             user_agent: flag("--user-agent", self.user_agent.clone()),
+            headers: list("--header", &self.headers),
             ..RawFetchOptions::default()
         };
         let mut errors = Vec::new();
@@ -261,9 +275,17 @@ pub(crate) struct FetchFlags {
     /// report the linked page's title.
     #[arg(long, value_name = "CSS")]
     pub follow: Option<String>,
-    /// User-Agent header [default: ringcrawl/VERSION].
+    /// User-Agent header [default: ringcrawl/VERSION]; a -H User-Agent wins over it.
     #[arg(long, value_name = "S")]
     pub user_agent: Option<String>,
+    /// Extra request header 'Name: value', repeatable; sent in the order given after
+    /// ringcrawl's User-Agent, Accept and Accept-Encoding, and replacing the one it names (an
+    /// empty value removes it, as with curl: -H 'Accept-Encoding:'). Host, Content-Length,
+    /// Transfer-Encoding, Trailer, Connection, Keep-Alive, Proxy-Connection, TE and Upgrade
+    /// are refused (ringcrawl sets the host from the URL and owns framing and keep-alive), and
+    /// so is Proxy-Authorization (give proxy credentials in the proxy URL).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
     /// Source addresses for outbound connections, comma-separated.
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
     pub bind: Vec<IpAddr>,
@@ -294,6 +316,21 @@ pub(crate) struct FetchFlags {
     /// Exceptions to --deny, same syntax (e.g. --deny all --allow 203.0.113.0/24).
     #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// HTTP proxy for http and https URLs: http://HOST:PORT, or http://USER:PASSWORD@HOST:PORT
+    /// for Basic credentials (the scheme may be left out; the port is 1080 when left out, as
+    /// with curl): http URLs are sent to it in absolute form, https URLs get a CONNECT
+    /// tunnel. '' = no proxy, whatever the
+    /// environment says. Without it: http_proxy for http URLs, https_proxy or HTTPS_PROXY
+    /// for https URLs, else all_proxy or ALL_PROXY (upper-case HTTP_PROXY is ignored, as
+    /// curl does). Records of proxied URLs have the proxy's address as "ip"; proxy failures
+    /// are error kind "proxy".
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy, comma-separated: names (and the names under them),
+    /// IP addresses or CIDRs, each with an optional :PORT; '*' = every host. Overrides
+    /// no_proxy/NO_PROXY ('' = no exception).
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 }
 
 impl FetchFlags {
@@ -309,6 +346,7 @@ impl FetchFlags {
             max_redirects: flag("--max-redirects", self.max_redirects),
             max_body: flag("--max-body", self.max_body),
             user_agent: flag("--user-agent", self.user_agent.clone()),
+            headers: list("--header", &self.headers),
             resolver: flag("--resolver", self.resolver),
             ca_file: flag("--ca-file", self.ca_file.clone()),
             insecure: switch("--insecure", self.insecure),
@@ -323,6 +361,9 @@ impl FetchFlags {
                 "--allow",
                 (!self.allow.is_empty()).then(|| self.allow.clone()),
             ),
+            proxy_http: flag("--proxy", self.proxy.clone()),
+            proxy_https: flag("--proxy", self.proxy.clone()),
+            no_proxy: flag("--noproxy", self.noproxy.clone()),
         }
     }
 }
@@ -380,6 +421,21 @@ mod tests {
         assert!(
             load(&["ftp://a/"]).is_err(),
             "one URL validation for all inputs"
+        );
+    }
+
+    #[test]
+    fn header_flags_repeat_in_fetch_and_load() {
+        let f = fetch(&["-H", "X-A: 1", "--header", "X-B: 2", "http://a/"]);
+        let o = f.fetch.raw().validate().unwrap();
+        let names: Vec<&str> = o.headers.iter().map(|h| h.name()).collect();
+        assert_eq!(names, ["X-A", "X-B"]);
+        let o = load(&["http://127.0.0.1/", "-H", "Accept: */*"]).unwrap();
+        assert_eq!(o.fetch.headers[0].value(), "*/*");
+        let errs = load(&["http://127.0.0.1/", "-H", "Connection: close"]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "bad value for --header: Connection cannot be set: ringcrawl manages keep-alive itself"
         );
     }
 

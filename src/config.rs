@@ -224,6 +224,7 @@ impl RestartOnly {
         c.cmp("fetch.max_redirects", &a.max_redirects, &b.max_redirects);
         c.cmp("fetch.max_body", &a.max_body, &b.max_body);
         c.cmp("fetch.user_agent", &a.user_agent, &b.user_agent);
+        c.cmp("fetch.headers", &a.headers, &b.headers);
         c.cmp("fetch.resolver", &a.resolver, &b.resolver);
         c.cmp("fetch.ca_file", &a.ca_file, &b.ca_file);
         c.cmp("fetch.insecure", &a.insecure, &b.insecure);
@@ -234,6 +235,7 @@ impl RestartOnly {
         c.cmp("fetch.host_delay_ms", &a.host_delay, &b.host_delay);
         c.cmp("fetch.per_ip", &a.per_ip, &b.per_ip);
         c.cmp("fetch.deny/allow", &a.policy, &b.policy);
+        c.cmp("fetch.proxy/noproxy", &a.proxy, &b.proxy);
         c.0
     }
 }
@@ -437,6 +439,7 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         max_redirects: int(&mut f, "fetch.max_redirects"),
         max_body: int(&mut f, "fetch.max_body"),
         user_agent: Section::given(f.string("fetch.user_agent"), "fetch.user_agent"),
+        headers: Section::given(f.strings("fetch.headers"), "fetch.headers"),
         ca_file: Section::given(
             f.non_empty("fetch.ca_file").map(PathBuf::from),
             "fetch.ca_file",
@@ -449,8 +452,12 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         per_ip: int(&mut f, "fetch.per_ip"),
         deny: Section::given(f.strings("fetch.deny"), "fetch.deny"),
         allow: Section::given(f.strings("fetch.allow"), "fetch.allow"),
+        no_proxy: Section::given(f.non_empty("fetch.noproxy"), "fetch.noproxy"),
         ..RawFetchOptions::default()
     };
+    let proxy = Section::given(f.non_empty("fetch.proxy"), "fetch.proxy");
+    raw.proxy_http = proxy.clone();
+    raw.proxy_https = proxy;
     if let Some(s) = f.non_empty("fetch.resolver") {
         match s.parse::<SocketAddr>() {
             Ok(a) => raw.resolver = Section::given(Some(a), "fetch.resolver"),
@@ -491,15 +498,16 @@ fn read_file(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigErro
     }
 }
 
-/// `fetch --config FILE`: the file (all of it checked, its `[fetch]` table used) with the
-/// command-line `flags` layered over it, validated as one.
+/// `fetch --config FILE`: the file (all of it checked, its `[fetch]` table used) layered
+/// over `base` (the environment's proxy settings), the command-line `flags` over it,
+/// validated as one.
 pub(crate) fn fetch_options_from_file(
     path: &Path,
+    base: RawFetchOptions,
     flags: RawFetchOptions,
 ) -> Result<FetchOptions, ConfigErrors> {
     let text = read_file(path, false)?.unwrap_or_default();
     let mut errors = Vec::new();
-    let base = RawFetchOptions::default();
     match Config::parse_into(&text, &Overrides::default(), base, flags, &mut errors) {
         Some(cfg) if errors.is_empty() => Ok(cfg.restart.fetch),
         _ => Err(ConfigErrors {
@@ -512,7 +520,9 @@ pub(crate) fn fetch_options_from_file(
 impl Config {
     /// Read `path` (or [`DEFAULT_CONFIG_PATH`] when `None`, where a missing file means
     /// defaults), apply `overrides`, validate values, and check that the spool and journal
-    /// directories are usable. All problems are returned together.
+    /// directories are usable. All problems are returned together. The file's `[fetch]`
+    /// table is layered over the service's defaults and the process environment's proxy
+    /// settings (`http_proxy`...).
     pub(crate) fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let (text, source) = match path {
             Some(p) => (read_file(p, false)?, Some(p.to_path_buf())),
@@ -528,7 +538,7 @@ impl Config {
         let cfg = Config::parse_into(
             &text,
             overrides,
-            RawFetchOptions::service(),
+            RawFetchOptions::service().overlay(RawFetchOptions::process_env()),
             RawFetchOptions::default(),
             &mut errors,
         );
@@ -835,6 +845,7 @@ mod tests {
             connect_timeout_secs = 1.5
             resolver = "127.0.0.1:5353"
             bind = ["127.0.0.2"]
+            headers = ["X-Crawl: 1"]
         "#;
         let ov = Overrides {
             journal: Some("/tmp/x.jsonl".into()),
@@ -854,6 +865,7 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_millis(1500));
         assert_eq!(o.resolver, Some("127.0.0.1:5353".parse().unwrap()));
         assert_eq!(o.bind, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(o.headers[0].to_string(), "X-Crawl: 1");
     }
 
     #[test]
@@ -984,7 +996,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let err = fetch_options_from_file(&path, flags.clone())
+        let err = fetch_options_from_file(&path, RawFetchOptions::default(), flags.clone())
             .unwrap_err()
             .to_string();
         assert!(
@@ -992,7 +1004,7 @@ mod tests {
             "{err}"
         );
         std::fs::write(&path, "[fetch]\ntimeout_secs = 9\n").unwrap();
-        let o = fetch_options_from_file(&path, flags).unwrap();
+        let o = fetch_options_from_file(&path, RawFetchOptions::default(), flags).unwrap();
         assert_eq!((o.concurrency, o.per_host), (2, 2));
         assert_eq!(o.timeout, Duration::from_secs(9));
     }

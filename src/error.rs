@@ -30,13 +30,15 @@ pub enum ErrorKind {
     Denied,
     /// robots.txt disallows the URL for ringcrawl's user agent.
     Robots,
+    /// The HTTP proxy failed: unreachable, a `CONNECT` refused, 407, a malformed answer.
+    Proxy,
     /// A bug in ringcrawl (a panic while fetching this URL), reported instead of hanging.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in a stable order (summaries, tests).
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidUrl,
         ErrorKind::DnsNxdomain,
         ErrorKind::DnsNoAddress,
@@ -54,6 +56,7 @@ impl ErrorKind {
         ErrorKind::NoLink,
         ErrorKind::Denied,
         ErrorKind::Robots,
+        ErrorKind::Proxy,
         ErrorKind::Internal,
     ];
 
@@ -82,6 +85,7 @@ impl ErrorKind {
             ErrorKind::NoLink => "no_link",
             ErrorKind::Denied => "denied",
             ErrorKind::Robots => "robots",
+            ErrorKind::Proxy => "proxy",
             ErrorKind::Internal => "internal",
         }
     }

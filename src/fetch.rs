@@ -9,7 +9,8 @@
 //! another host, the connection is parked in the worker's keep-alive pool (`pool`), where a
 //! later job for that host finds it. A reused connection that the server had already closed
 //! (EOF or reset before any response byte) is retried on a fresh connection, so keep-alive
-//! races never surface as errors.
+//! races never surface as errors. Through an HTTP proxy (`proxied`), requests forwarded to it
+//! share its connections under the proxy's key, whatever their origin.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +26,8 @@ use crate::dns::{DnsError, Resolver};
 use crate::error::ErrorKind;
 use crate::html::{is_html, Extracted, Extractor, FollowSelector};
 use crate::http::{
-    write_get, Consumer, Exchange, ExchangeError, ExchangeOptions, HttpError, RequestOptions,
-    ResponseHead, Want,
+    write_request, Consumer, Exchange, ExchangeError, ExchangeOptions, HeaderBlock, HttpError,
+    Method, Request, ResponseHead, Target, Want,
 };
 use crate::intake::host_key;
 use crate::ipgate::{IpGate, IpPermit};
@@ -37,9 +38,12 @@ use crate::netpolicy::NetPolicy;
 use crate::options::FetchOptions;
 use crate::polite::Politeness;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
+use crate::proxy::{ProxyError, Route};
 use crate::record::{now_rfc3339, Record, RecordError};
 use crate::retry;
 use crate::robots::{self, Lookup, RobotsCache, Rules};
+
+mod proxied;
 
 /// After the extractor has what it wants, keep reading the rest of a response only while it
 /// costs at most this many more bytes, so the connection can be reused (no job for the host
@@ -95,6 +99,8 @@ pub enum FetchError {
     Denied(String),
     #[error("{0}")]
     Robots(String),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The address is at its `--per-ip` cap: the job waits for a permit (never a record).
     #[error("{0} is at its --per-ip limit")]
     IpBusy(IpAddr),
@@ -115,6 +121,7 @@ impl FetchError {
             FetchError::NoLink => ErrorKind::NoLink,
             FetchError::Denied(_) => ErrorKind::Denied,
             FetchError::Robots(_) => ErrorKind::Robots,
+            FetchError::Proxy(_) => ErrorKind::Proxy,
             // Never recorded: the worker puts the job back until a permit is free.
             FetchError::IpBusy(_) => ErrorKind::Internal,
         }
@@ -124,6 +131,7 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Http(HttpError::ClosedBeforeHead(_)) => true,
+            FetchError::Proxy(e) => e.is_transient(),
             e => retry::transient_kind(e.kind()),
         }
     }
@@ -153,6 +161,8 @@ pub struct FetchCtx {
     pub resolver: Resolver,
     tls: TlsContext,
     connect: ConnectOptions,
+    /// The run's default and `-H` headers, serialized once.
+    headers: HeaderBlock,
     follow: Option<FollowSelector>,
     pub counters: Arc<Counters>,
     bufs: BufPool,
@@ -192,6 +202,7 @@ impl FetchCtx {
             resolver,
             tls,
             connect,
+            headers: HeaderBlock::new(&opts.user_agent, &opts.headers),
             follow,
             counters,
             bufs: BufPool::new(FETCH_READ_BUF, MAX_READ_BUFS),
@@ -607,18 +618,31 @@ fn on_connection<'a, C: Consumer>(
     acct: &'a mut Acct,
 ) -> impl std::future::Future<Output = Result<ResponseHead, FetchError>> + 'a {
     async move {
+        let route = ctx.opts.proxy.route(url);
         let key = host_key(url);
-        if held.as_ref().is_some_and(|h| h.key != key) {
+        // The keep-alive pool key: the origin's, or the proxy's for requests forwarded to an
+        // HTTP proxy (one connection to it serves every origin).
+        let pooled = route.pool_key();
+        if held
+            .as_ref()
+            .is_some_and(|h| h.key != pooled.unwrap_or(&key))
+        {
             if let Some(h) = held.take() {
                 ctx.park(h).await;
             }
         }
+        let direct = matches!(route, Route::Direct);
+        if !direct {
+            proxied::check_origin(ctx, url)?;
+        }
         loop {
             let parked = match held.take() {
                 Some(h) => Some(h.stream),
-                None => ctx.unpark(&key).await,
+                None => ctx.unpark(pooled.unwrap_or(&key)).await,
             };
             let (mut stream, reused, _permit) = match parked {
+                // Through a proxy the origin's address is unknown: no --per-ip permit.
+                Some(stream) if !direct => (stream, true, None),
                 Some(stream) => match ctx.ip_permit(stream.peer().ip()) {
                     Ok(permit) => (stream, true, permit),
                     Err(busy) => {
@@ -626,10 +650,14 @@ fn on_connection<'a, C: Consumer>(
                         return Err(busy);
                     }
                 },
-                None => {
+                None if direct => {
                     let (stream, permit) =
                         Box::pin(connect(ctx, url, deadline, &mut acct.ip)).await?;
                     (stream, false, permit)
+                }
+                None => {
+                    let via = proxied::connect(ctx, url, route, deadline, &mut acct.ip);
+                    (Box::pin(via).await?, false, None)
                 }
             };
             acct.ip = Some(stream.peer().ip());
@@ -643,12 +671,13 @@ fn on_connection<'a, C: Consumer>(
             }
             match request(ctx, &mut stream, url, deadline, consumer, reused, acct).await {
                 Ok((head, true)) => {
+                    let key = pooled.map_or(key, str::to_owned);
                     *held = Some(Held { key, stream });
-                    return Ok(head);
+                    return proxied::check_answer(route, head);
                 }
                 Ok((head, false)) => {
                     stream.close().await;
-                    return Ok(head);
+                    return proxied::check_answer(route, head);
                 }
                 Err(e) => {
                     stream.close().await;
@@ -949,8 +978,9 @@ impl Consumer for PageReader<'_> {
     }
 }
 
-/// Send the request for `url` on `stream` and read its response into `consumer`. Returns
-/// its head, and whether the connection may carry another request.
+/// Send the request for `url` on `stream` (in absolute-form with the proxy's credentials
+/// when its route forwards it to an HTTP proxy) and read its response into `consumer`.
+/// Returns its head, and whether the connection may carry another request.
 #[allow(
     clippy::manual_async_fn,
     reason = "arguments stored once in the future: see run_job"
@@ -966,11 +996,22 @@ fn request<'a, C: Consumer>(
 ) -> impl std::future::Future<Output = Result<(ResponseHead, bool), DriveError>> + 'a {
     async move {
         let mut req = Vec::with_capacity(REQUEST_BUF);
-        let opts = RequestOptions {
-            user_agent: &ctx.opts.user_agent,
-            close: false,
+        let (target, proxy_authorization) = match ctx.opts.proxy.route(url) {
+            Route::Forward(proxy) => (Target::Absolute, proxy.authorization()),
+            Route::Direct | Route::Tunnel(_) => (Target::Origin, None),
         };
-        write_get(&mut req, url, &opts);
+        write_request(
+            &mut req,
+            &Request {
+                method: &Method::Get,
+                url,
+                target,
+                headers: &ctx.headers,
+                proxy_authorization,
+                body_len: None,
+                close: false,
+            },
+        );
         let mut ex = Exchange::new(ExchangeOptions {
             max_body: ctx.opts.max_body,
             head_request: false,

@@ -35,6 +35,7 @@ mod options;
 mod polite;
 mod pool;
 mod progress;
+mod proxy;
 mod record;
 mod retry;
 mod robots;

@@ -25,7 +25,8 @@ use crate::conn::{self, DriveError, Limits, ReadBufs};
 use crate::dns::{DnsConfig, DnsError, Resolver};
 use crate::error::ErrorKind;
 use crate::http::{
-    write_get, Consumer, Exchange, ExchangeOptions, RequestOptions, ResponseHead, Want,
+    write_request, Consumer, Exchange, ExchangeOptions, HeaderBlock, Method, Request, ResponseHead,
+    Target, Want,
 };
 use crate::net::{ConnectOptions, StartError, Stream, TlsContext, READ_BUF_SIZE};
 use crate::options::FetchOptions;
@@ -45,8 +46,8 @@ pub enum Stop {
 }
 
 /// Load-test settings: the shared, validated fetch options (`-c/--connections` is their
-/// `concurrency`; `connect_timeout`, `ca_file`, `insecure`, `resolver` and `user_agent` are
-/// used too) and the load-only ones.
+/// `concurrency`; `connect_timeout`, `ca_file`, `insecure`, `resolver`, `user_agent` and
+/// `headers` are used too) and the load-only ones.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub fetch: FetchOptions,
@@ -174,11 +175,19 @@ pub fn run(opts: LoadOptions, live: Arc<LiveCounters>) -> Result<LoadReport, Loa
         let (issued, live, stop_flag) = (issued.clone(), live.clone(), stop_flag.clone());
         let run = move |()| {
             let mut request = Vec::new();
-            let ro = RequestOptions {
-                user_agent: &opts.fetch.user_agent,
-                close: false,
-            };
-            write_get(&mut request, &opts.url, &ro);
+            let headers = HeaderBlock::new(&opts.fetch.user_agent, &opts.fetch.headers);
+            write_request(
+                &mut request,
+                &Request {
+                    method: &Method::Get,
+                    url: &opts.url,
+                    target: Target::Origin,
+                    headers: &headers,
+                    proxy_authorization: None,
+                    body_len: None,
+                    close: false,
+                },
+            );
             let connect = ConnectOptions {
                 connect_timeout: opts.fetch.connect_timeout,
                 bind: Rc::from(Vec::new()),

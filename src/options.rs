@@ -14,7 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::Header;
 use crate::netpolicy::{NamedSet, NetPolicy, Rule};
+use crate::proxy::{self, NoProxy, Proxies, Proxy};
 
 pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
 pub(crate) const DEFAULT_PER_HOST: usize = 6;
@@ -56,7 +58,11 @@ pub struct FetchOptions {
     pub max_redirects: u32,
     /// Decoded body bytes read at most per page.
     pub max_body: u64,
+    /// The `User-Agent` sent (empty: none): the first `-H User-Agent` when one is given,
+    /// else `--user-agent`, else [`DEFAULT_USER_AGENT`]. robots.txt rules are matched for it.
     pub user_agent: String,
+    /// Extra request headers (`-H`), in order; one naming a default header replaces it.
+    pub headers: Vec<Header>,
     /// DNS server to use instead of /etc/resolv.conf.
     pub resolver: Option<SocketAddr>,
     /// Extra trust anchors (PEM).
@@ -77,6 +83,8 @@ pub struct FetchOptions {
     pub per_ip: Option<usize>,
     /// Which addresses may be connected to.
     pub policy: NetPolicy,
+    /// The HTTP proxies by scheme and the hosts reached without them.
+    pub proxy: Proxies,
 }
 
 impl Default for FetchOptions {
@@ -94,6 +102,8 @@ pub(crate) enum Name {
     File(&'static str),
     /// A command-line flag (`--timeout`).
     Flag(&'static str),
+    /// An environment variable (`https_proxy`).
+    Env(&'static str),
 }
 
 impl std::fmt::Display for Name {
@@ -101,6 +111,7 @@ impl std::fmt::Display for Name {
         match self {
             Name::File(k) => write!(f, "`{k}`"),
             Name::Flag(k) => f.write_str(k),
+            Name::Env(k) => write!(f, "environment variable {k}"),
         }
     }
 }
@@ -126,6 +137,8 @@ pub(crate) struct RawFetchOptions {
     pub max_redirects: Option<Given<i64>>,
     pub max_body: Option<Given<i64>>,
     pub user_agent: Option<Given<String>>,
+    /// Extra request headers as written (`Name: value`).
+    pub headers: Option<Given<Vec<String>>>,
     pub resolver: Option<Given<SocketAddr>>,
     pub ca_file: Option<Given<PathBuf>>,
     pub insecure: Option<Given<bool>>,
@@ -138,6 +151,12 @@ pub(crate) struct RawFetchOptions {
     /// Network policy rules as written (sets, CIDRs, addresses).
     pub deny: Option<Given<Vec<String>>>,
     pub allow: Option<Given<Vec<String>>>,
+    /// The proxy URL of `http://` URLs as written (`""`: none).
+    pub proxy_http: Option<Given<String>>,
+    /// The same for `https://` URLs.
+    pub proxy_https: Option<Given<String>>,
+    /// The `NO_PROXY` list as written.
+    pub no_proxy: Option<Given<String>>,
 }
 
 /// One unusable option value.
@@ -182,6 +201,27 @@ impl Check {
             self.bad(g.name, format!("{} is out of range {min}..={max}", g.value));
             None
         }
+    }
+
+    /// Extra request headers; the bad ones reported.
+    fn headers(&mut self, v: &Option<Given<Vec<String>>>) -> Vec<Header> {
+        let Some(g) = v.as_ref() else {
+            return Vec::new();
+        };
+        g.value
+            .iter()
+            .filter_map(|s| {
+                Header::parse(s)
+                    .map_err(|e| self.bad(g.name, e.to_string()))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// A proxy URL (`""`: no proxy).
+    fn proxy(&mut self, v: &Option<Given<String>>) -> Option<Proxy> {
+        let g = v.as_ref().filter(|g| !g.value.is_empty())?;
+        Proxy::parse(&g.value).map_err(|e| self.bad(g.name, e)).ok()
     }
 
     /// Network policy rules; the bad ones reported.
@@ -231,6 +271,7 @@ impl RawFetchOptions {
             max_redirects: over.max_redirects.or(self.max_redirects),
             max_body: over.max_body.or(self.max_body),
             user_agent: over.user_agent.or(self.user_agent),
+            headers: over.headers.or(self.headers),
             resolver: over.resolver.or(self.resolver),
             ca_file: over.ca_file.or(self.ca_file),
             insecure: over.insecure.or(self.insecure),
@@ -242,7 +283,31 @@ impl RawFetchOptions {
             per_ip: over.per_ip.or(self.per_ip),
             deny: over.deny.or(self.deny),
             allow: over.allow.or(self.allow),
+            proxy_http: over.proxy_http.or(self.proxy_http),
+            proxy_https: over.proxy_https.or(self.proxy_https),
+            no_proxy: over.no_proxy.or(self.no_proxy),
         }
+    }
+
+    /// The proxy settings of an environment, as the layer under the config file and the
+    /// flags: `get` reads one variable (see `proxy::HTTP_PROXY_VARS` and its siblings for
+    /// which, curl's rules).
+    pub(crate) fn env(get: &dyn Fn(&str) -> Option<String>) -> RawFetchOptions {
+        let given = |(var, value)| Given {
+            value,
+            name: Name::Env(var),
+        };
+        RawFetchOptions {
+            proxy_http: proxy::env_proxy(&proxy::HTTP_PROXY_VARS, get).map(given),
+            proxy_https: proxy::env_proxy(&proxy::HTTPS_PROXY_VARS, get).map(given),
+            no_proxy: proxy::env_proxy(&proxy::NO_PROXY_VARS, get).map(given),
+            ..RawFetchOptions::default()
+        }
+    }
+
+    /// [`RawFetchOptions::env`] of this process, read once at start.
+    pub(crate) fn process_env() -> RawFetchOptions {
+        RawFetchOptions::env(&|k| std::env::var(k).ok())
     }
 
     /// The defaults of the service (`ringcrawl run`), a layer under its config file: it
@@ -289,6 +354,7 @@ impl RawFetchOptions {
                 c.bad(g.name, "must be non-empty printable text".into());
             }
         }
+        let headers = c.headers(&self.headers);
         if let Some(g) = &self.follow {
             if let Err(e) = crate::html::FollowSelector::parse(&g.value) {
                 c.bad(g.name, e.to_string());
@@ -299,6 +365,21 @@ impl RawFetchOptions {
         let per_ip = c.count(&self.per_ip, 1, MAX_CONCURRENCY);
         let deny = c.rules(&self.deny);
         let allow = c.rules(&self.allow);
+        let http_proxy = c.proxy(&self.proxy_http);
+        // One setting for both schemes (`--proxy`, `all_proxy`) is checked (and reported) once.
+        let https_proxy = if self.proxy_https == self.proxy_http {
+            http_proxy.clone()
+        } else {
+            c.proxy(&self.proxy_https)
+        };
+        let proxy = Proxies {
+            http: http_proxy,
+            https: https_proxy,
+            no_proxy: self
+                .no_proxy
+                .as_ref()
+                .map_or_else(NoProxy::default, |g| NoProxy::parse(&g.value)),
+        };
 
         let concurrency = concurrency.map_or(DEFAULT_CONCURRENCY, |v| v as usize);
         let per_host = match (per_host, &self.per_host) {
@@ -336,6 +417,13 @@ impl RawFetchOptions {
             return Err(OptionErrors(c.0));
         }
         let value = |g: &Option<Given<String>>| g.as_ref().map(|g| g.value.clone());
+        // A `-H User-Agent` wins over `--user-agent`, as with curl.
+        let user_agent = headers
+            .iter()
+            .find(|h| h.is("User-Agent"))
+            .map(|h| h.value().to_string())
+            .or_else(|| value(&self.user_agent))
+            .unwrap_or_else(|| DEFAULT_USER_AGENT.into());
         Ok(FetchOptions {
             concurrency,
             per_host,
@@ -348,7 +436,8 @@ impl RawFetchOptions {
             read_timeout: read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT),
             max_redirects: max_redirects.map_or(DEFAULT_MAX_REDIRECTS, |v| v as u32),
             max_body: max_body.unwrap_or(DEFAULT_MAX_BODY),
-            user_agent: value(&self.user_agent).unwrap_or_else(|| DEFAULT_USER_AGENT.into()),
+            user_agent,
+            headers,
             resolver: self.resolver.as_ref().map(|g| g.value),
             ca_file: self.ca_file.as_ref().map(|g| g.value.clone()),
             insecure: self.insecure.as_ref().is_some_and(|g| g.value),
@@ -363,6 +452,7 @@ impl RawFetchOptions {
             host_delay: Duration::from_millis(host_delay.unwrap_or(0)),
             per_ip: per_ip.map(|v| v as usize),
             policy: NetPolicy::new(deny, allow),
+            proxy,
         })
     }
 }
@@ -563,6 +653,138 @@ mod tests {
             .unwrap();
         assert!(!o.robots);
         assert!(o.policy.denies("127.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn headers_are_checked_and_a_header_user_agent_wins() {
+        let raw = RawFetchOptions {
+            headers: flag(
+                "--header",
+                vec![
+                    "Host: x".into(),
+                    "X-A 1".into(),
+                    "X-B: a\nb".into(),
+                    "X-Ok: 1".into(),
+                ],
+            ),
+            ..Default::default()
+        };
+        assert_eq!(
+            messages(&raw),
+            vec![
+                "bad value for --header: Host cannot be set: it is set from the URL",
+                "bad value for --header: \"X-A 1\" is not `Name: value`",
+                "bad value for --header: the value of X-B contains a control character (CR, LF, NUL...)",
+            ]
+        );
+        let o = RawFetchOptions {
+            user_agent: flag("--user-agent", "flag/1".to_string()),
+            headers: file(
+                "fetch.headers",
+                vec!["X-A: 1".into(), "user-agent: header/2".into()],
+            ),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(o.user_agent, "header/2");
+        assert_eq!(o.headers.len(), 2);
+        let o = RawFetchOptions {
+            headers: flag("--header", vec!["User-Agent:".into()]),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(o.user_agent, "", "an empty -H User-Agent sends none");
+        let d = RawFetchOptions::default().validate().unwrap();
+        assert!(d.headers.is_empty());
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> RawFetchOptions {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RawFetchOptions::env(&|k| map.get(k).cloned())
+    }
+
+    fn proxy_ports(o: &FetchOptions) -> (Option<u16>, Option<u16>) {
+        let port = |p: &Option<Proxy>| p.as_ref().map(Proxy::port);
+        (port(&o.proxy.http), port(&o.proxy.https))
+    }
+
+    #[test]
+    fn proxies_come_from_the_environment_under_the_file_under_the_flags() {
+        let e = env(&[
+            ("http_proxy", "http://127.0.0.1:1"),
+            ("HTTP_PROXY", "http://127.0.0.1:9"),
+            ("HTTPS_PROXY", "127.0.0.1:2"),
+            ("no_proxy", "a.test"),
+        ]);
+        let o = e.clone().validate().unwrap();
+        assert_eq!(proxy_ports(&o), (Some(1), Some(2)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::parse("a.test"));
+        let only_all = env(&[("ALL_PROXY", "http://127.0.0.1:3")])
+            .validate()
+            .unwrap();
+        assert_eq!(proxy_ports(&only_all), (Some(3), Some(3)));
+        let upper_http_only = env(&[("HTTP_PROXY", "http://127.0.0.1:9")]);
+        assert!(
+            upper_http_only.validate().unwrap().proxy.is_empty(),
+            "httpoxy"
+        );
+
+        // A file's proxy is for both schemes; a flag wins over both; NO_PROXY stays unless
+        // a layer above gives its own list (curl: --noproxy overrides NO_PROXY).
+        let file_layer = RawFetchOptions {
+            proxy_http: file("fetch.proxy", "http://127.0.0.1:4".into()),
+            proxy_https: file("fetch.proxy", "http://127.0.0.1:4".into()),
+            ..Default::default()
+        };
+        let o = e.clone().overlay(file_layer.clone()).validate().unwrap();
+        assert_eq!(proxy_ports(&o), (Some(4), Some(4)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::parse("a.test"));
+        let flags = RawFetchOptions {
+            proxy_http: flag("--proxy", "http://127.0.0.1:5".into()),
+            proxy_https: flag("--proxy", "http://127.0.0.1:5".into()),
+            no_proxy: flag("--noproxy", String::new()),
+            ..Default::default()
+        };
+        let o = e
+            .clone()
+            .overlay(file_layer)
+            .overlay(flags)
+            .validate()
+            .unwrap();
+        assert_eq!(proxy_ports(&o), (Some(5), Some(5)));
+        assert_eq!(o.proxy.no_proxy, NoProxy::default());
+        // `--proxy ''`: no proxy, whatever the environment says.
+        let off = RawFetchOptions {
+            proxy_http: flag("--proxy", String::new()),
+            proxy_https: flag("--proxy", String::new()),
+            ..Default::default()
+        };
+        assert!(e.overlay(off).validate().unwrap().proxy.is_empty());
+    }
+
+    #[test]
+    fn a_bad_proxy_names_its_variable_or_flag() {
+        let e = env(&[("https_proxy", "socks5://127.0.0.1:1080")]);
+        assert_eq!(
+            messages(&e),
+            vec![
+                "bad value for environment variable https_proxy: `socks5://127.0.0.1:1080`: \
+                 SOCKS proxies are not supported, only http://"
+            ]
+        );
+        let raw = RawFetchOptions {
+            proxy_http: flag("--proxy", "https://p:443".into()),
+            proxy_https: flag("--proxy", "https://p:443".into()),
+            ..Default::default()
+        };
+        let m = messages(&raw);
+        assert_eq!(m.len(), 1, "one setting, one message: {m:#?}");
+        assert!(m[0].starts_with("bad value for --proxy: `https://p:443`: https:// proxies"));
     }
 
     #[test]

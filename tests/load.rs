@@ -1,6 +1,7 @@
 //! `ringcrawl load` against the in-process fault server: request counts, status codes and
-//! keep-alive reuse in the `--json` report, and stale keep-alive connections (a server that
-//! closes after each response without saying so) reopened without counting errors.
+//! keep-alive reuse in the `--json` report, stale keep-alive connections (a server that
+//! closes after each response without saying so) reopened without counting errors, and `-H`
+//! headers on every request.
 
 mod support;
 
@@ -43,4 +44,32 @@ fn stale_keep_alive_connections_are_reopened_not_counted_as_errors() {
     assert_eq!(r["errors"], serde_json::json!({}), "{r}");
     assert_eq!(r["connects"], 60, "a new connection per request: {r}");
     assert_eq!(server.requests(), 60);
+}
+
+#[test]
+fn extra_headers_go_on_every_request() {
+    let server = FaultServer::start();
+    let r = load_json(&[
+        &server.url("/ok"),
+        "-n",
+        "10",
+        "-c",
+        "2",
+        "-H",
+        "X-A: 1",
+        "-H",
+        "User-Agent: bench/2",
+    ]);
+    assert_eq!(r["status"]["200"], 10, "{r}");
+    let heads = server.heads();
+    assert_eq!(heads.len(), 10);
+    for head in heads {
+        assert!(head.starts_with("GET /ok HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nX-A: 1"), "{head}");
+        assert!(head.contains("\r\nUser-Agent: bench/2"), "{head}");
+        assert!(
+            !head.contains("ringcrawl/"),
+            "the default User-Agent is replaced: {head}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Sans-IO HTTP/1.1 client protocol: request serialization, response head parsing and body
-//! framing/decoding. No sockets here: callers feed bytes in and get values out.
+//! Sans-IO HTTP/1.1 client protocol: request serialization (and the validation of user-given
+//! headers), response head parsing and body framing/decoding. No sockets here: callers feed
+//! bytes in and get values out.
 
 pub mod body;
 pub mod decode;
@@ -9,7 +10,9 @@ pub mod response;
 
 pub use body::{BodyEvent, ResponseReader};
 pub use exchange::{Consumer, Exchange, ExchangeError, ExchangeOptions, Next, Want};
-pub use request::{write_get, RequestOptions};
+pub use request::{
+    write_connect, write_request, Header, HeaderBlock, HeaderError, Method, Request, Target,
+};
 pub use response::{ResponseHead, MAX_HEADERS, MAX_HEAD_BYTES};
 
 use crate::error::ErrorKind;

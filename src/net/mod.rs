@@ -1,6 +1,6 @@
 //! The only tokio-uring socket code: TCP connect/read/write with deadlines (`tcp`), TLS over
-//! it with rustls driven by hand (`tls`), and [`Stream`], the one type the fetch path and the
-//! load mode talk to.
+//! it with rustls driven by hand (`tls`), `CONNECT` tunnels through an HTTP proxy (`tunnel`),
+//! and [`Stream`], the one type the fetch path and the load mode talk to.
 //!
 //! tokio-uring 0.5 drops in-flight operations without cancelling them, so every read/write
 //! that times out shuts the socket down (`shutdown(Both)`) before it is dropped; that is
@@ -8,6 +8,7 @@
 
 pub mod tcp;
 pub mod tls;
+pub mod tunnel;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use crate::error::ErrorKind;
 
 pub use tcp::{check_bind_addrs, BindCheckError, TcpConn};
 pub use tls::{TlsConfigError, TlsContext};
+pub use tunnel::TunnelFailure;
 
 /// Size of the pooled read buffers handed to the kernel.
 pub const READ_BUF_SIZE: usize = 16 * 1024;
@@ -205,30 +207,35 @@ impl Stream {
         tls: Option<(&TlsContext, &str)>,
         deadline: Instant,
     ) -> Result<Stream, NetError> {
-        let mut last_err = None;
-        for &addr in addrs {
-            if Instant::now() >= deadline && last_err.is_some() {
-                break;
-            }
-            let tcp = match TcpConn::connect(addr, opts, deadline).await {
-                Ok(tcp) => tcp,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            return match tls {
-                None => Ok(Stream::Plain(tcp)),
-                Some((ctx, name)) => {
-                    let hs_deadline = deadline.min(Instant::now() + opts.connect_timeout);
-                    // Boxed for the same reason: only connecting slots pay for a handshake.
-                    let conn =
-                        Box::pin(tls::TlsConn::handshake(tcp, ctx, name, hs_deadline)).await?;
-                    Ok(Stream::Tls(Box::new(conn)))
-                }
-            };
+        let tcp = connect_tcp(addrs, opts, deadline).await?;
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => start_tls(tcp, opts, tls, deadline).await,
         }
-        Err(last_err.unwrap_or_else(|| NetError::Io("no address to connect to".into())))
+    }
+
+    /// Connect to the HTTP proxy at the first address of `addrs` that answers (as
+    /// [`Stream::connect`] does), ask it for a tunnel with `request` (a `CONNECT` head),
+    /// waiting at most `idle` for each byte of its answer, then complete the TLS handshake
+    /// with the origin `server_name` through the tunnel (SNI and certificate verification
+    /// for the origin's name, as on a direct connection). The stream's peer is the proxy.
+    pub async fn connect_tunnel(
+        addrs: &[SocketAddr],
+        opts: &ConnectOptions,
+        request: Vec<u8>,
+        idle: Duration,
+        tls: (&TlsContext, &str),
+        deadline: Instant,
+    ) -> Result<Stream, TunnelFailure> {
+        let mut tcp = connect_tcp(addrs, opts, deadline)
+            .await
+            .map_err(|error| TunnelFailure::Proxy { peer: None, error })?;
+        // Boxed: only a connecting slot pays for the handshake's state.
+        Box::pin(tunnel::open(&mut tcp, request, idle, deadline)).await?;
+        let peer = tcp.peer();
+        start_tls(tcp, opts, tls, deadline)
+            .await
+            .map_err(|error| TunnelFailure::Origin { peer, error })
     }
 
     /// Write all of `data`; returns the buffer (cleared) for reuse.
@@ -261,7 +268,8 @@ impl Stream {
         }
     }
 
-    /// Like [`Stream::read`], with the buffer taken from `take` when `lend` says: only once
+    /// Like a plain read ([`TcpConn::read`], [`tls::TlsConn::read`]), with the buffer taken
+    /// from `take` when `lend` says: only once
     /// there is something to read (see [`TcpConn::read_ready`] and
     /// [`tls::TlsConn::read_ready`]), or at once. (One method for both, so a caller that
     /// may do either carries one awaited future, not two.)
@@ -334,6 +342,38 @@ impl Stream {
             Stream::Tls(tls) => Box::pin(tls.close()).await,
         }
     }
+}
+
+/// A TCP connection to the first address of `addrs` that answers (see [`Stream::connect`]).
+async fn connect_tcp(
+    addrs: &[SocketAddr],
+    opts: &ConnectOptions,
+    deadline: Instant,
+) -> Result<TcpConn, NetError> {
+    let mut last_err = None;
+    for &addr in addrs {
+        if Instant::now() >= deadline && last_err.is_some() {
+            break;
+        }
+        match TcpConn::connect(addr, opts, deadline).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| NetError::Io("no address to connect to".into())))
+}
+
+/// The TLS handshake with `name` over `tcp`, within `opts.connect_timeout` and `deadline`.
+async fn start_tls(
+    tcp: TcpConn,
+    opts: &ConnectOptions,
+    (ctx, name): (&TlsContext, &str),
+    deadline: Instant,
+) -> Result<Stream, NetError> {
+    let hs_deadline = deadline.min(Instant::now() + opts.connect_timeout);
+    // Boxed: only connecting slots pay for a handshake.
+    let conn = Box::pin(tls::TlsConn::handshake(tcp, ctx, name, hs_deadline)).await?;
+    Ok(Stream::Tls(Box::new(conn)))
 }
 
 /// Which step an I/O error happened in (an OS timeout means a different thing in each).

@@ -1,7 +1,9 @@
 //! [`FaultServer`]: an in-process HTTP server on 127.0.0.1:0 with one path per misbehaviour
 //! (see [`PATHS`]). Thread per connection, capped at [`MAX_CONNECTIONS`] live connections
 //! (past the cap a connection is closed at once). Counts connections, requests and hits per
-//! path so tests can assert keep-alive reuse. Stops on drop.
+//! path so tests can assert keep-alive reuse, and keeps every request head. A request in
+//! absolute-form (`GET http://any.host/ok`) is answered as its path, so the server also plays
+//! an HTTP proxy that forwards to itself. Stops on drop.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -132,6 +134,8 @@ struct Stats {
     hits: Mutex<HashMap<String, u64>>,
     /// Every request's path and arrival time, in order.
     arrivals: Mutex<Vec<(String, Instant)>>,
+    /// Every request head as received (request line and header lines), in order.
+    heads: Mutex<Vec<String>>,
     /// What `/robots.txt` answers: a status and a body (404 when unset).
     robots: Mutex<Option<(u16, String)>>,
     /// Requests being answered right now, and the most at once.
@@ -212,6 +216,12 @@ impl FaultServer {
             .collect()
     }
 
+    /// Every request head received so far (request line and header lines, CRLF-separated),
+    /// in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.stats.heads.lock().expect("heads lock").clone()
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.stats.connections.load(Ordering::Relaxed)
@@ -279,10 +289,23 @@ fn nap(stop: &AtomicBool, d: Duration) -> bool {
 /// Pseudo target for a request that is not HTTP at all.
 const NOT_HTTP_TARGET: &str = "<not-http>";
 
-/// A request head: its target and whether the client asked to close.
+/// A request head: its target (absolute-form reduced to the path) and whether the client
+/// asked to close.
 struct Request {
     target: String,
     close: bool,
+    head: String,
+}
+
+/// The origin-form of a request target: `http://host:port/p?q` becomes `/p?q`.
+fn origin_form(target: &str) -> String {
+    match target.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".to_string(),
+        },
+        None => target.to_string(),
+    }
 }
 
 /// Read one request head; `Ok(None)` on EOF/idle/stop. Leftover bytes stay in `buf`.
@@ -298,14 +321,18 @@ fn read_request(
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
-            let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let target = origin_form(head.split(' ').nth(1).unwrap_or("/"));
             let close = head.lines().any(|l| {
                 l.split_once(':').is_some_and(|(n, v)| {
                     n.trim().eq_ignore_ascii_case("connection")
                         && v.trim().eq_ignore_ascii_case("close")
                 })
             });
-            return Ok(Some(Request { target, close }));
+            return Ok(Some(Request {
+                target,
+                close,
+                head,
+            }));
         }
         if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
             // Not HTTP (a TLS ClientHello, say): answer like a real server, 400 and close.
@@ -313,6 +340,7 @@ fn read_request(
             return Ok(Some(Request {
                 target: NOT_HTTP_TARGET.to_string(),
                 close: true,
+                head: String::new(),
             }));
         }
         if buf.len() > MAX_REQUEST_HEAD
@@ -360,6 +388,7 @@ fn serve(mut s: TcpStream, stats: &Stats, stop: &AtomicBool) -> io::Result<()> {
             .lock()
             .expect("arrivals lock")
             .push((path.clone(), arrived));
+        stats.heads.lock().expect("heads lock").push(req.head);
         if path == "/robots.txt" {
             let robots = stats.robots.lock().expect("robots lock").clone();
             let (status, body) = robots.unwrap_or((404, String::new()));

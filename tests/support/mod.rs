@@ -1,6 +1,6 @@
 //! Shared integration-test infrastructure: in-process fault servers, a real nginx serving a
-//! generated multi-host site, a real dnsmasq resolving its names, test certificates, and the
-//! helper that runs the `ringcrawl` binary and parses its journal.
+//! generated multi-host site, a real dnsmasq resolving its names, a real tinyproxy, test
+//! certificates, and the helper that runs the `ringcrawl` binary and parses its journal.
 //!
 //! Integration test files use it with `mod support;`. Every server binds 127.0.0.1 on a free
 //! port and stops when its handle is dropped. Not every test file uses every item.
@@ -12,6 +12,7 @@ pub mod fault;
 pub mod nginx;
 pub mod pages;
 pub mod site;
+pub mod tinyproxy;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub use dnsmasq::Dnsmasq;
 pub use fault::{Blackhole, FaultServer};
 pub use nginx::{Nginx, NginxTls};
 pub use site::{Expect, Site, SiteSpec};
+pub use tinyproxy::{Tinyproxy, TinyproxyConfig};
 pub use tls::TlsCerts;
 
 /// Longest a single `ringcrawl fetch` run may take before the harness kills it (a hang is a
@@ -86,11 +88,35 @@ pub fn ringcrawl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringcrawl")
 }
 
+/// The environment variables that choose a proxy: cleared for every run the harness starts,
+/// so a proxy set where the tests run does not take part (a test sets what it means).
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 /// Run `ringcrawl fetch ARGS`, feeding `stdin` (if any) and collecting the journal from
-/// stdout. The child is killed after [`FETCH_KILL_AFTER`].
+/// stdout. The child is killed after [`FETCH_KILL_AFTER`]. No proxy variable is passed on.
 pub fn run_fetch(args: &[&str], stdin: Option<&[u8]>) -> FetchRun {
+    run_fetch_env(args, stdin, &[])
+}
+
+/// [`run_fetch`] with these environment variables set (after the proxy variables were
+/// cleared).
+pub fn run_fetch_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> FetchRun {
     let started = Instant::now();
-    let mut child = Command::new(ringcrawl_bin())
+    let mut cmd = Command::new(ringcrawl_bin());
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .arg("fetch")
         .args(args)
         .stdin(if stdin.is_some() {

@@ -18,6 +18,12 @@ const WORKER_RLIMIT_NOFILE: u32 = 65_536;
 const WORKER_CONNECTIONS: u32 = 16_384;
 /// Starts tried when a free port was taken before nginx bound it.
 const START_ATTEMPTS: usize = 3;
+/// Path on every site host whose page title shows request headers as the server got them.
+pub const ECHO_HEADERS_PATH: &str = "/echo-headers";
+/// The location serving [`ECHO_HEADERS_PATH`]: title `x-a=[..] pa=[..] ua=[..]` with the
+/// `X-A`, `Proxy-Authorization` and `User-Agent` headers received.
+const ECHO_HEADERS: &str = "    location = /echo-headers {\n      default_type text/html;\n      \
+     return 200 \"<title>x-a=[$http_x_a] pa=[$http_proxy_authorization] ua=[$http_user_agent]</title>\";\n    }\n";
 
 /// TLS setup: the default certificate for every site host, and extra virtual hosts with
 /// their own certificate (expired, wrong name, self-signed...).
@@ -181,9 +187,15 @@ fn config(dir: &Path, site: &Site, port: u16, tls: Option<(&NginxTls, u16)>) -> 
     for host in &site.hosts {
         c.push_str("  server {\n");
         listen(&mut c, "");
-        let _ = writeln!(c, "    server_name {};", host.name);
+        let _ = writeln!(
+            c,
+            "    server_name {} {};",
+            host.name,
+            host.aliases.join(" ")
+        );
         let _ = writeln!(c, "    root {};", host.root.display());
         c.push_str("    index index.html;\n    error_page 404 /404.html;\n");
+        c.push_str(ECHO_HEADERS);
         for r in &host.redirects {
             let _ = writeln!(
                 c,

@@ -37,6 +37,9 @@ pub struct Redirect {
 #[derive(Clone, Debug)]
 pub struct Host {
     pub name: String,
+    /// More names nginx serves this host under (e.g. `localhost`, which a proxy can
+    /// resolve); none from the generator.
+    pub aliases: Vec<String>,
     pub root: PathBuf,
     pub redirects: Vec<Redirect>,
 }
@@ -188,6 +191,7 @@ impl Site {
             }
             hosts.push(Host {
                 name,
+                aliases: Vec::new(),
                 root,
                 redirects,
             });
@@ -243,6 +247,7 @@ impl Site {
             });
             hosts.push(Host {
                 name,
+                aliases: Vec::new(),
                 root,
                 redirects: Vec::new(),
             });
