@@ -12,8 +12,9 @@
 //! ([`ReadLimits`]), so a list that is one endless line neither spins forever nor delays a
 //! shutdown. Lines are trimmed (ASCII whitespace, CRLF included), and line numbers count
 //! every line, blank ones too, so spool records point at the right place. [`parse_url`]
-//! decides what is fetchable: over-long and non-UTF-8 lines, like any other unfetchable
-//! line, become `invalid_url` records.
+//! decides what is fetchable: a bare host name (`example.com`, `localhost:8080/x`) is
+//! fetched as `http://` + the line; over-long and non-UTF-8 lines, like any other
+//! unfetchable line, become `invalid_url` records.
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead};
@@ -238,7 +239,8 @@ fn is_trim(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c')
 }
 
-/// Why a line is not a fetchable URL (the `invalid_url` message), or its URL.
+/// Why a line is not a fetchable URL (the `invalid_url` message), or its URL (`http://` +
+/// the line for a bare host name, see [`is_bare_host`]).
 pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.len > MAX_URL_BYTES {
         return Err(format!(
@@ -249,11 +251,21 @@ pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.not_utf8 {
         return Err("line is not valid UTF-8".to_string());
     }
-    let text = line.text.as_str();
+    parse_text(&line.text)
+}
+
+/// [`parse_url`] of a line's text once it is known to be within the size limit and UTF-8
+/// (also for a job's URL read back from a spill file).
+pub(crate) fn parse_text(text: &str) -> Result<url::Url, String> {
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("URL contains {}", describe_char(c)));
     }
-    let url = url::Url::parse(text).map_err(|e| format!("{e}"))?;
+    let url = if is_bare_host(text) {
+        let with_scheme = format!("{BARE_HOST_SCHEME}{text}");
+        url::Url::parse(&with_scheme).map_err(|e| format!("{e} (read as {with_scheme})"))?
+    } else {
+        url::Url::parse(text).map_err(|e| format!("{e}"))?
+    };
     match url.scheme() {
         "http" | "https" => {}
         other => {
@@ -270,6 +282,35 @@ pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
         return Err("port 0 is not a valid destination".to_string());
     }
     Ok(url)
+}
+
+/// What a bare host name line is fetched as: `example.com:8080/a` is `http://example.com:8080/a`.
+const BARE_HOST_SCHEME: &str = "http://";
+
+/// Whether a line is a bare host name with an optional port, path, query or fragment
+/// (`example.com`, `localhost:8080`, `10.0.0.1/x`, `[::1]:8443/`), as httpx users feed
+/// them: it does not start with `/`, `?` or `#` (a relative reference), and it does not
+/// start with a scheme (`http:`, `mailto:`; those keep it, so `mailto:a@b` stays
+/// `invalid_url`). `name:` followed by a port (digits, then the end or `/`, `?`, `#`) is a
+/// host and its port, not a scheme: `localhost:8080`, which the URL standard would read as
+/// the scheme `localhost`.
+fn is_bare_host(text: &str) -> bool {
+    if text.starts_with(['/', '?', '#']) {
+        return false;
+    }
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return true;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return true; // `[::1]:80`, `a.example/x:y`: what precedes the colon is no scheme
+    }
+    let port_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let port = &rest[..port_end];
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// [`parse_url`] for one command-line argument.
@@ -552,12 +593,67 @@ mod tests {
             ("http://exa mple.com/", "space"),
             ("http://example.com/a b", "space"),
             ("http://example.com/a\u{1}b", "control"),
-            ("example.com", "relative"),
             ("http://example.com:0/", "port 0"),
             ("mailto:a@b", "scheme"),
         ] {
             assert!(parse(bad).is_err(), "{bad} should be invalid ({why})");
         }
+    }
+
+    #[test]
+    fn bare_host_names_are_fetched_over_http() {
+        let parse = |s: &str| parse_arg(OsStr::new(s)).map(|u| u.to_string());
+        for (line, want) in [
+            ("example.com", "http://example.com/"),
+            ("Example.COM.", "http://example.com./"),
+            (
+                "example.com:8080/path?q=1#f",
+                "http://example.com:8080/path?q=1#f",
+            ),
+            ("localhost:8080", "http://localhost:8080/"),
+            ("localhost:8080/a", "http://localhost:8080/a"),
+            ("localhost:8080?x", "http://localhost:8080/?x"),
+            ("127.0.0.1", "http://127.0.0.1/"),
+            ("127.0.0.1:9/x", "http://127.0.0.1:9/x"),
+            ("[::1]:8443/", "http://[::1]:8443/"),
+            ("[::1]", "http://[::1]/"),
+            ("sub.example.com/a://b", "http://sub.example.com/a://b"),
+            ("xn--bcher-kva.example", "http://xn--bcher-kva.example/"),
+            ("bücher.example", "http://xn--bcher-kva.example/"),
+        ] {
+            assert_eq!(parse(line).as_deref(), Ok(want), "{line}");
+        }
+        // A line with a scheme keeps it, whatever it is.
+        for (line, why) in [
+            ("ftp://example.com/", "unsupported scheme \"ftp\""),
+            ("mailto:a@b", "unsupported scheme \"mailto\""),
+            ("javascript:alert(1)", "unsupported scheme \"javascript\""),
+            ("urn:isbn:123", "unsupported scheme \"urn\""),
+            ("localhost:80x", "unsupported scheme \"localhost\""),
+            ("localhost:", "unsupported scheme \"localhost\""),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+        // Bare, but still not a URL: the message says how the line was read.
+        for (line, why) in [
+            (":8080", "empty host (read as http://:8080)"),
+            (
+                "example.com:99999",
+                "invalid port number (read as http://example.com:99999)",
+            ),
+            ("::1", "read as http://::1"),
+            ("example.com:0", "port 0"),
+            ("//example.com/", "relative URL without a base"),
+            ("/path", "relative URL without a base"),
+            ("?q", "relative URL without a base"),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+        assert!(is_bare_host("example.com"));
+        assert!(!is_bare_host("http://example.com"));
+        assert!(!is_bare_host("HTTPS://example.com"));
     }
 
     #[test]
