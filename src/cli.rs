@@ -100,8 +100,9 @@ pub(crate) struct LoadArgs {
     /// DANGEROUS: accept any TLS certificate.
     #[arg(long)]
     pub insecure: bool,
-    /// DNS server to query instead of /etc/resolv.conf.
-    #[arg(long, value_name = "IP:PORT")]
+    /// DNS server to query instead of /etc/resolv.conf (and /etc/hosts): IP, IP:PORT or
+    /// [IPv6]:PORT [default port: 53].
+    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::options::parse_resolver)]
     pub resolver: Option<SocketAddr>,
     /// User-Agent header [default: ringcrawl/VERSION].
     #[arg(long, value_name = "S")]
@@ -198,9 +199,11 @@ impl LoadArgs {
 /// `ringcrawl fetch`.
 #[derive(Debug, Args)]
 pub(crate) struct FetchArgs {
-    /// URLs to fetch (in addition to --input).
+    /// URLs to fetch (in addition to --input). A bare host name (example.com,
+    /// example.com:8080/path) is fetched as http://example.com/...
     pub urls: Vec<OsString>,
-    /// Read URLs from FILE, one per line ("-" = standard input).
+    /// Read URLs from FILE, one per line ("-" = standard input); bare host names as for
+    /// arguments.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Write records to FILE instead of standard output ("-" = standard output).
@@ -243,8 +246,9 @@ pub(crate) struct FetchFlags {
     /// Body bytes read per page at most [default: 4194304].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub max_body: Option<i64>,
-    /// DNS server to query instead of /etc/resolv.conf.
-    #[arg(long, value_name = "IP:PORT")]
+    /// DNS server to query instead of /etc/resolv.conf (and /etc/hosts): IP, IP:PORT or
+    /// [IPv6]:PORT [default port: 53].
+    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::options::parse_resolver)]
     pub resolver: Option<SocketAddr>,
     /// Extra trusted CA certificates (PEM) for https.
     #[arg(long, value_name = "PEM")]

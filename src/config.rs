@@ -7,7 +7,7 @@
 //! may change: the [`Reloadable`] part takes effect at once, the [`RestartOnly`] part is kept
 //! until the daemon restarts ([`Config::apply_reload`] says what changed in each).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -437,9 +437,9 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         ..RawFetchOptions::default()
     };
     if let Some(s) = f.non_empty("fetch.resolver") {
-        match s.parse::<SocketAddr>() {
+        match crate::options::parse_resolver(&s) {
             Ok(a) => raw.resolver = Section::given(Some(a), "fetch.resolver"),
-            Err(_) => f.bad("fetch.resolver", format!("`{s}` is not IP:PORT")),
+            Err(e) => f.bad("fetch.resolver", e),
         }
     }
     if let Some(v) = f.get("fetch.bind") {

@@ -36,6 +36,23 @@ pub(crate) const MAX_RETRIES: i64 = 10;
 pub(crate) const MAX_HOST_DELAY_MS: i64 = 3_600_000;
 /// Retries per URL the service (`ringcrawl run`) makes unless its config says otherwise.
 pub(crate) const SERVICE_RETRIES: i64 = 2;
+/// Port of a DNS server given by its address alone (`--resolver 10.0.0.1`).
+pub(crate) const DNS_PORT: u16 = 53;
+
+/// A DNS server (`--resolver`, `fetch.resolver`): `IP:PORT`, `[IPv6]:PORT`, or an address
+/// alone (`IP`, `IPv6`, `[IPv6]`) for port [`DNS_PORT`].
+pub(crate) fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| format!("`{s}` is not IP, IP:PORT or [IPv6]:PORT"))
+}
 
 /// Everything that shapes how URLs are fetched; shared by `fetch`, `run` and `load`. Only
 /// [`RawFetchOptions::validate`] makes one (or [`Default`], which is the same with no source).
@@ -563,6 +580,31 @@ mod tests {
             .unwrap();
         assert!(!o.robots);
         assert!(o.policy.denies("127.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_resolver_without_a_port_is_on_port_53() {
+        let ok = |s: &str| parse_resolver(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1:53");
+        assert_eq!(ok("127.0.0.1:5353"), "127.0.0.1:5353");
+        assert_eq!(ok("::1"), "[::1]:53");
+        assert_eq!(ok("[::1]"), "[::1]:53");
+        assert_eq!(ok("[::1]:5353"), "[::1]:5353");
+        assert_eq!(ok("2001:db8::1"), "[2001:db8::1]:53");
+        for bad in [
+            "localhost",
+            "",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "[::1]:x",
+            "::1:53x",
+        ] {
+            let e = parse_resolver(bad).unwrap_err();
+            assert!(
+                e.contains("is not IP, IP:PORT or [IPv6]:PORT"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
