@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::load::{LoadOptions, Stop};
 use crate::options::{Given, Name, OptionError, OptionErrors, RawFetchOptions, MAX_TIMEOUT_SECS};
+use crate::record::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,9 +24,18 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// `fetch --help`'s closing paragraph.
+pub(crate) const FETCH_AFTER_HELP: &str =
+    "Ctrl-C (SIGINT) or SIGTERM stops reading URLs and lets the \
+fetches in flight finish (for 10 s at most) with their records; then the summary, and exit \
+status 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once. A list run with \
+-i LIST -o OUT continues with the same command plus --resume.";
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
+    /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one record per URL
+    /// (JSON Lines, or CSV with --format csv).
+    #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(Box<FetchArgs>),
     /// Run the daemon: crawl list files dropped into the spool, journal every line once.
     Run(RunArgs),
@@ -113,6 +123,16 @@ pub(crate) struct LoadArgs {
 pub(crate) const DEFAULT_LOAD_CONNECTIONS: i64 = 100;
 /// Length of a load test without -n or -d.
 pub(crate) const DEFAULT_LOAD_SECS: f64 = 10.0;
+
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Jsonl, Format::Csv]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
 
 /// A flag's value with its name.
 fn flag<T>(name: &'static str, value: Option<T>) -> Option<Given<T>> {
@@ -209,6 +229,16 @@ pub(crate) struct FetchArgs {
     /// Write records to FILE instead of standard output ("-" = standard output).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Record format: jsonl (one JSON object per line) or csv (a header row, then one row
+    /// per record: the JSON fields in order, error flattened into error_kind,
+    /// error_message, error_hop).
+    #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
+    pub format: Format,
+    /// Continue an interrupted or killed `-i LIST -o OUT` run: skip the lines of LIST that
+    /// OUT has a record for (matched by their "line" field; a torn last line of OUT is cut
+    /// off first) and append the records of the others to OUT.
+    #[arg(long)]
+    pub resume: bool,
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -294,6 +324,11 @@ pub(crate) struct FetchFlags {
     /// Exceptions to --deny, same syntax (e.g. --deny all --allow 203.0.113.0/24).
     #[arg(long, value_name = "RULE[,RULE...]", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Records carry "chain": the responses before the one described, e.g. [{"url":
+    /// "http://a/", "status": 301}]; with --follow, hop 1's redirects, hop 1's page and
+    /// hop 2's redirects.
+    #[arg(long)]
+    pub chain: bool,
 }
 
 impl FetchFlags {
@@ -323,6 +358,7 @@ impl FetchFlags {
                 "--allow",
                 (!self.allow.is_empty()).then(|| self.allow.clone()),
             ),
+            chain: switch("--chain", self.chain),
         }
     }
 }

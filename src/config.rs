@@ -224,6 +224,7 @@ impl RestartOnly {
         c.cmp("fetch.host_delay_ms", &a.host_delay, &b.host_delay);
         c.cmp("fetch.per_ip", &a.per_ip, &b.per_ip);
         c.cmp("fetch.deny/allow", &a.policy, &b.policy);
+        c.cmp("fetch.chain", &a.chain, &b.chain);
         c.0
     }
 }
@@ -434,6 +435,7 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         per_ip: int(&mut f, "fetch.per_ip"),
         deny: Section::given(f.strings("fetch.deny"), "fetch.deny"),
         allow: Section::given(f.strings("fetch.allow"), "fetch.allow"),
+        chain: Section::given(f.boolean("fetch.chain"), "fetch.chain"),
         ..RawFetchOptions::default()
     };
     if let Some(s) = f.non_empty("fetch.resolver") {

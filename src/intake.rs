@@ -26,13 +26,17 @@ use std::sync::Arc;
 pub(crate) const MAX_URL_BYTES: usize = 8 * 1024;
 /// Bytes of an over-long line kept (for its record's `url` field); the rest is skipped.
 pub(crate) const MAX_KEPT_LINE_BYTES: usize = MAX_URL_BYTES + 1;
+/// [`InputLine::number`] of a command-line argument: not a line of a list, so its record
+/// has no `line`.
+pub(crate) const ARG_LINE: u64 = 0;
 
 /// One non-blank input line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputLine {
     /// The trimmed line (lossily decoded; cut to [`MAX_KEPT_LINE_BYTES`] when over-long).
     pub text: String,
-    /// 1-based line number in its source (for arguments: the position among them).
+    /// 1-based line number in its list (blank lines count); [`ARG_LINE`] for a
+    /// command-line argument.
     pub number: u64,
     /// Length of the whole trimmed line in bytes, even when `text` was cut.
     pub len: usize,
@@ -41,11 +45,12 @@ pub struct InputLine {
 }
 
 impl InputLine {
-    /// A command-line argument as the `number`th input line; `None` when it is blank.
-    pub(crate) fn from_arg(arg: &OsStr, number: u64) -> Option<InputLine> {
+    /// A command-line argument as an input line (numbered [`ARG_LINE`]); `None` when it
+    /// is blank.
+    pub(crate) fn from_arg(arg: &OsStr) -> Option<InputLine> {
         let mut b = LineBuilder::default();
         b.push(arg.as_bytes());
-        b.finish(number)
+        b.finish(ARG_LINE)
     }
 }
 
@@ -315,7 +320,7 @@ fn is_bare_host(text: &str) -> bool {
 
 /// [`parse_url`] for one command-line argument.
 pub(crate) fn parse_arg(arg: &OsStr) -> Result<url::Url, String> {
-    match InputLine::from_arg(arg, 1) {
+    match InputLine::from_arg(arg) {
         Some(line) => parse_url(&line),
         None => Err("URL is empty".to_string()),
     }
@@ -569,9 +574,12 @@ mod tests {
 
     #[test]
     fn arguments_are_lines_too() {
-        let a = InputLine::from_arg(OsStr::new(" http://a/\n"), 2).unwrap();
-        assert_eq!((a.text.as_str(), a.number, a.len), ("http://a/", 2, 9));
-        assert!(InputLine::from_arg(OsStr::new("  "), 1).is_none());
+        let a = InputLine::from_arg(OsStr::new(" http://a/\n")).unwrap();
+        assert_eq!(
+            (a.text.as_str(), a.number, a.len),
+            ("http://a/", ARG_LINE, 9)
+        );
+        assert!(InputLine::from_arg(OsStr::new("  ")).is_none());
         let bad = OsStr::from_bytes(b"http://a/\xff");
         assert_eq!(parse_arg(bad).unwrap_err(), "line is not valid UTF-8");
         let long = "http://a/".to_string() + &"b".repeat(MAX_URL_BYTES);

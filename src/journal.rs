@@ -49,6 +49,11 @@ pub const JOURNAL_FILE_MODE: u32 = 0o640;
 /// Chunk size used when scanning backwards for the last newline.
 const TAIL_SCAN_CHUNK: u64 = 64 * 1024;
 
+/// How a record becomes bytes (its line, with the `\n`), chosen once when the writer
+/// starts: [`Record::write_line`] (JSON Lines, the journal's format) or
+/// [`Record::write_csv_row`] (`fetch --format csv`).
+pub type Encode = fn(&Record, &mut Vec<u8>);
+
 /// When the journal file is fsync'd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -131,6 +136,8 @@ struct ControlState {
 #[derive(Clone)]
 pub struct JournalControl {
     flag: Arc<AtomicBool>,
+    /// Set by [`Journal::close`].
+    close: Arc<AtomicBool>,
     state: Arc<Mutex<ControlState>>,
     written: Arc<AtomicU64>,
 }
@@ -171,6 +178,16 @@ impl Journal {
         policy: FsyncPolicy,
         progress: Option<Sender<Progress>>,
     ) -> Result<(Journal, SyncSender<Record>), JournalError> {
+        Journal::start_encoded(target, policy, progress, Record::write_line)
+    }
+
+    /// [`Journal::start`] with records encoded by `encode` instead of as JSON Lines.
+    pub fn start_encoded(
+        target: Target,
+        policy: FsyncPolicy,
+        progress: Option<Sender<Progress>>,
+        encode: Encode,
+    ) -> Result<(Journal, SyncSender<Record>), JournalError> {
         let out = match &target {
             Target::File(path) => {
                 let (file, removed) = open_journal(path)?;
@@ -187,11 +204,13 @@ impl Journal {
         let (tx, rx) = mpsc::sync_channel(RECORD_CHANNEL_CAPACITY);
         let control = JournalControl {
             flag: Arc::new(AtomicBool::new(false)),
+            close: Arc::new(AtomicBool::new(false)),
             state: Arc::new(Mutex::new(ControlState::default())),
             written: Arc::new(AtomicU64::new(0)),
         };
         let writer = Writer {
             out,
+            encode,
             policy,
             rx,
             progress,
@@ -224,6 +243,14 @@ impl Journal {
     pub fn finish(self) -> Result<JournalStats, JournalError> {
         self.thread.join().map_err(|_| JournalError::Panicked)?
     }
+
+    /// End the writer now, with record senders still alive (`fetch` interrupted, workers
+    /// still fetching): the records already queued are written (within [`CONTROL_POLL`]),
+    /// later ones are refused (their senders get an error). Every record written is whole.
+    pub fn close(self) -> Result<JournalStats, JournalError> {
+        self.control.close.store(true, Ordering::Release);
+        self.finish()
+    }
 }
 
 enum Output {
@@ -233,6 +260,7 @@ enum Output {
 
 struct Writer {
     out: Output,
+    encode: Encode,
     policy: FsyncPolicy,
     rx: Receiver<Record>,
     progress: Option<Sender<Progress>>,
@@ -301,11 +329,17 @@ impl Writer {
             if self.control.flag.swap(false, Ordering::AcqRel) {
                 self.handle_control()?;
             }
+            if self.control.close.load(Ordering::Acquire) {
+                while let Ok(rec) = self.rx.try_recv() {
+                    self.append(&rec);
+                }
+                return self.commit();
+            }
         }
     }
 
     fn append(&mut self, rec: &Record) {
-        rec.write_line(&mut self.buf);
+        (self.encode)(rec, &mut self.buf);
         self.pending_records += 1;
         if let Some(src) = &rec.src {
             match self.pending.get_mut(src.as_str()) {
@@ -673,6 +707,31 @@ mod tests {
         let stats = j.finish().unwrap();
         assert_eq!(stats.reopens, 0);
         assert_eq!(lines(&p).len(), 1);
+    }
+
+    #[test]
+    fn close_writes_what_is_queued_while_senders_live_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.csv");
+        let encode: Encode = Record::write_csv_row;
+        let (j, tx) =
+            Journal::start_encoded(Target::File(p.clone()), FsyncPolicy::Never, None, encode)
+                .unwrap();
+        for i in 1..=3 {
+            tx.send(rec("http://a.test/", None, Some(i))).unwrap();
+        }
+        let stats = j.close().unwrap();
+        assert_eq!(stats.records, 3);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.lines().all(|l| l.starts_with("http://a.test/,")),
+            "{text}"
+        );
+        assert!(
+            tx.send(rec("http://b.test/", None, None)).is_err(),
+            "closed"
+        );
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct FetchOptions {
     pub per_ip: Option<usize>,
     /// Which addresses may be connected to.
     pub policy: NetPolicy,
+    /// Records carry the redirect chain (`chain`).
+    pub chain: bool,
 }
 
 impl Default for FetchOptions {
@@ -155,6 +157,7 @@ pub(crate) struct RawFetchOptions {
     /// Network policy rules as written (sets, CIDRs, addresses).
     pub deny: Option<Given<Vec<String>>>,
     pub allow: Option<Given<Vec<String>>>,
+    pub chain: Option<Given<bool>>,
 }
 
 /// One unusable option value.
@@ -259,6 +262,7 @@ impl RawFetchOptions {
             per_ip: over.per_ip.or(self.per_ip),
             deny: over.deny.or(self.deny),
             allow: over.allow.or(self.allow),
+            chain: over.chain.or(self.chain),
         }
     }
 
@@ -380,6 +384,7 @@ impl RawFetchOptions {
             host_delay: Duration::from_millis(host_delay.unwrap_or(0)),
             per_ip: per_ip.map(|v| v as usize),
             policy: NetPolicy::new(deny, allow),
+            chain: self.chain.as_ref().is_some_and(|g| g.value),
         })
     }
 }
