@@ -40,7 +40,7 @@ pub(crate) enum ResumeError {
         "{path} holds CSV records (its first line is the CSV header): resume it with --format csv"
     )]
     IsCsv { path: PathBuf },
-    #[error("{path} holds no CSV header on its first line: not `--format csv` output of ringcrawl fetch (resume JSON Lines output without --format csv)")]
+    #[error("{path} does not start with the CSV header, so it is not `fetch --format csv` output (JSON Lines output resumes without --format csv)")]
     NotCsv { path: PathBuf },
     #[error("{path} line {number}: not a ringcrawl {format} record")]
     NotRecord {

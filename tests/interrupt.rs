@@ -242,3 +242,74 @@ fn a_second_sigint_exits_at_once() {
     run_fetch(&resume, None).assert_success();
     assert_each_line_once(&out, &urls2);
 }
+
+/// `--resume` matches records to lines by number, so a list with the same URL on several
+/// lines is exact; a torn last line (a run killed mid-write) is cut off and its line
+/// fetched again.
+#[test]
+fn resume_cuts_a_torn_line_and_matches_duplicates_by_line_number() {
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let same = server.url("/sleep/0/1");
+    // Lines 1-3 are the same URL, line 4 is blank, line 5 another.
+    let list = dir.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("{same}\n{same}\n{same}\n\n{}\n", server.url("/ok")),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let done = format!("{{\"url\":\"{same}\",\"title\":\"slept 1\",\"line\":2}}\n");
+    std::fs::write(&out, format!("{done}{{\"url\":\"{same}\",\"title\":\"sle")).unwrap();
+    let (list_arg, out_arg) = (list.display().to_string(), out.display().to_string());
+    let run = run_fetch(&["-i", &list_arg, "-o", &out_arg, "--resume"], None);
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains("--resume: 1 lines already had a record"),
+        "{}",
+        run.stderr
+    );
+    let seen = lines_recorded(&out);
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
+    assert!(seen.values().all(|(n, _)| *n == 1), "{seen:?}");
+    assert!(
+        std::fs::read_to_string(&out).unwrap().starts_with(&done),
+        "kept as it was"
+    );
+    assert_eq!(server.hits("/sleep/0/1"), 2, "lines 1 and 3 only");
+}
+
+/// CSV output resumes like JSON Lines: the header is written once, rows appended, and the
+/// rows read back by a CSV parser name every line once.
+#[test]
+fn csv_output_resumes_too() {
+    let server = FaultServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, urls) = slow_list(dir.path(), &server, 50, 0);
+    let out = dir.path().join("out.csv");
+    let out_arg = out.display().to_string();
+    let args = ["-q", "--format", "csv", "-i", &list, "-o", &out_arg];
+    run_fetch(&args, None).assert_success();
+    // Keep the header and the rows of the first ten lines finished, as after an interrupt.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut kept: Vec<&str> = text.lines().take(11).collect();
+    kept.push("");
+    std::fs::write(&out, kept.join("\n")).unwrap();
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    run_fetch(&resume, None).assert_success();
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    let line_col = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "line")
+        .unwrap();
+    let mut lines: Vec<u64> = reader
+        .records()
+        .map(|r| r.unwrap()[line_col].parse().unwrap())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, (1..=urls.len() as u64).collect::<Vec<_>>());
+}
