@@ -236,9 +236,13 @@ fn fetch(args: FetchArgs) -> Outcome {
     let (events_tx, events) = mpsc::channel();
     on_interrupt(events_tx.clone())?;
 
+    let on_stdout = target == Target::Stdout;
     let encode = args.format.encoder();
     let (journal, tx) = Journal::start_encoded(target, FsyncPolicy::Never, None, encode)?;
     let engine = Engine::start(&opts, tx).map_err(engine_failure)?;
+    if on_stdout {
+        stdout_header(args.format)?;
+    }
     let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
         let file = args
             .input
@@ -336,21 +340,26 @@ fn fetch(args: FetchArgs) -> Outcome {
     }
 }
 
-/// Where `fetch` writes, made ready: stdout, or `-o FILE` created (truncated unless
-/// `--resume`), each with the format's header when it starts empty.
+/// Where `fetch` writes: stdout, or `-o FILE` made ready (created, truncated unless
+/// `--resume`, with the format's header when it starts empty).
 fn fetch_output(args: &FetchArgs) -> Result<Target, Failure> {
-    if !is_stdio(args.output.as_deref()) {
-        let path = args.output.clone().expect("not stdio");
-        start_output(&path, args.format, args.resume).map_err(usage)?;
-        return Ok(Target::File(path));
+    if is_stdio(args.output.as_deref()) {
+        return Ok(Target::Stdout);
     }
-    if let Some(header) = args.format.header() {
+    let path = args.output.clone().expect("not stdio");
+    start_output(&path, args.format, args.resume).map_err(usage)?;
+    Ok(Target::File(path))
+}
+
+/// The format's header on stdout, once nothing can fail as a usage error any more.
+fn stdout_header(format: Format) -> Outcome {
+    if let Some(header) = format.header() {
         let mut out = io::stdout().lock();
         out.write_all(header.as_bytes())
             .and_then(|()| out.flush())
             .context("writing the header")?;
     }
-    Ok(Target::Stdout)
+    Ok(())
 }
 
 /// `fetch`'s `-i` list, opened.

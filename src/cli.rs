@@ -24,6 +24,10 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// `--resolver`'s help.
+const RESOLVER_HELP: &str = "DNS server to query instead of /etc/resolv.conf (and /etc/hosts): \
+IP, IP:PORT or [IPv6]:PORT [default port: 53]";
+
 /// `fetch --help`'s closing paragraph.
 pub(crate) const FETCH_AFTER_HELP: &str =
     "Ctrl-C (SIGINT) or SIGTERM stops reading URLs and lets the \
@@ -110,9 +114,13 @@ pub(crate) struct LoadArgs {
     /// DANGEROUS: accept any TLS certificate.
     #[arg(long)]
     pub insecure: bool,
-    /// DNS server to query instead of /etc/resolv.conf (and /etc/hosts): IP, IP:PORT or
-    /// [IPv6]:PORT [default port: 53].
-    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::options::parse_resolver)]
+    /// DNS server to query instead of /etc/resolv.conf (see `RESOLVER_HELP`).
+    #[arg(
+        long,
+        value_name = "IP[:PORT]",
+        value_parser = crate::options::parse_resolver,
+        help = RESOLVER_HELP
+    )]
     pub resolver: Option<SocketAddr>,
     /// User-Agent header [default: ringcrawl/VERSION].
     #[arg(long, value_name = "S")]
@@ -220,7 +228,7 @@ impl LoadArgs {
 #[derive(Debug, Args)]
 pub(crate) struct FetchArgs {
     /// URLs to fetch (in addition to --input). A bare host name (example.com,
-    /// example.com:8080/path) is fetched as http://example.com/...
+    /// example.com:8080/path) is fetched over http, as if the line started with "http://".
     pub urls: Vec<OsString>,
     /// Read URLs from FILE, one per line ("-" = standard input); bare host names as for
     /// arguments.
@@ -276,9 +284,13 @@ pub(crate) struct FetchFlags {
     /// Body bytes read per page at most [default: 4194304].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub max_body: Option<i64>,
-    /// DNS server to query instead of /etc/resolv.conf (and /etc/hosts): IP, IP:PORT or
-    /// [IPv6]:PORT [default port: 53].
-    #[arg(long, value_name = "IP[:PORT]", value_parser = crate::options::parse_resolver)]
+    /// DNS server to query instead of /etc/resolv.conf (see `RESOLVER_HELP`).
+    #[arg(
+        long,
+        value_name = "IP[:PORT]",
+        value_parser = crate::options::parse_resolver,
+        help = RESOLVER_HELP
+    )]
     pub resolver: Option<SocketAddr>,
     /// Extra trusted CA certificates (PEM) for https.
     #[arg(long, value_name = "PEM")]
