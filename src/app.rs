@@ -491,7 +491,11 @@ fn feed(
         for line in LineReader::new(input, limits) {
             let line = line.map_err(IntakeError::Read)?;
             if let Some(r) = recorded {
-                if r.skip(&line).map_err(IntakeError::Mismatch)? {
+                let skip = r.skip(&line).map_err(|e| {
+                    engine.stop_handle().stop(); // the output is another list's: stop at once
+                    IntakeError::Mismatch(e)
+                })?;
+                if skip {
                     skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
