@@ -5,11 +5,15 @@
 #! nginx/dnsmasq/delay-server lifecycles, timing every client with /usr/bin/time -v and
 #! printing ratios vs ringcrawl.
 #!
-#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real ...]
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real|keepalive ...]
 #!   (default: broad https follow latency load)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
 #!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed),
+#!      RCBENCH_KA_URLS (URLs of the keepalive scenario, default 500000), RCBENCH_PERF=FILE
+#!      (keepalive: also record a `perf` profile of one more ringcrawl run into FILE),
+#!      RCBENCH_CALLGRIND=FILE (keepalive: count one more run's instructions with callgrind:
+#!      per URL, in user space, repeatable whatever else the machine does).
 #!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
 #!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
 #!      rounds, default 1).
@@ -393,6 +397,52 @@ EOF
         table latency_tls
         echo "    ringcrawl: $(titled "$W/latency_tls.rc.jsonl")"; rc_summary "$W/latency_tls.ringcrawl.err"
     }
+    sc_keepalive() {
+        local n=${RCBENCH_KA_URLS:-500000}
+        echo "== keepalive: $n URLs round-robin on 1,000 nginx hosts (small 404 pages, keep-alive), -c 300, next to load on one of them =="
+        hosts "$DATA/hosts_nginx"; start_nginx
+        python3 - "$n" > "$W/keepalive.txt" <<'EOF2'
+import sys
+n = int(sys.argv[1])
+for i in range(n):
+    print(f"http://h{i % 1000:04d}.site.test/missing/{i // 1000}")
+EOF2
+        measure keepalive.ringcrawl "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300
+        if [[ -n ${RCBENCH_CALLGRIND:-} ]]; then   # instructions of one more run (user space)
+            valgrind --tool=callgrind --callgrind-out-file="$RCBENCH_CALLGRIND" \
+                "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300 -q 2>/dev/null || true
+            python3 - "$RCBENCH_CALLGRIND" "$n" <<'EOF2'
+import re, sys
+total = 0
+for l in open(sys.argv[1]):
+    m = re.match(r"summary: (\d+)", l) or re.match(r"totals: (\d+)", l)
+    if m:
+        total = int(m.group(1))
+print(f"    callgrind: {total / int(sys.argv[2]):.0f} instructions per URL in user space ({total} in all)")
+EOF2
+        fi
+        if [[ -n ${RCBENCH_PERF:-} ]]; then   # a profile of one more run, for `perf report -i`
+            perf record -F 499 --call-graph dwarf,32768 -o "$RCBENCH_PERF" -- \
+                "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300 -q 2>/dev/null || true
+        fi
+        measure keepalive.load "$BIN" load http://h0000.site.test/missing/0 -c 100 -d 5 --json
+        table keepalive
+        echo "    ringcrawl: $(titled "$W/keepalive.rc.jsonl")"; rc_summary "$W/keepalive.ringcrawl.err"
+        python3 - "$W/results.tsv" "$n" "$W/keepalive.load.out" <<'EOF2'
+import json, sys
+rows = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(sys.argv[1])}
+n = int(sys.argv[2])
+rc = rows["keepalive.ringcrawl"]
+ups, cpu_us = n / float(rc[1]), float(rc[2]) * 1e6 / n
+try:
+    rps = json.load(open(sys.argv[3]))["rps"]
+except Exception:
+    rps = 0
+print(f"    fetch {ups:.0f} URLs/s, {cpu_us:.1f} us CPU per URL, peak RSS {rc[3]} MB; "
+      f"load {rps:.0f} req/s on one of the pages; fetch/load {ups / max(rps, 1):.2f}x (target >= 0.80x)")
+EOF2
+        rm -f "$W/keepalive.txt" "$W/keepalive.rc.jsonl"
+    }
     sc_load() {
         echo "== load: one small page, 100 connections, 5 s =="
         hosts "$DATA/hosts_nginx"; start_nginx
@@ -417,8 +467,8 @@ EOF
         case $s in
             broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
             latency) sc_latency ;; latency-dns) sc_latency_dns ;; latency-tls) sc_latency_tls ;; load) sc_load ;;
-            latency-real) sc_latency_real ;;
-            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real)" >&2; exit 2 ;;
+            latency-real) sc_latency_real ;; keepalive) sc_keepalive ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real keepalive)" >&2; exit 2 ;;
         esac
     done
     exit 0

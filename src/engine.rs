@@ -10,7 +10,7 @@
 //! per worker (`job::Counters`), summed on demand into a [`Summary`].
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::dns::{DnsConfig, Resolver};
 use crate::error::ErrorKind;
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
-use crate::intake::{host_key, parse_url, InputLine, ARG_LINE};
+use crate::intake::{hash_host_key, parse_url, InputLine, ARG_LINE};
 use crate::job::{Counters, Health, Job, Summary, WorkItem};
 use crate::net::{RuntimeThread, StartError, TlsConfigError, TlsContext};
 use crate::options::FetchOptions;
@@ -256,7 +256,7 @@ impl Engine {
             }
         };
         let mut h = DefaultHasher::new();
-        host_key(&url).hash(&mut h);
+        hash_host_key(&url, &mut h);
         let worker = (h.finish() % self.senders.len() as u64) as usize;
         self.senders[worker]
             .blocking_send(WorkItem { job, url })

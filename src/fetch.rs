@@ -563,7 +563,7 @@ fn get_page<'a>(
             }
             let mut page = PageReader {
                 follow,
-                extractor: None,
+                parse: Parse::Nothing,
             };
             let head = on_connection(ctx, current, deadline, &mut page, held, acct).await?;
             let status = head.status;
@@ -601,7 +601,7 @@ fn get_page<'a>(
                 status,
                 content_type: head.content_type,
                 retry_after: head.retry_after,
-                extracted: page.extractor.map(|x| x.finish()).unwrap_or_default(),
+                extracted: page.into_extracted(),
             });
         }
     }
@@ -918,8 +918,27 @@ impl Consumer for RobotsReader {
 /// redirect; nothing otherwise.
 struct PageReader<'a> {
     follow: Option<&'a FollowSelector>,
-    /// Boxed: a kilobyte that a connection waiting for its response should not hold.
-    extractor: Option<Box<Extractor>>,
+    parse: Parse,
+}
+
+/// Where a page's extraction is. Boxed both ways: a connection waiting for its response
+/// should hold neither the parser nor its result.
+enum Parse {
+    Nothing,
+    Parsing(Box<Extractor>),
+    /// The extractor had all it wanted: its result, the parser already freed (the rest of
+    /// the page may still be read to keep the connection).
+    Found(Box<Extracted>),
+}
+
+impl PageReader<'_> {
+    fn into_extracted(self) -> Extracted {
+        match self.parse {
+            Parse::Nothing => Extracted::default(),
+            Parse::Parsing(x) => x.finish(),
+            Parse::Found(found) => *found,
+        }
+    }
 }
 
 impl Consumer for PageReader<'_> {
@@ -928,15 +947,21 @@ impl Consumer for PageReader<'_> {
         if is_redirect(head.status) || !is_html(ct) {
             return Want::Enough;
         }
-        self.extractor = Some(Box::new(Extractor::new(ct, self.follow)));
+        self.parse = Parse::Parsing(Box::new(Extractor::new(ct, self.follow)));
         Want::Body
     }
 
     fn data(&mut self, bytes: &[u8]) -> Want {
-        match self.extractor.as_mut().map(|x| x.feed(bytes)) {
-            Some(false) => Want::Body,
-            _ => Want::Enough,
+        let Parse::Parsing(x) = &mut self.parse else {
+            return Want::Enough;
+        };
+        if !x.feed(bytes) {
+            return Want::Body;
         }
+        if let Parse::Parsing(x) = std::mem::replace(&mut self.parse, Parse::Nothing) {
+            self.parse = Parse::Found(Box::new(x.finish()));
+        }
+        Want::Enough
     }
 }
 

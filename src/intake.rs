@@ -334,15 +334,64 @@ fn describe_char(c: char) -> String {
     }
 }
 
-/// The key that shards and schedules a URL: scheme, host and port (the keep-alive pool key).
+/// The key that shards and schedules a URL: `scheme://host:port` (the keep-alive pool key).
+/// Built by hand in one allocation of the right size: it is made for every URL.
 pub(crate) fn host_key(url: &url::Url) -> String {
+    let (scheme, host) = (url.scheme(), url.host_str().unwrap_or(""));
     let port = url.port_or_known_default().unwrap_or(0);
-    format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or(""))
+    let mut key = String::with_capacity(scheme.len() + host.len() + HOST_KEY_EXTRA);
+    key.push_str(scheme);
+    key.push_str("://");
+    key.push_str(host);
+    key.push(':');
+    let mut n = port;
+    let mut buf = [0u8; 5];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    key.push_str(std::str::from_utf8(&buf[at..]).expect("ASCII digits"));
+    key
+}
+
+/// `://`, `:` and up to five port digits.
+const HOST_KEY_EXTRA: usize = 9;
+
+/// Hash what [`host_key`] is made of, without making it (routing a URL to its worker).
+pub(crate) fn hash_host_key(url: &url::Url, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    url.scheme().hash(hasher);
+    url.host_str().unwrap_or("").hash(hasher);
+    url.port_or_known_default().unwrap_or(0).hash(hasher);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_keys_name_scheme_host_and_port() {
+        let key = |u: &str| host_key(&url::Url::parse(u).unwrap());
+        assert_eq!(key("http://Example.COM/x?y"), "http://example.com:80");
+        assert_eq!(key("https://a.test/"), "https://a.test:443");
+        assert_eq!(key("http://a.test:8080/"), "http://a.test:8080");
+        assert_eq!(key("http://a.test:0/"), "http://a.test:0");
+        assert_eq!(key("http://a.test:65535/"), "http://a.test:65535");
+        assert_eq!(key("http://[::1]:9/"), "http://[::1]:9");
+        // Routing hashes the same parts: equal keys, equal hashes.
+        let hash = |u: &str| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            hash_host_key(&url::Url::parse(u).unwrap(), &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        assert_eq!(hash("http://a.test/x"), hash("http://A.test:80/y"));
+        assert_ne!(hash("http://a.test/"), hash("https://a.test/"));
+    }
 
     /// A `BufRead` that hands out at most one byte per fill (the worst case for a reader
     /// that works buffer by buffer), and counts its fills.

@@ -79,11 +79,47 @@ impl Record {
 
 /// Current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T07:00:00.123Z`.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+/// Length of a timestamp written by [`rfc3339_millis`] (years 0000-9999).
+const TIMESTAMP_LEN: usize = 24;
+
+/// `t` (UTC) as `YYYY-MM-DDTHH:MM:SS.mmmZ`, in one allocation of the exact size: every
+/// record carries one.
+fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(TIMESTAMP_LEN);
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
     );
-    now.format(&fmt).expect("formatting a UTC time cannot fail")
+    s
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let t = time::macros::datetime!(2026-11-23 07:00:09.123456 UTC);
+        assert_eq!(rfc3339_millis(t), "2026-11-23T07:00:09.123Z");
+        let t = time::macros::datetime!(0999-01-02 03:04:05.000999 UTC);
+        let s = rfc3339_millis(t);
+        assert_eq!(s, "0999-01-02T03:04:05.000Z");
+        assert_eq!((s.len(), s.capacity()), (TIMESTAMP_LEN, TIMESTAMP_LEN));
+        let now = now_rfc3339();
+        assert_eq!(now.len(), TIMESTAMP_LEN);
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
 }
 
 /// The format of `fetch`'s records (`--format`); the daemon's journal is always JSON Lines.

@@ -237,6 +237,20 @@ impl ResponseReader {
         }
         let input = &input[skipped..];
         let old = self.head_buf.len();
+        if old == 0 {
+            // The usual case: the whole head came in one read. Parse it where it is.
+            let window = &input[..input.len().min(MAX_HEAD_BYTES)];
+            if let Some(end) = head_end(window, 1) {
+                if !window.starts_with(b"HTTP/") {
+                    return Err(protocol("bad status line"));
+                }
+                let head = match parse_head(&window[..end])? {
+                    Some((head, len)) if len == end => head,
+                    _ => return Err(protocol("malformed response head")),
+                };
+                return self.head_parsed(head, skipped + end, sink);
+            }
+        }
         let take = input.len().min(MAX_HEAD_BYTES - old);
         self.head_buf.extend_from_slice(&input[..take]);
 
@@ -267,6 +281,17 @@ impl ResponseReader {
         };
         let consumed = skipped + end - old;
         self.head_buf.clear();
+        self.head_parsed(head, consumed, sink)
+    }
+
+    /// A complete head was parsed (`consumed` input bytes were its): skip it if 1xx, else
+    /// choose the body framing and emit it.
+    fn head_parsed(
+        &mut self,
+        head: ResponseHead,
+        consumed: usize,
+        sink: &mut dyn FnMut(BodyEvent<'_>),
+    ) -> Result<usize, HttpError> {
         self.head_scan = 1;
         self.first_line_checked = false;
         self.head_skipped = 0;
@@ -309,16 +334,11 @@ impl ResponseReader {
     /// Index just past the empty line ending the head, if it arrived. The search resumes
     /// where it stopped, so feeding byte by byte stays linear.
     fn find_head_end(&mut self) -> Option<usize> {
-        let buf = &self.head_buf;
-        for j in self.head_scan.max(1)..buf.len() {
-            if buf[j] == b'\n'
-                && (buf[j - 1] == b'\n' || (buf[j - 1] == b'\r' && j >= 2 && buf[j - 2] == b'\n'))
-            {
-                return Some(j + 1);
-            }
+        let found = head_end(&self.head_buf, self.head_scan);
+        if found.is_none() {
+            self.head_scan = self.head_buf.len();
         }
-        self.head_scan = buf.len();
-        None
+        found
     }
 
     /// Chunked framing: data runs in bulk, framing bytes one at a time.
@@ -545,6 +565,17 @@ impl ResponseReader {
         // Emit `End` now that the body is complete (nothing follows in this call).
         self.run(&[], sink).map(|_| ())
     }
+}
+
+/// Index just past the empty line (LF LF or LF CR LF) that ends a head in `buf`, searching
+/// from `from` on.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from.max(1)..buf.len())
+        .find(|&j| {
+            buf[j] == b'\n'
+                && (buf[j - 1] == b'\n' || (buf[j - 1] == b'\r' && j >= 2 && buf[j - 2] == b'\n'))
+        })
+        .map(|j| j + 1)
 }
 
 fn check_chunk_line(line: usize) -> Result<(), HttpError> {
