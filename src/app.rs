@@ -3,30 +3,33 @@
 //! journald: `<N>` priorities, no colours, no timestamps), run the chosen mode (`fetch`,
 //! `run`, `submit`, `load`), print the summary, and turn the outcome into an exit code: 0
 //! ok, 1 runtime failure, 2 usage error (a bad flag value, an unusable config or input file,
-//! no URLs, a bad URL for `load`; clap's own parse errors included). Every error is printed
-//! as one line per cause (several only when a config file has several problems), each cause
-//! once.
+//! no URLs, a bad URL for `load`; clap's own parse errors included), 130 / 143 after `fetch`
+//! was interrupted by SIGINT / SIGTERM. Every error is printed as one line per cause
+//! (several only when a config file has several problems), each cause once.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
 use crate::config::{self, Config, Overrides};
-use crate::engine::{Engine, EngineError};
-use crate::intake::{InputLine, LineReader, ReadLimits};
+use crate::engine::{Engine, EngineError, EngineStats, Stopped};
+use crate::intake::{InputLine, LineReader, ReadError, ReadLimits};
 use crate::job::Summary;
 use crate::journal::{FsyncPolicy, Journal, Target};
 use crate::load::LoadError;
 use crate::options::RawFetchOptions;
 use crate::progress::{ProgressDisplay, TICK};
+use crate::record::Format;
+use crate::resume::{self, Mismatch, Recorded};
 use crate::spool::results::{self, ListEnd};
 use crate::spool::SpoolError;
 
@@ -219,7 +222,56 @@ fn engine_failure(e: EngineError) -> Failure {
     }
 }
 
-/// `ringcrawl fetch`: stream the inputs through the engine into the output.
+/// How long `fetch` lets the fetches in flight finish after the first SIGINT or SIGTERM;
+/// those still running then have no record (`--resume` fetches them).
+pub(crate) const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// After an interrupt, how long no fetch may have been running before `fetch` stops
+/// waiting for intake to end (it may be blocked reading a quiet stdin).
+const INTERRUPT_SETTLE: Duration = Duration::from_millis(200);
+/// How often an interrupted `fetch` looks at the fetches still running.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// What the main thread of `fetch` waits for.
+enum FetchEvent {
+    /// SIGINT or SIGTERM (the first one; the second exits at once).
+    Signal(libc::c_int),
+    /// Intake ended and the engine finished (or the intake thread panicked: why).
+    Done(Box<Result<(Summary, IntakeEnd), String>>),
+}
+
+/// How intake ended.
+struct IntakeEnd {
+    /// Why it stopped before the end of its input, if it did.
+    result: Result<(), IntakeError>,
+}
+
+/// Why intake stopped before the end of its input.
+#[derive(Debug, thiserror::Error)]
+enum IntakeError {
+    #[error("reading the URL list")]
+    Read(#[source] ReadError),
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    #[error("--resume")]
+    Mismatch(#[source] Mismatch),
+}
+
+impl IntakeError {
+    /// Intake stopped because it was told to (an interrupt), not because of a problem.
+    fn is_stop(&self) -> bool {
+        matches!(
+            self,
+            IntakeError::Stopped(_) | IntakeError::Read(ReadError::Stopped)
+        )
+    }
+}
+
+/// `ringcrawl fetch`: stream the inputs through the engine into the output. Intake and the
+/// engine's finish run on a thread of their own, so this one answers a signal whatever
+/// intake is blocked on (a quiet stdin, a full queue): the first SIGINT/SIGTERM stops
+/// intake and the engine, waits up to [`INTERRUPT_GRACE`] for the fetches in flight, closes
+/// the output with every record it got, prints the summary and exits 128 + the signal.
 fn fetch(args: FetchArgs) -> Outcome {
     let flags = args.fetch.raw();
     // The environment's proxy settings lie under the file, the file under the flags.
@@ -233,17 +285,145 @@ fn fetch(args: FetchArgs) -> Outcome {
             "no URLs given: pass them as arguments, or use -i FILE (or -i - for stdin)"
         )));
     }
-    let target = if is_stdio(args.output.as_deref()) {
-        Target::Stdout
+    let recorded = if args.resume {
+        Some(resume_scan(&args)?)
     } else {
-        let path = args.output.clone().expect("not stdio");
-        // A fresh output per run: fetch is one-shot, unlike the daemon's append-only journal.
-        File::create(&path)
-            .with_context(|| format!("cannot create {}", path.display()))
-            .map_err(usage)?;
-        Target::File(path)
+        None
     };
-    let input: Option<Box<dyn BufRead>> = match args.input.as_deref() {
+    let target = fetch_output(&args)?;
+    let input = fetch_input(&args)?;
+    let (events_tx, events) = mpsc::channel();
+    on_interrupt(events_tx.clone())?;
+
+    let on_stdout = target == Target::Stdout;
+    let encode = args.format.encoder();
+    let (journal, tx) = Journal::start_encoded(target, FsyncPolicy::Never, None, encode)?;
+    let engine = Engine::start(&opts, tx).map_err(engine_failure)?;
+    if on_stdout {
+        stdout_header(args.format)?;
+    }
+    let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
+        let file = args
+            .input
+            .clone()
+            .filter(|p| !args.resume && !is_stdio(Some(p)) && p.is_file());
+        ProgressDisplay::start(engine.stats(), file)
+    });
+    let stats = engine.stats();
+    let stop_engine = engine.stop_handle();
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let limits = ReadLimits {
+        stop: Some(stop_reading.clone()),
+        max_bytes: None,
+    };
+    let urls = args.urls.clone();
+    let skipped = Arc::new(AtomicU64::new(0));
+    let skips = skipped.clone();
+    std::thread::Builder::new()
+        .name("intake".into())
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| {
+                let end = feed(&engine, &urls, input, limits, recorded.as_ref(), &skips);
+                (engine.finish(), end)
+            });
+            let done = std::panic::catch_unwind(run).map_err(|p| crate::job::panic_message(&*p));
+            let _ = events_tx.send(FetchEvent::Done(Box::new(done)));
+        })
+        .context("cannot start the intake thread")?;
+
+    let mut interrupted = None;
+    let done = match events.recv() {
+        Ok(FetchEvent::Done(done)) => Some(*done),
+        Ok(FetchEvent::Signal(sig)) => {
+            interrupted = Some(sig);
+            stop_reading.store(true, Ordering::Release);
+            stop_engine.stop();
+            wait_after_interrupt(&events, &stats)
+        }
+        Err(_) => None, // not while the signal thread holds a sender
+    };
+    let (summary, end) = match done {
+        Some(Ok((summary, end))) => (summary, Some(end)),
+        Some(Err(why)) => {
+            return Err(anyhow::anyhow!(
+                "internal error (a ringcrawl bug, please report): intake failed: {why}"
+            )
+            .into())
+        }
+        None => (stats.summary(), None),
+    };
+    if let Some(p) = progress {
+        p.finish();
+    }
+    if let Some(why) = stats.failure() {
+        return Err(
+            anyhow::anyhow!("internal error (a ringcrawl bug, please report): {why}").into(),
+        );
+    }
+    let written = match interrupted {
+        None => journal.finish(),
+        Some(_) => journal.close(),
+    }
+    .context("writing records")?;
+    let skipped = skipped.load(Ordering::Relaxed);
+    let read_all = match end.map(|e| e.result) {
+        Some(Err(e)) if !(interrupted.is_some() && e.is_stop()) => return Err(intake_failure(e)),
+        Some(Ok(())) => true,
+        _ => false,
+    };
+    if interrupted.is_none() {
+        debug_assert_eq!(written.records, summary.urls);
+    }
+    if !args.quiet {
+        if args.resume {
+            eprintln!("ringcrawl: --resume: {skipped} lines already had a record");
+        }
+        print_summary(&summary);
+    }
+    match interrupted {
+        None => Ok(()),
+        Some(sig) => Err(Failure {
+            code: crate::signals::exit_status(sig),
+            error: anyhow::anyhow!(
+                "interrupted by {}: {} records written; {} URLs read had none{}",
+                crate::signals::name(sig),
+                written.records,
+                stats.submitted().saturating_sub(written.records),
+                if read_all {
+                    ""
+                } else {
+                    ", and the rest of the input was not read"
+                },
+            ),
+        }),
+    }
+}
+
+/// Where `fetch` writes: stdout, or `-o FILE` made ready (created, truncated unless
+/// `--resume`, with the format's header when it starts empty).
+fn fetch_output(args: &FetchArgs) -> Result<Target, Failure> {
+    if is_stdio(args.output.as_deref()) {
+        return Ok(Target::Stdout);
+    }
+    let path = args.output.clone().expect("not stdio");
+    start_output(&path, args.format, args.resume).map_err(usage)?;
+    Ok(Target::File(path))
+}
+
+/// The format's header on stdout, once nothing can fail as a usage error any more.
+fn stdout_header(format: Format) -> Outcome {
+    if let Some(header) = format.header() {
+        let mut out = io::stdout().lock();
+        out.write_all(header.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the header")?;
+    }
+    Ok(())
+}
+
+/// `fetch`'s `-i` list, opened.
+fn fetch_input(args: &FetchArgs) -> Result<Option<Box<dyn BufRead + Send>>, Failure> {
+    Ok(match args.input.as_deref() {
         None => None,
         Some(p) if is_stdio(Some(p)) => Some(Box::new(BufReader::with_capacity(
             INPUT_BUF_BYTES,
@@ -255,51 +435,135 @@ fn fetch(args: FetchArgs) -> Outcome {
                 .map_err(usage)?;
             Some(Box::new(BufReader::with_capacity(INPUT_BUF_BYTES, f)))
         }
-    };
+    })
+}
 
-    let (journal, tx) = Journal::start(target, FsyncPolicy::Never, None)?;
-    let engine = Engine::start(&opts, tx).map_err(engine_failure)?;
-    let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
-        let file = args
-            .input
-            .clone()
-            .filter(|p| !is_stdio(Some(p)) && p.is_file());
-        ProgressDisplay::start(engine.stats(), file)
-    });
-    let stats = engine.stats();
-    let intake = feed(&engine, &args.urls, input);
-    let summary = engine.finish();
-    if let Some(p) = progress {
-        p.finish();
+/// Handle SIGINT and SIGTERM for `fetch`: the first one becomes an event for the main
+/// thread; the second exits at once (128 + its number), whatever is going on.
+fn on_interrupt(events: mpsc::Sender<FetchEvent>) -> Result<(), Failure> {
+    let mut signalled = false;
+    crate::signals::spawn(&[libc::SIGINT, libc::SIGTERM], move |sig| {
+        if signalled {
+            std::process::exit(i32::from(crate::signals::exit_status(sig)));
+        }
+        signalled = true;
+        let _ = events.send(FetchEvent::Signal(sig));
+        true
+    })
+    .context("cannot install signal handlers")?;
+    Ok(())
+}
+
+/// After the first signal: wait until intake and the engine are done, or until no fetch has
+/// been running for [`INTERRUPT_SETTLE`] (intake blocked in a read, whose lines would be
+/// dropped anyway), or at most [`INTERRUPT_GRACE`]. `None` when intake was left running.
+fn wait_after_interrupt(
+    events: &mpsc::Receiver<FetchEvent>,
+    stats: &EngineStats,
+) -> Option<Result<(Summary, IntakeEnd), String>> {
+    let deadline = Instant::now() + INTERRUPT_GRACE;
+    let mut idle_since = None;
+    loop {
+        match events.recv_timeout(INTERRUPT_POLL) {
+            Ok(FetchEvent::Done(done)) => return Some(*done),
+            Ok(FetchEvent::Signal(_)) => {} // the second one exits in the handler
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        if stats.running() > 0 {
+            idle_since = None;
+        } else if now.duration_since(*idle_since.get_or_insert(now)) >= INTERRUPT_SETTLE {
+            return None;
+        }
     }
-    if let Some(why) = stats.failure() {
-        return Err(
-            anyhow::anyhow!("internal error (a ringcrawl bug, please report): {why}").into(),
-        );
+}
+
+/// An intake failure: a mismatched `--resume` output is the user's mistake.
+fn intake_failure(e: IntakeError) -> Failure {
+    match e {
+        IntakeError::Mismatch(_) => usage(e),
+        e => e.into(),
     }
-    let written = journal.finish().context("writing records")?;
-    intake?;
-    debug_assert_eq!(written.records, summary.urls);
-    if !args.quiet {
-        print_summary(&summary);
+}
+
+/// `--resume`: check that it applies, and read which lines OUT already records.
+fn resume_scan(args: &FetchArgs) -> Result<Recorded, Failure> {
+    let out = args.output.as_deref().filter(|p| !is_stdio(Some(p)));
+    let Some(out) = out else {
+        return Err(usage(anyhow::anyhow!(
+            "--resume needs -o FILE, the output of the run it continues"
+        )));
+    };
+    if args.input.is_none() || !args.urls.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "--resume continues a list: it needs -i LIST (or -i -) and no URL arguments"
+        )));
+    }
+    resume::scan(out, args.format).map_err(usage)
+}
+
+/// Make `path` ready for records: created (or truncated, unless `resume`), with the
+/// format's header when it is empty.
+fn start_output(path: &Path, format: Format, resume: bool) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    if !resume {
+        f.set_len(0)
+            .with_context(|| format!("cannot truncate {}", path.display()))?;
+    }
+    let empty = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
+    if let (true, Some(header)) = (empty, format.header()) {
+        f.write_all(header.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
 
-/// Submit every argument and input line; an unreadable input stops intake (the URLs
-/// already submitted still get their records).
-fn feed(engine: &Engine, urls: &[OsString], input: Option<Box<dyn BufRead>>) -> anyhow::Result<()> {
-    for (i, u) in urls.iter().enumerate() {
-        if let Some(line) = InputLine::from_arg(u, i as u64 + 1) {
+/// Submit every argument and input line (with `--resume`, only the lines `recorded` does
+/// not have); an unreadable input stops intake (the URLs already submitted still get their
+/// records), and so does a stop (`limits.stop`, or the engine stopping).
+fn feed(
+    engine: &Engine,
+    urls: &[OsString],
+    input: Option<Box<dyn BufRead + Send>>,
+    limits: ReadLimits,
+    recorded: Option<&Recorded>,
+    skipped: &AtomicU64,
+) -> IntakeEnd {
+    let run = || -> Result<(), IntakeError> {
+        for u in urls {
+            if let Some(line) = InputLine::from_arg(u) {
+                engine.submit_line(line, None)?;
+            }
+        }
+        let Some(input) = input else {
+            return Ok(());
+        };
+        for line in LineReader::new(input, limits) {
+            let line = line.map_err(IntakeError::Read)?;
+            if let Some(r) = recorded {
+                let skip = r.skip(&line).map_err(|e| {
+                    engine.stop_handle().stop(); // the output is another list's: stop at once
+                    IntakeError::Mismatch(e)
+                })?;
+                if skip {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             engine.submit_line(line, None)?;
         }
-    }
-    if let Some(input) = input {
-        for line in LineReader::new(input, ReadLimits::default()) {
-            engine.submit_line(line.context("reading the URL list")?, None)?;
-        }
-    }
-    Ok(())
+        Ok(())
+    };
+    IntakeEnd { result: run() }
 }
 
 fn print_summary(s: &Summary) {
@@ -486,6 +750,12 @@ mod tests {
             error_lines(&e),
             ["starting: cannot read CA file /x: entity not found"]
         );
+    }
+
+    #[test]
+    fn fetch_help_states_the_interrupt_grace() {
+        let secs = format!("{} s", INTERRUPT_GRACE.as_secs());
+        assert!(crate::cli::FETCH_AFTER_HELP.contains(&secs));
     }
 
     #[test]

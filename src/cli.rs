@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::load::{LoadOptions, Stop};
 use crate::options::{Given, Name, OptionError, OptionErrors, RawFetchOptions, MAX_TIMEOUT_SECS};
+use crate::record::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,9 +24,22 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// `--resolver`'s help.
+const RESOLVER_HELP: &str = "DNS server to query instead of /etc/resolv.conf (and /etc/hosts): \
+IP, IP:PORT or [IPv6]:PORT [default port: 53]";
+
+/// `fetch --help`'s closing paragraph.
+pub(crate) const FETCH_AFTER_HELP: &str =
+    "Ctrl-C (SIGINT) or SIGTERM stops reading URLs and lets the \
+fetches in flight finish (for 10 s at most) with their records; then the summary, and exit \
+status 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once. A list run with \
+-i LIST -o OUT continues with the same command plus --resume.";
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one JSON line per URL.
+    /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one record per URL
+    /// (JSON Lines, or CSV with --format csv).
+    #[command(after_help = FETCH_AFTER_HELP)]
     Fetch(Box<FetchArgs>),
     /// Run the daemon: crawl list files dropped into the spool, journal every line once.
     Run(RunArgs),
@@ -104,8 +118,13 @@ pub(crate) struct LoadArgs {
     /// DANGEROUS: accept any TLS certificate.
     #[arg(long)]
     pub insecure: bool,
-    /// DNS server to query instead of /etc/resolv.conf.
-    #[arg(long, value_name = "IP:PORT")]
+    /// DNS server to query instead of /etc/resolv.conf (see `RESOLVER_HELP`).
+    #[arg(
+        long,
+        value_name = "IP[:PORT]",
+        value_parser = crate::options::parse_resolver,
+        help = RESOLVER_HELP
+    )]
     pub resolver: Option<SocketAddr>,
     /// User-Agent header [default: ringcrawl/VERSION]; a -H User-Agent wins over it.
     #[arg(long, value_name = "S")]
@@ -124,6 +143,16 @@ pub(crate) struct LoadArgs {
 pub(crate) const DEFAULT_LOAD_CONNECTIONS: i64 = 100;
 /// Length of a load test without -n or -d.
 pub(crate) const DEFAULT_LOAD_SECS: f64 = 10.0;
+
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Jsonl, Format::Csv]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
 
 /// A flag's value with its name.
 fn flag<T>(name: &'static str, value: Option<T>) -> Option<Given<T>> {
@@ -216,14 +245,26 @@ impl LoadArgs {
 /// `ringcrawl fetch`.
 #[derive(Debug, Args)]
 pub(crate) struct FetchArgs {
-    /// URLs to fetch (in addition to --input).
+    /// URLs to fetch (in addition to --input). A bare host name (example.com,
+    /// example.com:8080/path) is fetched over http, as if the line started with "http://".
     pub urls: Vec<OsString>,
-    /// Read URLs from FILE, one per line ("-" = standard input).
+    /// Read URLs from FILE, one per line ("-" = standard input); bare host names as for
+    /// arguments.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Write records to FILE instead of standard output ("-" = standard output).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Record format: jsonl (one JSON object per line) or csv (a header row, then one row
+    /// per record: the JSON fields in order, error flattened into error_kind,
+    /// error_message, error_hop).
+    #[arg(long, value_name = "FORMAT", default_value = "jsonl")]
+    pub format: Format,
+    /// Continue an interrupted or killed `-i LIST -o OUT` run: skip the lines of LIST that
+    /// OUT has a record for (matched by their "line" field; a torn last line of OUT is cut
+    /// off first) and append the records of the others to OUT.
+    #[arg(long)]
+    pub resume: bool,
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -261,8 +302,13 @@ pub(crate) struct FetchFlags {
     /// Body bytes read per page at most [default: 4194304].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub max_body: Option<i64>,
-    /// DNS server to query instead of /etc/resolv.conf.
-    #[arg(long, value_name = "IP:PORT")]
+    /// DNS server to query instead of /etc/resolv.conf (see `RESOLVER_HELP`).
+    #[arg(
+        long,
+        value_name = "IP[:PORT]",
+        value_parser = crate::options::parse_resolver,
+        help = RESOLVER_HELP
+    )]
     pub resolver: Option<SocketAddr>,
     /// Extra trusted CA certificates (PEM) for https.
     #[arg(long, value_name = "PEM")]
@@ -331,6 +377,11 @@ pub(crate) struct FetchFlags {
     /// no_proxy/NO_PROXY ('' = no exception).
     #[arg(long, value_name = "LIST")]
     pub noproxy: Option<String>,
+    /// Records carry "chain": the responses before the one described, e.g. [{"url":
+    /// "http://a/", "status": 301}]; with --follow, hop 1's redirects, hop 1's page and
+    /// hop 2's redirects.
+    #[arg(long)]
+    pub chain: bool,
 }
 
 impl FetchFlags {
@@ -364,6 +415,7 @@ impl FetchFlags {
             proxy_http: flag("--proxy", self.proxy.clone()),
             proxy_https: flag("--proxy", self.proxy.clone()),
             no_proxy: flag("--noproxy", self.noproxy.clone()),
+            chain: switch("--chain", self.chain),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! may change: the [`Reloadable`] part takes effect at once, the [`RestartOnly`] part is kept
 //! until the daemon restarts ([`Config::apply_reload`] says what changed in each).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -236,6 +236,7 @@ impl RestartOnly {
         c.cmp("fetch.per_ip", &a.per_ip, &b.per_ip);
         c.cmp("fetch.deny/allow", &a.policy, &b.policy);
         c.cmp("fetch.proxy/noproxy", &a.proxy, &b.proxy);
+        c.cmp("fetch.chain", &a.chain, &b.chain);
         c.0
     }
 }
@@ -453,15 +454,16 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
         deny: Section::given(f.strings("fetch.deny"), "fetch.deny"),
         allow: Section::given(f.strings("fetch.allow"), "fetch.allow"),
         no_proxy: Section::given(f.non_empty("fetch.noproxy"), "fetch.noproxy"),
+        chain: Section::given(f.boolean("fetch.chain"), "fetch.chain"),
         ..RawFetchOptions::default()
     };
     let proxy = Section::given(f.non_empty("fetch.proxy"), "fetch.proxy");
     raw.proxy_http = proxy.clone();
     raw.proxy_https = proxy;
     if let Some(s) = f.non_empty("fetch.resolver") {
-        match s.parse::<SocketAddr>() {
+        match crate::options::parse_resolver(&s) {
             Ok(a) => raw.resolver = Section::given(Some(a), "fetch.resolver"),
-            Err(_) => f.bad("fetch.resolver", format!("`{s}` is not IP:PORT")),
+            Err(e) => f.bad("fetch.resolver", e),
         }
     }
     if let Some(v) = f.get("fetch.bind") {

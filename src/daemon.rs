@@ -3,7 +3,7 @@
 //! and their results written (see `spool` for the exactly-once scheme and the trust model),
 //! and handles signals, sd_notify and the watchdog.
 //!
-//! - Signals (a small tokio current-thread runtime on its own thread forwards them as events):
+//! - Signals (the `signals` thread forwards them as events):
 //!   SIGTERM/SIGINT stop claiming, stop the list threads, drain the engine for up to
 //!   `drain_grace` (not at all while the journal is paused), stop the journal writer and
 //!   return Ok (exit 0); SIGHUP sends `RELOADING=1`, reloads the config file, applies its
@@ -197,6 +197,7 @@ where
         target: Target::File(cfg.live.journal.clone()),
         policy: cfg.live.fsync,
         progress: Some(ptx),
+        encode: crate::record::Record::write_line,
         on_open: Some(on_open),
         pause_on_error: true,
     })?;
@@ -1041,63 +1042,16 @@ fn start_inotify(spool: &Spool, tx: Sender<Event>) {
 /// Install SIGTERM/SIGINT/SIGHUP/SIGUSR1 handlers (call before READY) on a thread that forwards
 /// them as events.
 pub fn forward_signals(tx: Sender<Event>) -> Result<(), DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let kinds = [
-                    SignalKind::terminate(),
-                    SignalKind::interrupt(),
-                    SignalKind::hangup(),
-                    SignalKind::user_defined1(),
-                ];
-                let mut streams = Vec::new();
-                for k in kinds {
-                    match signal(k) {
-                        Ok(s) => streams.push(s),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                let _ = ready_tx.send(Ok(()));
-                let [term, int, hup, usr1] = &mut streams[..] else {
-                    return;
-                };
-                loop {
-                    let ev = tokio::select! {
-                        _ = term.recv() => Event::Terminate,
-                        _ = int.recv() => Event::Terminate,
-                        _ = hup.recv() => Event::Reload,
-                        _ = usr1.recv() => Event::Reopen,
-                    };
-                    if tx.send(ev).is_err() {
-                        return;
-                    }
-                }
-            });
-        })
-        .map_err(DaemonError::Thread)?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(DaemonError::Signals(e)),
-        Err(_) => Err(DaemonError::Signals(io::Error::other(
-            "signal thread ended",
-        ))),
-    }
+    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
+    crate::signals::spawn(&signals, move |sig| {
+        let ev = match sig {
+            libc::SIGHUP => Event::Reload,
+            libc::SIGUSR1 => Event::Reopen,
+            _ => Event::Terminate,
+        };
+        tx.send(ev).is_ok()
+    })
+    .map_err(DaemonError::Signals)
 }
 
 #[cfg(test)]

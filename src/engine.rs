@@ -19,7 +19,7 @@ use crate::dns::{DnsConfig, Resolver};
 use crate::error::ErrorKind;
 use crate::gate::SlotGate;
 use crate::html::FollowSelector;
-use crate::intake::{hash_host_key, parse_url, InputLine};
+use crate::intake::{hash_host_key, parse_url, InputLine, ARG_LINE};
 use crate::job::{Counters, Health, Job, Summary, WorkItem};
 use crate::net::{RuntimeThread, StartError, TlsConfigError, TlsContext};
 use crate::options::FetchOptions;
@@ -77,6 +77,19 @@ pub enum EngineError {
 #[error("engine is stopping")]
 pub struct Stopped;
 
+/// Stops an [`Engine`] from another thread (`fetch`'s signal handling) without owning it:
+/// from then on submits fail with [`Stopped`], queued jobs and waiting retries are abandoned
+/// without a record, and the fetches already running finish (with their records); then the
+/// workers end and [`Engine::finish`] returns.
+#[derive(Clone)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The engine's counters, readable from any thread while it runs (progress, sd_notify
 /// STATUS) and after it stopped.
 pub struct EngineStats {
@@ -114,6 +127,11 @@ impl EngineStats {
         sum.tls_resumed_handshakes = tls.resumed_handshakes;
         sum.elapsed = self.started.elapsed();
         sum
+    }
+
+    /// Fetches running right now (slots held), all workers together.
+    pub fn running(&self) -> usize {
+        self.gate.in_use()
     }
 
     /// Jobs submitted so far.
@@ -219,7 +237,8 @@ impl Engine {
 
     /// Parse and route one input line (from [`crate::intake::LineReader`], which knows
     /// about over-long and non-UTF-8 lines); a line that is not a fetchable URL becomes an
-    /// `invalid_url` record at once. Blocks while the target worker's queue is full
+    /// `invalid_url` record at once. The record carries the line's number unless it is a
+    /// command-line argument ([`ARG_LINE`]). Blocks while the target worker's queue is full
     /// (backpressure).
     pub fn submit_line(&self, line: InputLine, src: Option<Arc<str>>) -> Result<(), Stopped> {
         self.route(line, src, None)
@@ -244,7 +263,7 @@ impl Engine {
         stop: Option<&AtomicBool>,
     ) -> Result<(), Stopped> {
         let parsed = parse_url(&line);
-        let number = src.as_ref().map(|_| line.number);
+        let number = (line.number != ARG_LINE).then_some(line.number);
         let job = Job::new(line.text, src, number);
         if self.draining.load(Ordering::Relaxed) {
             return Err(Stopped);
@@ -294,6 +313,11 @@ impl Engine {
     /// A snapshot of the counters.
     pub fn summary(&self) -> Summary {
         self.stats.summary()
+    }
+
+    /// A handle that stops the engine from another thread (see [`StopHandle`]).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.draining.clone())
     }
 
     /// The counters, shareable with other threads beyond the engine's lifetime.

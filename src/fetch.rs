@@ -39,7 +39,7 @@ use crate::options::FetchOptions;
 use crate::polite::Politeness;
 use crate::pool::{IdlePool, MAX_IDLE_AGE};
 use crate::proxy::{ProxyError, Route};
-use crate::record::{now_rfc3339, Record, RecordError};
+use crate::record::{now_rfc3339, ChainHop, Record, RecordError};
 use crate::retry;
 use crate::robots::{self, Lookup, RobotsCache, Rules};
 
@@ -372,6 +372,8 @@ struct Acct {
     link: Option<String>,
     /// The server address of the last connection used or tried.
     ip: Option<IpAddr>,
+    /// With `--chain`: the responses before the final one (the record's `chain`).
+    chain: Option<Vec<ChainHop>>,
 }
 
 /// The page a hop ended on, after redirects.
@@ -436,6 +438,7 @@ pub fn run_job<'a>(
             },
             link: None,
             ip: None,
+            chain: ctx.opts.chain.then(Vec::new),
         };
         // The record is built once the fetch is over, not held across it: a slot's future
         // carries its largest state for every connection in flight.
@@ -473,6 +476,7 @@ pub fn run_job<'a>(
             }
         };
         rec.redirects = acct.redirects;
+        rec.chain = acct.chain.take();
         rec.bytes = acct.bytes;
         rec.ip = acct.ip;
         rec.tls_verified = acct.tls_verified.filter(|v| !v);
@@ -505,6 +509,12 @@ fn fetch_hops<'a>(
             .map_err(|e| (e, 1))?;
         if ctx.follow.is_none() {
             return Ok(first);
+        }
+        if let Some(chain) = &mut acct.chain {
+            chain.push(ChainHop {
+                url: first.final_url.to_string(),
+                status: first.status,
+            });
         }
         let link = first_link(first)?;
         acct.link = Some(link.to_string());
@@ -569,6 +579,12 @@ fn get_page<'a>(
             let head = on_connection(ctx, current, deadline, &mut page, held, acct).await?;
             let status = head.status;
             if let (true, Some(location)) = (is_redirect(status), head.location.as_deref()) {
+                if let Some(chain) = &mut acct.chain {
+                    chain.push(ChainHop {
+                        url: current.to_string(),
+                        status,
+                    });
+                }
                 let hops = visited.len() as u32;
                 if hops >= ctx.opts.max_redirects {
                     return Err(FetchError::TooManyRedirects(ctx.opts.max_redirects));

@@ -134,7 +134,7 @@ impl SlotGate {
         self.workers[worker].wake.notified().await;
     }
 
-    #[cfg(test)]
+    /// Slots in use right now, all workers together.
     pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)
     }

@@ -12,8 +12,9 @@
 //! ([`ReadLimits`]), so a list that is one endless line neither spins forever nor delays a
 //! shutdown. Lines are trimmed (ASCII whitespace, CRLF included), and line numbers count
 //! every line, blank ones too, so spool records point at the right place. [`parse_url`]
-//! decides what is fetchable: over-long and non-UTF-8 lines, like any other unfetchable
-//! line, become `invalid_url` records.
+//! decides what is fetchable: a bare host name (`example.com`, `localhost:8080/x`) is
+//! fetched as `http://` + the line; over-long and non-UTF-8 lines, like any other
+//! unfetchable line, become `invalid_url` records.
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead};
@@ -25,13 +26,17 @@ use std::sync::Arc;
 pub(crate) const MAX_URL_BYTES: usize = 8 * 1024;
 /// Bytes of an over-long line kept (for its record's `url` field); the rest is skipped.
 pub(crate) const MAX_KEPT_LINE_BYTES: usize = MAX_URL_BYTES + 1;
+/// [`InputLine::number`] of a command-line argument: not a line of a list, so its record
+/// has no `line`.
+pub(crate) const ARG_LINE: u64 = 0;
 
 /// One non-blank input line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputLine {
     /// The trimmed line (lossily decoded; cut to [`MAX_KEPT_LINE_BYTES`] when over-long).
     pub text: String,
-    /// 1-based line number in its source (for arguments: the position among them).
+    /// 1-based line number in its list (blank lines count); [`ARG_LINE`] for a
+    /// command-line argument.
     pub number: u64,
     /// Length of the whole trimmed line in bytes, even when `text` was cut.
     pub len: usize,
@@ -40,11 +45,12 @@ pub struct InputLine {
 }
 
 impl InputLine {
-    /// A command-line argument as the `number`th input line; `None` when it is blank.
-    pub(crate) fn from_arg(arg: &OsStr, number: u64) -> Option<InputLine> {
+    /// A command-line argument as an input line (numbered [`ARG_LINE`]); `None` when it
+    /// is blank.
+    pub(crate) fn from_arg(arg: &OsStr) -> Option<InputLine> {
         let mut b = LineBuilder::default();
         b.push(arg.as_bytes());
-        b.finish(number)
+        b.finish(ARG_LINE)
     }
 }
 
@@ -238,7 +244,8 @@ fn is_trim(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c')
 }
 
-/// Why a line is not a fetchable URL (the `invalid_url` message), or its URL.
+/// Why a line is not a fetchable URL (the `invalid_url` message), or its URL (`http://` +
+/// the line for a bare host name, see [`is_bare_host`]).
 pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.len > MAX_URL_BYTES {
         return Err(format!(
@@ -249,11 +256,21 @@ pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     if line.not_utf8 {
         return Err("line is not valid UTF-8".to_string());
     }
-    let text = line.text.as_str();
+    parse_text(&line.text)
+}
+
+/// [`parse_url`] of a line's text once it is known to be within the size limit and UTF-8
+/// (also for a job's URL read back from a spill file).
+pub(crate) fn parse_text(text: &str) -> Result<url::Url, String> {
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("URL contains {}", describe_char(c)));
     }
-    let url = url::Url::parse(text).map_err(|e| format!("{e}"))?;
+    let url = if is_bare_host(text) {
+        let with_scheme = format!("{BARE_HOST_SCHEME}{text}");
+        url::Url::parse(&with_scheme).map_err(|e| format!("{e} (read as {with_scheme})"))?
+    } else {
+        url::Url::parse(text).map_err(|e| format!("{e}"))?
+    };
     match url.scheme() {
         "http" | "https" => {}
         other => {
@@ -272,9 +289,38 @@ pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// What a bare host name line is fetched as: `example.com:8080/a` is `http://example.com:8080/a`.
+const BARE_HOST_SCHEME: &str = "http://";
+
+/// Whether a line is a bare host name with an optional port, path, query or fragment
+/// (`example.com`, `localhost:8080`, `10.0.0.1/x`, `[::1]:8443/`), as httpx users feed
+/// them: it does not start with `/`, `?` or `#` (a relative reference), and it does not
+/// start with a scheme (`http:`, `mailto:`; those keep it, so `mailto:a@b` stays
+/// `invalid_url`). `name:` followed by a port (digits, then the end or `/`, `?`, `#`) is a
+/// host and its port, not a scheme: `localhost:8080`, which the URL standard would read as
+/// the scheme `localhost`.
+fn is_bare_host(text: &str) -> bool {
+    if text.starts_with(['/', '?', '#']) {
+        return false;
+    }
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return true;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return true; // `[::1]:80`, `a.example/x:y`: what precedes the colon is no scheme
+    }
+    let port_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let port = &rest[..port_end];
+    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// [`parse_url`] for one command-line argument.
 pub(crate) fn parse_arg(arg: &OsStr) -> Result<url::Url, String> {
-    match InputLine::from_arg(arg, 1) {
+    match InputLine::from_arg(arg) {
         Some(line) => parse_url(&line),
         None => Err("URL is empty".to_string()),
     }
@@ -577,9 +623,12 @@ mod tests {
 
     #[test]
     fn arguments_are_lines_too() {
-        let a = InputLine::from_arg(OsStr::new(" http://a/\n"), 2).unwrap();
-        assert_eq!((a.text.as_str(), a.number, a.len), ("http://a/", 2, 9));
-        assert!(InputLine::from_arg(OsStr::new("  "), 1).is_none());
+        let a = InputLine::from_arg(OsStr::new(" http://a/\n")).unwrap();
+        assert_eq!(
+            (a.text.as_str(), a.number, a.len),
+            ("http://a/", ARG_LINE, 9)
+        );
+        assert!(InputLine::from_arg(OsStr::new("  ")).is_none());
         let bad = OsStr::from_bytes(b"http://a/\xff");
         assert_eq!(parse_arg(bad).unwrap_err(), "line is not valid UTF-8");
         let long = "http://a/".to_string() + &"b".repeat(MAX_URL_BYTES);
@@ -601,12 +650,67 @@ mod tests {
             ("http://exa mple.com/", "space"),
             ("http://example.com/a b", "space"),
             ("http://example.com/a\u{1}b", "control"),
-            ("example.com", "relative"),
             ("http://example.com:0/", "port 0"),
             ("mailto:a@b", "scheme"),
         ] {
             assert!(parse(bad).is_err(), "{bad} should be invalid ({why})");
         }
+    }
+
+    #[test]
+    fn bare_host_names_are_fetched_over_http() {
+        let parse = |s: &str| parse_arg(OsStr::new(s)).map(|u| u.to_string());
+        for (line, want) in [
+            ("example.com", "http://example.com/"),
+            ("Example.COM.", "http://example.com./"),
+            (
+                "example.com:8080/path?q=1#f",
+                "http://example.com:8080/path?q=1#f",
+            ),
+            ("localhost:8080", "http://localhost:8080/"),
+            ("localhost:8080/a", "http://localhost:8080/a"),
+            ("localhost:8080?x", "http://localhost:8080/?x"),
+            ("127.0.0.1", "http://127.0.0.1/"),
+            ("127.0.0.1:9/x", "http://127.0.0.1:9/x"),
+            ("[::1]:8443/", "http://[::1]:8443/"),
+            ("[::1]", "http://[::1]/"),
+            ("sub.example.com/a://b", "http://sub.example.com/a://b"),
+            ("xn--bcher-kva.example", "http://xn--bcher-kva.example/"),
+            ("bücher.example", "http://xn--bcher-kva.example/"),
+        ] {
+            assert_eq!(parse(line).as_deref(), Ok(want), "{line}");
+        }
+        // A line with a scheme keeps it, whatever it is.
+        for (line, why) in [
+            ("ftp://example.com/", "unsupported scheme \"ftp\""),
+            ("mailto:a@b", "unsupported scheme \"mailto\""),
+            ("javascript:alert(1)", "unsupported scheme \"javascript\""),
+            ("urn:isbn:123", "unsupported scheme \"urn\""),
+            ("localhost:80x", "unsupported scheme \"localhost\""),
+            ("localhost:", "unsupported scheme \"localhost\""),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+        // Bare, but still not a URL: the message says how the line was read.
+        for (line, why) in [
+            (":8080", "empty host (read as http://:8080)"),
+            (
+                "example.com:99999",
+                "invalid port number (read as http://example.com:99999)",
+            ),
+            ("::1", "read as http://::1"),
+            ("example.com:0", "port 0"),
+            ("//example.com/", "relative URL without a base"),
+            ("/path", "relative URL without a base"),
+            ("?q", "relative URL without a base"),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+        assert!(is_bare_host("example.com"));
+        assert!(!is_bare_host("http://example.com"));
+        assert!(!is_bare_host("HTTPS://example.com"));
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub const JOURNAL_FILE_MODE: u32 = 0o640;
 /// Chunk size used when scanning backwards for the last newline.
 const TAIL_SCAN_CHUNK: u64 = 64 * 1024;
 
+/// How a record becomes bytes (its line, with the `\n`), chosen once when the writer
+/// starts: [`Record::write_line`] (JSON Lines, the journal's format) or
+/// [`Record::write_csv_row`] (`fetch --format csv`).
+pub type Encode = fn(&Record, &mut Vec<u8>);
+
 /// When the journal file is fsync'd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -203,6 +208,8 @@ pub struct JournalSetup {
     pub policy: FsyncPolicy,
     /// Receives a [`Progress`] after each commit.
     pub progress: Option<Sender<Progress>>,
+    /// How a record becomes bytes ([`Record::write_line`]: JSON Lines).
+    pub encode: Encode,
     pub on_open: Option<OnOpen>,
     /// Pause and retry on a failed write or fsync (the daemon) instead of ending with the
     /// error (`fetch`).
@@ -291,29 +298,43 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Open (creating) the journal file, repair a torn tail, and start the writer thread,
-    /// which ends on the first failed write (`fetch`). Returns the writer and the sender the
-    /// engine puts records on. `progress` receives a [`Progress`] after each commit.
+    /// [`Journal::start_encoded`] as JSON Lines.
+    #[cfg(test)]
     pub fn start(
         target: Target,
         policy: FsyncPolicy,
         progress: Option<Sender<Progress>>,
     ) -> Result<(Journal, SyncSender<Record>), JournalError> {
+        Journal::start_encoded(target, policy, progress, Record::write_line)
+    }
+
+    /// Open (creating) the journal file, repair a torn tail, and start the writer thread,
+    /// which ends on the first failed write (`fetch`) and writes each record as `encode`
+    /// makes it. Returns the writer and the sender the engine puts records on. `progress`
+    /// receives a [`Progress`] after each commit.
+    pub fn start_encoded(
+        target: Target,
+        policy: FsyncPolicy,
+        progress: Option<Sender<Progress>>,
+        encode: Encode,
+    ) -> Result<(Journal, SyncSender<Record>), JournalError> {
         Journal::start_with(JournalSetup {
             target,
             policy,
             progress,
+            encode,
             on_open: None,
             pause_on_error: false,
         })
     }
 
-    /// [`Journal::start`] with every option.
+    /// [`Journal::start_encoded`] with every option.
     pub fn start_with(setup: JournalSetup) -> Result<(Journal, SyncSender<Record>), JournalError> {
         let JournalSetup {
             target,
             policy,
             progress,
+            encode,
             mut on_open,
             pause_on_error,
         } = setup;
@@ -343,6 +364,7 @@ impl Journal {
         let syncs = matches!(out, Output::File { .. }) && policy != FsyncPolicy::Never;
         let writer = Writer {
             out,
+            encode,
             policy,
             rx,
             progress,
@@ -383,6 +405,14 @@ impl Journal {
     /// final write and fsync, or after [`JournalControl::stop`].
     pub fn finish(self) -> Result<JournalStats, JournalError> {
         self.thread.join().map_err(|_| JournalError::Panicked)?
+    }
+
+    /// End the writer now, with record senders still alive (`fetch` interrupted, workers
+    /// still fetching): the records already queued are written (within [`CONTROL_POLL`]),
+    /// later ones are refused (their senders get an error). Every record written is whole.
+    pub fn close(self) -> Result<JournalStats, JournalError> {
+        self.control.stop();
+        self.finish()
     }
 }
 
@@ -657,6 +687,7 @@ struct Paused {
 
 struct Writer {
     out: Output,
+    encode: Encode,
     policy: FsyncPolicy,
     rx: Receiver<Record>,
     progress: Option<Sender<Progress>>,
@@ -757,7 +788,7 @@ impl Writer {
     }
 
     fn append(&mut self, rec: &Record) {
-        rec.write_line(self.tail.buf_mut());
+        (self.encode)(rec, self.tail.buf_mut());
         self.pending_records += 1;
         if let Some(src) = &rec.src {
             match self.pending.get_mut(src.as_str()) {
@@ -1258,6 +1289,7 @@ mod tests {
             target: Target::File(p.clone()),
             policy: FsyncPolicy::Always,
             progress: Some(ptx),
+            encode: Record::write_line,
             on_open: Some(on_open),
             pause_on_error: true,
         })
@@ -1489,6 +1521,31 @@ mod tests {
         let stats = j.finish().unwrap();
         assert_eq!(stats.reopens, 0);
         assert_eq!(lines(&p).len(), 1);
+    }
+
+    #[test]
+    fn close_writes_what_is_queued_while_senders_live_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.csv");
+        let encode: Encode = Record::write_csv_row;
+        let (j, tx) =
+            Journal::start_encoded(Target::File(p.clone()), FsyncPolicy::Never, None, encode)
+                .unwrap();
+        for i in 1..=3 {
+            tx.send(rec("http://a.test/", None, Some(i))).unwrap();
+        }
+        let stats = j.close().unwrap();
+        assert_eq!(stats.records, 3);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.lines().all(|l| l.starts_with("http://a.test/,")),
+            "{text}"
+        );
+        assert!(
+            tx.send(rec("http://b.test/", None, None)).is_err(),
+            "closed"
+        );
     }
 
     #[test]

@@ -38,6 +38,23 @@ pub(crate) const MAX_RETRIES: i64 = 10;
 pub(crate) const MAX_HOST_DELAY_MS: i64 = 3_600_000;
 /// Retries per URL the service (`ringcrawl run`) makes unless its config says otherwise.
 pub(crate) const SERVICE_RETRIES: i64 = 2;
+/// Port of a DNS server given by its address alone (`--resolver 10.0.0.1`).
+pub(crate) const DNS_PORT: u16 = 53;
+
+/// A DNS server (`--resolver`, `fetch.resolver`): `IP:PORT`, `[IPv6]:PORT`, or an address
+/// alone (`IP`, `IPv6`, `[IPv6]`) for port [`DNS_PORT`].
+pub(crate) fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| format!("`{s}` is not IP, IP:PORT or [IPv6]:PORT"))
+}
 
 /// Everything that shapes how URLs are fetched; shared by `fetch`, `run` and `load`. Only
 /// [`RawFetchOptions::validate`] makes one (or [`Default`], which is the same with no source).
@@ -85,6 +102,8 @@ pub struct FetchOptions {
     pub policy: NetPolicy,
     /// The HTTP proxies by scheme and the hosts reached without them.
     pub proxy: Proxies,
+    /// Records carry the redirect chain (`chain`).
+    pub chain: bool,
 }
 
 impl Default for FetchOptions {
@@ -157,6 +176,7 @@ pub(crate) struct RawFetchOptions {
     pub proxy_https: Option<Given<String>>,
     /// The `NO_PROXY` list as written.
     pub no_proxy: Option<Given<String>>,
+    pub chain: Option<Given<bool>>,
 }
 
 /// One unusable option value.
@@ -286,6 +306,7 @@ impl RawFetchOptions {
             proxy_http: over.proxy_http.or(self.proxy_http),
             proxy_https: over.proxy_https.or(self.proxy_https),
             no_proxy: over.no_proxy.or(self.no_proxy),
+            chain: over.chain.or(self.chain),
         }
     }
 
@@ -453,6 +474,7 @@ impl RawFetchOptions {
             per_ip: per_ip.map(|v| v as usize),
             policy: NetPolicy::new(deny, allow),
             proxy,
+            chain: self.chain.as_ref().is_some_and(|g| g.value),
         })
     }
 }
@@ -785,6 +807,31 @@ mod tests {
         let m = messages(&raw);
         assert_eq!(m.len(), 1, "one setting, one message: {m:#?}");
         assert!(m[0].starts_with("bad value for --proxy: `https://p:443`: https:// proxies"));
+    }
+
+    #[test]
+    fn a_resolver_without_a_port_is_on_port_53() {
+        let ok = |s: &str| parse_resolver(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1:53");
+        assert_eq!(ok("127.0.0.1:5353"), "127.0.0.1:5353");
+        assert_eq!(ok("::1"), "[::1]:53");
+        assert_eq!(ok("[::1]"), "[::1]:53");
+        assert_eq!(ok("[::1]:5353"), "[::1]:5353");
+        assert_eq!(ok("2001:db8::1"), "[2001:db8::1]:53");
+        for bad in [
+            "localhost",
+            "",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "[::1]:x",
+            "::1:53x",
+        ] {
+            let e = parse_resolver(bad).unwrap_err();
+            assert!(
+                e.contains("is not IP, IP:PORT or [IPv6]:PORT"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The journal record: one JSON object per input URL (see ARCHITECTURE.md, "Journal records").
 //!
 //! Field order and names are the user-visible contract; optional fields are omitted when
-//! they do not apply (`src`/`line` only for spool input, `link` only with `--follow`,
-//! `title_truncated` only when true, `tls_verified` only when verification was off).
+//! they do not apply (`src` only for spool input, `line` only for list input, `link` only
+//! with `--follow`, `chain` only with `--chain`, `title_truncated` only when true,
+//! `tls_verified` only when verification was off).
 
 use serde::Serialize;
 
@@ -16,6 +17,14 @@ pub struct RecordError {
     /// With `--follow`: which hop failed (1 = the listed page, 2 = the linked page).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hop: Option<u8>,
+}
+
+/// One response of a record's `chain`: a redirect (or, with `--follow`, hop 1's page).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChainHop {
+    /// The URL requested.
+    pub url: String,
+    pub status: u16,
 }
 
 /// One journal line.
@@ -40,6 +49,10 @@ pub struct Record {
     /// never tried: invalid, or its host failing).
     pub attempts: u32,
     pub redirects: u32,
+    /// With `--chain`: every response before the one described, in order (see
+    /// [`ChainHop`]); `None` (absent) without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<ChainHop>>,
     /// Bytes read from the network for this URL (all hops, headers included).
     pub bytes: u64,
     /// Wall time for this URL in milliseconds.
@@ -106,5 +119,273 @@ mod timestamp_tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), TIMESTAMP_LEN);
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
+}
+
+/// The format of `fetch`'s records (`--format`); the daemon's journal is always JSON Lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line ([`Record::write_line`]).
+    #[default]
+    Jsonl,
+    /// A header row ([`csv_header`]), then one row per record ([`Record::write_csv_row`]).
+    Csv,
+}
+
+impl Format {
+    /// Its `--format` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// How a record is written in this format (chosen once, for the journal writer).
+    pub fn encoder(self) -> fn(&Record, &mut Vec<u8>) {
+        match self {
+            Format::Jsonl => Record::write_line,
+            Format::Csv => Record::write_csv_row,
+        }
+    }
+
+    /// What a new output starts with: the CSV header row.
+    pub fn header(self) -> Option<String> {
+        match self {
+            Format::Jsonl => None,
+            Format::Csv => Some(csv_header()),
+        }
+    }
+}
+
+/// The columns of `fetch --format csv`, in order: the JSON fields, with `error` flattened
+/// into `error_kind`, `error_message` and `error_hop`.
+pub const CSV_COLUMNS: [&str; 20] = [
+    "url",
+    "final_url",
+    "ip",
+    "status",
+    "content_type",
+    "title",
+    "title_truncated",
+    "link",
+    "error_kind",
+    "error_message",
+    "error_hop",
+    "attempts",
+    "redirects",
+    "chain",
+    "bytes",
+    "ms",
+    "ts",
+    "tls_verified",
+    "src",
+    "line",
+];
+
+/// The CSV header row ([`CSV_COLUMNS`]) with its line end.
+pub fn csv_header() -> String {
+    let mut h = CSV_COLUMNS.join(",");
+    h.push('\n');
+    h
+}
+
+impl Record {
+    /// Serialize as one CSV row (with the trailing `\n`) appended to `out`: the columns of
+    /// [`CSV_COLUMNS`], an empty cell where the JSON field is null or absent, `chain` as
+    /// `STATUS URL` pairs separated by spaces, fields quoted as RFC 4180 says (when they
+    /// hold a comma, a double quote, CR or LF; quotes doubled).
+    pub fn write_csv_row(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        fn text(out: &mut Vec<u8>, s: Option<&str>) {
+            if let Some(s) = s {
+                csv_field(out, s);
+            }
+            out.push(b',');
+        }
+        fn shown(out: &mut Vec<u8>, v: Option<impl std::fmt::Display>) {
+            if let Some(v) = v {
+                let _ = write!(out, "{v}");
+            }
+            out.push(b',');
+        }
+        let error = self.error.as_ref();
+        text(out, Some(&self.url));
+        text(out, self.final_url.as_deref());
+        shown(out, self.ip);
+        shown(out, self.status);
+        text(out, self.content_type.as_deref());
+        text(out, self.title.as_deref());
+        shown(out, self.title_truncated.then_some(true));
+        text(out, self.link.as_deref());
+        text(out, error.map(|e| e.kind.as_str()));
+        text(out, error.map(|e| e.message.as_str()));
+        shown(out, error.and_then(|e| e.hop));
+        shown(out, Some(self.attempts));
+        shown(out, Some(self.redirects));
+        match self.chain.as_deref() {
+            None | Some([]) => out.push(b','),
+            Some(chain) => text(out, Some(&chain_cell(chain))),
+        }
+        shown(out, Some(self.bytes));
+        shown(out, Some(self.ms));
+        text(out, Some(&self.ts));
+        shown(out, self.tls_verified);
+        text(out, self.src.as_deref());
+        if let Some(line) = self.line {
+            let _ = write!(out, "{line}");
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A chain as one CSV cell: `STATUS URL` pairs separated by spaces (URLs hold no spaces).
+fn chain_cell(chain: &[ChainHop]) -> String {
+    use std::fmt::Write;
+    let mut cell = String::new();
+    for hop in chain {
+        let sep = if cell.is_empty() { "" } else { " " };
+        let _ = write!(cell, "{sep}{} {}", hop.status, hop.url);
+    }
+    cell
+}
+
+/// One CSV field, quoted when RFC 4180 requires it.
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for b in s.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv_rows(data: &[u8]) -> Vec<csv::StringRecord> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(data)
+            .records()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Every CSV cell, read back by a real CSV parser, is the JSON value (null and absent
+    /// as empty cells, `error` flattened), whatever characters the text fields hold.
+    #[test]
+    fn csv_rows_read_back_as_the_json_values() {
+        let full = Record {
+            url: "http://a.example/x?q=1,2".into(),
+            final_url: Some("https://a.example/y".into()),
+            ip: Some("2001:db8::1".parse().unwrap()),
+            status: Some(200),
+            content_type: Some("text/html; charset=\"utf-8\"".into()),
+            title: Some("A \"quoted\", comma'd\rtitle — ünïcode ".into()),
+            title_truncated: true,
+            link: Some("http://b.example/".into()),
+            error: None,
+            attempts: 2,
+            redirects: 2,
+            chain: Some(vec![
+                ChainHop {
+                    url: "http://a.example/x?q=1,2".into(),
+                    status: 301,
+                },
+                ChainHop {
+                    url: "https://a.example/z".into(),
+                    status: 302,
+                },
+            ]),
+            bytes: 1234,
+            ms: 1.694,
+            ts: "2026-12-01T00:03:28.237Z".into(),
+            tls_verified: Some(false),
+            src: Some("list,1.txt".into()),
+            line: Some(7),
+        };
+        let failed = Record {
+            url: "not a url".into(),
+            error: Some(RecordError {
+                kind: ErrorKind::InvalidUrl,
+                message: "invalid URL: \"x\", y".into(),
+                hop: Some(2),
+            }),
+            chain: Some(vec![]),
+            ts: "2026-12-01T00:03:28.237Z".into(),
+            ..Record::default()
+        };
+        let empty_title = Record {
+            title: Some(String::new()),
+            ..Record::default()
+        };
+        let mut data = csv_header().into_bytes();
+        for r in [&full, &failed, &empty_title] {
+            r.write_csv_row(&mut data);
+        }
+        assert_eq!(
+            data.iter().filter(|&&b| b == b'\n').count(),
+            4,
+            "one physical line per row"
+        );
+        let rows = csv_rows(&data);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].iter().collect::<Vec<_>>(), CSV_COLUMNS);
+        for row in &rows {
+            assert_eq!(row.len(), CSV_COLUMNS.len());
+        }
+        let cells = |i: usize| -> std::collections::HashMap<&str, String> {
+            CSV_COLUMNS
+                .iter()
+                .copied()
+                .zip(rows[i].iter().map(str::to_owned))
+                .collect()
+        };
+        // The full record: each cell is the JSON value as text.
+        let json = serde_json::to_value(&full).unwrap();
+        let c = cells(1);
+        for (k, v) in json.as_object().unwrap() {
+            if k == "error" {
+                continue; // null here; flattened below
+            }
+            let want = match (k.as_str(), v) {
+                ("chain", _) => "301 http://a.example/x?q=1,2 302 https://a.example/z".into(),
+                (_, serde_json::Value::String(s)) => s.clone(),
+                (_, v) => v.to_string(),
+            };
+            assert_eq!(c[k.as_str()], want, "{k}");
+        }
+        assert_eq!(c["error_kind"], "");
+        // The failure: error flattened, nulls empty, an empty chain empty.
+        let c = cells(2);
+        assert_eq!(c["error_kind"], "invalid_url");
+        assert_eq!(c["error_message"], "invalid URL: \"x\", y");
+        assert_eq!(c["error_hop"], "2");
+        for k in ["final_url", "ip", "status", "title", "chain", "line", "src"] {
+            assert_eq!(c[k], "", "{k}");
+        }
+        assert_eq!(c["ms"].parse::<f64>().unwrap(), 0.0);
+        assert_eq!(cells(3)["title"], "");
+    }
+
+    #[test]
+    fn csv_quoting_follows_rfc_4180() {
+        let mut out = Vec::new();
+        for s in ["plain", "a,b", "say \"hi\"", "cr\rlf\n", ""] {
+            csv_field(&mut out, s);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"cr\rlf\n\"||"
+        );
     }
 }

@@ -370,7 +370,7 @@ impl Worker {
                 }
             };
             for job in jobs {
-                match url::Url::parse(&job.url) {
+                match crate::intake::parse_text(&job.url) {
                     Ok(url) => self
                         .sched
                         .borrow_mut()

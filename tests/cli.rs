@@ -82,6 +82,23 @@ fn usage_errors_exit_2_with_one_line_each_cause_once() {
     std::fs::create_dir_all(dir.path().join("spool/tmp")).unwrap();
     std::fs::create_dir_all(dir.path().join("spool/new")).unwrap();
     let missing = dir.path().join("missing").display().to_string();
+    let list = write(
+        dir.path(),
+        "list.txt",
+        "http://127.0.0.1:1/a\nhttp://127.0.0.1:1/b\n",
+    );
+    let not_csv = write(dir.path(), "not.csv", "url,final_url\n");
+    let csv_out = write(
+        dir.path(),
+        "out.csv",
+        "url,final_url,ip,status,content_type,title,title_truncated,link,error_kind,\
+         error_message,error_hop,attempts,redirects,chain,bytes,ms,ts,tls_verified,src,line\n",
+    );
+    let other_out = write(
+        dir.path(),
+        "other.jsonl",
+        "{\"url\":\"http://127.0.0.1:1/other\",\"line\":1}\n",
+    );
     let out_in_missing_dir = format!("{missing}/out.jsonl");
     let ca = format!("{missing}/ca.pem");
 
@@ -185,6 +202,45 @@ fn usage_errors_exit_2_with_one_line_each_cause_once() {
             "--connect-timeout",
         ),
         (vec!["load", "not a url"], "bad value for URL"),
+        // fetch's output format and --resume.
+        (
+            vec!["fetch", "--format", "xml", "x"],
+            "invalid value 'xml' for '--format <FORMAT>'",
+        ),
+        (
+            vec!["fetch", "--resolver", "localhost", "x"],
+            "`localhost` is not IP, IP:PORT or [IPv6]:PORT",
+        ),
+        (
+            vec!["fetch", "--resume", "-i", &list],
+            "--resume needs -o FILE",
+        ),
+        (
+            vec!["fetch", "--resume", "-i", &list, "-o", "-"],
+            "--resume needs -o FILE",
+        ),
+        (
+            vec!["fetch", "--resume", "-o", &other_out, "x"],
+            "--resume continues a list: it needs -i LIST",
+        ),
+        (
+            vec!["fetch", "--resume", "-i", &list, "-o", &other_out, "x"],
+            "--resume continues a list",
+        ),
+        (
+            vec![
+                "fetch", "--resume", "--format", "csv", "-i", &list, "-o", &not_csv,
+            ],
+            "does not start with the CSV header",
+        ),
+        (
+            vec!["fetch", "--resume", "-i", &list, "-o", &csv_out],
+            "holds CSV records (its first line is the CSV header): resume it with --format csv",
+        ),
+        (
+            vec!["fetch", "--resume", "-i", &list, "-o", &other_out],
+            "--resume: line 1 of the list is not the URL of the output's record for line 1",
+        ),
         (
             vec!["load", "ftp://x/"],
             "bad value for URL: \"ftp://x/\": unsupported scheme",
@@ -204,6 +260,11 @@ fn usage_errors_exit_2_with_one_line_each_cause_once() {
     assert!(
         !Path::new(&out_in_missing_dir).exists() && !Path::new(&missing).exists(),
         "nothing created"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&other_out).unwrap().lines().count(),
+        1,
+        "nothing appended to the output of another list"
     );
 }
 

@@ -670,9 +670,17 @@ fn overlong_and_non_utf8_lines_get_the_same_records_as_fetch_i() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(fetched.len(), 3);
-    assert!(fetched
+    assert!(fetched.iter().all(|r| r.get("src").is_none()));
+    let mut lines: Vec<u64> = fetched
         .iter()
-        .all(|r| r.get("src").is_none() && r.get("line").is_none()));
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [1, 3, 4],
+        "fetch -i numbers its lines as the daemon does"
+    );
 
     for (line, why) in [(1, "bytes long"), (3, "not valid UTF-8")] {
         let d = &daemon[&(name.clone(), line)][0];
