@@ -11,7 +11,7 @@
 //! caller's) keeps the fd open until it completes, so the socket is `shutdown(Both)` first,
 //! which completes it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,6 +29,9 @@ const PORT_EXHAUSTED_BACKOFF_MAX: Duration = Duration::from_millis(200);
 thread_local! {
     /// Round-robin cursor over `ConnectOptions::bind` (per worker thread, no locking).
     static NEXT_BIND: Cell<usize> = const { Cell::new(0) };
+    /// The bytes of [`TcpConn::recv_with`], one buffer per worker thread: they are handed
+    /// on before anything else runs on the thread, so no connection holds one.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A connected tokio-uring TCP stream that is shut down before it is dropped whenever an
@@ -178,6 +181,63 @@ impl TcpConn {
                 Err(self.timed_out(start, deadline)),
                 Vec::with_capacity(cap),
             ),
+        }
+    }
+
+    /// Wait until the socket has something to read, read it with a plain non-blocking
+    /// `recv` into the worker thread's scratch buffer and hand the bytes to `f` at once;
+    /// `Ok(None)` is EOF. Nothing is lent to the kernel across an await, so a connection
+    /// holds no read buffer at any time: for callers that copy the bytes on anyway (TLS
+    /// hands them to rustls, which keeps its own buffer). A socket that cannot be
+    /// registered for readiness is read through io_uring into a buffer of its own.
+    pub async fn recv_with<R>(
+        &mut self,
+        deadline: Instant,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, NetError> {
+        if self.dead {
+            return Err(dead_error());
+        }
+        self.register_readiness();
+        let Some(afd) = self.ready.as_ref() else {
+            let (res, buf) = self.read(Vec::new(), deadline).await;
+            return Ok((res? > 0).then(|| f(&buf)));
+        };
+        let fd = afd.get_ref().0;
+        loop {
+            let guard = wait_readable(afd, deadline).await?;
+            let got = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < READ_BUF_SIZE {
+                    scratch.resize(READ_BUF_SIZE, 0);
+                }
+                // SAFETY: recv(2) on our open socket into `scratch`, which is valid for
+                // writes of its whole length for the duration of the call.
+                let n = unsafe {
+                    libc::recv(
+                        fd,
+                        scratch.as_mut_ptr().cast(),
+                        scratch.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+            });
+            match got {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    if let (Some(mut guard), true) = (guard, n < READ_BUF_SIZE) {
+                        guard.clear_ready();
+                    }
+                    return Ok(Some(SCRATCH.with_borrow(|scratch| f(&scratch[..n]))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(mut guard) = guard {
+                        guard.clear_ready();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(classify_io(&e, self.peer, Phase::Transfer)),
+            }
         }
     }
 

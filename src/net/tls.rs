@@ -239,16 +239,13 @@ impl TlsConn {
             }
             // The server's next flight may take a while: wait without a buffer.
             self.net_buf = Vec::new();
-            if self.recv(deadline).await? == 0 {
+            let check = first_read.then_some(TLS_FIRST_BYTES.as_slice());
+            if !self.recv(deadline, check).await? {
                 return Err(NetError::Tls(
                     "connection closed by the server during the handshake".into(),
                 ));
             }
-            if first_read && !TLS_FIRST_BYTES.contains(&self.net_buf[0]) {
-                return Err(NetError::Tls("not TLS (plain HTTP server?)".into()));
-            }
             first_read = false;
-            self.feed()?;
         }
         // Our Finished (and anything else rustls queued).
         self.flush(deadline).await
@@ -345,11 +342,12 @@ impl TlsConn {
     /// far, process the records, send what they call for. `Ok(false)`: the socket ended
     /// (without close_notify, so [`TlsConn::eof_was_clean`] becomes false).
     async fn pump(&mut self, deadline: Instant) -> Result<bool, NetError> {
-        if self.net_pos >= self.net_buf.len() && self.recv(deadline).await? == 0 {
+        if self.net_pos < self.net_buf.len() {
+            self.feed()?;
+        } else if !self.recv(deadline, None).await? {
             self.clean_eof = false;
             return Ok(false);
         }
-        self.feed()?;
         // Post-handshake messages may need an answer (e.g. a KeyUpdate).
         self.flush(deadline).await?;
         Ok(true)
@@ -411,36 +409,58 @@ impl TlsConn {
         Ok(())
     }
 
-    /// socket -> `net_buf` (only when rustls has taken every earlier byte), reusing its
-    /// capacity: within a response the next bytes are usually there already. Where a wait
-    /// is likely (the handshake's flights, a response's start) callers let the buffer go
-    /// first, and a new one is allocated only once the socket is readable (through
-    /// [`TcpConn::read_ready`], which also forgets readiness once the socket is drained):
-    /// 10,000 connections waiting on their handshakes or responses hold no network buffer.
-    async fn recv(&mut self, deadline: Instant) -> Result<usize, NetError> {
-        let buf = std::mem::take(&mut self.net_buf);
-        let (res, buf) = self.tcp.read_ready(move || buf, deadline).await;
-        self.net_buf = buf;
-        self.net_pos = 0;
-        res
-    }
-
-    /// `net_buf` -> rustls, processing records as they complete. Stops early (bytes kept)
-    /// when rustls' plaintext buffer is full; the reader drains it first.
-    fn feed(&mut self) -> Result<(), NetError> {
-        while self.net_pos < self.net_buf.len() {
-            let mut rest = &self.net_buf[self.net_pos..];
-            let taken = self.conn.read_tls(&mut rest).unwrap_or(0);
-            self.net_pos += taken;
-            self.conn
-                .process_new_packets()
-                .map_err(|e| describe_tls_error(&e, &self.name))?;
-            if taken == 0 {
-                break;
+    /// socket -> rustls (only when rustls has taken every earlier byte), processing the
+    /// records as they complete. The bytes are read into the worker's scratch buffer
+    /// ([`TcpConn::recv_with`]) and handed to rustls at once, so no connection holds a
+    /// network buffer while it waits (10,000 handshakes in flight would hold 160 MB of
+    /// them); only bytes rustls cannot take yet (its plaintext buffer is full) are kept, in
+    /// `net_buf`. With `first`, the first byte must be one of those (a TLS record type).
+    /// `Ok(false)`: the socket ended.
+    async fn recv(&mut self, deadline: Instant, first: Option<&[u8]>) -> Result<bool, NetError> {
+        let (conn, name) = (&mut self.conn, self.name.as_str());
+        let fed = self
+            .tcp
+            .recv_with(deadline, |mut bytes: &[u8]| {
+                if first.is_some_and(|ok| !ok.contains(&bytes[0])) {
+                    return Err(NetError::Tls("not TLS (plain HTTP server?)".into()));
+                }
+                feed(conn, name, &mut bytes)?;
+                Ok(bytes.to_vec())
+            })
+            .await?;
+        match fed {
+            None => Ok(false),
+            Some(rest) => {
+                self.net_buf = rest?;
+                self.net_pos = 0;
+                Ok(true)
             }
         }
-        Ok(())
     }
+
+    /// `net_buf` -> rustls (the bytes it could not take before).
+    fn feed(&mut self) -> Result<(), NetError> {
+        let mut rest = &self.net_buf[self.net_pos..];
+        let before = rest.len();
+        let fed = feed(&mut self.conn, &self.name, &mut rest);
+        self.net_pos += before - rest.len();
+        fed
+    }
+}
+
+/// `bytes` -> rustls, processing records as they complete; `bytes` is left holding what
+/// rustls did not take (it stops early when its plaintext buffer is full: the reader drains
+/// it first).
+fn feed(conn: &mut ClientConnection, name: &str, bytes: &mut &[u8]) -> Result<(), NetError> {
+    while !bytes.is_empty() {
+        let taken = conn.read_tls(bytes).unwrap_or(0);
+        conn.process_new_packets()
+            .map_err(|e| describe_tls_error(&e, name))?;
+        if taken == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The SNI / verification name: a DNS name, or an IP literal (no SNI is sent for those).
