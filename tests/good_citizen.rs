@@ -5,6 +5,7 @@
 mod support;
 
 use support::{error_kind, run_fetch, Dnsmasq, FaultServer};
+use std::time::{Duration, Instant};
 
 /// A redirect to a denied address is `denied`, and the server behind it never sees a
 /// connection; a literal denied address is not connected to either; a name whose only
@@ -131,12 +132,26 @@ fn transient_failures_are_retried_and_the_record_counts_attempts() {
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
 
+/// How late a fault server's thread may note a request's arrival on a busy machine.
+const SERVER_JITTER: Duration = Duration::from_millis(15);
+
+/// `times` (arrivals seen by a fault server) are at least `delay` apart. One request noted
+/// a few ms late by the server's thread makes the next gap look short, so each gap may be
+/// short by [`SERVER_JITTER`], but the whole span must hold every delay.
+fn assert_spaced(times: &[Instant], delay: Duration) {
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= delay - SERVER_JITTER, "gap {gap:?} (delay {delay:?})");
+    }
+    let span = times[times.len() - 1] - times[0];
+    let all = delay * (times.len() as u32 - 1);
+    assert!(span + SERVER_JITTER >= all, "span {span:?} for {all:?} of delays");
+}
+
 /// `--host-delay 200`: the server sees the requests of one host at least 200 ms apart,
 /// whatever the per-host concurrency, while another host is not held back.
 #[test]
 fn host_delay_spaces_request_starts_on_one_host() {
-    const DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-    const SERVER_JITTER: std::time::Duration = std::time::Duration::from_millis(15);
     let f = FaultServer::start();
     let other = FaultServer::start();
     let mut urls: Vec<String> = (0..6).map(|i| f.url(&format!("/keepalive/d{i}"))).collect();
@@ -153,14 +168,7 @@ fn host_delay_spaces_request_starts_on_one_host() {
     for server in [&f, &other] {
         let times = server.arrivals("/keepalive/");
         assert_eq!(times.len(), 6);
-        // Arrival times are taken by the server's threads, which a busy machine schedules
-        // late now and then: one request seen a few ms late makes the next gap look short.
-        for pair in times.windows(2) {
-            let gap = pair[1] - pair[0];
-            assert!(gap >= DELAY - SERVER_JITTER, "gap {gap:?}");
-        }
-        let span = times[5] - times[0];
-        assert!(span >= DELAY * 5 - SERVER_JITTER, "span {span:?}");
+        assert_spaced(&times, Duration::from_millis(200));
     }
     // The two hosts ran side by side: about 5 delays in all, not 11.
     assert!(
@@ -293,10 +301,7 @@ fn crawl_delay_spaces_one_hosts_requests() {
     assert!(run.records.iter().all(|r| r["status"] == 200));
     let times = f.arrivals("/");
     assert_eq!(times.len(), 5, "robots.txt and four pages");
-    for pair in times[1..].windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(gap >= std::time::Duration::from_millis(300), "gap {gap:?}");
-    }
+    assert_spaced(&times[1..], Duration::from_millis(300));
 }
 
 /// `--per-ip 2`: twenty host names on one address never have more than two requests in
