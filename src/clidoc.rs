@@ -137,7 +137,9 @@ mod tests {
     fn the_man_page_has_a_section_per_command_and_their_flags() {
         let page = String::from_utf8(man_page().unwrap()).unwrap();
         // clap_mangen's preamble (a quote string definition), then the title.
-        let title = page.lines().find(|l| !l.starts_with(".ie") && !l.starts_with(".el"));
+        let title = page
+            .lines()
+            .find(|l| !l.starts_with(".ie") && !l.starts_with(".el"));
         assert!(title.unwrap().starts_with(".TH ringcrawl 1"), "{title:?}");
         for section in [
             "RINGCRAWL FETCH",

@@ -30,6 +30,7 @@ mod ipgate;
 mod job;
 mod journal;
 mod load;
+mod metrics;
 mod net;
 mod netpolicy;
 mod options;
