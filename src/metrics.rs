@@ -53,8 +53,12 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const LINGER: Duration = Duration::from_millis(500);
 /// ...and this much at most.
 pub(crate) const LINGER_BYTES: usize = 64 * 1024;
-/// Connections served at the same time; one more gets a 503 and is closed.
-pub(crate) const MAX_CLIENTS: usize = 4;
+/// Connections served at the same time; one more gets a 503 and is closed. Enough that a
+/// few silent clients do not crowd out a scrape; a client thread is small (see
+/// [`CLIENT_STACK`]).
+pub(crate) const MAX_CLIENTS: usize = 16;
+/// Stack of a client thread: it parses a head and renders a few KiB of text.
+const CLIENT_STACK: usize = 256 * 1024;
 /// The spool's directories are counted at most this often (a scrape in between gets the
 /// last counts).
 pub(crate) const SPOOL_COUNT_EVERY: Duration = Duration::from_secs(1);
@@ -558,6 +562,7 @@ fn accept_loop(listener: &TcpListener, sources: &Arc<Sources>, stop: &AtomicBool
         let (sources, count) = (sources.clone(), clients.clone());
         let spawned = std::thread::Builder::new()
             .name("metrics-client".into())
+            .stack_size(CLIENT_STACK)
             .spawn(move || {
                 let _done = Leave(&count);
                 serve_client(stream, &sources);
