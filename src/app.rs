@@ -1,11 +1,11 @@
 //! The `ringcrawl` command, all of it but the `main` stub in `src/main.rs`: parse the
 //! command line, build the options, set up logging (for a person on a terminal, or for
 //! journald: `<N>` priorities, no colours, no timestamps), run the chosen mode (`fetch`,
-//! `run`, `submit`, `load`), print the summary, and turn the outcome into an exit code: 0
-//! ok, 1 runtime failure, 2 usage error (a bad flag value, an unusable config or input file,
-//! no URLs, a bad URL for `load`; clap's own parse errors included), 130 / 143 after `fetch`
-//! was interrupted by SIGINT / SIGTERM. Every error is printed as one line per cause
-//! (several only when a config file has several problems), each cause once.
+//! `run`, `submit`, `load`, `completions`, `man`), print the summary, and turn the outcome
+//! into an exit code: 0 ok, 1 runtime failure, 2 usage error (a bad flag value, an unusable
+//! config or input file, no URLs, a bad URL for `load`; clap's own parse errors included),
+//! 130 / 143 after `fetch` was interrupted by SIGINT / SIGTERM. Every error is printed as one
+//! line per cause (several only when a config file has several problems), each cause once.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -83,6 +83,12 @@ pub fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Run(args) => run(args),
         Command::Submit(args) => submit(args),
+        Command::Completions(args) => {
+            crate::clidoc::print(&crate::clidoc::completions(args.shell)).map_err(Failure::from)
+        }
+        Command::Man => crate::clidoc::man_page()
+            .and_then(|page| crate::clidoc::print(&page))
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

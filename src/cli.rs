@@ -47,6 +47,40 @@ pub(crate) enum Command {
     Submit(SubmitArgs),
     /// Load-test one URL with keep-alive connections and report requests/s and latency.
     Load(LoadArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    #[command(after_help = COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff, every command in one page) to standard output.
+    #[command(after_help = MAN_AFTER_HELP)]
+    Man,
+}
+
+/// `completions --help`'s closing paragraph.
+const COMPLETIONS_AFTER_HELP: &str = "Install for every user, or for one shell session:
+  ringcrawl completions bash > /usr/share/bash-completion/completions/ringcrawl
+  ringcrawl completions zsh > /usr/local/share/zsh/site-functions/_ringcrawl
+  ringcrawl completions fish > /usr/share/fish/vendor_completions.d/ringcrawl.fish
+  source <(ringcrawl completions bash)";
+
+/// `man --help`'s closing paragraph.
+const MAN_AFTER_HELP: &str = "Read it, or install it:
+  ringcrawl man | man -l -
+  ringcrawl man > /usr/local/share/man/man1/ringcrawl.1";
+
+/// `ringcrawl completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `ringcrawl completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `ringcrawl run`.

@@ -7,7 +7,7 @@
 //! may change: the [`Reloadable`] part takes effect at once, the [`RestartOnly`] part is kept
 //! until the daemon restarts ([`Config::apply_reload`] says what changed in each).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub(crate) struct RestartOnly {
     pub log_level: String,
     /// The engine's options (its threads, budget and resolvers are built once).
     pub fetch: FetchOptions,
+    /// Where the Prometheus endpoint listens (`GET /metrics`); `None`: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for RestartOnly {
@@ -69,6 +71,7 @@ impl Default for RestartOnly {
             fetch: RawFetchOptions::service()
                 .validate()
                 .expect("the service defaults are valid"),
+            metrics_listen: None,
         }
     }
 }
@@ -210,6 +213,11 @@ impl RestartOnly {
         let mut c = Changes::default();
         c.cmp("daemon.spool", &self.spool, &new.spool);
         c.cmp("daemon.log_level", &self.log_level, &new.log_level);
+        c.cmp(
+            "daemon.metrics_listen",
+            &self.metrics_listen,
+            &new.metrics_listen,
+        );
         let (a, b) = (&self.fetch, &new.fetch);
         c.cmp("fetch.concurrency", &a.concurrency, &b.concurrency);
         c.cmp("fetch.per_host", &a.per_host, &b.per_host);
@@ -649,6 +657,12 @@ impl Config {
                 );
             }
         }
+        if let Some(s) = d.non_empty("daemon.metrics_listen") {
+            match parse_listen(&s) {
+                Ok(addr) => restart.metrics_listen = Some(addr),
+                Err(message) => d.bad("daemon.metrics_listen", message),
+            }
+        }
         d.finish("daemon");
 
         let file_layer = fetch_layer(Section::new(&root, "fetch", errors));
@@ -744,7 +758,7 @@ impl Config {
         let (r, l, o) = (&self.restart, &self.live, &self.restart.fetch);
         format!(
             "config={} spool={} journal={} fsync={} done_retention={} rescan={:?} max_files={} \
-             drain_grace={:?} max_list_bytes={} log_level={} concurrency={} per_host={} threads={} timeout={:?} \
+             drain_grace={:?} max_list_bytes={} log_level={} metrics_listen={} concurrency={} per_host={} threads={} timeout={:?} \
              connect_timeout={:?} read_timeout={:?} max_redirects={} max_body={} resolver={} \
              ca_file={} insecure={} follow={} user_agent={:?}",
             self.source
@@ -762,6 +776,7 @@ impl Config {
             l.drain_grace,
             l.max_list_bytes,
             r.log_level,
+            r.metrics_listen.map_or("-".to_string(), |a| a.to_string()),
             o.concurrency,
             o.per_host,
             o.threads,
@@ -778,6 +793,18 @@ impl Config {
             o.follow.as_deref().unwrap_or("-"),
             o.user_agent,
         )
+    }
+}
+
+/// `daemon.metrics_listen`: an IP address and a port other than 0 (no name: nothing is
+/// resolved to listen).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(format!("`{s}` has port 0; give the port to listen on")),
+        Ok(a) => Ok(a),
+        Err(_) => Err(format!(
+            "`{s}` is not an IP address and port (e.g. \"127.0.0.1:9464\", \"[::1]:9464\")"
+        )),
     }
 }
 
@@ -839,6 +866,7 @@ mod tests {
             max_files = 9
             drain_grace_secs = 2.5
             max_list_bytes = 4096
+            metrics_listen = "[::1]:9464"
             [fetch]
             concurrency = 100
             per_host = 2
@@ -861,6 +889,10 @@ mod tests {
         assert_eq!(c.live.max_files, 9);
         assert_eq!(c.live.drain_grace, Duration::from_millis(2500));
         assert_eq!(c.live.max_list_bytes, 4096);
+        assert_eq!(
+            c.restart.metrics_listen,
+            Some("[::1]:9464".parse().unwrap())
+        );
         let o = &c.restart.fetch;
         assert_eq!(o.concurrency, 100);
         assert_eq!(o.threads, 3);
@@ -879,6 +911,7 @@ mod tests {
             max_files = 0
             max_list_bytes = 0
             spoool = "/x"
+            metrics_listen = "localhost:9464"
             [fetch]
             concurrency = "many"
             timeout_secs = -1
@@ -893,6 +926,7 @@ mod tests {
             "bad value for `daemon.fsync`",
             "bad value for `daemon.max_files`: 0 is out of range",
             "bad value for `daemon.max_list_bytes`: 0 is out of range",
+            "bad value for `daemon.metrics_listen`: `localhost:9464` is not an IP address and port",
             "bad value for `fetch.concurrency`: expected an integer, got string",
             "bad value for `fetch.timeout_secs`: -1 is not a number of seconds",
             "bad value for `fetch.resolver`",
@@ -900,7 +934,7 @@ mod tests {
         ] {
             assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
         }
-        assert_eq!(errs.errors.len(), 9, "{msg}");
+        assert_eq!(errs.errors.len(), 10, "{msg}");
     }
 
     #[test]
@@ -918,6 +952,33 @@ mod tests {
         // A value left to its default shrinks to fit instead.
         let c = Config::parse("[fetch]\nconcurrency = 4\n", &Overrides::default()).unwrap();
         assert_eq!(c.restart.fetch.per_host, 4);
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_a_port_or_empty_for_none() {
+        let parse = |v: &str| {
+            Config::parse(
+                &format!("[daemon]\nmetrics_listen = {v}\n"),
+                &Overrides::default(),
+            )
+        };
+        assert_eq!(parse("\"\"").unwrap().restart.metrics_listen, None);
+        assert_eq!(
+            parse("\"0.0.0.0:9464\"").unwrap().restart.metrics_listen,
+            Some("0.0.0.0:9464".parse().unwrap())
+        );
+        for (bad, want) in [
+            ("\"127.0.0.1\"", "is not an IP address and port"),
+            ("\"127.0.0.1:0\"", "has port 0"),
+            ("9464", "expected a string, got integer"),
+        ] {
+            let msg = parse(bad).unwrap_err().to_string();
+            assert!(
+                msg.starts_with("bad value for `daemon.metrics_listen`: ") && msg.contains(want),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+        }
     }
 
     #[test]
@@ -1018,6 +1079,7 @@ mod tests {
         new.restart.spool = "/elsewhere".into();
         new.restart.log_level = "debug".into();
         new.restart.fetch.concurrency = 10;
+        new.restart.metrics_listen = Some("127.0.0.1:9464".parse().unwrap());
         new.live.max_files = 1;
         new.live.fsync = FsyncPolicy::Always;
         new.live.journal = "/j2".into();
@@ -1032,7 +1094,12 @@ mod tests {
         );
         assert_eq!(
             keys(&out.kept),
-            ["daemon.spool", "daemon.log_level", "fetch.concurrency"]
+            [
+                "daemon.spool",
+                "daemon.log_level",
+                "daemon.metrics_listen",
+                "fetch.concurrency"
+            ]
         );
         assert_eq!(
             out.applied[1].to_string(),

@@ -37,12 +37,14 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 
 use crate::config::Config;
+use crate::engine::EngineStats;
 use crate::engine::{Engine, EngineError};
 use crate::intake::{ReadError, ReadLimits};
 use crate::job::Summary;
 use crate::journal::{
     Journal, JournalControl, JournalError, JournalSetup, OnOpen, Opened, Progress, Target,
 };
+use crate::metrics::{MetricsError, MetricsServer, Sources};
 use crate::options::FetchOptions;
 use crate::spool::names::escape;
 use crate::spool::results::{self, ListEnd, ResultsJob};
@@ -87,6 +89,8 @@ pub enum DaemonError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("cannot start thread: {0}")]
@@ -107,6 +111,10 @@ pub trait Backend: JobSink + Send + 'static {
     fn failure(&self) -> Option<String>;
     /// How long ago the least recently alive worker showed it was alive.
     fn stalest_worker(&self) -> Duration;
+    /// The engine's counters, for the metrics endpoint (`None`: nothing to report).
+    fn engine_stats(&self) -> Option<Arc<EngineStats>> {
+        None
+    }
 }
 
 impl Backend for Engine {
@@ -121,6 +129,9 @@ impl Backend for Engine {
     }
     fn stalest_worker(&self) -> Duration {
         self.stats().health().stalest()
+    }
+    fn engine_stats(&self) -> Option<Arc<EngineStats>> {
+        Some(self.stats())
     }
 }
 
@@ -175,6 +186,14 @@ where
         cfg.summary_line()
     );
     let spool = Spool::open(&cfg.restart.spool)?;
+    // Listening comes early: a taken port fails the start before any work.
+    let metrics = match cfg.restart.metrics_listen {
+        Some(addr) => {
+            let sources = Arc::new(Sources::new(cfg.restart.spool.clone()));
+            Some((MetricsServer::start(addr, sources.clone())?, sources))
+        }
+        None => None,
+    };
     let (history, reseeded) = load_history(&spool, &cfg)?;
     let history = Arc::new(Mutex::new(history));
     let out_dir = spool.path(results::OUT, "");
@@ -201,6 +220,9 @@ where
         on_open: Some(on_open),
         pause_on_error: true,
     })?;
+    if let Some((_, sources)) = &metrics {
+        sources.set_journal(journal.control());
+    }
     let fwd_tx = tx.clone();
     let forwarder = std::thread::Builder::new()
         .name("journal-progress".into())
@@ -229,7 +251,11 @@ where
         files_bad: 0,
     };
     let recovered = d.recover(reseeded)?;
-    d.backend = Some(Arc::new(start(&d.cfg.restart.fetch, records)?));
+    let backend = Arc::new(start(&d.cfg.restart.fetch, records)?);
+    if let (Some((_, sources)), Some(stats)) = (&metrics, backend.engine_stats()) {
+        sources.set_engine(stats);
+    }
+    d.backend = Some(backend);
     start_inotify(&d.spool, d.tx.clone());
     for (list, want, skip) in recovered {
         d.start_list(list, want, Some(skip))?;
@@ -243,6 +269,10 @@ where
     let loop_result = d.event_loop(&rx, &journal);
     notify(&[NotifyState::Stopping]);
     let summary = d.shutdown(&rx, forwarder, journal);
+    // Scrapes went on during the drain; the endpoint closes with the daemon.
+    if let Some((server, _)) = metrics {
+        server.stop();
+    }
     match (loop_result, summary) {
         (Err(LoopEnd::JournalDied), Err(DaemonError::Journal(e))) => {
             Err(DaemonError::JournalDied(e))

@@ -1,6 +1,7 @@
 //! Plain types shared by the engine, its workers and the fetch path: a [`Job`] (one input
-//! line to fetch), the [`WorkItem`] a worker queues, per-worker [`Counters`] and the
-//! [`Summary`] they add up to. A leaf of the module graph: no I/O, no runtime.
+//! line to fetch), the [`WorkItem`] a worker queues, per-worker [`Counters`] (with the
+//! fetch-duration histogram, [`DurationHistogram`]) and the [`Summary`] they add up to. A
+//! leaf of the module graph: no I/O, no runtime.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,6 +85,69 @@ pub struct Summary {
     pub tls_full_handshakes: u64,
     pub tls_resumed_handshakes: u64,
     pub elapsed: Duration,
+    /// Durations of the records of URLs that were tried (see [`DurationHistogram`]).
+    pub durations: DurationCounts,
+}
+
+/// Upper bounds of the fetch-duration histogram's buckets, in microseconds (the last
+/// bucket, past them, is `+Inf`): from a loopback answer to a page fetched after retries.
+pub const DURATION_BUCKETS_US: [u64; 14] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+];
+/// Buckets of the histogram: one per bound, and `+Inf`.
+const DURATION_SLOTS: usize = DURATION_BUCKETS_US.len() + 1;
+
+/// A snapshot of fetch durations: how many fell in each bucket (not cumulative; the last is
+/// past every bound) and their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DurationCounts {
+    pub buckets: [u64; DURATION_SLOTS],
+    pub sum_us: u64,
+}
+
+impl DurationCounts {
+    /// Durations counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Fetch durations of one worker: one atomic per bucket and the sum, written by that
+/// worker's thread only (no lock, two relaxed adds per record), summed when read.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    buckets: [AtomicU64; DURATION_SLOTS],
+    sum_us: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Count one duration of `us` microseconds.
+    pub fn observe(&self, us: u64) {
+        let slot = DURATION_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Add these counts to `sum`.
+    pub fn add_to(&self, sum: &mut DurationCounts) {
+        for (total, b) in sum.buckets.iter_mut().zip(&self.buckets) {
+            *total += b.load(Ordering::Relaxed);
+        }
+        sum.sum_us += self.sum_us.load(Ordering::Relaxed);
+    }
 }
 
 /// Live counters of one worker (or of the engine itself, for invalid URLs): atomics written
@@ -100,6 +164,8 @@ pub struct Counters {
     pub dns: Mutex<DnsStats>,
     pub conns_opened: AtomicU64,
     pub conns_reused: AtomicU64,
+    /// The `ms` of each record of a URL that was tried (`attempts` at least 1).
+    pub durations: DurationHistogram,
 }
 
 impl Counters {
@@ -111,6 +177,11 @@ impl Counters {
             None => self.ok.fetch_add(1, Ordering::Relaxed),
             Some(e) => self.errors[e.kind.index()].fetch_add(1, Ordering::Relaxed),
         };
+        if rec.attempts > 0 {
+            // `ms` has microsecond precision; a negative or NaN one cannot happen (and
+            // would count as 0).
+            self.durations.observe((rec.ms * 1000.0).round() as u64);
+        }
     }
 
     /// Add these counters to `sum`.
@@ -131,6 +202,7 @@ impl Counters {
             .add(&self.dns.lock().unwrap_or_else(|e| e.into_inner()));
         sum.connections_opened += get(&self.conns_opened);
         sum.connections_reused += get(&self.conns_reused);
+        self.durations.add_to(&mut sum.durations);
     }
 }
 
@@ -226,6 +298,29 @@ mod tests {
         assert_eq!((sum.urls, sum.ok, sum.bytes_read), (6, 2, 20));
         assert_eq!(sum.errors.get(&ErrorKind::Timeout), Some(&4));
         assert_eq!(sum.errors.len(), 1);
+        // Records made without a fetch (attempts 0) have no duration.
+        assert_eq!(sum.durations.count(), 0);
+    }
+
+    #[test]
+    fn durations_of_tried_urls_fall_in_their_buckets() {
+        let c = Counters::default();
+        for (ms, attempts) in [(0.004, 1), (5.0, 1), (5.001, 2), (1e6, 1), (7.0, 0)] {
+            c.count(&Record {
+                ms,
+                attempts,
+                ..Record::default()
+            });
+        }
+        let mut sum = Summary::default();
+        c.add_to(&mut sum);
+        let d = sum.durations;
+        assert_eq!(d.count(), 4, "the record with attempts 0 is left out");
+        // A bound is inclusive (`le`): 5 ms is in the first bucket, 5.001 ms in the second.
+        assert_eq!(d.buckets[0], 2);
+        assert_eq!(d.buckets[1], 1);
+        assert_eq!(d.buckets[DURATION_BUCKETS_US.len()], 1, "past every bound");
+        assert_eq!(d.sum_us, 4 + 5_000 + 5_001 + 1_000_000_000);
     }
 
     #[test]

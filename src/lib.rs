@@ -13,6 +13,7 @@
 pub mod app;
 mod breaker;
 mod cli;
+mod clidoc;
 mod config;
 mod conn;
 mod daemon;
@@ -29,6 +30,7 @@ mod ipgate;
 mod job;
 mod journal;
 mod load;
+mod metrics;
 mod net;
 mod netpolicy;
 mod options;

@@ -333,3 +333,105 @@ fn help_and_version_exit_0() {
         assert!(!out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// The commands a user can complete and find in the manual.
+const COMMANDS: [&str; 6] = ["fetch", "run", "submit", "load", "completions", "man"];
+
+#[test]
+fn completions_for_each_shell_name_the_commands_and_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ringcrawl(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(out.stderr.is_empty(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in COMMANDS {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+        // fish names long flags without their dashes (`-l concurrency`).
+        let flag = if shell == "fish" {
+            "-l concurrency"
+        } else {
+            "--concurrency"
+        };
+        assert!(script.contains(flag), "{shell}: no {flag}");
+        // The shell's own syntax check, when the shell is installed (bash always is).
+        let check = Command::new(shell)
+            .arg("-n")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        match check {
+            Ok(mut child) => {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(script.as_bytes())
+                    .unwrap();
+                let done = child.wait_with_output().unwrap();
+                assert!(
+                    done.status.success(),
+                    "{shell} -n: {}",
+                    String::from_utf8_lossy(&done.stderr)
+                );
+            }
+            Err(_) if shell == "bash" => panic!("bash is not installed"),
+            Err(_) => eprintln!("{shell} not installed: its script's syntax is not checked"),
+        }
+    }
+}
+
+#[test]
+fn an_unknown_shell_is_a_usage_error() {
+    let args = ["completions", "tcsh"];
+    let out = ringcrawl(&args, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_one_line(
+        &args,
+        &String::from_utf8_lossy(&out.stderr),
+        "invalid value 'tcsh'",
+    );
+}
+
+#[test]
+fn the_man_page_renders_and_has_every_command() {
+    let out = ringcrawl(&["man"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    let title = page.lines().find(|l| l.starts_with(".TH")).unwrap();
+    assert!(title.starts_with(".TH ringcrawl 1"), "{title}");
+    for cmd in COMMANDS {
+        let heading = format!(".SH \"RINGCRAWL {}\"", cmd.to_uppercase());
+        assert!(page.contains(&heading), "no {heading}");
+    }
+    let Ok(mut man) = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("man is not installed: the page is not rendered");
+        return;
+    };
+    let mut stdin = man.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(page.as_bytes()).unwrap();
+    });
+    let shown = man.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let errors = String::from_utf8_lossy(&shown.stderr);
+    assert!(shown.status.success() && errors.is_empty(), "man: {errors}");
+    for cmd in COMMANDS {
+        assert!(text.contains(&format!("RINGCRAWL {}", cmd.to_uppercase())));
+    }
+    assert!(text.contains("--concurrency"), "{text}");
+}
