@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
+use crate::cli::{Cli, CollectCliArgs, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
 use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError};
 use crate::intake::{InputLine, LineReader, ReadLimits};
@@ -76,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Run(args) => run(args),
         Command::Submit(args) => submit(args),
+        Command::Collect(args) => collect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -343,6 +344,7 @@ fn run(args: RunArgs) -> Outcome {
     let overrides = Overrides {
         spool: args.spool,
         journal: args.journal,
+        nats: args.nats,
     };
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
@@ -356,12 +358,37 @@ fn run(args: RunArgs) -> Outcome {
         return Ok(());
     }
     init_logging(&cfg.restart.log_level);
-    crate::daemon::run(cfg)?;
+    if cfg.restart.cluster.is_some() {
+        crate::cluster::run(cfg)?;
+    } else {
+        crate::daemon::run(cfg)?;
+    }
     Ok(())
 }
 
-/// `ringcrawl submit`: queue list files into the spool and say what was queued.
+/// `ringcrawl submit`: queue list files into the spool (or the cluster) and say what was
+/// queued.
 fn submit(args: SubmitArgs) -> Outcome {
+    if let Some(nats) = args.nats.as_deref() {
+        let cluster = config::cluster_options(args.config.as_deref(), nats).map_err(usage)?;
+        let queued = crate::cluster::submit(&cluster, &args.files).map_err(|e| match e {
+            crate::cluster::ClusterError::Input { .. } => usage(e),
+            e => e.into(),
+        })?;
+        for q in queued {
+            let again = match q.duplicates {
+                0 => String::new(),
+                d => format!(", {d} already queued"),
+            };
+            println!(
+                "queued {} as {} ({} lines{again})",
+                q.input.display(),
+                q.list,
+                q.lines
+            );
+        }
+        return Ok(());
+    }
     let spool = match args.spool {
         Some(dir) => dir,
         None => {
@@ -378,6 +405,34 @@ fn submit(args: SubmitArgs) -> Outcome {
     for path in queued {
         println!("queued {}", path.display());
     }
+    Ok(())
+}
+
+/// `ringcrawl collect`: append the cluster's records to a file until caught up (or for
+/// ever with `--follow`).
+fn collect(args: CollectCliArgs) -> Outcome {
+    let nats = args.nats.as_deref().unwrap_or_default();
+    let cluster = config::cluster_options(args.config.as_deref(), nats).map_err(usage)?;
+    let run = crate::cluster::CollectArgs {
+        output: args.output,
+        follow: args.follow,
+        consumer: args.consumer,
+    };
+    let done = crate::cluster::collect(&cluster, &run)?;
+    if done.torn > 0 {
+        eprintln!(
+            "ringcrawl: collect: cut a torn last line ({} bytes) from {}",
+            done.torn,
+            run.output.display()
+        );
+    }
+    eprintln!(
+        "ringcrawl: collect: {} records written, {} duplicates skipped; {} holds {} records",
+        done.written,
+        done.duplicates,
+        run.output.display(),
+        done.total
+    );
     Ok(())
 }
 

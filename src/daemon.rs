@@ -77,6 +77,10 @@ pub trait Backend: JobSink + Send + 'static {
     fn failure(&self) -> Option<String>;
     /// How long ago the least recently alive worker showed it was alive.
     fn stalest_worker(&self) -> Duration;
+    /// More for the STATUS line (a cluster node's partitions and lag).
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Backend for Engine {
@@ -546,7 +550,7 @@ impl<B: Backend + Sync> Daemon<B> {
     }
 
     fn status_line(&self) -> String {
-        format!(
+        let line = format!(
             "lists: {} active, {} pending, {} done, {} bad; records: {} journaled; in flight: {}",
             self.active.len(),
             self.pending,
@@ -554,7 +558,11 @@ impl<B: Backend + Sync> Daemon<B> {
             self.files_bad,
             self.journal_ctl.records_written(),
             self.in_flight()
-        )
+        );
+        match self.backend.as_ref().and_then(|b| b.status()) {
+            Some(more) => format!("{line}; {more}"),
+            None => line,
+        }
     }
 
     /// Stop readers, drain the engine within the grace period, flush the journal, and move

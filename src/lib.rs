@@ -13,6 +13,7 @@
 pub mod app;
 mod breaker;
 mod cli;
+mod cluster;
 mod config;
 mod conn;
 mod daemon;
