@@ -277,42 +277,48 @@ impl Streams {
 
 /// Get a key-value bucket, or create it (history 1, entries expire after `max_age`). The
 /// bucket's own max age is returned: it is the lease time every node goes by.
+///
+/// The bucket's stream is created here with the layout the key-value API gives it
+/// (`KV_NAME` on `$KV.NAME.>`, one message per key, rollups, direct gets), because the
+/// client's `create_key_value` first reads the account's limits, whose reply from a 2.9
+/// server lacks fields the client requires.
 async fn ensure_bucket(
     js: &jetstream::Context,
     name: &str,
     max_age: Duration,
     description: &str,
 ) -> Result<(kv::Store, Duration), ClusterError> {
-    let store = match js.get_key_value(name).await {
-        Ok(s) => s,
-        Err(_) => {
-            let config = kv::Config {
-                bucket: name.to_string(),
-                description: description.to_string(),
-                history: 1,
-                max_age,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            };
-            match js.create_key_value(config).await {
-                Ok(s) => s,
-                Err(create) => js
-                    .get_key_value(name)
-                    .await
-                    .map_err(|_| ClusterError::js(format!("bucket {name}"), create))?,
-            }
-        }
+    let what = || format!("bucket {name}");
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
     };
-    let status = store
-        .status()
+    let mut stream = ensure_stream(js, config).await?;
+    let age = stream
+        .info()
         .await
-        .map_err(|e| ClusterError::js(format!("bucket {name}"), e))?;
-    let age = status.info.config.max_age;
+        .map_err(|e| ClusterError::js(what(), e))?
+        .config
+        .max_age;
     if age.is_zero() {
         return Err(ClusterError::js(
-            format!("bucket {name}"),
+            what(),
             "has no max age: leases and heartbeats would never expire",
         ));
     }
+    let store = js
+        .get_key_value(name)
+        .await
+        .map_err(|e| ClusterError::js(what(), e))?;
     Ok((store, age))
 }
