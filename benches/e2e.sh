@@ -5,14 +5,14 @@
 #! nginx/dnsmasq/delay-server lifecycles, timing every client with /usr/bin/time -v and
 #! printing ratios vs ringcrawl.
 #!
-#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real ...]
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real|cluster ...]
 #!   (default: broad https follow latency load)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
 #!      RCBENCH_TIMEOUT (seconds one client may run, default 150; exit 124 = killed),
 #!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
 #!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
-#!      rounds, default 1).
+#!      rounds, default 1), RCBENCH_CLUSTER_ROUNDS (cluster: rounds, default 1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -393,6 +393,72 @@ EOF
         table latency_tls
         echo "    ringcrawl: $(titled "$W/latency_tls.rc.jsonl")"; rc_summary "$W/latency_tls.ringcrawl.err"
     }
+    # cluster: the broad list through the spool daemon, then through NATS JetStream with one
+    # node and with three nodes (each a `ringcrawl run` with [cluster], -c 300, a fresh
+    # nats-server -js per run, all on this machine). Timed from the submit to the last record:
+    # in the journal with the list in done/ (spool), in the file of a `collect --follow`
+    # (cluster).
+    now() { date +%s.%N; }
+    wait_lines() {   # wait_lines FILE N: until FILE has N lines (or LIMIT s)
+        local end=$(( $(date +%s) + LIMIT ))
+        while [[ $(wc -l < "$1" 2>/dev/null || echo 0) -lt $2 ]]; do
+            (( $(date +%s) < end )) || { echo "    (timed out: $(wc -l < "$1") of $2)" >&2; return 1; }
+            sleep 0.02
+        done
+    }
+    cluster_conf() {   # cluster_conf DIR [NATS_URL]
+        mkdir -p "$1"
+        printf '[daemon]\nspool = "%s"\njournal = "%s"\nrescan_secs = 0.2\n' "$1/spool" "$1/journal.jsonl" > "$1/rc.toml"
+        printf '[fetch]\nconcurrency = 300\nallow = ["loopback"]\nrobots = false\nretries = 0\n' >> "$1/rc.toml"
+        if [[ -n ${2:-} ]]; then
+            printf '[cluster]\nservers = ["%s"]\npartitions = 64\n' "$2" >> "$1/rc.toml"
+        fi
+    }
+    sc_cluster() {
+        echo "== cluster: the broad list (11,000 pages, 1,000 hosts), spool daemon vs NATS JetStream nodes, -c 300 each =="
+        command -v nats-server >/dev/null || { echo "    missing nats-server (apt-get install nats-server)"; return; }
+        hosts "$DATA/hosts_nginx"; start_nginx; warm
+        local L=$DATA/lists/broad_http.txt n round t0 t1 d pid nats col nodes i
+        local -a pids
+        n=$(grep -c . "$L")
+        for round in $(seq 1 "${RCBENCH_CLUSTER_ROUNDS:-1}"); do
+            d=$W/cl-spool-$round; cluster_conf "$d"
+            "$BIN" run --config "$d/rc.toml" 2>"$d/node.log" & pid=$!
+            until [[ -d $d/spool/cur ]]; do sleep 0.05; done
+            t0=$(now)
+            "$BIN" submit --spool "$d/spool" "$L" >/dev/null
+            until [[ -e $d/spool/done/broad_http.txt ]]; do sleep 0.02; done
+            t1=$(now)
+            kill -TERM "$pid"; wait "$pid" || true
+            printf 'cluster.spool_daemon\t%.2f\t0\t0\n' "$(echo "$t1 - $t0" | bc)" >> "$W/results.tsv"
+            echo "    round $round, spool daemon: $(echo "$t1 - $t0" | bc) s, $(titled "$d/journal.jsonl")"
+            for nodes in 1 3; do
+                d=$W/cl-nats$nodes-$round; mkdir -p "$d"
+                nats-server -js -sd "$d/js" -a 127.0.0.1 -p 4222 2>"$d/nats.log" & nats=$!
+                until (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; do sleep 0.05; done
+                pids=()
+                for i in $(seq 1 "$nodes"); do
+                    cluster_conf "$d/n$i" nats://127.0.0.1:4222
+                    RINGCRAWL_LOG=ringcrawl=info "$BIN" run --config "$d/n$i/rc.toml" 2>"$d/n$i/node.log" & pids+=($!)
+                done
+                for i in $(seq 1 "$nodes"); do
+                    until grep -q "joined the cluster" "$d/n$i/node.log"; do sleep 0.05; done
+                done
+                sleep $(( 1 + nodes ))   # the leases settle at the fair share
+                "$BIN" collect --nats nats://127.0.0.1:4222 -o "$d/records.jsonl" --follow 2>/dev/null & col=$!
+                t0=$(now)
+                "$BIN" submit --nats nats://127.0.0.1:4222 "$L" >/dev/null
+                wait_lines "$d/records.jsonl" "$n" || true
+                t1=$(now)
+                kill -TERM "$col" "${pids[@]}"; wait "$col" "${pids[@]}" || true
+                kill "$nats"; wait "$nats" || true
+                printf 'cluster.nats_%s_node\t%.2f\t0\t0\n' "$nodes" "$(echo "$t1 - $t0" | bc)" >> "$W/results.tsv"
+                echo "    round $round, NATS with $nodes node(s): $(echo "$t1 - $t0" | bc) s, $(titled "$d/records.jsonl")"
+                check "$d/records.jsonl" "$DATA/expect_broad.jsonl" http
+            done
+        done
+        table cluster
+    }
     sc_load() {
         echo "== load: one small page, 100 connections, 5 s =="
         hosts "$DATA/hosts_nginx"; start_nginx
@@ -417,8 +483,8 @@ EOF
         case $s in
             broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
             latency) sc_latency ;; latency-dns) sc_latency_dns ;; latency-tls) sc_latency_tls ;; load) sc_load ;;
-            latency-real) sc_latency_real ;;
-            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real)" >&2; exit 2 ;;
+            latency-real) sc_latency_real ;; cluster) sc_cluster ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real cluster)" >&2; exit 2 ;;
         esac
     done
     exit 0

@@ -22,8 +22,8 @@ use crate::journal::open_journal;
 
 /// Records fetched (and written, and acked) at once.
 pub const COLLECT_BATCH: usize = 2048;
-/// With `--follow`, how long one pull waits for new records.
-pub const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+/// With `--follow`, the pause before asking again when nothing was new.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// When caught up except for records handed out earlier and not acked (a collect that died),
 /// how long to wait before asking again (they come back after the consumer's ack wait).
 pub const UNACKED_POLL: Duration = Duration::from_millis(500);
@@ -93,22 +93,12 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
             .map_err(|e| ClusterError::js(&what, e))?;
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
-            let batch = if args.follow {
-                consumer
-                    .batch()
-                    .max_messages(COLLECT_BATCH)
-                    .expires(FOLLOW_WAIT)
-                    .messages()
-                    .await
-                    .map_err(|e| ClusterError::js(&what, e))?
-            } else {
-                consumer
-                    .fetch()
-                    .max_messages(COLLECT_BATCH)
-                    .messages()
-                    .await
-                    .map_err(|e| ClusterError::js(&what, e))?
-            };
+            let batch = consumer
+                .fetch()
+                .max_messages(COLLECT_BATCH)
+                .messages()
+                .await
+                .map_err(|e| ClusterError::js(&what, e))?;
             let messages: Vec<_> = batch.filter_map(|m| async move { m.ok() }).collect().await;
             buf.clear();
             for m in &messages {
@@ -136,7 +126,11 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
                 // A lost ack only brings the record back, and `seen` skips it then.
                 let _ = m.ack().await;
             }
-            if !messages.is_empty() || args.follow {
+            if !messages.is_empty() {
+                continue;
+            }
+            if args.follow {
+                tokio::time::sleep(FOLLOW_POLL).await;
                 continue;
             }
             let info = consumer
