@@ -5,13 +5,16 @@
 //! fsync'd, and only then acked. So a record published twice is written once, a crash after
 //! the write and before the ack redelivers records the file already holds (skipped), and a
 //! crash inside the write leaves a torn line that the next run cuts before it receives the
-//! unacked records again. Without `--follow` it exits once the consumer has nothing pending
-//! and nothing unacked.
+//! unacked records again. The consumer acks all (one ack, the batch's last record, covers the
+//! batch written before it), so one `collect` at a time per consumer name. Without
+//! `--follow` it exits once the consumer has nothing pending and nothing unacked; with it, it
+//! pulls continuously and writes what arrived together.
 
 use std::io::{BufReader, Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 
@@ -22,11 +25,15 @@ use crate::journal::open_journal;
 
 /// Records fetched (and written, and acked) at once.
 pub const COLLECT_BATCH: usize = 2048;
-/// With `--follow`, the pause before asking again when nothing was new.
-pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// With `--follow`: after a record arrived, how long to wait for more before writing the batch.
+pub const FOLLOW_GATHER: Duration = Duration::from_millis(5);
+/// With `--follow`: idle heartbeat of the pull (a lost connection shows within two).
+pub const FOLLOW_HEARTBEAT: Duration = Duration::from_secs(5);
+/// With `--follow`: the pause before pulling again after the pull failed.
+pub const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 /// When caught up except for records handed out earlier and not acked (a collect that died),
 /// how long to wait before asking again (they come back after the consumer's ack wait).
-pub const UNACKED_POLL: Duration = Duration::from_millis(500);
+pub const UNACKED_POLL: Duration = Duration::from_millis(100);
 /// The collect consumer's ack wait: records written but not acked come back after it.
 pub const COLLECT_ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -48,6 +55,24 @@ pub(crate) struct Collected {
     pub total: u64,
     /// Bytes of a torn last line cut at start.
     pub torn: u64,
+}
+
+/// With `--follow`: the next records as they come: wait for one, then take what follows
+/// within [`FOLLOW_GATHER`] of the last, up to [`COLLECT_BATCH`].
+async fn gather(s: &mut pull::Stream) -> Result<Vec<jetstream::Message>, String> {
+    let first = match s.next().await {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("the pull ended".into()),
+    };
+    let mut out = vec![first];
+    while out.len() < COLLECT_BATCH {
+        match tokio::time::timeout(FOLLOW_GATHER, s.next()).await {
+            Ok(Some(Ok(m))) => out.push(m),
+            _ => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Run `collect` (blocks; with `follow`, until the process is stopped).
@@ -83,7 +108,7 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
                     durable_name: Some(args.consumer.clone()),
                     description: Some("ringcrawl collect".into()),
                     deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
+                    ack_policy: AckPolicy::All,
                     ack_wait: COLLECT_ACK_WAIT,
                     max_ack_pending: (COLLECT_BATCH * 2) as i64,
                     ..Default::default()
@@ -91,15 +116,43 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
             )
             .await
             .map_err(|e| ClusterError::js(&what, e))?;
+        // With AckPolicy::All (what this command creates) the last record of a batch acks the
+        // whole batch; a consumer made with explicit acks gets one ack per record.
+        let ack_all = consumer.cached_info().config.ack_policy == AckPolicy::All;
+        let mut follow = None;
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
-            let batch = consumer
-                .fetch()
-                .max_messages(COLLECT_BATCH)
-                .messages()
-                .await
-                .map_err(|e| ClusterError::js(&what, e))?;
-            let messages: Vec<_> = batch.filter_map(|m| async move { m.ok() }).collect().await;
+            let messages = if args.follow {
+                let s = match follow.as_mut() {
+                    Some(s) => s,
+                    None => follow.insert(
+                        consumer
+                            .stream()
+                            .max_messages_per_batch(COLLECT_BATCH)
+                            .heartbeat(FOLLOW_HEARTBEAT)
+                            .messages()
+                            .await
+                            .map_err(|e| ClusterError::js(&what, e))?,
+                    ),
+                };
+                match gather(s).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "collect: pulling again");
+                        follow = None;
+                        tokio::time::sleep(FOLLOW_RETRY).await;
+                        continue;
+                    }
+                }
+            } else {
+                let batch = consumer
+                    .fetch()
+                    .max_messages(COLLECT_BATCH)
+                    .messages()
+                    .await
+                    .map_err(|e| ClusterError::js(&what, e))?;
+                batch.filter_map(|m| async move { m.ok() }).collect().await
+            };
             buf.clear();
             for m in &messages {
                 let key = match wire::keys(m.headers.as_ref()) {
@@ -122,17 +175,21 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
                 file.write_all(&buf).map_err(out_err)?;
                 file.sync_data().map_err(out_err)?;
             }
-            for m in &messages {
-                // A lost ack only brings the record back, and `seen` skips it then.
-                let _ = m.ack().await;
+            // After the write: a lost ack only brings records back, and `seen` skips them.
+            if ack_all {
+                if let Some(last) = messages.last() {
+                    let _ = last.ack().await;
+                }
+            } else {
+                for m in &messages {
+                    let _ = m.ack().await;
+                }
             }
-            if !messages.is_empty() {
+            if !messages.is_empty() || args.follow {
                 continue;
             }
-            if args.follow {
-                tokio::time::sleep(FOLLOW_POLL).await;
-                continue;
-            }
+            // The acks reach the server before it is asked how far this consumer got.
+            let _ = client.flush().await;
             let info = consumer
                 .get_info()
                 .await

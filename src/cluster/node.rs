@@ -14,16 +14,18 @@
 //!   partition no longer consumed), then `lease::plan`: take free partitions up to the fair
 //!   share (create), give back extras (stop pulling, release the lease once the partition's
 //!   lines in flight are done, at most an ack wait later).
-//! - Consuming: one pull task per held partition on its durable consumer `pN`; a node-wide
-//!   semaphore bounds the lines in flight. Each line is tracked with its acker, then fed to
-//!   the engine. Lines in flight longer than a third of the ack wait get an in-progress ack.
+//! - Consuming: one pull task per held partition on its durable consumer `pN`, one no-wait
+//!   fetch at a time, every message of a fetch taken; a node-wide semaphore bounds the lines
+//!   in flight. Each line is tracked with its acker, then fed to the engine. Lines in
+//!   flight longer than a third of the ack wait get an in-progress ack.
 //! - Records: published to `PREFIX.records` with `Nats-Msg-Id` = `LIST:LINE`, retried until
 //!   stored; then every delivery of that line is acked. A line is never acked before its
 //!   record is stored, so a crash anywhere redelivers it (after the ack wait), and the record
 //!   published again is dropped by the stream's duplicate window (and by `collect`).
-//! - Stop (SIGTERM, through `Backend::drain`): stop pulling, let the engine drain, wait for
-//!   the records to be stored, nak the lines left without a record (redelivered at once to the
-//!   next owner), delete the leases and the heartbeat, so the others take over at once.
+//! - Stop (SIGTERM, through `Backend::drain`): stop pulling (lines of the fetch in progress
+//!   are nak'd with a short delay), let the engine drain, wait for the records to be
+//!   stored, nak the lines left without a record (redelivered at once to the next owner),
+//!   delete the leases and the heartbeat, so the others take over at once.
 //! - Losing NATS: the client reconnects forever; renewals fail, so the leases are dropped
 //!   locally before the server can give them to another node, pulling stops, records wait and
 //!   are published when the connection is back, and the next rounds take partitions again.
@@ -40,7 +42,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{kv, stream};
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::lease::{self, LeaseClock, View};
@@ -66,10 +68,16 @@ pub const MIN_IN_FLIGHT: usize = 4096;
 pub const MAX_ACK_PENDING: i64 = 1000;
 /// Lines one pull request asks for.
 pub const PULL_BATCH: usize = 256;
-/// Idle heartbeat of a pull: a dead connection shows within two of them.
-pub const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
-/// A pull request's life on the server.
-pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// After a fetch that found less than a full batch, the pause before the next...
+pub const PULL_IDLE_MIN: Duration = Duration::from_millis(20);
+/// ...doubled after each empty fetch up to this (an idle partition costs one request per
+/// this period).
+pub const PULL_IDLE_MAX: Duration = Duration::from_secs(1);
+/// A line refused while stopping comes back after this, not into the same pull request.
+pub const NAK_DELAY: Duration = Duration::from_secs(1);
+/// Before its first takes, a node waits this long (at most a round) after its first
+/// heartbeat, so that nodes started together count each other.
+pub const JOIN_SETTLE: Duration = Duration::from_secs(1);
 /// Pause before pulling again after a failed pull, or opening the streams again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often the spool intake's PubAck counts go to the daemon (a list leaves `cur/`).
@@ -302,7 +310,9 @@ impl Node {
                         || eng.submit_line(line, Some(list)).is_err();
                     if refused {
                         let sh = sh.clone();
-                        h.spawn(async move { sh.settle(&key, AckKind::Nak(None)).await });
+                        h.spawn(
+                            async move { sh.settle(&key, AckKind::Nak(Some(NAK_DELAY))).await },
+                        );
                     }
                 }
             })
@@ -680,6 +690,8 @@ struct Holding {
     renewed: Instant,
     /// Tells the partition's pull task to stop.
     stop: watch::Sender<bool>,
+    /// The pull task (a partition is released only once it ended).
+    task: tokio::task::JoinHandle<()>,
     /// Being given back since then: no longer pulled, released once drained.
     releasing: Option<Instant>,
 }
@@ -704,6 +716,8 @@ struct Owner {
 impl Owner {
     async fn run(&mut self, mut phase: watch::Receiver<Phase>) {
         let mut draining = false;
+        self.beat().await;
+        tokio::time::sleep(JOIN_SETTLE.min(self.clock.round())).await;
         loop {
             let now = *phase.borrow_and_update();
             match now {
@@ -727,22 +741,27 @@ impl Owner {
 
     /// One round: heartbeat, renewals, releases, and (unless stopping) takes and give-backs.
     async fn round(&mut self, taking: bool) {
-        let id = self.shared.node_id.clone();
-        let beat = serde_json::json!({
-            "node": id,
-            "pid": std::process::id(),
-            "partitions": self.held.keys().collect::<Vec<_>>(),
-            "ts": crate::record::now_rfc3339(),
-        });
-        if let Err(e) = self.nodes.put(&id, beat.to_string().into()).await {
-            tracing::debug!(error = %e, "heartbeat failed");
-        }
+        self.beat().await;
         self.renew().await;
         self.release_drained().await;
         if taking {
             self.rebalance().await;
         }
         self.update_status().await;
+    }
+
+    /// This node's heartbeat: its key in the node bucket, rewritten every round.
+    async fn beat(&self) {
+        let id = &self.shared.node_id;
+        let beat = serde_json::json!({
+            "node": id,
+            "pid": std::process::id(),
+            "partitions": self.held.keys().collect::<Vec<_>>(),
+            "ts": crate::record::now_rfc3339(),
+        });
+        if let Err(e) = self.nodes.put(id, beat.to_string().into()).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
     }
 
     async fn renew(&mut self) {
@@ -801,7 +820,7 @@ impl Owner {
             .filter(|(&p, h)| {
                 h.releasing.is_some_and(|since| {
                     now.saturating_duration_since(since) >= self.cluster.ack_wait
-                        || self.shared.in_flight_of(p) == 0
+                        || (h.task.is_finished() && self.shared.in_flight_of(p) == 0)
                 })
             })
             .map(|(&p, _)| p)
@@ -877,13 +896,14 @@ impl Owner {
             let id = Bytes::from(self.shared.node_id.clone());
             if let Ok(revision) = self.leases.create(lease_key(p), id).await {
                 match self.consume(p).await {
-                    Ok(stop) => {
+                    Ok((stop, task)) => {
                         self.held.insert(
                             p,
                             Holding {
                                 revision,
                                 renewed: sent,
                                 stop,
+                                task,
                                 releasing: None,
                             },
                         );
@@ -902,8 +922,11 @@ impl Owner {
         }
     }
 
-    /// Start pulling partition `p` on its durable consumer; returns its stop switch.
-    async fn consume(&self, p: u32) -> Result<watch::Sender<bool>, ClusterError> {
+    /// Start pulling partition `p` on its durable consumer; returns its stop switch and task.
+    async fn consume(
+        &self,
+        p: u32,
+    ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), ClusterError> {
         let name = lease_key(p);
         let consumer: PullConsumer = self
             .url
@@ -924,7 +947,7 @@ impl Owner {
             .await
             .map_err(|e| ClusterError::js(format!("consumer {name}"), e))?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(pull(
+        let task = tokio::spawn(pull(
             p,
             consumer,
             self.shared.clone(),
@@ -932,7 +955,7 @@ impl Owner {
             self.intake.clone(),
             stop_rx,
         ));
-        Ok(stop_tx)
+        Ok((stop_tx, task))
     }
 
     async fn update_status(&mut self) {
@@ -1010,9 +1033,12 @@ async fn count_keys(store: &kv::Store) -> Result<usize, String> {
     keys(store).await.map(|k| k.len())
 }
 
-/// Pull partition `p` until told to stop: each line is tracked (with a permit of the node's
-/// in-flight bound) and handed to the feeder. On the stop, lines already delivered to this
-/// client but not taken are nak'd, so the next owner gets them at once.
+/// Pull partition `p` until told to stop, one no-wait fetch at a time (the server answers at
+/// once with what it has, up to [`PULL_BATCH`]): every message of a fetch is taken (tracked
+/// with a permit of the node's in-flight bound, handed to the feeder), however long that
+/// takes, even after the stop, so no message is ever left delivered to this client and unseen
+/// (it would wait an ack wait before anyone got it). An empty fetch doubles the pause before
+/// the next, from [`PULL_IDLE_MIN`] to [`PULL_IDLE_MAX`].
 async fn pull(
     p: u32,
     consumer: PullConsumer,
@@ -1021,85 +1047,73 @@ async fn pull(
     intake: tokio::sync::mpsc::Sender<Intake>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut current: Option<pull::Stream> = None;
+    let mut idle = PULL_IDLE_MIN;
     while !*stop.borrow() {
-        let messages = match current.as_mut() {
-            Some(m) => m,
-            None => {
-                let made = consumer
-                    .stream()
-                    .max_messages_per_batch(PULL_BATCH)
-                    .heartbeat(PULL_HEARTBEAT)
-                    .expires(PULL_EXPIRES)
-                    .messages()
-                    .await;
-                match made {
-                    Ok(m) => current.insert(m),
-                    Err(e) => {
-                        tracing::debug!(partition = p, error = %e, "pull failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                            _ = stop.changed() => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        let permit = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            p = in_flight.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let next = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = messages.next() => m,
-        };
-        match next {
-            Some(Ok(m)) => {
-                let (message, acker) = m.split();
-                match wire::decode_line(message.headers.as_ref(), &message.payload) {
-                    Ok((list, line)) => {
-                        let key = (list.clone(), line.number);
-                        shared
-                            .deliveries
-                            .lock()
-                            .expect("lock")
-                            .entry(key.clone())
-                            .or_default()
-                            .push(Delivery {
-                                acker: Arc::new(acker),
-                                partition: p,
-                                touched: Instant::now(),
-                                _permit: permit,
-                            });
-                        if intake.send(Intake::Line(line, list)).await.is_err() {
-                            shared.settle(&key, AckKind::Nak(None)).await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "dropping a message that is not a URL line");
-                        let _ = acker.ack_with(AckKind::Term).await;
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                tracing::debug!(partition = p, error = %e, "pull interrupted");
-                current = None;
+        let batch = consumer.fetch().max_messages(PULL_BATCH).messages().await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "pull failed");
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stop.changed() => {}
                 }
+                continue;
             }
-            None => current = None,
+        };
+        let mut got = 0;
+        while let Some(next) = batch.next().await {
+            let m = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(partition = p, error = %e, "pull interrupted");
+                    break;
+                }
+            };
+            got += 1;
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let (message, acker) = m.split();
+            match wire::decode_line(message.headers.as_ref(), &message.payload) {
+                Ok((list, line)) => {
+                    let key = (list.clone(), line.number);
+                    shared
+                        .deliveries
+                        .lock()
+                        .expect("lock")
+                        .entry(key.clone())
+                        .or_default()
+                        .push(Delivery {
+                            acker: Arc::new(acker),
+                            partition: p,
+                            touched: Instant::now(),
+                            _permit: permit,
+                        });
+                    if intake.send(Intake::Line(line, list)).await.is_err() {
+                        shared.settle(&key, AckKind::Nak(None)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "dropping a message that is not a URL line");
+                    let _ = acker.ack_with(AckKind::Term).await;
+                }
+            }
         }
-    }
-    // Delivered to this client but never taken: back to the stream now (only what is
-    // already here; nothing waits).
-    if let Some(mut messages) = current {
-        while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-            let _ = m.ack_with(AckKind::Nak(None)).await;
+        if got == PULL_BATCH {
+            idle = PULL_IDLE_MIN;
+            continue;
+        }
+        idle = if got > 0 {
+            PULL_IDLE_MIN
+        } else {
+            (idle * 2).min(PULL_IDLE_MAX)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => {}
         }
     }
 }
