@@ -9,7 +9,8 @@
 //! blocks, which no task may do) and a records thread (the engine's record channel into the
 //! runtime).
 //!
-//! - Ownership (`Owner`, a round every third of a lease): a heartbeat in the node bucket, a
+//! - Ownership (`Owner`, a round every third of a lease, and soon after a node appears or
+//!   leaves or a lease is given back, seen by watching both buckets): a heartbeat in the node bucket, a
 //!   CAS update of every lease held (a lease that cannot be renewed in time is dropped and its
 //!   partition no longer consumed), then `lease::plan`: take free partitions up to the fair
 //!   share (create), give back extras (stop pulling, release the lease once the partition's
@@ -75,6 +76,10 @@ pub const PULL_IDLE_MIN: Duration = Duration::from_millis(20);
 pub const PULL_IDLE_MAX: Duration = Duration::from_secs(1);
 /// A line refused while stopping comes back after this, not into the same pull request.
 pub const NAK_DELAY: Duration = Duration::from_secs(1);
+/// While a partition is being given back, how often the owner looks whether it drained.
+pub const RELEASE_CHECK: Duration = Duration::from_millis(50);
+/// After a bucket event, the next round comes at most this much later (events come in bursts).
+pub const WAKE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Before its first takes, a node waits this long (at most a round) after its first
 /// heartbeat, so that nodes started together count each other.
 pub const JOIN_SETTLE: Duration = Duration::from_secs(1);
@@ -718,24 +723,49 @@ impl Owner {
         let mut draining = false;
         self.beat().await;
         tokio::time::sleep(JOIN_SETTLE.min(self.clock.round())).await;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let watcher = tokio::spawn(watch_buckets(
+            self.leases.clone(),
+            self.nodes.clone(),
+            wake.clone(),
+        ));
+        let mut next_round = Instant::now();
         loop {
             let now = *phase.borrow_and_update();
             match now {
                 Phase::Release => break,
                 Phase::Draining if !draining => {
                     draining = true;
+                    next_round = Instant::now();
                     for h in self.held.values() {
                         let _ = h.stop.send(true);
                     }
                 }
                 _ => {}
             }
-            self.round(!draining).await;
+            if Instant::now() >= next_round {
+                let started = Instant::now();
+                self.round(!draining).await;
+                next_round = started + self.clock.round();
+            } else {
+                self.release_drained().await;
+            }
+            let releasing = self.held.values().any(|h| h.releasing.is_some());
+            let until = if releasing {
+                next_round.min(Instant::now() + RELEASE_CHECK)
+            } else {
+                next_round
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.clock.round()) => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
                 _ = phase.changed() => {}
+                _ = wake.notified() => {
+                    // A node came or went, or a lease was given back: look again soon.
+                    next_round = next_round.min(Instant::now() + WAKE_DEBOUNCE);
+                }
             }
         }
+        watcher.abort();
         self.release_all().await;
     }
 
@@ -1016,6 +1046,38 @@ impl Owner {
             naked = left.len(),
             "leases released"
         );
+    }
+}
+
+/// Wake the owner when a node appears or leaves (node bucket) or a lease is given back (lease
+/// bucket), so partitions move within a moment rather than at the next round. Expiries make
+/// no event; the rounds see them.
+async fn watch_buckets(leases: kv::Store, nodes: kv::Store, wake: Arc<tokio::sync::Notify>) {
+    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let (l, n) = match (leases.watch_all().await, nodes.watch_all().await) {
+            (Ok(l), Ok(n)) => (l, n),
+            _ => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        let mut events = futures_util::stream::select(l.map(|e| (true, e)), n.map(|e| (false, e)));
+        while let Some((lease, Ok(e))) = events.next().await {
+            let gone = matches!(e.operation, kv::Operation::Delete | kv::Operation::Purge);
+            let news = match (lease, gone) {
+                (true, gone) => gone,
+                (false, true) => {
+                    known.remove(&e.key);
+                    true
+                }
+                (false, false) => known.insert(e.key),
+            };
+            if news {
+                wake.notify_one();
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
