@@ -816,7 +816,7 @@ impl Owner {
                     h.renewed = sent;
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    self.lose(p, "taken over by another node");
+                    self.lose(p, "expired on the server, or taken over by another node");
                 }
                 Err(e) if self.clock.lost(h.renewed, now) => {
                     tracing::debug!(partition = p, error = %e, "renewal failed");
