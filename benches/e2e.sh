@@ -395,16 +395,30 @@ EOF
     }
     # cluster: the broad list through the spool daemon, then through NATS JetStream with one
     # node and with three nodes (each a `ringcrawl run` with [cluster], -c 300, a fresh
-    # nats-server -js per run, all on this machine). Timed from the submit to the last record:
-    # in the journal with the list in done/ (spool), in the file of a `collect --follow`
-    # (cluster).
+    # nats-server -js per run, all on this machine). Timed from the submit until every record
+    # is stored: in the journal with the list in done/ (spool); in the records stream with the
+    # URL stream empty, i.e. every line acked (cluster; read from the server's monitoring
+    # port). Then `collect` writes the records stream to a file (timed on its own) and the
+    # titles are checked.
     now() { date +%s.%N; }
-    wait_lines() {   # wait_lines FILE N: until FILE has N lines (or LIMIT s)
-        local end=$(( $(date +%s) + LIMIT ))
-        while [[ $(wc -l < "$1" 2>/dev/null || echo 0) -lt $2 ]]; do
-            (( $(date +%s) < end )) || { echo "    (timed out: $(wc -l < "$1") of $2)" >&2; return 1; }
-            sleep 0.02
-        done
+    wait_stored() {   # wait_stored N: until the records stream holds N and the URL stream 0
+        python3 - "$1" "$LIMIT" <<'EOF'
+import json, sys, time, urllib.request
+n, end = int(sys.argv[1]), time.time() + float(sys.argv[2])
+s = {}
+while time.time() < end:
+    try:
+        d = json.load(urllib.request.urlopen("http://127.0.0.1:8222/jsz?streams=true"))
+        s = {x["name"]: x["state"]["messages"]
+             for a in d.get("account_details", []) for x in a.get("stream_detail", [])}
+        if s.get("ringcrawl-records", 0) >= n and s.get("ringcrawl-urls", 1) == 0:
+            sys.exit(0)
+    except (OSError, ValueError, KeyError):
+        pass
+    time.sleep(0.02)
+print(f"    (timed out: {s})")
+sys.exit(1)
+EOF
     }
     cluster_conf() {   # cluster_conf DIR [NATS_URL]
         mkdir -p "$1"
@@ -418,7 +432,7 @@ EOF
         echo "== cluster: the broad list (11,000 pages, 1,000 hosts), spool daemon vs NATS JetStream nodes, -c 300 each =="
         command -v nats-server >/dev/null || { echo "    missing nats-server (apt-get install nats-server)"; return; }
         hosts "$DATA/hosts_nginx"; start_nginx; warm
-        local L=$DATA/lists/broad_http.txt n round t0 t1 d pid nats col nodes i
+        local L=$DATA/lists/broad_http.txt n round t0 t1 t2 d pid nats nodes i spool_s s
         local -a pids
         n=$(grep -c . "$L")
         for round in $(seq 1 "${RCBENCH_CLUSTER_ROUNDS:-1}"); do
@@ -430,11 +444,12 @@ EOF
             until [[ -e $d/spool/done/broad_http.txt ]]; do sleep 0.02; done
             t1=$(now)
             kill -TERM "$pid"; wait "$pid" || true
-            printf 'cluster.spool_daemon\t%.2f\t0\t0\n' "$(echo "$t1 - $t0" | bc)" >> "$W/results.tsv"
-            echo "    round $round, spool daemon: $(echo "$t1 - $t0" | bc) s, $(titled "$d/journal.jsonl")"
+            spool_s=$(echo "$t1 - $t0" | bc)
+            printf 'cluster.spool_daemon\t%.2f\t0\t0\n' "$spool_s" >> "$W/results.tsv"
+            echo "    round $round, spool daemon: $spool_s s, $(titled "$d/journal.jsonl")"
             for nodes in 1 3; do
                 d=$W/cl-nats$nodes-$round; mkdir -p "$d"
-                nats-server -js -sd "$d/js" -a 127.0.0.1 -p 4222 2>"$d/nats.log" & nats=$!
+                nats-server -js -sd "$d/js" -a 127.0.0.1 -p 4222 -m 8222 2>"$d/nats.log" & nats=$!
                 until (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; do sleep 0.05; done
                 pids=()
                 for i in $(seq 1 "$nodes"); do
@@ -445,15 +460,17 @@ EOF
                     until grep -q "joined the cluster" "$d/n$i/node.log"; do sleep 0.05; done
                 done
                 sleep $(( 1 + nodes ))   # the leases settle at the fair share
-                "$BIN" collect --nats nats://127.0.0.1:4222 -o "$d/records.jsonl" --follow 2>/dev/null & col=$!
                 t0=$(now)
                 "$BIN" submit --nats nats://127.0.0.1:4222 "$L" >/dev/null
-                wait_lines "$d/records.jsonl" "$n" || true
+                wait_stored "$n" || true
                 t1=$(now)
-                kill -TERM "$col" "${pids[@]}"; wait "$col" "${pids[@]}" || true
+                "$BIN" collect --nats nats://127.0.0.1:4222 -o "$d/records.jsonl" 2>/dev/null
+                t2=$(now)
+                kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
                 kill "$nats"; wait "$nats" || true
-                printf 'cluster.nats_%s_node\t%.2f\t0\t0\n' "$nodes" "$(echo "$t1 - $t0" | bc)" >> "$W/results.tsv"
-                echo "    round $round, NATS with $nodes node(s): $(echo "$t1 - $t0" | bc) s, $(titled "$d/records.jsonl")"
+                s=$(echo "$t1 - $t0" | bc)
+                printf 'cluster.nats_%s_node\t%.2f\t0\t0\n' "$nodes" "$s" >> "$W/results.tsv"
+                echo "    round $round, NATS with $nodes node(s): $s s ($(echo "scale=2; $s / $spool_s" | bc)x the spool daemon); then collect $(echo "$t2 - $t1" | bc) s, $(titled "$d/records.jsonl")"
                 check "$d/records.jsonl" "$DATA/expect_broad.jsonl" http
             done
         done
