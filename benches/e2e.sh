@@ -5,7 +5,7 @@
 #! nginx/dnsmasq/delay-server lifecycles, timing every client with /usr/bin/time -v and
 #! printing ratios vs ringcrawl.
 #!
-#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real|keepalive ...]
+#! Usage (root): benches/e2e.sh [broad|https|follow|latency|load|latency-dns|latency-tls|latency-real|keepalive|cluster ...]
 #!   (default: broad https follow latency load)
 #! Env: CARGO_TARGET_DIR (binary location), RCBENCH_DATA (corpus cache, default /tmp/rcbench-data),
 #!      RCBENCH_PEERS (peer scripts, default benches/peers), RCBENCH_NOBUILD=1 (skip cargo build),
@@ -16,7 +16,7 @@
 #!      per URL, in user space, repeatable whatever else the machine does).
 #!      RCBENCH_BASELINE (latency, latency-dns, latency-real: another ringcrawl binary, run
 #!      right after this one with the same arguments, for A/B), RCBENCH_ROUNDS (latency-real:
-#!      rounds, default 1).
+#!      rounds, default 1), RCBENCH_CLUSTER_ROUNDS (cluster: rounds, default 1).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -443,6 +443,89 @@ print(f"    fetch {ups:.0f} URLs/s, {cpu_us:.1f} us CPU per URL, peak RSS {rc[3]
 EOF2
         rm -f "$W/keepalive.txt" "$W/keepalive.rc.jsonl"
     }
+    # cluster: the broad list through the spool daemon, then through NATS JetStream with one
+    # node and with three nodes (each a `ringcrawl run` with [cluster], -c 300, a fresh
+    # nats-server -js per run, all on this machine). Timed from the submit until every record
+    # is stored: in the journal with the list in done/ (spool); in the records stream with the
+    # URL stream empty, i.e. every line acked (cluster; read from the server's monitoring
+    # port). Then `collect` writes the records stream to a file (timed on its own) and the
+    # titles are checked.
+    now() { date +%s.%N; }
+    wait_stored() {   # wait_stored N: until the records stream holds N and the URL stream 0
+        python3 - "$1" "$LIMIT" <<'EOF'
+import json, sys, time, urllib.request
+n, end = int(sys.argv[1]), time.time() + float(sys.argv[2])
+s = {}
+while time.time() < end:
+    try:
+        d = json.load(urllib.request.urlopen("http://127.0.0.1:8222/jsz?streams=true"))
+        s = {x["name"]: x["state"]["messages"]
+             for a in d.get("account_details", []) for x in a.get("stream_detail", [])}
+        if s.get("ringcrawl-records", 0) >= n and s.get("ringcrawl-urls", 1) == 0:
+            sys.exit(0)
+    except (OSError, ValueError, KeyError):
+        pass
+    time.sleep(0.02)
+print(f"    (timed out: {s})")
+sys.exit(1)
+EOF
+    }
+    cluster_conf() {   # cluster_conf DIR [NATS_URL]
+        mkdir -p "$1"
+        printf '[daemon]\nspool = "%s"\njournal = "%s"\nrescan_secs = 0.2\n' "$1/spool" "$1/journal.jsonl" > "$1/rc.toml"
+        printf '[fetch]\nconcurrency = 300\nallow = ["loopback"]\nrobots = false\nretries = 0\n' >> "$1/rc.toml"
+        if [[ -n ${2:-} ]]; then
+            printf '[cluster]\nservers = ["%s"]\npartitions = 64\n' "$2" >> "$1/rc.toml"
+        fi
+    }
+    sc_cluster() {
+        echo "== cluster: the broad list (11,000 pages, 1,000 hosts), spool daemon vs NATS JetStream nodes, -c 300 each =="
+        command -v nats-server >/dev/null || { echo "    missing nats-server (apt-get install nats-server)"; return; }
+        hosts "$DATA/hosts_nginx"; start_nginx; warm
+        local L=$DATA/lists/broad_http.txt n round t0 t1 t2 d pid nats nodes i spool_s s
+        local -a pids
+        n=$(grep -c . "$L")
+        for round in $(seq 1 "${RCBENCH_CLUSTER_ROUNDS:-1}"); do
+            d=$W/cl-spool-$round; cluster_conf "$d"
+            "$BIN" run --config "$d/rc.toml" 2>"$d/node.log" & pid=$!
+            until [[ -d $d/spool/cur ]]; do sleep 0.05; done
+            t0=$(now)
+            "$BIN" submit --spool "$d/spool" "$L" >/dev/null
+            until [[ -e $d/spool/done/broad_http.txt ]]; do sleep 0.02; done
+            t1=$(now)
+            kill -TERM "$pid"; wait "$pid" || true
+            spool_s=$(echo "$t1 - $t0" | bc)
+            printf 'cluster.spool_daemon\t%.2f\t0\t0\n' "$spool_s" >> "$W/results.tsv"
+            echo "    round $round, spool daemon: $spool_s s, $(titled "$d/journal.jsonl")"
+            for nodes in 1 3; do
+                d=$W/cl-nats$nodes-$round; mkdir -p "$d"
+                nats-server -js -sd "$d/js" -a 127.0.0.1 -p 4222 -m 8222 2>"$d/nats.log" & nats=$!
+                until (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; do sleep 0.05; done
+                pids=()
+                for i in $(seq 1 "$nodes"); do
+                    cluster_conf "$d/n$i" nats://127.0.0.1:4222
+                    RINGCRAWL_LOG=ringcrawl=info "$BIN" run --config "$d/n$i/rc.toml" 2>"$d/n$i/node.log" & pids+=($!)
+                done
+                for i in $(seq 1 "$nodes"); do
+                    until grep -q "joined the cluster" "$d/n$i/node.log"; do sleep 0.05; done
+                done
+                sleep $(( 1 + nodes ))   # the leases settle at the fair share
+                t0=$(now)
+                "$BIN" submit --nats nats://127.0.0.1:4222 "$L" >/dev/null
+                wait_stored "$n" || true
+                t1=$(now)
+                "$BIN" collect --nats nats://127.0.0.1:4222 -o "$d/records.jsonl" 2>/dev/null
+                t2=$(now)
+                kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
+                kill "$nats"; wait "$nats" || true
+                s=$(echo "$t1 - $t0" | bc)
+                printf 'cluster.nats_%s_node\t%.2f\t0\t0\n' "$nodes" "$s" >> "$W/results.tsv"
+                echo "    round $round, NATS with $nodes node(s): $s s ($(echo "scale=2; $s / $spool_s" | bc)x the spool daemon); then collect $(echo "$t2 - $t1" | bc) s, $(titled "$d/records.jsonl")"
+                check "$d/records.jsonl" "$DATA/expect_broad.jsonl" http
+            done
+        done
+        table cluster
+    }
     sc_load() {
         echo "== load: one small page, 100 connections, 5 s =="
         hosts "$DATA/hosts_nginx"; start_nginx
@@ -467,8 +550,8 @@ EOF2
         case $s in
             broad) sc_broad ;; https) sc_https ;; follow) sc_follow ;;
             latency) sc_latency ;; latency-dns) sc_latency_dns ;; latency-tls) sc_latency_tls ;; load) sc_load ;;
-            latency-real) sc_latency_real ;; keepalive) sc_keepalive ;;
-            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real keepalive)" >&2; exit 2 ;;
+            latency-real) sc_latency_real ;; keepalive) sc_keepalive ;; cluster) sc_cluster ;;
+            *) echo "unknown scenario $s (known: $ALL latency-dns latency-tls latency-real keepalive cluster)" >&2; exit 2 ;;
         esac
     done
     exit 0

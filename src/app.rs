@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
+use crate::cli::{Cli, CollectCliArgs, Command, FetchArgs, LoadArgs, RunArgs, SubmitArgs};
 use crate::config::{self, Config, Overrides};
 use crate::engine::{Engine, EngineError, EngineStats, Stopped};
 use crate::intake::{InputLine, LineReader, ReadError, ReadLimits};
@@ -89,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Man => crate::clidoc::man_page()
             .and_then(|page| crate::clidoc::print(&page))
             .map_err(Failure::from),
+        Command::Collect(args) => collect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -673,6 +674,7 @@ fn run(args: RunArgs) -> Outcome {
     let overrides = Overrides {
         spool: args.spool,
         journal: args.journal,
+        nats: args.nats,
     };
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
@@ -686,12 +688,37 @@ fn run(args: RunArgs) -> Outcome {
         return Ok(());
     }
     init_logging(&cfg.restart.log_level);
-    crate::daemon::run(cfg)?;
+    if cfg.restart.cluster.is_some() {
+        crate::cluster::run(cfg)?;
+    } else {
+        crate::daemon::run(cfg)?;
+    }
     Ok(())
 }
 
-/// `ringcrawl submit`: queue list files into the spool and say what was queued.
+/// `ringcrawl submit`: queue list files into the spool (or the cluster) and say what was
+/// queued.
 fn submit(args: SubmitArgs) -> Outcome {
+    if let Some(nats) = args.nats.as_deref() {
+        let cluster = config::cluster_options(args.config.as_deref(), nats).map_err(usage)?;
+        let queued = crate::cluster::submit(&cluster, &args.files).map_err(|e| match e {
+            crate::cluster::ClusterError::Input { .. } => usage(e),
+            e => e.into(),
+        })?;
+        for q in queued {
+            let again = match q.duplicates {
+                0 => String::new(),
+                d => format!(", {d} already queued"),
+            };
+            println!(
+                "queued {} as {} ({} lines{again})",
+                q.input.display(),
+                q.list,
+                q.lines
+            );
+        }
+        return Ok(());
+    }
     let spool = match args.spool {
         Some(dir) => dir,
         None => {
@@ -721,8 +748,12 @@ fn submit(args: SubmitArgs) -> Outcome {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if let ListEnd::Bad(why) = results::wait(&spool, &name, &mut out)? {
-            bad.push(format!("list {name} went to bad/: {why}"));
+        match results::wait(&spool, &name, &mut out)? {
+            ListEnd::Done => {}
+            ListEnd::Bad(why) => bad.push(format!("list {name} went to bad/: {why}")),
+            ListEnd::Cluster => bad.push(format!(
+                "list {name} was published to the cluster: its records come from `ringcrawl collect`"
+            )),
         }
     }
     out.flush()?;
@@ -731,6 +762,34 @@ fn submit(args: SubmitArgs) -> Outcome {
     } else {
         Err(anyhow::anyhow!(bad.join("\n")).into())
     }
+}
+
+/// `ringcrawl collect`: append the cluster's records to a file until caught up (or for
+/// ever with `--follow`).
+fn collect(args: CollectCliArgs) -> Outcome {
+    let nats = args.nats.as_deref().unwrap_or_default();
+    let cluster = config::cluster_options(args.config.as_deref(), nats).map_err(usage)?;
+    let run = crate::cluster::CollectArgs {
+        output: args.output,
+        follow: args.follow,
+        consumer: args.consumer,
+    };
+    let done = crate::cluster::collect(&cluster, &run)?;
+    if done.torn > 0 {
+        eprintln!(
+            "ringcrawl: collect: cut a torn last line ({} bytes) from {}",
+            done.torn,
+            run.output.display()
+        );
+    }
+    eprintln!(
+        "ringcrawl: collect: {} records written, {} duplicates skipped; {} holds {} records",
+        done.written,
+        done.duplicates,
+        run.output.display(),
+        done.total
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,8 +43,11 @@ pub(crate) enum Command {
     Fetch(Box<FetchArgs>),
     /// Run the daemon: crawl list files dropped into the spool, journal every line once.
     Run(RunArgs),
-    /// Queue URL list files (or - for stdin) into the daemon's spool.
+    /// Queue URL list files (or - for stdin) into the daemon's spool, or with --nats into a
+    /// cluster's URL stream.
     Submit(SubmitArgs),
+    /// Append a cluster's records to a JSON Lines file, one line per submitted line.
+    Collect(CollectCliArgs),
     /// Load-test one URL with keep-alive connections and report requests/s and latency.
     Load(LoadArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
@@ -95,6 +98,10 @@ pub(crate) struct RunArgs {
     /// Journal file (overrides the config file).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
+    /// Join a NATS JetStream cluster: its server URLs, comma-separated (overrides the
+    /// servers of the config's cluster table, or joins with that table's defaults).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub nats: Option<String>,
     /// Validate the configuration, report every problem, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -106,16 +113,40 @@ pub(crate) struct SubmitArgs {
     /// Spool directory [default: the one in the configuration].
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Configuration file to take the spool directory from.
+    /// Configuration file to take the spool directory (or the cluster table) from.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Wait until each list is finished and print its records (from SPOOL/out/) on standard
     /// output; the "queued" lines go to standard error then. Exits 1 if a list went to bad/.
     #[arg(long)]
     pub wait: bool,
+    /// Queue into the NATS JetStream cluster at these server URLs (comma-separated) instead
+    /// of a spool.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with_all = ["spool", "wait"])]
+    pub nats: Option<String>,
     /// List files to queue ("-" = standard input).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// `ringcrawl collect`.
+#[derive(Debug, Args)]
+pub(crate) struct CollectCliArgs {
+    /// NATS server URLs, comma-separated (overrides the config's cluster servers).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub nats: Option<String>,
+    /// Configuration file to take the cluster table from.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The JSON Lines file records are appended to (created if missing).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Keep collecting new records instead of exiting once caught up.
+    #[arg(long)]
+    pub follow: bool,
+    /// Durable consumer name: one per output file [default: collect].
+    #[arg(long, value_name = "NAME", default_value = "collect")]
+    pub consumer: String,
 }
 
 /// `ringcrawl load`.

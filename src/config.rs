@@ -33,6 +33,22 @@ pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 pub(crate) const MAX_FILES_LIMIT: u64 = 1024;
 pub(crate) const MAX_FSYNC_BATCH_MS: u64 = 60_000;
 pub(crate) const MAX_DONE_RETENTION_DAYS: u64 = 100 * 365;
+/// `[cluster]` defaults (see config/ringcrawl.toml and ARCHITECTURE.md, "Cluster").
+pub(crate) const DEFAULT_SUBJECT_PREFIX: &str = "ringcrawl";
+pub(crate) const DEFAULT_URL_STREAM: &str = "ringcrawl-urls";
+pub(crate) const DEFAULT_RECORDS_STREAM: &str = "ringcrawl-records";
+pub(crate) const DEFAULT_LEASE_BUCKET: &str = "ringcrawl-leases";
+pub(crate) const DEFAULT_NODE_BUCKET: &str = "ringcrawl-nodes";
+pub(crate) const DEFAULT_PARTITIONS: u64 = 64;
+pub(crate) const MAX_PARTITIONS: u64 = 4096;
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const MAX_DUPLICATE_WINDOW_SECS: u64 = 7 * 24 * 3600;
+pub(crate) const DEFAULT_RECORDS_MAX_AGE_DAYS: u64 = 7;
+pub(crate) const MAX_RECORDS_MAX_AGE_DAYS: u64 = 10 * 365;
+/// Shortest lease: a node renews three times per lease.
+pub(crate) const MIN_LEASE_SECS: f64 = 1.0;
 const SECS_PER_DAY: u64 = 24 * 3600;
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
@@ -61,6 +77,61 @@ pub(crate) struct RestartOnly {
     pub fetch: FetchOptions,
     /// Where the Prometheus endpoint listens (`GET /metrics`); `None`: no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[cluster]` (or `run --nats`): this daemon is a node of a NATS JetStream crawl.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `[cluster]` table: where the NATS servers are, how to authenticate, and the names
+/// and timings of the streams and buckets the nodes share (see `cluster`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`, `host:port`).
+    pub servers: Vec<String>,
+    /// A NATS credentials file (JWT and nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to verify the servers' TLS certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// First subject token: URLs on `PREFIX.urls.N`, records on `PREFIX.records`.
+    pub subject_prefix: String,
+    pub url_stream: String,
+    pub records_stream: String,
+    pub lease_bucket: String,
+    pub node_bucket: String,
+    /// Partitions of a URL stream this configuration creates (an existing stream keeps its own).
+    pub partitions: u32,
+    /// A partition lease (and a node heartbeat) lives this long unless renewed.
+    pub lease: Duration,
+    /// A URL message handed out and not acked (nor marked in progress) is redelivered after this.
+    pub ack_wait: Duration,
+    /// Both streams drop a message whose `Nats-Msg-Id` they stored within this window.
+    pub duplicate_window: Duration,
+    /// Records older than this leave the records stream; `None` keeps them.
+    pub records_max_age: Option<Duration>,
+    /// This node's name in the buckets; `None`: host name, process id and a random suffix.
+    pub node_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            servers: Vec::new(),
+            credentials: None,
+            tls_ca: None,
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
+            url_stream: DEFAULT_URL_STREAM.to_string(),
+            records_stream: DEFAULT_RECORDS_STREAM.to_string(),
+            lease_bucket: DEFAULT_LEASE_BUCKET.to_string(),
+            node_bucket: DEFAULT_NODE_BUCKET.to_string(),
+            partitions: DEFAULT_PARTITIONS as u32,
+            lease: DEFAULT_LEASE,
+            ack_wait: DEFAULT_ACK_WAIT,
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            records_max_age: Some(Duration::from_secs(
+                DEFAULT_RECORDS_MAX_AGE_DAYS * SECS_PER_DAY,
+            )),
+            node_id: None,
+        }
+    }
 }
 
 impl Default for RestartOnly {
@@ -72,6 +143,7 @@ impl Default for RestartOnly {
                 .validate()
                 .expect("the service defaults are valid"),
             metrics_listen: None,
+            cluster: None,
         }
     }
 }
@@ -116,6 +188,8 @@ impl Default for Reloadable {
 pub(crate) struct Overrides {
     pub spool: Option<PathBuf>,
     pub journal: Option<PathBuf>,
+    /// `--nats URL[,URL...]`: the cluster's servers (a `[cluster]` with defaults if absent).
+    pub nats: Option<String>,
 }
 
 /// One configuration problem.
@@ -245,6 +319,7 @@ impl RestartOnly {
         c.cmp("fetch.deny/allow", &a.policy, &b.policy);
         c.cmp("fetch.proxy/noproxy", &a.proxy, &b.proxy);
         c.cmp("fetch.chain", &a.chain, &b.chain);
+        c.cmp("cluster", &self.cluster, &new.cluster);
         c.0
     }
 }
@@ -493,6 +568,132 @@ fn fetch_layer(mut f: Section<'_>) -> RawFetchOptions {
     raw
 }
 
+/// A NATS name (stream, bucket, subject token): letters, digits, `-` and `_`.
+fn is_nats_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The `[cluster]` table (present, or implied by `--nats`); `None` when neither.
+fn cluster_table(
+    mut c: Section<'_>,
+    present: bool,
+    overrides: &Overrides,
+) -> Option<ClusterConfig> {
+    let mut cc = ClusterConfig::default();
+    if let Some(list) = c.strings("cluster.servers") {
+        cc.servers = list;
+    }
+    if let Some(s) = &overrides.nats {
+        cc.servers = s.split(',').map(|u| u.trim().to_string()).collect();
+    }
+    cc.credentials = c.non_empty("cluster.credentials_file").map(PathBuf::from);
+    cc.tls_ca = c.non_empty("cluster.tls_ca_file").map(PathBuf::from);
+    for (key, slot) in [
+        ("cluster.url_stream", &mut cc.url_stream),
+        ("cluster.records_stream", &mut cc.records_stream),
+        ("cluster.lease_bucket", &mut cc.lease_bucket),
+        ("cluster.node_bucket", &mut cc.node_bucket),
+    ] {
+        if let Some(v) = c.string(key) {
+            if is_nats_name(&v) {
+                *slot = v;
+            } else {
+                c.bad(
+                    key,
+                    format!("`{v}` is not a name of 1 to 64 letters, digits, - or _"),
+                );
+            }
+        }
+    }
+    if let Some(v) = c.string("cluster.subject_prefix") {
+        if v.split('.').all(is_nats_name) {
+            cc.subject_prefix = v;
+        } else {
+            c.bad(
+                "cluster.subject_prefix",
+                format!("`{v}` is not dot-separated tokens of letters, digits, - or _"),
+            );
+        }
+    }
+    if let Some(n) = c.int("cluster.partitions", 1, MAX_PARTITIONS) {
+        cc.partitions = n as u32;
+    }
+    if let Some(v) = c.secs("cluster.lease_secs") {
+        if v.as_secs_f64() >= MIN_LEASE_SECS {
+            cc.lease = v;
+        } else {
+            c.bad(
+                "cluster.lease_secs",
+                format!("{} is below {MIN_LEASE_SECS}", v.as_secs_f64()),
+            );
+        }
+    }
+    if let Some(v) = c.secs("cluster.ack_wait_secs") {
+        cc.ack_wait = v;
+    }
+    if let Some(v) = c.int(
+        "cluster.duplicate_window_secs",
+        1,
+        MAX_DUPLICATE_WINDOW_SECS,
+    ) {
+        cc.duplicate_window = Duration::from_secs(v);
+    }
+    if let Some(days) = c.int("cluster.records_max_age_days", 0, MAX_RECORDS_MAX_AGE_DAYS) {
+        cc.records_max_age = (days > 0).then(|| Duration::from_secs(days * SECS_PER_DAY));
+    }
+    // A redelivered line is fetched again within a lease and an ack wait: its record must
+    // still meet the first one's id. The server keeps ids no longer than it keeps messages.
+    let least = cc.lease + cc.ack_wait;
+    let dup = cc.duplicate_window.as_secs();
+    if cc.duplicate_window < least {
+        c.bad(
+            "cluster.duplicate_window_secs",
+            format!(
+                "{dup} is less than lease_secs + ack_wait_secs ({} s)",
+                least.as_secs_f64()
+            ),
+        );
+    }
+    if cc
+        .records_max_age
+        .is_some_and(|age| age < cc.duplicate_window)
+    {
+        c.bad(
+            "cluster.duplicate_window_secs",
+            format!("{dup} is longer than records_max_age_days"),
+        );
+    }
+    if let Some(id) = c.non_empty("cluster.node_id") {
+        if id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            cc.node_id = Some(id);
+        } else {
+            c.bad(
+                "cluster.node_id",
+                format!("`{id}` may hold only letters, digits, -, _ and ."),
+            );
+        }
+    }
+    let wanted = present || overrides.nats.is_some();
+    if wanted {
+        if cc.servers.is_empty() {
+            c.bad("cluster.servers", "is empty (give at least one NATS URL)");
+        }
+        for s in &cc.servers {
+            if let Err(e) = s.parse::<async_nats::ServerAddr>() {
+                c.bad("cluster.servers", format!("`{s}` is not a NATS URL: {e}"));
+            }
+        }
+    }
+    c.finish("cluster");
+    wanted.then_some(cc)
+}
+
 /// Read a config file's text; `None` with `missing_ok` when it does not exist.
 fn read_file(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigErrors> {
     match std::fs::read_to_string(path) {
@@ -524,6 +725,48 @@ pub(crate) fn fetch_options_from_file(
             file: Some(path.to_path_buf()),
             errors,
         }),
+    }
+}
+
+/// `submit --nats` and `collect`: the `[cluster]` table of the configuration (`path`, or the
+/// default file when it exists) with `nats` (comma-separated URLs; `""` for none) over its
+/// servers. The whole file is checked; the daemon's paths are not.
+pub(crate) fn cluster_options(
+    path: Option<&Path>,
+    nats: &str,
+) -> Result<ClusterConfig, ConfigErrors> {
+    let (text, file) = match path {
+        Some(p) => (read_file(p, false)?, Some(p.to_path_buf())),
+        None => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            let text = read_file(p, true)?;
+            let file = text.is_some().then(|| p.to_path_buf());
+            (text, file)
+        }
+    };
+    let overrides = Overrides {
+        nats: (!nats.is_empty()).then(|| nats.to_string()),
+        ..Overrides::default()
+    };
+    let mut errors = Vec::new();
+    let base = RawFetchOptions::service();
+    let cfg = Config::parse_into(
+        &text.unwrap_or_default(),
+        &overrides,
+        base,
+        RawFetchOptions::default(),
+        &mut errors,
+    );
+    match cfg.and_then(|c| c.restart.cluster) {
+        Some(c) if errors.is_empty() => Ok(c),
+        None if errors.is_empty() => Err(ConfigErrors {
+            file: None,
+            errors: vec![ConfigError::BadValue {
+                key: "cluster.servers".into(),
+                message: "no cluster: give --nats URL or a [cluster] table in --config".into(),
+            }],
+        }),
+        _ => Err(ConfigErrors { file, errors }),
     }
 }
 
@@ -598,8 +841,8 @@ impl Config {
         let mut cfg = Config::default();
         for (k, v) in &root {
             match (k.as_str(), v) {
-                ("daemon" | "fetch", toml::Value::Table(_)) => {}
-                ("daemon" | "fetch", _) => errors.push(ConfigError::BadValue {
+                ("daemon" | "fetch" | "cluster", toml::Value::Table(_)) => {}
+                ("daemon" | "fetch" | "cluster", _) => errors.push(ConfigError::BadValue {
                     key: k.clone(),
                     message: "expected a table".into(),
                 }),
@@ -675,6 +918,9 @@ impl Config {
             Err(e) => errors.extend(e.0.into_iter().map(ConfigError::Option)),
         }
 
+        let c = Section::new(&root, "cluster", errors);
+        cfg.restart.cluster = cluster_table(c, root.contains_key("cluster"), overrides);
+
         cfg.overrides = overrides.clone();
         if let Some(p) = &overrides.spool {
             cfg.restart.spool = p.clone();
@@ -730,11 +976,24 @@ impl Config {
                 });
             }
         }
-        if let Some(ca) = &self.restart.fetch.ca_file {
-            if let Err(e) = std::fs::File::open(ca) {
+        let cluster = self.restart.cluster.as_ref();
+        let files = [
+            ("CA file", self.restart.fetch.ca_file.as_ref()),
+            (
+                "cluster credentials file",
+                cluster.and_then(|c| c.credentials.as_ref()),
+            ),
+            (
+                "cluster TLS CA file",
+                cluster.and_then(|c| c.tls_ca.as_ref()),
+            ),
+        ];
+        for (what, path) in files {
+            let Some(path) = path else { continue };
+            if let Err(e) = std::fs::File::open(path) {
                 errors.push(ConfigError::Unusable {
-                    what: "CA file",
-                    path: ca.clone(),
+                    what,
+                    path: path.clone(),
                     message: e.to_string(),
                 });
             }
@@ -760,7 +1019,7 @@ impl Config {
             "config={} spool={} journal={} fsync={} done_retention={} rescan={:?} max_files={} \
              drain_grace={:?} max_list_bytes={} log_level={} metrics_listen={} concurrency={} per_host={} threads={} timeout={:?} \
              connect_timeout={:?} read_timeout={:?} max_redirects={} max_body={} resolver={} \
-             ca_file={} insecure={} follow={} user_agent={:?}",
+             ca_file={} insecure={} follow={} user_agent={:?} cluster={}",
             self.source
                 .as_ref()
                 .map_or("(defaults)".to_string(), |p| p.display().to_string()),
@@ -792,6 +1051,9 @@ impl Config {
             o.insecure,
             o.follow.as_deref().unwrap_or("-"),
             o.user_agent,
+            r.cluster
+                .as_ref()
+                .map_or("-".to_string(), |c| c.servers.join(",")),
         )
     }
 }
@@ -880,6 +1142,7 @@ mod tests {
         let ov = Overrides {
             journal: Some("/tmp/x.jsonl".into()),
             spool: None,
+            nats: None,
         };
         let c = Config::parse(text, &ov).unwrap();
         assert_eq!(c.restart.spool, PathBuf::from("/srv/spool"));
@@ -982,6 +1245,68 @@ mod tests {
     }
 
     #[test]
+    fn cluster_table_values_defaults_and_errors() {
+        let c = Config::parse("", &Overrides::default()).unwrap();
+        assert_eq!(c.restart.cluster, None, "no table, no --nats: not a node");
+        let text = r#"
+            [cluster]
+            servers = ["nats://127.0.0.1:4222", "tls://n2.example:4222"]
+            subject_prefix = "crawl.a"
+            url_stream = "urls-a"
+            partitions = 8
+            lease_secs = 3
+            ack_wait_secs = 6
+            duplicate_window_secs = 600
+            records_max_age_days = 0
+            node_id = "n1.example"
+        "#;
+        let c = Config::parse(text, &Overrides::default()).unwrap();
+        let k = c.restart.cluster.unwrap();
+        assert_eq!(k.servers.len(), 2);
+        assert_eq!(
+            (k.subject_prefix.as_str(), k.url_stream.as_str()),
+            ("crawl.a", "urls-a")
+        );
+        assert_eq!(k.records_stream, DEFAULT_RECORDS_STREAM);
+        assert_eq!((k.partitions, k.lease), (8, Duration::from_secs(3)));
+        assert_eq!(k.records_max_age, None);
+        assert_eq!(k.node_id.as_deref(), Some("n1.example"));
+        let ov = Overrides {
+            nats: Some("nats://10.0.0.1:4222,10.0.0.2:4222".into()),
+            ..Overrides::default()
+        };
+        let c = Config::parse("", &ov).unwrap().restart.cluster.unwrap();
+        assert_eq!(c.servers, ["nats://10.0.0.1:4222", "10.0.0.2:4222"]);
+        assert_eq!(c.partitions, DEFAULT_PARTITIONS as u32);
+
+        let bad = r#"
+            [cluster]
+            servers = []
+            url_stream = "a.b"
+            subject_prefix = "x y"
+            partitions = 0
+            lease_secs = 0.5
+            duplicate_window_secs = 10
+            colour = 1
+        "#;
+        let msg = Config::parse(bad, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "bad value for `cluster.servers`: is empty",
+            "bad value for `cluster.url_stream`: `a.b` is not a name",
+            "bad value for `cluster.subject_prefix`",
+            "bad value for `cluster.partitions`: 0 is out of range 1..=4096",
+            "bad value for `cluster.lease_secs`: 0.5 is below 1",
+            "bad value for `cluster.duplicate_window_secs`: 10 is less than lease_secs + ack_wait_secs",
+            "unknown key `cluster.colour`",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
+        assert!(msg.lines().all(|l| l.contains("cluster")), "{msg}");
+    }
+
+    #[test]
     fn syntax_error_is_one_line() {
         let errs = Config::parse("[daemon\nx=1", &Overrides::default()).unwrap_err();
         assert_eq!(errs.errors.len(), 1);
@@ -1017,6 +1342,7 @@ mod tests {
         let ok = Overrides {
             spool: Some(dir.path().join("spool/not/yet")),
             journal: Some(dir.path().join("j.jsonl")),
+            nats: None,
         };
         std::fs::write(&cfg_path, "").unwrap();
         let c = Config::load(Some(&cfg_path), &ok).unwrap();

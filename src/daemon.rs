@@ -115,6 +115,15 @@ pub trait Backend: JobSink + Send + 'static {
     fn engine_stats(&self) -> Option<Arc<EngineStats>> {
         None
     }
+    /// More for the STATUS line (a cluster node's partitions and lag).
+    fn status(&self) -> Option<String> {
+        None
+    }
+    /// Whether the records of submitted lines come to this daemon's journal (false for a
+    /// cluster node, which publishes its spool's lines to the cluster).
+    fn records_here(&self) -> bool {
+        true
+    }
 }
 
 impl Backend for Engine {
@@ -621,9 +630,11 @@ impl<B: Backend + Sync> Daemon<B> {
         let Some(finish) = a.finish.take() else {
             return;
         };
+        let here = self.backend.as_ref().is_none_or(|b| b.records_here());
         let end = match &a.failed {
             Some(why) => ListEnd::Bad(why.clone()),
-            None => ListEnd::Done,
+            None if here => ListEnd::Done,
+            None => ListEnd::Cluster,
         };
         a.end = Some(end.clone());
         if finish.send(end).is_err() {
@@ -912,7 +923,7 @@ impl<B: Backend + Sync> Daemon<B> {
             .journal_ctl
             .paused()
             .map_or(String::new(), |why| format!("paused: {why}; "));
-        format!(
+        let line = format!(
             "{paused}lists: {} active, {} pending, {} done, {} bad; records: {} journaled; in flight: {}",
             self.active.len(),
             self.pending,
@@ -920,7 +931,11 @@ impl<B: Backend + Sync> Daemon<B> {
             self.files_bad,
             self.journal_ctl.records_written(),
             self.in_flight()
-        )
+        );
+        match self.backend.as_ref().and_then(|b| b.status()) {
+            Some(more) => format!("{line}; {more}"),
+            None => line,
+        }
     }
 
     /// Stop the list threads, drain the engine within the grace period (at once while the

@@ -371,7 +371,7 @@ impl Engine {
 /// Offer `item` with `try_send` (which hands it back while the queue is full) until it is
 /// taken, waiting [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`] between tries;
 /// [`Stopped`] once `stop` is set or the queue is gone.
-fn send_until<T>(
+pub(crate) fn send_until<T>(
     mut item: T,
     stop: &AtomicBool,
     mut try_send: impl FnMut(T) -> Result<Option<T>, Stopped>,

@@ -42,6 +42,8 @@ pub struct InputLine {
     pub len: usize,
     /// The kept bytes were not valid UTF-8.
     pub not_utf8: bool,
+    /// The kept bytes when they are not UTF-8 (`text` is then their lossy decoding).
+    raw: Option<Box<[u8]>>,
 }
 
 impl InputLine {
@@ -51,6 +53,27 @@ impl InputLine {
         let mut b = LineBuilder::default();
         b.push(arg.as_bytes());
         b.finish(ARG_LINE)
+    }
+
+    /// The kept bytes of the line as read (what `text` decodes): the cluster sends these.
+    pub(crate) fn raw(&self) -> &[u8] {
+        self.raw.as_deref().unwrap_or(self.text.as_bytes())
+    }
+
+    /// The line the reader made from `kept` bytes (see [`InputLine::raw`]) of a line
+    /// `whole_len` bytes long when it was cut: a line rebuilt from a cluster message is the
+    /// line the submitter read. `None` when blank.
+    pub(crate) fn from_raw(
+        kept: &[u8],
+        number: u64,
+        whole_len: Option<usize>,
+    ) -> Option<InputLine> {
+        let mut b = LineBuilder::default();
+        b.push(kept);
+        if let Some(len) = whole_len {
+            b.end = b.end.max(len);
+        }
+        b.finish(number)
     }
 }
 
@@ -126,6 +149,7 @@ impl LineBuilder {
                 text,
                 number,
                 len,
+                raw: not_utf8.then(|| kept.into()),
                 not_utf8,
             }
         });
@@ -619,6 +643,32 @@ mod tests {
         };
         let mut r = LineReader::new(bytewise, limits(4096));
         assert!(matches!(r.next(), Some(Err(ReadError::TooLarge(4096)))));
+    }
+
+    #[test]
+    fn a_line_rebuilt_from_its_raw_bytes_is_the_line_read() {
+        let mut long = b"http://a/".to_vec();
+        long.extend(std::iter::repeat_n(
+            b'b',
+            MAX_KEPT_LINE_BYTES - 1 - long.len(),
+        ));
+        long.extend_from_slice("éé".as_bytes());
+        let mut input = b"  http://a.test/x \nhttp://b/\xff\xfe\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\n");
+        input.extend(std::iter::repeat_n(b'z', 3 * MAX_KEPT_LINE_BYTES));
+        input.extend_from_slice(b"\xff\n");
+        let got = lines(&input);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1].raw(), b"http://b/\xff\xfe");
+        for l in &got {
+            let cut = (l.len > l.raw().len()).then_some(l.len);
+            assert_eq!(
+                InputLine::from_raw(l.raw(), l.number, cut).as_ref(),
+                Some(l)
+            );
+        }
+        assert_eq!(InputLine::from_raw(b" \t", 1, None), None);
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! limits, deadline), which drives the sans-IO HTTP exchange (`http`, through `conn`) into
 //! the title extractor (`html`), and becomes one `Record`, appended to the JSON Lines journal
 //! (`journal`). The daemon (`daemon`, `spool`) feeds the same engine from a spool directory
-//! with exactly-once journaling. The binary is `app::main`; only `http` and `html` are API
-//! (the fuzz targets and benches use them).
+//! with exactly-once journaling; with `[cluster]`, daemons on several machines share one crawl
+//! through NATS JetStream (`cluster`). The binary is `app::main`; only `http` and `html` are
+//! API (the fuzz targets and benches use them).
 
 pub mod app;
 mod breaker;
 mod cli;
 mod clidoc;
+mod cluster;
 mod config;
 mod conn;
 mod daemon;

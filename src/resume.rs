@@ -277,12 +277,7 @@ mod tests {
     }
 
     fn input(text: &str, number: u64) -> InputLine {
-        InputLine {
-            text: text.into(),
-            number,
-            len: text.len(),
-            not_utf8: false,
-        }
+        InputLine::from_raw(text.as_bytes(), number, None).expect("not blank")
     }
 
     /// Records as both formats write them, read back: the same lines, whatever the titles

@@ -4,8 +4,8 @@
 
 mod support;
 
-use support::{error_kind, run_fetch, Dnsmasq, FaultServer};
 use std::time::{Duration, Instant};
+use support::{error_kind, run_fetch, Dnsmasq, FaultServer};
 
 /// A redirect to a denied address is `denied`, and the server behind it never sees a
 /// connection; a literal denied address is not connected to either; a name whose only
@@ -141,11 +141,17 @@ const SERVER_JITTER: Duration = Duration::from_millis(15);
 fn assert_spaced(times: &[Instant], delay: Duration) {
     for pair in times.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= delay - SERVER_JITTER, "gap {gap:?} (delay {delay:?})");
+        assert!(
+            gap >= delay - SERVER_JITTER,
+            "gap {gap:?} (delay {delay:?})"
+        );
     }
     let span = times[times.len() - 1] - times[0];
     let all = delay * (times.len() as u32 - 1);
-    assert!(span + SERVER_JITTER >= all, "span {span:?} for {all:?} of delays");
+    assert!(
+        span + SERVER_JITTER >= all,
+        "span {span:?} for {all:?} of delays"
+    );
 }
 
 /// `--host-delay 200`: the server sees the requests of one host at least 200 ms apart,

@@ -59,6 +59,9 @@ pub(crate) enum ListEnd {
     Done,
     /// Went to `bad/`, and why.
     Bad(String),
+    /// Every line was published to the cluster (a cluster node's spool): the records are in
+    /// the cluster's records stream (`ringcrawl collect`), none here.
+    Cluster,
 }
 
 /// The status file's line.
@@ -66,6 +69,7 @@ pub(crate) fn status_text(end: &ListEnd, records: u64) -> String {
     match end {
         ListEnd::Done => format!("done {records}\n"),
         ListEnd::Bad(why) => format!("bad {records}: {why}\n"),
+        ListEnd::Cluster => "cluster 0\n".to_string(),
     }
 }
 
@@ -74,6 +78,9 @@ pub(crate) fn parse_status(text: &str) -> Option<(ListEnd, u64)> {
     let line = text.lines().next()?;
     if let Some(n) = line.strip_prefix("done ") {
         return Some((ListEnd::Done, n.trim().parse().ok()?));
+    }
+    if let Some(n) = line.strip_prefix("cluster ") {
+        return Some((ListEnd::Cluster, n.trim().parse().ok()?));
     }
     let rest = line.strip_prefix("bad ")?;
     let (n, why) = rest.split_once(": ")?;
@@ -120,13 +127,18 @@ pub(crate) fn write(job: &ResultsJob, stop: &AtomicBool) -> Result<Option<u64>, 
             ControlFlow::Continue(())
         }
     };
-    let (n, walked) = scan::records_of(&job.segments, &job.name, &job.want, &mut tick, &mut w)?;
-    if walked.stopped {
-        return Ok(None);
-    }
-    for seg in &walked.missing {
-        tracing::warn!(list = job.name, segment = seg.seq, path = seg.path, "a journal file of this list is gone (compressed or deleted): its results lack the records written to it");
-    }
+    let n = if job.end == ListEnd::Cluster {
+        0
+    } else {
+        let (n, walked) = scan::records_of(&job.segments, &job.name, &job.want, &mut tick, &mut w)?;
+        if walked.stopped {
+            return Ok(None);
+        }
+        for seg in &walked.missing {
+            tracing::warn!(list = job.name, segment = seg.seq, path = seg.path, "a journal file of this list is gone (compressed or deleted): its results lack the records written to it");
+        }
+        n
+    };
     let file = w
         .into_inner()
         .map_err(|e| e.into_error())
@@ -286,6 +298,7 @@ mod tests {
         for (end, n) in [
             (ListEnd::Done, 7),
             (ListEnd::Bad("list is larger than 10 bytes: x".into()), 2),
+            (ListEnd::Cluster, 0),
         ] {
             assert_eq!(parse_status(&status_text(&end, n)), Some((end, n)));
         }

@@ -1,6 +1,7 @@
 //! Shared integration-test infrastructure: in-process fault servers, a real nginx serving a
-//! generated multi-host site, a real dnsmasq resolving its names, a real tinyproxy, test
-//! certificates, and the helper that runs the `ringcrawl` binary and parses its journal.
+//! generated multi-host site, a real dnsmasq resolving its names, a real tinyproxy, a real
+//! NATS JetStream server, test certificates, and the helper that runs the `ringcrawl` binary
+//! and parses its journal.
 //!
 //! Integration test files use it with `mod support;`. Every server binds 127.0.0.1 on a free
 //! port and stops when its handle is dropped. Not every test file uses every item.
@@ -9,6 +10,7 @@
 pub mod dns;
 pub mod dnsmasq;
 pub mod fault;
+pub mod nats;
 pub mod nginx;
 pub mod pages;
 pub mod site;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 pub use dns::{FaultDns, FaultDnsMode};
 pub use dnsmasq::Dnsmasq;
 pub use fault::{Blackhole, FaultServer};
+pub use nats::NatsServer;
 pub use nginx::{Nginx, NginxTls};
 pub use site::{Expect, Site, SiteSpec};
 pub use tinyproxy::{Tinyproxy, TinyproxyConfig};

@@ -1,0 +1,324 @@
+//! The cluster: several daemons share one crawl through NATS JetStream (see ARCHITECTURE.md,
+//! "Cluster"). This module owns the connection to NATS (the `async-nats` client, on a tokio
+//! runtime of its own beside the io_uring workers), the streams and buckets the nodes share,
+//! and the three roles built on them:
+//!
+//! - `submit` (`ringcrawl submit --nats`, and a node's spool intake): every line of a list to
+//!   the URL stream, one subject per partition, with its list id and line number, then waits
+//!   for the PubAcks.
+//! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
+//!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
+//!   every line to the engine, publishes every record to the records stream, and acks the
+//!   line after the record's PubAck.
+//! - `collect` (`ringcrawl collect`): appends the records stream to a JSON Lines file, one
+//!   line per submitted line.
+//!
+//! What the messages hold and where they go is sans-IO in `wire`; lease decisions in `lease`;
+//! collect's de-duplication in `dedup`.
+
+mod collect;
+mod dedup;
+mod lease;
+mod node;
+mod submit;
+mod wire;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{Client, ConnectOptions, ServerAddr};
+
+use crate::config::ClusterConfig;
+use wire::Subjects;
+
+pub(crate) use collect::{collect, CollectArgs};
+pub(crate) use node::run;
+pub(crate) use submit::submit;
+
+/// Largest URL message: a kept line (8 KiB and a byte) and room for headers.
+pub const MAX_URL_MESSAGE: i32 = 16 * 1024;
+/// Largest record message (a record holds a URL, a final URL and a title of at most 4 KiB
+/// each, and a bounded error message).
+pub const MAX_RECORD_MESSAGE: i32 = 64 * 1024;
+/// How long a JetStream API request (stream info, consumer create, key-value operation) may
+/// take before it fails and is retried.
+pub const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take when a command (`submit`, `collect`) starts.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PubAcks awaited at once by one client.
+pub const MAX_ACKS_IN_FLIGHT: usize = 8192;
+
+/// A cluster failure (one line, its cause inline).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClusterError {
+    #[error("cannot connect to NATS at {servers}: {cause}")]
+    Connect { servers: String, cause: String },
+    #[error("bad NATS server URL {url}: {cause}")]
+    Url { url: String, cause: String },
+    #[error("cannot read the NATS credentials file {path}: {cause}")]
+    Credentials {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("JetStream {what}: {cause}")]
+    JetStream { what: String, cause: String },
+    #[error("cannot read {path}: {cause}")]
+    Input {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot write {path}: {cause}")]
+    Output {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot queue line {line} of {path}: {cause}")]
+    Publish {
+        path: PathBuf,
+        line: u64,
+        cause: String,
+    },
+    #[error("cannot start the NATS client's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl ClusterError {
+    fn js(what: impl Into<String>, cause: impl std::fmt::Display) -> ClusterError {
+        ClusterError::JetStream {
+            what: what.into(),
+            cause: cause.to_string(),
+        }
+    }
+}
+
+/// The tokio runtime the NATS client runs on (current-thread: one core's worth of work is far
+/// more than the client needs).
+fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClusterError::Runtime)
+}
+
+/// Connection options from the configuration: a name, the credentials file, the TLS CA,
+/// unlimited reconnects (a node waits out an outage), and connection events in the log.
+async fn connect_options(cfg: &ClusterConfig, name: &str) -> Result<ConnectOptions, ClusterError> {
+    let mut opts = ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(API_TIMEOUT))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS: connected"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("NATS: disconnected; reconnecting")
+                }
+                other => tracing::warn!("NATS: {other}"),
+            }
+        });
+    if let Some(path) = &cfg.credentials {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|cause| ClusterError::Credentials {
+                path: path.clone(),
+                cause,
+            })?;
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    Ok(opts)
+}
+
+fn server_addrs(cfg: &ClusterConfig) -> Result<Vec<ServerAddr>, ClusterError> {
+    cfg.servers
+        .iter()
+        .map(|s| {
+            s.parse::<ServerAddr>().map_err(|e| ClusterError::Url {
+                url: s.clone(),
+                cause: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Connect now (a command: fails when no server answers).
+async fn connect(cfg: &ClusterConfig, name: &str) -> Result<Client, ClusterError> {
+    let opts = connect_options(cfg, name).await?;
+    let addrs = server_addrs(cfg)?;
+    opts.connect(addrs)
+        .await
+        .map_err(|e| ClusterError::Connect {
+            servers: cfg.servers.join(","),
+            cause: e.to_string(),
+        })
+}
+
+/// A JetStream context whose PubAcks in flight are bounded by [`MAX_ACKS_IN_FLIGHT`].
+fn jetstream(client: Client) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+        .build(client)
+}
+
+/// The streams of one crawl, as found (or created) on the server.
+#[derive(Clone)]
+struct Streams {
+    js: jetstream::Context,
+    subjects: Subjects,
+    /// Partitions of the URL stream (from its subjects: fixed when it was created).
+    partitions: u32,
+    url_stream: String,
+    records_stream: String,
+}
+
+/// The URL stream's configuration: one subject per partition, work-queue retention (a line
+/// leaves the stream when its node acks it), explicit duplicate window.
+fn url_stream_config(cfg: &ClusterConfig, subjects: &Subjects) -> stream::Config {
+    stream::Config {
+        name: cfg.url_stream.clone(),
+        description: Some(format!(
+            "ringcrawl URL lines, {} partitions by host",
+            cfg.partitions
+        )),
+        subjects: (0..cfg.partitions).map(|p| subjects.url(p)).collect(),
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: cfg.duplicate_window,
+        max_message_size: MAX_URL_MESSAGE,
+        ..Default::default()
+    }
+}
+
+/// The records stream's configuration: one subject, limits retention (kept for
+/// `records_max_age`), explicit duplicate window.
+fn records_stream_config(cfg: &ClusterConfig, subjects: &Subjects) -> stream::Config {
+    stream::Config {
+        name: cfg.records_stream.clone(),
+        description: Some("ringcrawl records, one per URL line".to_string()),
+        subjects: vec![subjects.records()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: cfg.duplicate_window,
+        max_age: cfg.records_max_age.unwrap_or_default(),
+        max_message_size: MAX_RECORD_MESSAGE,
+        ..Default::default()
+    }
+}
+
+/// Get a stream, or create it when it does not exist (a second creator racing us finds it).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, ClusterError> {
+    let name = config.name.clone();
+    if let Ok(s) = js.get_stream(&name).await {
+        return Ok(s);
+    }
+    match js.create_stream(config).await {
+        Ok(s) => Ok(s),
+        Err(create) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| ClusterError::js(format!("stream {name}"), create)),
+    }
+}
+
+impl Streams {
+    /// Find or create both streams; the partition count is the URL stream's.
+    async fn open(js: jetstream::Context, cfg: &ClusterConfig) -> Result<Streams, ClusterError> {
+        let subjects = Subjects::new(&cfg.subject_prefix);
+        let mut urls = ensure_stream(&js, url_stream_config(cfg, &subjects)).await?;
+        let info = urls
+            .info()
+            .await
+            .map_err(|e| ClusterError::js(format!("stream {}", cfg.url_stream), e))?;
+        let parts: Vec<u32> = info
+            .config
+            .subjects
+            .iter()
+            .filter_map(|s| subjects.partition_of(s))
+            .collect();
+        let partitions = parts.len() as u32;
+        if partitions == 0 || (0..partitions).any(|p| !parts.contains(&p)) {
+            return Err(ClusterError::js(
+                format!("stream {}", cfg.url_stream),
+                format!(
+                    "its subjects {:?} are not {} for partitions 0..N",
+                    info.config.subjects,
+                    subjects.url(0)
+                ),
+            ));
+        }
+        if partitions != cfg.partitions {
+            tracing::info!(
+                stream = cfg.url_stream,
+                partitions,
+                configured = cfg.partitions,
+                "the URL stream keeps the partition count it was created with"
+            );
+        }
+        ensure_stream(&js, records_stream_config(cfg, &subjects)).await?;
+        Ok(Streams {
+            js,
+            subjects,
+            partitions,
+            url_stream: cfg.url_stream.clone(),
+            records_stream: cfg.records_stream.clone(),
+        })
+    }
+}
+
+/// Get a key-value bucket, or create it (history 1, entries expire after `max_age`). The
+/// bucket's own max age is returned: it is the lease time every node goes by.
+///
+/// The bucket's stream is created here with the layout the key-value API gives it
+/// (`KV_NAME` on `$KV.NAME.>`, one message per key, rollups, direct gets), because the
+/// client's `create_key_value` first reads the account's limits, whose reply from a 2.9
+/// server lacks fields the client requires.
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    description: &str,
+) -> Result<(kv::Store, Duration), ClusterError> {
+    let what = || format!("bucket {name}");
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    let mut stream = ensure_stream(js, config).await?;
+    let age = stream
+        .info()
+        .await
+        .map_err(|e| ClusterError::js(what(), e))?
+        .config
+        .max_age;
+    if age.is_zero() {
+        return Err(ClusterError::js(
+            what(),
+            "has no max age: leases and heartbeats would never expire",
+        ));
+    }
+    let store = js
+        .get_key_value(name)
+        .await
+        .map_err(|e| ClusterError::js(what(), e))?;
+    Ok((store, age))
+}

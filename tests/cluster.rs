@@ -1,0 +1,378 @@
+//! The cluster (issue 16) end to end: a real `nats-server -js` on a loopback port with a temp
+//! store, three `ringcrawl run` daemons with `[cluster]` (names from a real dnsmasq, pages
+//! from a real nginx serving a generated multi-host site), one list submitted once with
+//! `submit --nats`. One daemon is killed with `kill -9` mid-way and started again later, a
+//! second is stopped with SIGTERM (exit 0). `collect` then holds exactly one record per line
+//! (none missing, none doubled, none torn), with the same titles as a one-shot `fetch` of the
+//! list; submitting the list again queues nothing, and collecting again adds nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{ringcrawl_bin, run_fetch, Dnsmasq, NatsServer, Nginx, Site, SiteSpec};
+
+/// Site size: hosts x (pages + 5 extra URLs each).
+const HOSTS: usize = 240;
+const PAGES: usize = 5;
+/// Each host's requests start this far apart, so the crawl lasts long enough to be
+/// interrupted (one slot per host while it has a delay).
+const HOST_DELAY_MS: u64 = 100;
+/// Connections per node.
+const CONCURRENCY: usize = 8;
+const PARTITIONS: u32 = 12;
+const LEASE_SECS: u64 = 2;
+const ACK_WAIT_SECS: u64 = 4;
+/// Longest wait for the whole list.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A daemon that is killed if the test panics before it is stopped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// One node's directory: config, spool, journal, log.
+struct NodeDir {
+    dir: PathBuf,
+}
+
+impl NodeDir {
+    fn new(root: &Path, name: &str, nats: &str, resolver: &str) -> NodeDir {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "[daemon]\nspool = \"{spool}\"\njournal = \"{journal}\"\nrescan_secs = 0.2\n\
+             drain_grace_secs = 3\n\
+             [fetch]\nconcurrency = {CONCURRENCY}\nper_host = 2\nthreads = 1\ntimeout_secs = 10\n\
+             connect_timeout_secs = 2\nallow = [\"loopback\"]\nrobots = false\nretries = 0\n\
+             host_delay_ms = {HOST_DELAY_MS}\nresolver = \"{resolver}\"\n\
+             [cluster]\nservers = [\"{nats}\"]\npartitions = {PARTITIONS}\nlease_secs = {LEASE_SECS}\n\
+             ack_wait_secs = {ACK_WAIT_SECS}\nduplicate_window_secs = 600\n",
+            spool = dir.join("spool").display(),
+            journal = dir.join("journal.jsonl").display(),
+        );
+        std::fs::write(dir.join("ringcrawl.toml"), text).unwrap();
+        NodeDir { dir }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// Start `ringcrawl run --config` (as the systemd unit does) and wait until it joined.
+    fn start(&self) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let child = Command::new(ringcrawl_bin())
+            .args(["run", "--config"])
+            .arg(self.dir.join("ringcrawl.toml"))
+            .env("RINGCRAWL_LOG", "ringcrawl=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Proc(child);
+        let before = self.joins();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.joins() == before {
+            assert!(
+                p.0.try_wait().unwrap().is_none(),
+                "node exited:\n{}",
+                self.logs()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "node did not join:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    fn joins(&self) -> usize {
+        self.logs().matches("joined the cluster").count()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// `ringcrawl collect` once (until caught up); returns its stderr.
+fn collect(nats: &str, out: &Path) -> String {
+    let o = Command::new(ringcrawl_bin())
+        .args(["collect", "--nats", nats, "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "collect failed: {err}");
+    err
+}
+
+fn lines_in(p: &Path) -> usize {
+    std::fs::read(p)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Collect until the file holds at least `n` lines.
+fn collect_until(nats: &str, out: &Path, n: usize, nodes: &[&NodeDir]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        collect(nats, out);
+        if lines_in(out) >= n {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(|d| d.logs()).collect();
+            panic!(
+                "only {} of {n} records after {WAIT:?}; node logs:\n{}",
+                lines_in(out),
+                logs.join("\n----\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
+    let nats = NatsServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::generate(
+        &tmp.path().join("site"),
+        SiteSpec {
+            hosts: HOSTS,
+            pages: PAGES,
+            blogs: 0,
+        },
+    );
+    let nginx = Nginx::start(&site, None);
+    let dns = Dnsmasq::start(&site.host_names());
+
+    // The list: every URL of the site, with an invalid line, a non-UTF-8 line and blank
+    // lines among them (one intake path: they become invalid_url records on some node).
+    let urls: Vec<String> = site
+        .expect("http", nginx.port)
+        .into_iter()
+        .map(|e| e.url)
+        .collect();
+    let mut list = Vec::new();
+    let mut want = Vec::new(); // line numbers with a record
+    let mut number = 0u64;
+    for (i, u) in urls.iter().enumerate() {
+        if i == 10 {
+            list.extend_from_slice(b"not a url\n\n");
+            number += 2;
+            want.push(number - 1);
+        }
+        if i == 20 {
+            list.extend_from_slice(b"http://h0001.site.test/\xff\xfe\r\n");
+            number += 1;
+            want.push(number);
+        }
+        list.extend_from_slice(u.as_bytes());
+        list.push(b'\n');
+        number += 1;
+        want.push(number);
+    }
+    let list_path = tmp.path().join("broad.txt");
+    std::fs::write(&list_path, &list).unwrap();
+    let total = want.len();
+
+    let url = nats.url();
+    let dirs: Vec<NodeDir> = ["a", "b", "c"]
+        .iter()
+        .map(|n| NodeDir::new(tmp.path(), n, &url, &dns.resolver_arg()))
+        .collect();
+    let (da, db, dc) = (&dirs[0], &dirs[1], &dirs[2]);
+    let all = [da, db, dc];
+    let mut a = da.start();
+    let b = db.start();
+    let c = dc.start();
+
+    let started = Instant::now();
+    let out = Command::new(ringcrawl_bin())
+        .args(["submit", "--nats", &url])
+        .arg(&list_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("({total} lines)")),
+        "submit says what it queued: {stdout}"
+    );
+    let list_id = stdout
+        .split_whitespace()
+        .nth(3)
+        .expect("queued FILE as LIST")
+        .to_string();
+
+    let records = tmp.path().join("records.jsonl");
+    collect_until(&url, &records, total / 4, &all);
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    assert!(lines_in(&records) < total, "killed before the end");
+
+    collect_until(&url, &records, total / 2, &all);
+    signal(&b, "TERM");
+    let mut b = b;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = b.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM: node did not stop");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st.code(), Some(0), "SIGTERM exits 0:\n{}", db.logs());
+
+    collect_until(&url, &records, total * 2 / 3, &all);
+    let a2 = da.start();
+    collect_until(&url, &records, total, &all);
+    let took = started.elapsed();
+
+    // Exactly one record per line, none torn, all of this list.
+    let text = std::fs::read(&records).unwrap();
+    assert!(text.ends_with(b"\n"), "torn last line");
+    let mut by_line: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(l)
+            .unwrap_or_else(|e| panic!("torn or bad line ({e}): {}", String::from_utf8_lossy(l)));
+        assert_eq!(v["src"], list_id.as_str(), "{v}");
+        let n = v["line"].as_u64().expect("line");
+        assert!(by_line.insert(n, v).is_none(), "two records for line {n}");
+    }
+    let got: Vec<u64> = by_line.keys().copied().collect();
+    assert_eq!(got, want, "one record per non-blank line");
+
+    // The same records as a one-shot fetch of the list.
+    let fetch = run_fetch(
+        &[
+            "-i",
+            list_path.to_str().unwrap(),
+            "-q",
+            "--resolver",
+            &dns.resolver_arg(),
+        ],
+        None,
+    );
+    fetch.assert_success();
+    let one_shot = fetch.by_url();
+    for r in by_line.values() {
+        let u = r["url"].as_str().unwrap();
+        let f = one_shot
+            .get(u)
+            .unwrap_or_else(|| panic!("fetch has no {u}"));
+        for field in ["title", "status", "final_url"] {
+            assert_eq!(r[field], f[field], "{field} of {u}: {r} vs {f}");
+        }
+        assert_eq!(r["error"]["kind"], f["error"]["kind"], "{u}: {r} vs {f}");
+    }
+    assert_eq!(one_shot.len(), total);
+
+    // Submitting the same list again queues nothing new; collecting again adds nothing.
+    let again = Command::new(ringcrawl_bin())
+        .args(["submit", "--nats", &url])
+        .arg(&list_path)
+        .output()
+        .unwrap();
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        again.contains(&format!("{total} already queued")),
+        "{again}"
+    );
+    thread::sleep(Duration::from_millis(500));
+    collect(&url, &records);
+    assert_eq!(lines_in(&records), total);
+
+    for p in [a2, c] {
+        signal(&p, "TERM");
+        let mut p = p;
+        assert_eq!(p.0.wait().unwrap().code(), Some(0));
+    }
+    let mut log = std::io::stderr();
+    let _ = writeln!(log, "cluster test: {total} lines in {took:?}");
+}
+
+/// A list dropped into a node's spool is published to the cluster: its records come from
+/// `collect` (one per line), and `submit --wait` on that spool says so and fails, since the
+/// node's own results hold none of them.
+#[test]
+fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
+    let nats = NatsServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::generate(
+        &tmp.path().join("site"),
+        SiteSpec {
+            hosts: 4,
+            pages: 2,
+            blogs: 0,
+        },
+    );
+    let nginx = Nginx::start(&site, None);
+    let dns = Dnsmasq::start(&site.host_names());
+    let urls: Vec<String> = site
+        .expect("http", nginx.port)
+        .into_iter()
+        .map(|e| e.url)
+        .collect();
+    let list_path = tmp.path().join("spooled.txt");
+    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+
+    let url = nats.url();
+    let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
+    let p = node.start();
+    let out = Command::new(ringcrawl_bin())
+        .args(["submit", "--wait", "--spool"])
+        .arg(node.dir.join("spool"))
+        .arg(&list_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was published to the cluster: its records come from `ringcrawl collect`"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no records from the node's spool");
+
+    let records = tmp.path().join("records.jsonl");
+    collect_until(&url, &records, urls.len(), &[&node]);
+    assert_eq!(lines_in(&records), urls.len());
+    signal(&p, "TERM");
+    let mut p = p;
+    assert_eq!(p.0.wait().unwrap().code(), Some(0));
+}
