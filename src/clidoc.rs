@@ -145,6 +145,7 @@ mod tests {
             "RINGCRAWL FETCH",
             "RINGCRAWL RUN",
             "RINGCRAWL SUBMIT",
+            "RINGCRAWL COLLECT",
             "RINGCRAWL LOAD",
             "RINGCRAWL COMPLETIONS",
             "RINGCRAWL MAN",
@@ -156,9 +157,11 @@ mod tests {
         }
         assert!(page.contains("concurrency"));
         assert!(page.contains("check\\-config"));
-        // Only the page's own sections are top-level ones.
+        // Only the page's own sections (NAME, SYNOPSIS, DESCRIPTION, OPTIONS,
+        // COMMANDS, VERSION) and one per subcommand are top-level ones.
         let top: Vec<&str> = page.lines().filter(|l| l.starts_with(".SH ")).collect();
-        assert_eq!(top.len(), 6 + 6, "{top:?}");
+        let commands = Cli::command().get_subcommands().count();
+        assert_eq!(top.len(), 6 + commands, "{top:?}");
         assert!(!page.contains("EXTRA"));
     }
 
