@@ -44,7 +44,7 @@ use crate::job::Summary;
 use crate::journal::{
     Journal, JournalControl, JournalError, JournalSetup, OnOpen, Opened, Progress, Target,
 };
-use crate::metrics::{MetricsError, MetricsServer, Sources};
+use crate::metrics::{ClusterGauges, MetricsError, MetricsServer, Sources};
 use crate::options::FetchOptions;
 use crate::spool::names::escape;
 use crate::spool::results::{self, ListEnd, ResultsJob};
@@ -113,6 +113,10 @@ pub trait Backend: JobSink + Send + 'static {
     fn stalest_worker(&self) -> Duration;
     /// The engine's counters, for the metrics endpoint (`None`: nothing to report).
     fn engine_stats(&self) -> Option<Arc<EngineStats>> {
+        None
+    }
+    /// A cluster node's partitions and lag, for the metrics endpoint.
+    fn cluster_gauges(&self) -> Option<Arc<ClusterGauges>> {
         None
     }
     /// More for the STATUS line (a cluster node's partitions and lag).
@@ -261,8 +265,13 @@ where
     };
     let recovered = d.recover(reseeded)?;
     let backend = Arc::new(start(&d.cfg.restart.fetch, records)?);
-    if let (Some((_, sources)), Some(stats)) = (&metrics, backend.engine_stats()) {
-        sources.set_engine(stats);
+    if let Some((_, sources)) = &metrics {
+        if let Some(stats) = backend.engine_stats() {
+            sources.set_engine(stats);
+        }
+        if let Some(gauges) = backend.cluster_gauges() {
+            sources.set_cluster(gauges);
+        }
     }
     d.backend = Some(backend);
     start_inotify(&d.spool, d.tx.clone());

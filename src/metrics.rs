@@ -19,7 +19,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -98,6 +98,49 @@ pub(crate) struct Snapshot {
     pub journal_paused: bool,
     /// Entries per spool directory (`new`, `cur`, `done`, `bad`), those that could be counted.
     pub spool_lists: SpoolCounts,
+    /// A cluster node's partitions, lag and peers (`None`: not a cluster node).
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// A cluster node's view, as its ownership rounds last saw it (see [`ClusterGauges`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClusterSnapshot {
+    /// Partitions of the URL stream.
+    pub partitions: u64,
+    /// Partitions this node holds a lease on.
+    pub held: u64,
+    /// Lines waiting or in flight in the held partitions (messages the URL stream keeps).
+    pub lag: u64,
+    /// Nodes with a live heartbeat, this one included.
+    pub nodes: u64,
+    /// Records this node stored in the records stream (since it started).
+    pub records_stored: u64,
+    pub connected: bool,
+}
+
+/// Where a cluster node writes what [`ClusterSnapshot`] reads: atomics updated by the node's
+/// ownership round (each a third of a lease) and its record publisher.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterGauges {
+    pub partitions: AtomicU64,
+    pub held: AtomicU64,
+    pub lag: AtomicU64,
+    pub nodes: AtomicU64,
+    pub records_stored: AtomicU64,
+    pub connected: AtomicBool,
+}
+
+impl ClusterGauges {
+    fn snapshot(&self) -> ClusterSnapshot {
+        ClusterSnapshot {
+            partitions: self.partitions.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            lag: self.lag.load(Ordering::Relaxed),
+            nodes: self.nodes.load(Ordering::Relaxed),
+            records_stored: self.records_stored.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Entries per spool directory, by the `state` label's value.
@@ -108,6 +151,7 @@ pub(crate) type SpoolCounts = Vec<(&'static str, u64)>;
 pub(crate) struct Sources {
     engine: OnceLock<Arc<EngineStats>>,
     journal: OnceLock<JournalControl>,
+    cluster: OnceLock<Arc<ClusterGauges>>,
     spool: PathBuf,
     /// The last spool count and when it was made.
     spool_counts: Mutex<Option<(Instant, SpoolCounts)>>,
@@ -119,6 +163,7 @@ impl Sources {
         Sources {
             engine: OnceLock::new(),
             journal: OnceLock::new(),
+            cluster: OnceLock::new(),
             spool,
             spool_counts: Mutex::new(None),
         }
@@ -132,6 +177,11 @@ impl Sources {
     /// The engine runs: its counters are reported from now on.
     pub(crate) fn set_engine(&self, stats: Arc<EngineStats>) {
         let _ = self.engine.set(stats);
+    }
+
+    /// The daemon is a cluster node: its partitions and lag are reported from now on.
+    pub(crate) fn set_cluster(&self, gauges: Arc<ClusterGauges>) {
+        let _ = self.cluster.set(gauges);
     }
 
     /// Read every source now.
@@ -148,6 +198,7 @@ impl Sources {
             journal_records: self.journal.get().map_or(0, |j| j.records_written()),
             journal_paused: self.journal.get().is_some_and(|j| j.paused().is_some()),
             spool_lists: self.spool_lists(),
+            cluster: self.cluster.get().map(|g| g.snapshot()),
         }
     }
 
@@ -304,6 +355,9 @@ impl Collector for Collect {
         for (state, n) in &s.spool_lists {
             ConstGauge::new(*n).encode(m.encode_family(&[("state", *state)])?)?;
         }
+        if let Some(c) = &s.cluster {
+            cluster(&mut enc, c)?;
+        }
         let d = &sum.durations;
         let buckets: Vec<(f64, u64)> = DURATION_BUCKETS_US
             .iter()
@@ -332,6 +386,48 @@ impl Collector for Collect {
         )?;
         ConstGauge::new(1u64).encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
     }
+}
+
+/// A cluster node's metrics (only a node has them).
+fn cluster(enc: &mut DescriptorEncoder, c: &ClusterSnapshot) -> std::fmt::Result {
+    gauge(
+        enc,
+        "cluster_partitions",
+        "Partitions of the cluster's URL stream.",
+        c.partitions,
+    )?;
+    gauge(
+        enc,
+        "cluster_partitions_held",
+        "Partitions this node holds a lease on (and fetches).",
+        c.held,
+    )?;
+    gauge(
+        enc,
+        "cluster_lag",
+        "Lines waiting or in flight in the partitions this node holds (the URL stream's \
+         messages not yet acked), as of the last ownership round.",
+        c.lag,
+    )?;
+    gauge(
+        enc,
+        "cluster_nodes",
+        "Nodes with a live heartbeat, this one included.",
+        c.nodes,
+    )?;
+    gauge(
+        enc,
+        "cluster_connected",
+        "1 while the node is connected to NATS, else 0 (it takes no work then).",
+        u64::from(c.connected),
+    )?;
+    counter(
+        enc,
+        "cluster_records_stored",
+        "Records this node stored in the cluster's records stream.",
+        None,
+        c.records_stored,
+    )
 }
 
 fn counter(
@@ -667,6 +763,7 @@ mod tests {
             journal_records: 10,
             journal_paused: true,
             spool_lists: vec![("new", 1), ("cur", 2), ("done", 3), ("bad", 0)],
+            cluster: None,
         }
     }
 
@@ -768,6 +865,33 @@ mod tests {
         assert_eq!(value(&text, "ringcrawl_journal_paused"), "0");
         assert_eq!(value(&text, "ringcrawl_fetch_duration_seconds_count"), "0");
         assert!(!text.contains("ringcrawl_spool_lists{"), "nothing counted");
+        assert!(!text.contains("cluster"), "not a cluster node");
+    }
+
+    #[test]
+    fn a_cluster_node_reports_its_partitions_lag_and_peers() {
+        let gauges = ClusterGauges::default();
+        gauges.partitions.store(16, Ordering::Relaxed);
+        gauges.held.store(5, Ordering::Relaxed);
+        gauges.lag.store(1234, Ordering::Relaxed);
+        gauges.nodes.store(3, Ordering::Relaxed);
+        gauges.records_stored.store(77, Ordering::Relaxed);
+        gauges.connected.store(true, Ordering::Relaxed);
+        let sources = Sources::new(PathBuf::from("/nonexistent"));
+        sources.set_cluster(Arc::new(gauges));
+        let text = render(sources.snapshot()).unwrap();
+        for (series, want) in [
+            ("ringcrawl_cluster_partitions", "16"),
+            ("ringcrawl_cluster_partitions_held", "5"),
+            ("ringcrawl_cluster_lag", "1234"),
+            ("ringcrawl_cluster_nodes", "3"),
+            ("ringcrawl_cluster_connected", "1"),
+            ("ringcrawl_cluster_records_stored_total", "77"),
+        ] {
+            assert_eq!(value(&text, series), want, "{series}");
+        }
+        let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(types, 15 + 6, "{text}");
     }
 
     #[test]

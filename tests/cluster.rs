@@ -9,13 +9,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{ringcrawl_bin, run_fetch, Dnsmasq, NatsServer, Nginx, Site, SiteSpec};
+use support::{
+    free_port, ringcrawl_bin, run_fetch, wait_until, Dnsmasq, NatsServer, Nginx, Site, SiteSpec,
+};
 
 /// Site size: hosts x (pages + 5 extra URLs each).
 const HOSTS: usize = 240;
@@ -67,6 +70,17 @@ impl NodeDir {
         NodeDir { dir }
     }
 
+    /// Serve the node's metrics on `addr` (`[daemon] metrics_listen`).
+    fn listen_for_metrics(&self, addr: SocketAddr) {
+        let path = self.dir.join("ringcrawl.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nmetrics_listen = \"{addr}\"\n"),
+            1,
+        );
+        std::fs::write(path, text).unwrap();
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.join("node.log")
     }
@@ -113,6 +127,26 @@ impl NodeDir {
     fn logs(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
+}
+
+/// `GET /metrics` of a node (the body; empty when it cannot be read).
+fn scrape(addr: SocketAddr) -> String {
+    let Ok(mut c) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string())
+}
+
+/// The value of one series in a scrape.
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .map(|(_, v)| v)
 }
 
 fn signal(p: &Proc, sig: &str) {
@@ -354,6 +388,8 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
 
     let url = nats.url();
     let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    node.listen_for_metrics(metrics);
     let p = node.start();
     let out = Command::new(ringcrawl_bin())
         .args(["submit", "--wait", "--spool"])
@@ -372,6 +408,26 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
     let records = tmp.path().join("records.jsonl");
     collect_until(&url, &records, urls.len(), &[&node]);
     assert_eq!(lines_in(&records), urls.len());
+
+    // The node's metrics: every partition held (it is alone), its records fetched and
+    // stored, and no lag once an ownership round has seen the stream empty.
+    let n = urls.len().to_string();
+    let mut last = String::new();
+    let settled = wait_until(Duration::from_secs(10), || {
+        last = scrape(metrics);
+        [
+            ("ringcrawl_cluster_partitions", PARTITIONS.to_string()),
+            ("ringcrawl_cluster_partitions_held", PARTITIONS.to_string()),
+            ("ringcrawl_cluster_nodes", "1".into()),
+            ("ringcrawl_cluster_connected", "1".into()),
+            ("ringcrawl_cluster_lag", "0".into()),
+            ("ringcrawl_cluster_records_stored_total", n.clone()),
+            ("ringcrawl_records_total{outcome=\"ok\"}", n.clone()),
+        ]
+        .iter()
+        .all(|(series, want)| sample(&last, series) == Some(want.as_str()))
+    });
+    assert!(settled, "{last}");
     signal(&p, "TERM");
     let mut p = p;
     assert_eq!(p.0.wait().unwrap().code(), Some(0));

@@ -52,10 +52,11 @@ use super::wire::{self, lease_key, lease_partition};
 use super::{ClusterError, Streams};
 use crate::config::{ClusterConfig, Config};
 use crate::daemon::{self, Backend, DaemonError, Event};
-use crate::engine::{send_until, Engine, EngineError, Stopped, QUEUED_PER_SLOT};
+use crate::engine::{send_until, Engine, EngineError, EngineStats, Stopped, QUEUED_PER_SLOT};
 use crate::intake::InputLine;
 use crate::job::Summary;
 use crate::journal::{Progress, RECORD_CHANNEL_CAPACITY};
+use crate::metrics::ClusterGauges;
 use crate::options::FetchOptions;
 use crate::record::Record;
 use crate::spool::{self, JobSink};
@@ -187,8 +188,9 @@ struct Shared {
     node_id: String,
     stopping: AtomicBool,
     deliveries: Mutex<HashMap<LineKey, Vec<Delivery>>>,
-    /// Records stored in the records stream.
-    records_stored: AtomicU64,
+    /// What the metrics endpoint reports (the records stored in the records stream are
+    /// counted there).
+    gauges: Arc<ClusterGauges>,
     /// Spool lines handed to the intake and not yet stored.
     spool_pending: AtomicU64,
     /// Spool lines stored, per `src`, not yet reported to the daemon.
@@ -278,7 +280,7 @@ impl Node {
             node_id: s.cluster.node_id.clone().unwrap_or_else(default_node_id),
             stopping: AtomicBool::new(false),
             deliveries: Mutex::new(HashMap::new()),
-            records_stored: AtomicU64::new(0),
+            gauges: Arc::new(ClusterGauges::default()),
             spool_pending: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
             events: s.events,
@@ -425,7 +427,7 @@ impl Backend for Node {
         };
         let until = Instant::now() + STOP_FLUSH;
         while Instant::now() < until
-            && (self.shared.records_stored.load(Ordering::Acquire) < summary.urls
+            && (self.shared.gauges.records_stored.load(Ordering::Acquire) < summary.urls
                 || self.shared.spool_pending.load(Ordering::Acquire) > 0)
         {
             std::thread::sleep(DURABLE_FLUSH);
@@ -440,7 +442,7 @@ impl Backend for Node {
             rt.stop();
         }
         tracing::info!(
-            records_stored = self.shared.records_stored.load(Ordering::Acquire),
+            records_stored = self.shared.gauges.records_stored.load(Ordering::Acquire),
             ms = started.elapsed().as_millis() as u64,
             "cluster node stopped"
         );
@@ -457,6 +459,14 @@ impl Backend for Node {
 
     fn status(&self) -> Option<String> {
         Some(self.shared.status.lock().expect("lock").clone())
+    }
+
+    fn engine_stats(&self) -> Option<Arc<EngineStats>> {
+        Some(self.engine().stats())
+    }
+
+    fn cluster_gauges(&self) -> Option<Arc<ClusterGauges>> {
+        Some(self.shared.gauges.clone())
     }
 }
 
@@ -625,7 +635,7 @@ async fn publish_records(
     while let Some(rec) = rx.recv().await {
         let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
             tracing::error!(url = rec.url, "a record without its list and line; dropped");
-            shared.records_stored.fetch_add(1, Ordering::AcqRel);
+            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
             continue;
         };
         let key: LineKey = (Arc::from(src), line);
@@ -642,7 +652,7 @@ async fn publish_records(
         let (js, subject, shared) = (streams.js.clone(), subject.clone(), shared.clone());
         tokio::spawn(async move {
             let _ = publish_stored(&js, &subject, &headers, &payload, Some(first), None).await;
-            shared.records_stored.fetch_add(1, Ordering::AcqRel);
+            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
             shared.settle(&key, AckKind::Ack).await;
         });
     }
@@ -1018,6 +1028,13 @@ impl Owner {
             self.lag = lag;
         }
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        let g = &self.shared.gauges;
+        g.partitions
+            .store(u64::from(self.streams.partitions), Ordering::Relaxed);
+        g.held.store(self.held.len() as u64, Ordering::Relaxed);
+        g.lag.store(self.lag, Ordering::Relaxed);
+        g.nodes.store(self.live_nodes as u64, Ordering::Relaxed);
+        g.connected.store(connected, Ordering::Relaxed);
         let status = format!(
             "cluster: node {}, {} of {} partitions held, lag {}, {} nodes, NATS {}",
             self.shared.node_id,
