@@ -15,8 +15,9 @@
 //!   partition no longer consumed), then `lease::plan`: take free partitions up to the fair
 //!   share (create), give back extras (stop pulling, release the lease once the partition's
 //!   lines in flight are done, at most an ack wait later).
-//! - Consuming: one pull task per held partition on its durable consumer `pN`, one no-wait
-//!   fetch at a time, every message of a fetch taken; a node-wide semaphore bounds the lines
+//! - Consuming: one pull task per held partition on its durable consumer `pN`, one pull at a
+//!   time (no-wait fetches while lines flow, a waiting pull for one line when they do not),
+//!   every message of a pull taken; a node-wide semaphore bounds the lines
 //!   in flight. Each line is tracked with its acker, then fed to the engine. Lines in
 //!   flight longer than a third of the ack wait get an in-progress ack.
 //! - Records: published to `PREFIX.records` with `Nats-Msg-Id` = `LIST:LINE`, retried until
@@ -70,11 +71,10 @@ pub const MIN_IN_FLIGHT: usize = 4096;
 pub const MAX_ACK_PENDING: i64 = 1000;
 /// Lines one pull request asks for.
 pub const PULL_BATCH: usize = 256;
-/// After a fetch that found less than a full batch, the pause before the next...
-pub const PULL_IDLE_MIN: Duration = Duration::from_millis(20);
-/// ...doubled after each empty fetch up to this (an idle partition costs one request per
-/// this period).
-pub const PULL_IDLE_MAX: Duration = Duration::from_secs(1);
+/// After a fetch that found less than a full batch, the next pull waits on the server for a
+/// line this long at most (an idle partition costs one request per this period, and a
+/// stopping pull task may wait this long).
+pub const PULL_WAIT: Duration = Duration::from_secs(1);
 /// A line refused while stopping comes back after this, not into the same pull request.
 pub const NAK_DELAY: Duration = Duration::from_secs(1);
 /// While a partition is being given back, how often the owner looks whether it drained.
@@ -1128,12 +1128,13 @@ async fn count_keys(store: &kv::Store) -> Result<usize, String> {
     keys(store).await.map(|k| k.len())
 }
 
-/// Pull partition `p` until told to stop, one no-wait fetch at a time (the server answers at
-/// once with what it has, up to [`PULL_BATCH`]): every message of a fetch is taken (tracked
-/// with a permit of the node's in-flight bound, handed to the feeder), however long that
-/// takes, even after the stop, so no message is ever left delivered to this client and unseen
-/// (it would wait an ack wait before anyone got it). An empty fetch doubles the pause before
-/// the next, from [`PULL_IDLE_MIN`] to [`PULL_IDLE_MAX`].
+/// Pull partition `p` until told to stop, one pull at a time: a no-wait fetch (the server
+/// answers at once with what it has, up to [`PULL_BATCH`]) while lines flow, and after a
+/// fetch that found less, a pull of one line that waits on the server up to [`PULL_WAIT`]
+/// (so a line stored in an idle partition is fed at once, not after a polling pause). Every
+/// message of a pull is taken (tracked with a permit of the node's in-flight bound, handed to
+/// the feeder), however long that takes, even after the stop, so no message is ever left
+/// delivered to this client and unseen (it would wait an ack wait before anyone got it).
 async fn pull(
     p: u32,
     consumer: PullConsumer,
@@ -1142,9 +1143,22 @@ async fn pull(
     intake: tokio::sync::mpsc::Sender<Intake>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut idle = PULL_IDLE_MIN;
+    // Lines flowing: no-wait fetches of a full batch. A fetch that finds less is followed by
+    // a pull that waits on the server for one line (the next line is fed the moment it is
+    // stored, and an idle partition costs one request per PULL_WAIT), then full fetches again.
+    let mut waiting = false;
     while !*stop.borrow() {
-        let batch = consumer.fetch().max_messages(PULL_BATCH).messages().await;
+        let asked = if waiting { 1 } else { PULL_BATCH };
+        let batch = if waiting {
+            consumer
+                .batch()
+                .max_messages(asked)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+        } else {
+            consumer.fetch().max_messages(asked).messages().await
+        };
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -1197,18 +1211,6 @@ async fn pull(
                 }
             }
         }
-        if got == PULL_BATCH {
-            idle = PULL_IDLE_MIN;
-            continue;
-        }
-        idle = if got > 0 {
-            PULL_IDLE_MIN
-        } else {
-            (idle * 2).min(PULL_IDLE_MAX)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(idle) => {}
-            _ = stop.changed() => {}
-        }
+        waiting = got < asked;
     }
 }
