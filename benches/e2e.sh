@@ -491,7 +491,7 @@ EOF
             until [[ -d $d/spool/cur ]]; do sleep 0.05; done
             t0=$(now)
             "$BIN" submit --spool "$d/spool" "$L" >/dev/null
-            until [[ -e $d/spool/done/broad_http.txt ]]; do sleep 0.02; done
+            until compgen -G "$d/spool/done/broad_http.txt*" >/dev/null; do sleep 0.02; done
             t1=$(now)
             kill -TERM "$pid"; wait "$pid" || true
             spool_s=$(echo "$t1 - $t0" | bc)

@@ -75,6 +75,8 @@ pub const PULL_BATCH: usize = 256;
 /// line this long at most (an idle partition costs one request per this period, and a
 /// stopping pull task may wait this long).
 pub const PULL_WAIT: Duration = Duration::from_secs(1);
+/// A waiting pull without an answer this long after its expiry is over.
+pub const PULL_WAIT_SLACK: Duration = Duration::from_millis(200);
 /// A line refused while stopping comes back after this, not into the same pull request.
 pub const NAK_DELAY: Duration = Duration::from_secs(1);
 /// While a partition is being given back, how often the owner looks whether it drained.
@@ -1171,7 +1173,20 @@ async fn pull(
             }
         };
         let mut got = 0;
-        while let Some(next) = batch.next().await {
+        // The server forgets a waiting pull at its expiry but may not say so (seen with
+        // nats-server 2.9: no 408, and the client would wait its own 5 s more); past the
+        // expiry it delivers nothing to it, so the pull ends here then.
+        let until = tokio::time::Instant::now() + PULL_WAIT + PULL_WAIT_SLACK;
+        loop {
+            let next = if waiting {
+                match tokio::time::timeout_at(until, batch.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            } else {
+                batch.next().await
+            };
+            let Some(next) = next else { break };
             let m = match next {
                 Ok(m) => m,
                 Err(e) => {
