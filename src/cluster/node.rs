@@ -15,9 +15,9 @@
 //!   partition no longer consumed), then `lease::plan`: take free partitions up to the fair
 //!   share (create), give back extras (stop pulling, release the lease once the partition's
 //!   lines in flight are done, at most an ack wait later).
-//! - Consuming: one pull task per held partition on its durable consumer `pN`, one pull at a
-//!   time (no-wait fetches while lines flow, a waiting pull for one line when they do not),
-//!   every message of a pull taken; a node-wide semaphore bounds the lines
+//! - Consuming: one pull task per held partition on its durable consumer `pN`, one pull
+//!   request at a time (a batch the server holds until it is full or a second passed, each
+//!   line fed as it comes), every message of a pull taken; a node-wide semaphore bounds the lines
 //!   in flight. Each line is tracked with its acker, then fed to the engine. Lines in
 //!   flight longer than a third of the ack wait get an in-progress ack.
 //! - Records: published to `PREFIX.records` with `Nats-Msg-Id` = `LIST:LINE`, retried until
@@ -71,9 +71,9 @@ pub const MIN_IN_FLIGHT: usize = 4096;
 pub const MAX_ACK_PENDING: i64 = 1000;
 /// Lines one pull request asks for.
 pub const PULL_BATCH: usize = 256;
-/// After a fetch that found less than a full batch, the next pull waits on the server for a
-/// line this long at most (an idle partition costs one request per this period, and a
-/// stopping pull task may wait this long).
+/// A pull request is held by the server this long at most, unless its batch is full first
+/// (an idle partition costs one request per this period, and a stopping pull task may wait
+/// this long).
 pub const PULL_WAIT: Duration = Duration::from_secs(1);
 /// A waiting pull without an answer this long after its expiry is over.
 pub const PULL_WAIT_SLACK: Duration = Duration::from_millis(200);
@@ -1130,10 +1130,10 @@ async fn count_keys(store: &kv::Store) -> Result<usize, String> {
     keys(store).await.map(|k| k.len())
 }
 
-/// Pull partition `p` until told to stop, one pull at a time: a no-wait fetch (the server
-/// answers at once with what it has, up to [`PULL_BATCH`]) while lines flow, and after a
-/// fetch that found less, a pull of one line that waits on the server up to [`PULL_WAIT`]
-/// (so a line stored in an idle partition is fed at once, not after a polling pause). Every
+/// Pull partition `p` until told to stop, one pull request at a time, each for up to
+/// [`PULL_BATCH`] lines and held by the server up to [`PULL_WAIT`]: lines are fed as the
+/// server delivers them (a line stored in an idle partition at once, not after a polling
+/// pause), and the next request goes as soon as a batch is complete. Every
 /// message of a pull is taken (tracked with a permit of the node's in-flight bound, handed to
 /// the feeder), however long that takes, even after the stop, so no message is ever left
 /// delivered to this client and unseen (it would wait an ack wait before anyone got it).
@@ -1145,22 +1145,13 @@ async fn pull(
     intake: tokio::sync::mpsc::Sender<Intake>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Lines flowing: no-wait fetches of a full batch. A fetch that finds less is followed by
-    // a pull that waits on the server for one line (the next line is fed the moment it is
-    // stored, and an idle partition costs one request per PULL_WAIT), then full fetches again.
-    let mut waiting = false;
     while !*stop.borrow() {
-        let asked = if waiting { 1 } else { PULL_BATCH };
-        let batch = if waiting {
-            consumer
-                .batch()
-                .max_messages(asked)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-        } else {
-            consumer.fetch().max_messages(asked).messages().await
-        };
+        let batch = consumer
+            .batch()
+            .max_messages(PULL_BATCH)
+            .expires(PULL_WAIT)
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -1172,21 +1163,16 @@ async fn pull(
                 continue;
             }
         };
-        let mut got = 0;
-        // The server forgets a waiting pull at its expiry but may not say so (seen with
-        // nats-server 2.9: no 408, and the client would wait its own 5 s more); past the
-        // expiry it delivers nothing to it, so the pull ends here then.
+        // The server forgets a pull at its expiry but may not say so (seen with nats-server
+        // 2.9: no 408, and the client would wait its own 5 s more); past the expiry it
+        // delivers nothing to it, so the pull ends here then (messages already received are
+        // still taken: the timeout looks at them first).
         let until = tokio::time::Instant::now() + PULL_WAIT + PULL_WAIT_SLACK;
         loop {
-            let next = if waiting {
-                match tokio::time::timeout_at(until, batch.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                }
-            } else {
-                batch.next().await
+            let next = match tokio::time::timeout_at(until, batch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) | Err(_) => break,
             };
-            let Some(next) = next else { break };
             let m = match next {
                 Ok(m) => m,
                 Err(e) => {
@@ -1194,7 +1180,6 @@ async fn pull(
                     break;
                 }
             };
-            got += 1;
             let permit = in_flight
                 .clone()
                 .acquire_owned()
@@ -1226,6 +1211,5 @@ async fn pull(
                 }
             }
         }
-        waiting = got < asked;
     }
 }
