@@ -16,8 +16,9 @@
 //! of the run, so at the end the requests still in flight stop at once and are counted as
 //! abandoned, apart from errors. Errors are counted by wrk's classes (connect, read, write,
 //! timeout; responses of status 400 and above as status) and by journal error kind. When no
-//! connection slot can connect at all at the start, the run stops early. Latencies go to a
-//! per-connection hdrhistogram (microseconds), merged at the end; the report
+//! connection slot can connect at all at the start, the run stops early. Each worker counts
+//! into one tally its connections share (an hdrhistogram of microseconds, statuses in an
+//! array indexed by code), merged across workers at the end; the report
 //! ([`LoadReport`]) has their mean, stdev, percentiles and a 1-2-5 bucketed histogram. A run
 //! in which no request got a response is [`LoadError::NoSuccess`], with the commonest cause.
 
@@ -59,6 +60,8 @@ const BUCKET_STEPS: [u64; 3] = [1, 2, 5];
 const BAR_WIDTH: usize = 40;
 /// Statuses from this one up are wrk's "status" errors (still completed requests).
 const STATUS_ERROR_FROM: u16 = 400;
+/// Status codes counted by value (a response head's status has three digits).
+const STATUS_CODES: usize = 1000;
 
 /// How long to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -201,11 +204,13 @@ pub(crate) struct LiveCounters {
     pub errors: AtomicU64,
 }
 
-/// What connections measured: one per connection slot, merged per worker, then for the run.
+/// What the connections of a worker measured (one histogram per worker, whatever `-c`),
+/// merged for the run.
 struct Tally {
     hist: Histogram<u64>,
     bytes: u64,
-    status: BTreeMap<u16, u64>,
+    /// Responses by status code (an array: counting one is an index, not a map lookup).
+    status: Box<[u64; STATUS_CODES]>,
     errors: ErrorCounts,
     kinds: BTreeMap<ErrorKind, u64>,
     /// The first message of each error kind (for the line of a run without a response).
@@ -215,6 +220,12 @@ struct Tally {
     reconnects: u64,
     /// When the last connection slot stopped sending (before closing its connection).
     finished: Option<Instant>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally::empty()
+    }
 }
 
 /// A run, checked and resolved, ready to start.
@@ -287,6 +298,8 @@ struct Shared {
     end: Option<Instant>,
     state: Arc<RunState>,
     live: Arc<LiveCounters>,
+    /// What this worker's connections measured (borrowed only between awaits).
+    tally: RefCell<Tally>,
 }
 
 impl Setup {
@@ -308,6 +321,7 @@ impl Setup {
             end: self.end,
             state: self.state,
             live: self.live,
+            tally: RefCell::new(Tally::empty()),
         }
     }
 }
@@ -520,18 +534,15 @@ fn resolve_once(opts: &LoadOptions) -> Result<Vec<SocketAddr>, LoadError> {
     Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }
 
-/// Run `conns` connection loops on this thread and merge what they measured.
+/// Run `conns` connection loops on this thread; what they measured.
 async fn worker(shared: Rc<Shared>, conns: usize) -> Tally {
     let handles: Vec<_> = (0..conns)
         .map(|i| tokio_uring::spawn(connection_loop(shared.clone(), i, conns)))
         .collect();
-    let mut total = Tally::empty();
     for h in handles {
-        if let Ok(r) = h.await {
-            total.merge(r);
-        }
+        let _ = h.await;
     }
-    total
+    shared.tally.take()
 }
 
 /// What a load test wants of a response: its status; the body is only read through.
@@ -570,8 +581,7 @@ impl ReadBufs for ConnBuf {
 }
 
 /// One connection slot: (re)connect, then request/response until the run ends.
-async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Tally {
-    let mut res = Tally::empty();
+async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) {
     let mut stream: Option<Stream> = None;
     let buf = ConnBuf(RefCell::new(Vec::new()));
     let mut req_buf = Vec::with_capacity(shared.request.len());
@@ -609,8 +619,11 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Tall
                     .map(|t| (t, shared.server_name.as_str()));
                 match Stream::connect(&shared.addrs, &shared.connect, tls, deadline).await {
                     Ok(s) => {
-                        res.connects += 1;
-                        res.reconnects += u64::from(had_connection);
+                        {
+                            let mut t = shared.tally.borrow_mut();
+                            t.connects += 1;
+                            t.reconnects += u64::from(had_connection);
+                        }
                         if !had_connection {
                             shared.state.connected.store(true, Ordering::Release);
                             had_connection = true;
@@ -618,7 +631,10 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Tall
                         (s, false)
                     }
                     Err(e) => {
-                        res.fail(&shared, Phase::Connect, e.kind(), &e);
+                        shared
+                            .tally
+                            .borrow_mut()
+                            .fail(&shared, Phase::Connect, e.kind(), &e);
                         if !had_connection && !counted_unconnected {
                             counted_unconnected = true;
                             shared.state.slot_unconnected();
@@ -656,41 +672,46 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) -> Tall
         let (outcome, req) =
             conn::drive(&mut s, req, &mut ex, &mut status, &buf, limits, &mut bytes).await;
         req_buf = req;
-        res.bytes += bytes;
-        match outcome {
-            Ok(keep_alive) => {
-                let us = intended.elapsed().as_micros() as u64;
-                res.completed(us, status.0);
-                shared.live.requests.fetch_add(1, Ordering::Relaxed);
-                if keep_alive {
-                    stream = Some(s);
-                } else {
-                    s.close().await;
+        let keep_alive = {
+            let mut t = shared.tally.borrow_mut();
+            t.bytes += bytes;
+            match outcome {
+                Ok(keep_alive) => {
+                    t.completed(intended.elapsed().as_micros() as u64, status.0);
+                    shared.live.requests.fetch_add(1, Ordering::Relaxed);
+                    keep_alive
+                }
+                Err(DriveError::Stale) => {
+                    retry = Some(intended);
+                    false
+                }
+                Err(e) => {
+                    let phase = if matches!(e, DriveError::Write(_)) {
+                        Phase::Write
+                    } else {
+                        Phase::Read
+                    };
+                    t.fail(&shared, phase, e.kind(), &e);
+                    false
                 }
             }
-            Err(DriveError::Stale) => {
-                s.close().await;
-                retry = Some(intended);
-            }
-            Err(e) => {
-                let phase = if matches!(e, DriveError::Write(_)) {
-                    Phase::Write
-                } else {
-                    Phase::Read
-                };
-                res.fail(&shared, phase, e.kind(), &e);
-                s.close().await;
-            }
+        };
+        if keep_alive {
+            stream = Some(s);
+        } else {
+            s.close().await;
         }
     }
-    res.finished = Some(Instant::now());
+    {
+        let mut t = shared.tally.borrow_mut();
+        t.finished = t.finished.max(Some(Instant::now()));
+    }
     if !had_connection && !counted_unconnected {
         shared.state.slot_unconnected();
     }
     if let Some(s) = stream {
         s.close().await;
     }
-    res
 }
 
 /// What the report names the run by.
@@ -707,7 +728,7 @@ impl Tally {
             hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, LATENCY_SIGFIGS)
                 .expect("static bounds are valid"),
             bytes: 0,
-            status: BTreeMap::new(),
+            status: Box::new([0; STATUS_CODES]),
             errors: ErrorCounts::default(),
             kinds: BTreeMap::new(),
             causes: BTreeMap::new(),
@@ -721,7 +742,9 @@ impl Tally {
     /// A complete response after `us` microseconds.
     fn completed(&mut self, us: u64, status: u16) {
         self.hist.saturating_record(us.max(1));
-        *self.status.entry(status).or_default() += 1;
+        if let Some(n) = self.status.get_mut(usize::from(status)) {
+            *n += 1;
+        }
         if status >= STATUS_ERROR_FROM {
             self.errors.status += 1;
         }
@@ -742,8 +765,8 @@ impl Tally {
     fn merge(&mut self, o: Tally) {
         self.hist.add(&o.hist).expect("histograms share bounds");
         self.bytes += o.bytes;
-        for (k, v) in o.status {
-            *self.status.entry(k).or_default() += v;
+        for (n, o) in self.status.iter_mut().zip(o.status.iter()) {
+            *n += o;
         }
         self.errors.merge(&o.errors);
         for (k, v) in o.kinds {
@@ -813,7 +836,11 @@ impl Tally {
                 .into_iter()
                 .map(|(le, count)| Bucket { le: ms(le), count })
                 .collect(),
-            status: self.status.clone(),
+            status: (0u16..)
+                .zip(self.status.iter())
+                .filter(|&(_, &n)| n > 0)
+                .map(|(code, &n)| (code, n))
+                .collect(),
             errors: self.errors,
             error_kinds: self.kinds.clone(),
             connects: self.connects,
