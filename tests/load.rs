@@ -221,6 +221,10 @@ fn an_unreadable_body_file_or_a_bad_method_is_a_usage_error() {
             "bad value for --body-file: ",
         ),
         (vec!["-m", "GE T"], "bad value for --method: "),
+        (
+            vec!["--body", "x", "--body-file", missing.to_str().unwrap()],
+            "the argument '--body <STRING>' cannot be used with",
+        ),
     ] {
         let mut all = vec!["http://127.0.0.1:1/", "-n", "1"];
         all.extend(args);
@@ -390,6 +394,8 @@ fn text_report_follows_the_banner() {
     for want in [
         "  Latency (ms)  mean ",
         " stdev ",
+        " min ",
+        " max ",
         "  Latency distribution (ms)\n",
         "    99.9%  ",
         "  Latency histogram (ms)\n    <= ",
