@@ -329,16 +329,21 @@ impl Setup {
 impl Shared {
     /// Whether the run is over (the `-d` limit passed, or it was stopped).
     fn stopped(&self) -> bool {
-        self.state.stop.load(Ordering::Relaxed) || self.past_end()
+        self.stopped_at(Instant::now())
+    }
+
+    /// Whether the run is over at `now`.
+    fn stopped_at(&self, now: Instant) -> bool {
+        self.state.stop.load(Ordering::Relaxed) || self.end.is_some_and(|e| now >= e)
     }
 
     fn past_end(&self) -> bool {
         self.end.is_some_and(|e| Instant::now() >= e)
     }
 
-    /// Claim the right to send one more request.
-    fn claim(&self) -> bool {
-        if self.stopped() {
+    /// Claim the right to send one more request at `now`.
+    fn claim(&self, now: Instant) -> bool {
+        if self.stopped_at(now) {
             return false;
         }
         match self.limit {
@@ -596,20 +601,24 @@ async fn connection_loop(shared: Rc<Shared>, index: usize, conns: usize) {
     // A request whose connection turned out stale is sent again, as the same request.
     let mut retry: Option<Instant> = None;
     loop {
+        // One clock read for the claim, the intended start and the deadline (a closed loop
+        // reads the clock twice per request: here and for its latency).
+        let mut now = Instant::now();
         let intended = match (retry.take(), next_send) {
             (Some(t), _) => t,
-            (None, _) if !shared.claim() => break,
+            (None, _) if !shared.claim(now) => break,
             (None, Some(t)) => {
                 if shared.end.is_some_and(|e| t >= e) {
                     break;
                 }
                 tokio::time::sleep_until(t.into()).await;
+                now = Instant::now();
                 next_send = shared.interval.map(|iv| t + iv);
                 t
             }
-            (None, None) => Instant::now(),
+            (None, None) => now,
         };
-        let deadline = shared.deadline(Instant::now());
+        let deadline = shared.deadline(now);
         let (mut s, reused) = match stream.take() {
             Some(s) => (s, true),
             None => {
