@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Fetch(args) => fetch(*args),
-        Command::Load(args) => load(args),
+        Command::Load(args) => load(*args),
         Command::Run(args) => run(args),
         Command::Submit(args) => submit(args),
         Command::Completions(args) => {
@@ -630,9 +630,17 @@ fn dns_summary(d: &crate::dns::DnsStats) -> String {
     }
 }
 
-/// `ringcrawl load`: run the load test, with a live line on a terminal, then report.
+/// `ringcrawl load`: check and resolve, print the banner (text reports), run the load test
+/// with a live line on a terminal, then report; a run without a single response fails with
+/// one line.
 fn load(args: LoadArgs) -> Outcome {
     let opts = args.options().map_err(usage)?;
+    let plan = crate::load::Plan::new(opts).map_err(load_failure)?;
+    if !args.json {
+        let mut out = io::stdout().lock();
+        out.write_all(plan.banner().as_bytes())?;
+        out.flush()?;
+    }
     let live = Arc::new(crate::load::LiveCounters::default());
     let done = Arc::new(AtomicBool::new(false));
     let ticker = io::stderr().is_terminal().then(|| {
@@ -652,21 +660,27 @@ fn load(args: LoadArgs) -> Outcome {
             eprint!("\r\x1b[2K");
         })
     });
-    let report = crate::load::run(opts, live);
+    let report = plan.run(live);
     done.store(true, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    let report = report.map_err(|e| match e {
-        LoadError::Tls(_) => usage(e),
-        LoadError::Dns(_) | LoadError::Start(_) => e.into(),
-    })?;
+    let report = report.map_err(load_failure)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", crate::load::format_report(&report));
     }
     Ok(())
+}
+
+/// A load test that could not run or got no response: a usage error when a flag's value
+/// was unusable (`--ca-file`, `--bind`), a runtime failure otherwise.
+fn load_failure(e: LoadError) -> Failure {
+    match e {
+        LoadError::Tls(_) | LoadError::Bind(_) => usage(e),
+        LoadError::Resolve(_) | LoadError::Start(_) | LoadError::NoSuccess(_) => e.into(),
+    }
 }
 
 /// `ringcrawl run`: the daemon (or `--check-config`).

@@ -4,12 +4,14 @@
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::load::{LoadOptions, Stop};
+use crate::http::Method;
+use crate::load::{LoadOptions, Stop, MAX_BODY_BYTES};
 use crate::options::{Given, Name, OptionError, OptionErrors, RawFetchOptions, MAX_TIMEOUT_SECS};
 use crate::record::Format;
 
@@ -35,6 +37,14 @@ fetches in flight finish (for 10 s at most) with their records; then the summary
 status 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once. A list run with \
 -i LIST -o OUT continues with the same command plus --resume.";
 
+/// `load --help`'s closing paragraph.
+pub(crate) const LOAD_AFTER_HELP: &str = "Prints a banner before the run and the report after \
+it: requests/s, latency mean, stdev, max, percentiles and histogram, status codes, errors by \
+class (connect, read, write, timeout; status: responses of 400 and above, still completed \
+requests) and by kind, and the requests abandoned when -d ended the run. Exit status 0 when \
+at least one request got a response, whatever its status; 1 with one line saying why when \
+none did (connection refused, DNS failure, every request timed out...); 2 for a usage error.";
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Fetch URLs (arguments, -i FILE, or -i - for stdin) and write one record per URL
@@ -49,7 +59,8 @@ pub(crate) enum Command {
     /// Append a cluster's records to a JSON Lines file, one line per submitted line.
     Collect(CollectCliArgs),
     /// Load-test one URL with keep-alive connections and report requests/s and latency.
-    Load(LoadArgs),
+    #[command(after_help = LOAD_AFTER_HELP)]
+    Load(Box<LoadArgs>),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     #[command(after_help = COMPLETIONS_AFTER_HELP)]
     Completions(CompletionsArgs),
@@ -161,9 +172,25 @@ pub(crate) struct LoadArgs {
     /// Stop after N requests.
     #[arg(short = 'n', long, value_name = "N")]
     pub requests: Option<u64>,
-    /// Stop after S seconds [default: 10 when -n is not given].
+    /// Stop after S seconds, a hard limit: requests still in flight then are abandoned, not
+    /// waited for, and counted apart [default: 10 when -n is not given].
     #[arg(short = 'd', long, value_name = "S", allow_negative_numbers = true)]
     pub duration: Option<f64>,
+    /// Request method: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or any other token
+    /// (case-sensitive) [default: GET].
+    #[arg(short = 'm', long, value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Request body, sent with Content-Length on every request (POST, PUT and PATCH without
+    /// a body send Content-Length: 0).
+    #[arg(long, value_name = "STRING", conflicts_with = "body_file")]
+    pub body: Option<OsString>,
+    /// Request body from FILE, read once at start (at most 16 MiB).
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Deadline per request in seconds, connect included; a request past it is a timeout
+    /// error [default: 30].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
     /// Worker threads [default (or 0): number of cores; half of them when the target is
     /// this machine (a loopback address), so the server under test keeps the other half].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
@@ -202,6 +229,10 @@ pub(crate) struct LoadArgs {
     /// so is Proxy-Authorization (give proxy credentials in the proxy URL).
     #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
+    /// Source addresses for the connections, comma-separated, used in turn (more source
+    /// ports than one address has).
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub bind: Vec<IpAddr>,
 }
 
 /// Connections of a load test without -c.
@@ -247,12 +278,14 @@ impl LoadArgs {
                 Some(self.connections.unwrap_or(DEFAULT_LOAD_CONNECTIONS)),
             ),
             threads: flag("--threads", self.threads),
+            timeout: flag("--timeout", self.timeout),
             connect_timeout: flag("--connect-timeout", self.connect_timeout),
             ca_file: flag("--ca-file", self.ca_file.clone()),
             insecure: switch("--insecure", self.insecure),
             resolver: flag("--resolver", self.resolver),
             user_agent: flag("--user-agent", self.user_agent.clone()),
             headers: list("--header", &self.headers),
+            bind: list("--bind", &self.bind),
             ..RawFetchOptions::default()
         };
         let mut errors = Vec::new();
@@ -293,18 +326,66 @@ impl LoadArgs {
                 );
             }
         }
+        let method = match Method::parse(self.method.as_deref().unwrap_or("GET")) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                bad("--method", e.to_string());
+                None
+            }
+        };
+        let body = match (&self.body, &self.body_file) {
+            (Some(b), _) => Ok(Some(b.clone().into_vec())),
+            (None, Some(path)) => read_body(path).map(Some),
+            (None, None) => Ok(None),
+        };
+        let body = match body {
+            Ok(Some(b)) if b.len() as u64 > MAX_BODY_BYTES => {
+                let name = if self.body.is_some() {
+                    "--body"
+                } else {
+                    "--body-file"
+                };
+                bad(
+                    name,
+                    format!("{} bytes is more than {MAX_BODY_BYTES}", b.len()),
+                );
+                None
+            }
+            Ok(b) => Some(b),
+            Err(why) => {
+                bad("--body-file", why);
+                None
+            }
+        };
         let fetch = raw.validate().map_err(|e| errors.extend(e.0));
-        match (url, stop, fetch) {
-            (Ok(url), Some(stop), Ok(fetch)) if errors.is_empty() => Ok(LoadOptions {
-                url,
-                threads: self.threads.filter(|&t| t > 0).map(|_| fetch.threads),
-                stop,
-                rate: self.rate,
-                fetch,
-            }),
+        match (url, stop, method, body, fetch) {
+            (Ok(url), Some(stop), Some(method), Some(body), Ok(fetch)) if errors.is_empty() => {
+                Ok(LoadOptions {
+                    url,
+                    threads: self.threads.filter(|&t| t > 0).map(|_| fetch.threads),
+                    stop,
+                    rate: self.rate,
+                    method,
+                    body,
+                    fetch,
+                })
+            }
             _ => Err(OptionErrors(errors)),
         }
     }
+}
+
+/// The contents of a `--body-file`, at most [`MAX_BODY_BYTES`] of them read (more is an
+/// error the caller reports); a one-line reason when it cannot be read.
+fn read_body(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let why = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(why)?;
+    let mut body = Vec::new();
+    file.take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(why)?;
+    Ok(body)
 }
 
 /// `ringcrawl fetch`.
@@ -523,18 +604,87 @@ mod tests {
     }
 
     #[test]
+    fn load_request_and_connection_flags() {
+        let o = load(&[
+            "http://127.0.0.1/",
+            "-m",
+            "PATCH",
+            "--body",
+            "a=1",
+            "--timeout",
+            "2.5",
+            "--bind",
+            "127.0.0.2,127.0.0.3",
+        ])
+        .unwrap();
+        assert_eq!(o.method, Method::Patch);
+        assert_eq!(o.body.as_deref(), Some(&b"a=1"[..]));
+        assert_eq!(o.fetch.timeout, Duration::from_millis(2500));
+        assert_eq!(o.fetch.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(o.fetch.bind.len(), 2);
+        let o = load(&["http://127.0.0.1/"]).unwrap();
+        assert_eq!((o.method, o.body), (Method::Get, None));
+        assert_eq!(o.fetch.timeout, crate::options::DEFAULT_TIMEOUT);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("body");
+        std::fs::write(&file, b"\x00bytes\xff").unwrap();
+        let o = load(&["http://127.0.0.1/", "--body-file", file.to_str().unwrap()]).unwrap();
+        assert_eq!(o.body.as_deref(), Some(&b"\x00bytes\xff"[..]));
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MAX_BODY_BYTES + 1)
+            .unwrap();
+        let errs = load(&["http://127.0.0.1/", "--body-file", file.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            format!(
+                "bad value for --body-file: {} bytes is more than {MAX_BODY_BYTES}",
+                MAX_BODY_BYTES + 1
+            )
+        );
+        assert!(Cli::try_parse_from([
+            "ringcrawl",
+            "load",
+            "http://a/",
+            "--body",
+            "x",
+            "--body-file",
+            "f"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn load_reports_every_bad_value_by_its_flag() {
-        let errs = load(&["not a url", "-c", "0", "--rate", "0", "-d", "-1"]).unwrap_err();
+        let errs = load(&[
+            "not a url",
+            "-c",
+            "0",
+            "--rate",
+            "0",
+            "-d",
+            "-1",
+            "-m",
+            "A B",
+            "--timeout",
+            "0",
+            "--body-file",
+            "/nonexistent/body",
+        ])
+        .unwrap_err();
         let msg = errs.to_string();
         for want in [
             "bad value for URL: \"not a url\": ",
             "bad value for --connections: 0 is out of range",
             "bad value for --rate: 0 is not",
             "bad value for --duration: -1 is not",
+            "bad value for --method: \"A B\" is not a method",
+            "bad value for --timeout: 0 is not",
+            "bad value for --body-file: /nonexistent/body: No such file or directory",
         ] {
             assert!(msg.contains(want), "no {want:?} in {msg}");
         }
-        assert_eq!(errs.0.len(), 4, "{msg}");
+        assert_eq!(errs.0.len(), 7, "{msg}");
         assert!(
             load(&["ftp://a/"]).is_err(),
             "one URL validation for all inputs"

@@ -25,11 +25,18 @@ pub trait ReadBufs {
 }
 
 /// How one exchange failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum DriveError {
     /// The reused connection was dead before the request: retry on a new connection.
+    #[error("the server had closed the kept-alive connection")]
     Stale,
+    /// Writing the request failed.
+    #[error("writing the request: {0}")]
+    Write(NetError),
+    /// Reading the response failed.
+    #[error(transparent)]
     Net(NetError),
+    #[error(transparent)]
     Exchange(ExchangeError),
 }
 
@@ -38,7 +45,7 @@ impl DriveError {
     pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
             DriveError::Stale => crate::error::ErrorKind::Reset,
-            DriveError::Net(e) => e.kind(),
+            DriveError::Write(e) | DriveError::Net(e) => e.kind(),
             DriveError::Exchange(ExchangeError::Http(e)) => e.kind(),
             DriveError::Exchange(ExchangeError::Truncated) => crate::error::ErrorKind::Tls,
         }
@@ -81,7 +88,7 @@ pub fn drive<'a, C: Consumer, B: ReadBufs>(
             Err(e) => {
                 let err = ex
                     .write_failed()
-                    .map_or(DriveError::Net(e), |_| DriveError::Stale);
+                    .map_or(DriveError::Write(e), |_| DriveError::Stale);
                 return (Err(err), Vec::new());
             }
         };

@@ -699,7 +699,9 @@ fn on_connection<'a, C: Consumer>(
                     stream.close().await;
                     match e {
                         DriveError::Stale => continue,
-                        DriveError::Net(e) => return Err(net_error(ctx, e, deadline)),
+                        DriveError::Write(e) | DriveError::Net(e) => {
+                            return Err(net_error(ctx, e, deadline))
+                        }
                         DriveError::Exchange(e) => return Err(e.into()),
                     }
                 }

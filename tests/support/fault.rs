@@ -1,9 +1,10 @@
 //! [`FaultServer`]: an in-process HTTP server on 127.0.0.1:0 with one path per misbehaviour
 //! (see [`PATHS`]). Thread per connection, capped at [`MAX_CONNECTIONS`] live connections
 //! (past the cap a connection is closed at once). Counts connections, requests and hits per
-//! path so tests can assert keep-alive reuse, and keeps every request head. A request in
-//! absolute-form (`GET http://any.host/ok`) is answered as its path, so the server also plays
-//! an HTTP proxy that forwards to itself. Stops on drop.
+//! path so tests can assert keep-alive reuse, and keeps every request head, request body (by
+//! Content-Length) and client address. A request in absolute-form (`GET http://any.host/ok`)
+//! is answered as its path, so the server also plays an HTTP proxy that forwards to itself.
+//! Stops on drop.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -136,6 +137,10 @@ struct Stats {
     arrivals: Mutex<Vec<(String, Instant)>>,
     /// Every request head as received (request line and header lines), in order.
     heads: Mutex<Vec<String>>,
+    /// Every request body (by its Content-Length; empty without one), in order.
+    bodies: Mutex<Vec<Vec<u8>>>,
+    /// The client address of every connection accepted, in order.
+    peers: Mutex<Vec<SocketAddr>>,
     /// What `/robots.txt` answers: a status and a body (404 when unset).
     robots: Mutex<Option<(u16, String)>>,
     /// Requests being answered right now, and the most at once.
@@ -222,6 +227,16 @@ impl FaultServer {
         self.stats.heads.lock().expect("heads lock").clone()
     }
 
+    /// Every request body received so far (by its Content-Length), in order.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.stats.bodies.lock().expect("bodies lock").clone()
+    }
+
+    /// The client address of every connection accepted so far, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.stats.peers.lock().expect("peers lock").clone()
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.stats.connections.load(Ordering::Relaxed)
@@ -260,6 +275,9 @@ fn accept_loop(listener: TcpListener, stats: Arc<Stats>, stop: Arc<AtomicBool>) 
             continue;
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
+        if let Ok(peer) = stream.peer_addr() {
+            stats.peers.lock().expect("peers lock").push(peer);
+        }
         stats.live.fetch_add(1, Ordering::Relaxed);
         let (st, sp) = (stats.clone(), stop.clone());
         let spawned = std::thread::Builder::new()
@@ -290,11 +308,21 @@ fn nap(stop: &AtomicBool, d: Duration) -> bool {
 const NOT_HTTP_TARGET: &str = "<not-http>";
 
 /// A request head: its target (absolute-form reduced to the path) and whether the client
-/// asked to close.
+/// asked to close; and its body (by Content-Length).
 struct Request {
     target: String,
     close: bool,
     head: String,
+    body: Vec<u8>,
+}
+
+/// The value of the request head's Content-Length (0 without one).
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The origin-form of a request target: `http://host:port/p?q` becomes `/p?q`.
@@ -318,9 +346,15 @@ fn read_request(
     let start = Instant::now();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        let body_len = head_end.map(|end| content_length(&String::from_utf8_lossy(&buf[..end])));
+        if let Some((end, len)) = head_end
+            .zip(body_len)
+            .filter(|(e, l)| buf.len() >= e + 4 + l)
+        {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
             let target = origin_form(head.split(' ').nth(1).unwrap_or("/"));
             let close = head.lines().any(|l| {
                 l.split_once(':').is_some_and(|(n, v)| {
@@ -332,6 +366,7 @@ fn read_request(
                 target,
                 close,
                 head,
+                body,
             }));
         }
         if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
@@ -341,9 +376,10 @@ fn read_request(
                 target: NOT_HTTP_TARGET.to_string(),
                 close: true,
                 head: String::new(),
+                body: Vec::new(),
             }));
         }
-        if buf.len() > MAX_REQUEST_HEAD
+        if (head_end.is_none() && buf.len() > MAX_REQUEST_HEAD)
             || stop.load(Ordering::Relaxed)
             || start.elapsed() > IDLE_TIMEOUT
         {
@@ -389,6 +425,7 @@ fn serve(mut s: TcpStream, stats: &Stats, stop: &AtomicBool) -> io::Result<()> {
             .expect("arrivals lock")
             .push((path.clone(), arrived));
         stats.heads.lock().expect("heads lock").push(req.head);
+        stats.bodies.lock().expect("bodies lock").push(req.body);
         if path == "/robots.txt" {
             let robots = stats.robots.lock().expect("robots lock").clone();
             let (status, body) = robots.unwrap_or((404, String::new()));
