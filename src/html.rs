@@ -17,17 +17,14 @@
 //! references are decoded here with the standard's full named table (`html/entities.rs`).
 
 mod entities;
+mod full;
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use encoding_rs::{CoderResult, Decoder, Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
-use lol_html::html_content::{EndTag, TextChunk};
-use lol_html::send::{Element, SendHandlerTypes};
-use lol_html::{
-    AsciiCompatibleEncoding, ElementContentHandlers, HandlerResult, HtmlRewriter, MemorySettings,
-    OutputSink, Selector, Settings,
-};
+use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
+use lol_html::Selector;
+
+use self::full::FullParser;
 
 use crate::error::ErrorKind;
 
@@ -37,14 +34,8 @@ pub const MAX_TITLE_BYTES: usize = 4096;
 pub const PRESCAN_BYTES: usize = 1024;
 /// Most raw (undecoded, uncollapsed) title text buffered; beyond it the title is truncated.
 const MAX_RAW_TITLE_BYTES: usize = 16 * MAX_TITLE_BYTES;
-/// Memory lol_html may use for one document (partial tags held across chunks).
-const MAX_PARSER_MEMORY: usize = 4 * 1024 * 1024;
-/// Size of the UTF-8 buffer the transcoder writes into before lol_html reads it.
-const DECODE_BUFFER_BYTES: usize = 16 * 1024;
 /// Longest byte-order mark (UTF-8).
 const MAX_BOM_BYTES: usize = 3;
-/// The HTML namespace as lol_html reports it.
-const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
 
 /// Errors from the HTML layer (only a bad `--follow` selector, caught at start-up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,217 +130,6 @@ fn is_ascii_ws_byte(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0C | b'\r' | b' ')
 }
 
-/// Where the title element stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum TitleState {
-    #[default]
-    NotSeen,
-    Capturing,
-    Done,
-}
-
-/// What the lol_html handlers record; shared between them and the [`Extractor`].
-#[derive(Debug, Default)]
-struct State {
-    follow: bool,
-    template_depth: usize,
-    /// Set by the `svg title` handler just before the `title` handler runs for the same
-    /// element: lol_html reports an SVG `<title>` (an HTML integration point) as HTML.
-    foreign_title: bool,
-    title: TitleState,
-    raw_title: String,
-    raw_title_truncated: bool,
-    link: Option<String>,
-    base_href: Option<String>,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Returned from a handler to make lol_html stop at once: everything wanted is known.
-#[derive(Debug, thiserror::Error)]
-#[error("extraction complete")]
-struct Complete;
-
-fn complete() -> HandlerResult {
-    Err(Box::new(Complete))
-}
-
-/// lol_html's output (the unchanged document) is not needed.
-struct Discard;
-
-impl OutputSink for Discard {
-    fn handle_chunk(&mut self, _chunk: &[u8]) {}
-}
-
-type Rewriter = HtmlRewriter<'static, Discard, SendHandlerTypes>;
-type Handlers = (
-    Cow<'static, Selector>,
-    ElementContentHandlers<'static, SendHandlerTypes>,
-);
-
-/// The built-in selectors, parsed once per process (parsing them for every page showed up
-/// in perf profiles of the broad bench).
-static TEMPLATE: LazyLock<Selector> = LazyLock::new(|| builtin("template"));
-static SVG_TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("svg title"));
-static TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("title"));
-static BASE_HREF: LazyLock<Selector> = LazyLock::new(|| builtin("base[href]"));
-
-fn builtin(css: &str) -> Selector {
-    css.parse().expect("built-in selector is valid")
-}
-
-fn selector(parsed: &'static LazyLock<Selector>) -> Cow<'static, Selector> {
-    Cow::Borrowed(LazyLock::force(parsed))
-}
-
-fn template_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        if el.namespace_uri() != HTML_NAMESPACE {
-            return Ok(());
-        }
-        let on_end = Arc::clone(&state);
-        let registered = el.on_end_tag(Box::new(move |_: &mut EndTag<'_>| {
-            let mut s = lock(&on_end);
-            s.template_depth = s.template_depth.saturating_sub(1);
-            Ok(())
-        }));
-        if registered.is_ok() {
-            lock(&state).template_depth += 1;
-        }
-        Ok(())
-    };
-    (
-        selector(&TEMPLATE),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-/// Marks the next `title` element as SVG's. Registered before [`title_handlers`]: lol_html
-/// runs the handlers matching one element in registration order.
-fn svg_title_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |_: &mut Element<'_, '_>| {
-        lock(&state).foreign_title = true;
-        Ok(())
-    };
-    (
-        selector(&SVG_TITLE),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-fn title_handlers(state: &Shared) -> Handlers {
-    let on_element = Arc::clone(state);
-    let on_text = Arc::clone(state);
-    let element = move |el: &mut Element<'_, '_>| {
-        {
-            let mut s = lock(&on_element);
-            let foreign = std::mem::take(&mut s.foreign_title);
-            if foreign
-                || s.title != TitleState::NotSeen
-                || s.template_depth > 0
-                || el.namespace_uri() != HTML_NAMESPACE
-            {
-                return Ok(());
-            }
-            s.title = TitleState::Capturing;
-        }
-        let on_end = Arc::clone(&on_element);
-        let registered = el.on_end_tag(Box::new(move |_: &mut EndTag<'_>| {
-            let mut s = lock(&on_end);
-            s.title = TitleState::Done;
-            if s.follow {
-                Ok(())
-            } else {
-                complete()
-            }
-        }));
-        if registered.is_err() {
-            // An element without content (never the case for an HTML title, which is
-            // RCDATA until `</title>`): an empty title, complete now.
-            let mut s = lock(&on_element);
-            s.title = TitleState::Done;
-            if !s.follow {
-                return complete();
-            }
-        }
-        Ok(())
-    };
-    let text = move |chunk: &mut TextChunk<'_>| {
-        let mut s = lock(&on_text);
-        if s.title != TitleState::Capturing {
-            return Ok(());
-        }
-        let text = chunk.as_str();
-        let room = MAX_RAW_TITLE_BYTES - s.raw_title.len();
-        if text.len() <= room {
-            s.raw_title.push_str(text);
-            return Ok(());
-        }
-        let cut = floor_char_boundary(text, room);
-        s.raw_title.push_str(&text[..cut]);
-        s.raw_title_truncated = true;
-        s.title = TitleState::Done;
-        if s.follow {
-            Ok(())
-        } else {
-            complete()
-        }
-    };
-    (
-        selector(&TITLE),
-        ElementContentHandlers::default()
-            .element(element)
-            .text(text),
-    )
-}
-
-fn base_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        let mut s = lock(&state);
-        if s.base_href.is_some() || s.template_depth > 0 || el.namespace_uri() != HTML_NAMESPACE {
-            return Ok(());
-        }
-        if let Some(href) = el.get_attribute("href") {
-            s.base_href = Some(clean_href(&href).into_owned());
-        }
-        Ok(())
-    };
-    (
-        selector(&BASE_HREF),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-fn link_handler(state: &Shared, follow: &FollowSelector) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        let mut s = lock(&state);
-        if s.link.is_some() || s.template_depth > 0 {
-            return Ok(());
-        }
-        let Some(href) = el.get_attribute("href") else {
-            return Ok(());
-        };
-        let href = clean_href(&href);
-        if !is_followable(&href) {
-            return Ok(());
-        }
-        s.link = Some(href.into_owned());
-        complete()
-    };
-    (
-        Cow::Owned(follow.selector.clone()),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
 /// An attribute value as a URL string: references decoded, ASCII whitespace trimmed.
 fn clean_href(raw: &str) -> Cow<'_, str> {
     match decode_references(raw, true) {
@@ -377,14 +157,20 @@ fn is_followable(href: &str) -> bool {
 
 /// Streaming extractor for one document. Feed decoded body bytes as they arrive.
 pub struct Extractor {
-    state: Shared,
-    /// `None` once lol_html stopped (everything found, or it gave up).
-    rewriter: Option<Rewriter>,
     header_encoding: Option<&'static Encoding>,
-    /// `None` until the encoding is decided; bytes wait in `pending` meanwhile.
-    decoder: Option<Decoder>,
-    pending: Vec<u8>,
-    utf8: Vec<u8>,
+    /// The `--follow` selector, moved into the parser's link handler when it starts.
+    follow: Option<Selector>,
+    stage: Stage,
+}
+
+/// Where an [`Extractor`] is.
+enum Stage {
+    /// The encoding is not decided yet: the first bytes wait here.
+    Undecided(Vec<u8>),
+    /// lol_html is reading the document (boxed: the parser's state machines are large).
+    Parsing(Box<FullParser>),
+    /// Everything wanted is known (the parser, if any, is gone).
+    Done(Extracted),
 }
 
 impl Extractor {
@@ -392,37 +178,10 @@ impl Extractor {
     /// `follow`: hop 1 of a two-hop crawl: look for the first link matching this selector
     /// (the title is still extracted if seen, but is not waited for).
     pub fn new(content_type: Option<&str>, follow: Option<&FollowSelector>) -> Self {
-        let state: Shared = Arc::new(Mutex::new(State {
-            follow: follow.is_some(),
-            ..State::default()
-        }));
-        let mut handlers = vec![
-            template_handler(&state),
-            svg_title_handler(&state),
-            title_handlers(&state),
-        ];
-        if let Some(follow) = follow {
-            handlers.push(base_handler(&state));
-            handlers.push(link_handler(&state, follow));
-        }
-        let settings = Settings {
-            element_content_handlers: handlers,
-            encoding: AsciiCompatibleEncoding::utf_8(),
-            memory_settings: MemorySettings {
-                max_allowed_memory_usage: MAX_PARSER_MEMORY,
-                ..MemorySettings::default()
-            },
-            strict: false,
-            adjust_charset_on_meta_tag: false,
-            ..Settings::new_send()
-        };
         Self {
-            rewriter: Some(HtmlRewriter::new(settings, Discard)),
-            state,
             header_encoding: content_type.and_then(charset_from_content_type),
-            decoder: None,
-            pending: Vec::new(),
-            utf8: Vec::new(),
+            follow: follow.map(|f| f.selector.clone()),
+            stage: Stage::Undecided(Vec::new()),
         }
     }
 
@@ -432,89 +191,64 @@ impl Extractor {
     /// Until the encoding is known (up to [`PRESCAN_BYTES`] without a header charset or BOM)
     /// bytes are only buffered.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        if self.rewriter.is_none() {
-            return true;
-        }
-        if self.decoder.is_some() {
-            self.transcode(chunk, false);
-        } else {
-            let wanted = PRESCAN_BYTES
-                .saturating_sub(self.pending.len())
-                .min(chunk.len());
-            self.pending.extend_from_slice(&chunk[..wanted]);
-            let decided = self.pending.len() >= PRESCAN_BYTES
-                || (self.pending.len() >= MAX_BOM_BYTES
-                    && (self.header_encoding.is_some()
-                        || Encoding::for_bom(&self.pending).is_some()));
-            if decided {
-                self.start_decoding();
-                self.transcode(&chunk[wanted..], false);
+        match &mut self.stage {
+            Stage::Done(_) => return true,
+            Stage::Parsing(parser) => {
+                if parser.write(chunk) {
+                    self.stop_parsing();
+                }
+            }
+            Stage::Undecided(pending) => {
+                let wanted = PRESCAN_BYTES.saturating_sub(pending.len()).min(chunk.len());
+                pending.extend_from_slice(&chunk[..wanted]);
+                let decided = pending.len() >= PRESCAN_BYTES
+                    || (pending.len() >= MAX_BOM_BYTES
+                        && (self.header_encoding.is_some()
+                            || Encoding::for_bom(pending).is_some()));
+                if decided {
+                    self.start_parsing();
+                    if let Stage::Parsing(parser) = &mut self.stage {
+                        if parser.write(&chunk[wanted..]) {
+                            self.stop_parsing();
+                        }
+                    }
+                }
             }
         }
-        self.rewriter.is_none()
+        matches!(self.stage, Stage::Done(_))
     }
 
     /// End of body (or reading stopped): the result.
     pub fn finish(mut self) -> Extracted {
-        if self.rewriter.is_some() {
-            if self.decoder.is_none() {
-                self.start_decoding();
-            }
-            self.transcode(&[], true);
-            if let Some(rewriter) = self.rewriter.take() {
-                // An error here only means lol_html gave up; what was found stands.
-                let _ = rewriter.end();
-            }
+        if let Stage::Undecided(_) = self.stage {
+            self.start_parsing();
         }
-        let mut s = lock(&self.state);
-        let (title, truncated) = match s.title {
-            TitleState::NotSeen => (None, false),
-            TitleState::Capturing | TitleState::Done => {
-                let (title, truncated) = finish_title(&s.raw_title);
-                (Some(title), truncated || s.raw_title_truncated)
-            }
-        };
-        Extracted {
-            title,
-            title_truncated: truncated,
-            link: s.link.take(),
-            base_href: s.base_href.take(),
+        match self.stage {
+            Stage::Undecided(_) => Extracted::default(),
+            Stage::Parsing(parser) => parser.finish(),
+            Stage::Done(found) => found,
         }
     }
 
-    /// Decides the encoding from what is buffered and sends the buffer through.
-    fn start_decoding(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let (encoding, bom_len) = detect_encoding(&pending, self.header_encoding);
-        self.decoder = Some(encoding.new_decoder_without_bom_handling());
-        self.utf8 = vec![0; DECODE_BUFFER_BYTES];
-        self.transcode(&pending[bom_len..], false);
-    }
-
-    /// Transcodes `input` to UTF-8 and feeds lol_html, dropping it on any error (which is
-    /// how a handler says "complete").
-    fn transcode(&mut self, mut input: &[u8], last: bool) {
-        let (Some(decoder), Some(rewriter)) = (self.decoder.as_mut(), self.rewriter.as_mut())
-        else {
+    /// Decides the encoding from what is buffered and sends the buffer through lol_html.
+    fn start_parsing(&mut self) {
+        let Stage::Undecided(pending) = &self.stage else {
             return;
         };
-        loop {
-            let (result, read, written, _) = decoder.decode_to_utf8(input, &mut self.utf8, last);
-            input = &input[read..];
-            if written > 0 && rewriter.write(&self.utf8[..written]).is_err() {
-                self.rewriter = None;
-                // Handlers stop lol_html only once the title is complete; still capturing
-                // means lol_html gave up (its memory limit) inside the title.
-                let mut s = lock(&self.state);
-                if s.title == TitleState::Capturing {
-                    s.raw_title_truncated = true;
-                    s.title = TitleState::Done;
-                }
-                return;
-            }
-            if result == CoderResult::InputEmpty {
-                return;
-            }
+        let (encoding, bom_len) = detect_encoding(pending, self.header_encoding);
+        let mut parser = Box::new(FullParser::new(encoding, self.follow.take()));
+        let stopped = parser.write(&pending[bom_len..]);
+        self.stage = Stage::Parsing(parser);
+        if stopped {
+            self.stop_parsing();
+        }
+    }
+
+    /// lol_html stopped: keep its findings, free the parser.
+    fn stop_parsing(&mut self) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done(Extracted::default()));
+        if let Stage::Parsing(parser) = stage {
+            self.stage = Stage::Done(parser.finish());
         }
     }
 }
@@ -1288,7 +1022,7 @@ mod tests {
     #[test]
     fn huge_tag_before_the_title_is_streamed_not_buffered() {
         let mut body = b"<html><body><div data-x='".to_vec();
-        body.resize(body.len() + MAX_PARSER_MEMORY + 1, b'a');
+        body.resize(body.len() + full::MAX_PARSER_MEMORY + 1, b'a');
         body.extend_from_slice(b"'><title>after</title>");
         let (ex, stopped) = run(&body, Some("text/html; charset=utf-8"), None, 64 * 1024);
         assert!(stopped);
