@@ -1,4 +1,5 @@
-//! Sans-IO title and link extraction (lol_html) with charset detection (encoding_rs).
+//! Sans-IO title and link extraction with charset detection (encoding_rs): a fast path for
+//! simple documents and lol_html for everything else, with the same results.
 //!
 //! This module owns everything between decoded body bytes and the strings a record needs:
 //! charset detection, transcoding to UTF-8, the HTML tokenizer (lol_html, fed UTF-8 only), the
@@ -13,10 +14,21 @@
 //! elements); entities decoded; ASCII whitespace stripped and collapsed (`document.title`);
 //! `""` vs `None` distinct; capped at [`MAX_TITLE_BYTES`].
 //!
+//! Once the encoding is decided, two readers: `html/fast.rs` reads the title of a simple
+//! document (UTF-8 or single-byte, plain tags, comments and doctypes before a plain
+//! `<title>`) straight from its bytes, and a whole document without the bytes `<title` has no
+//! title at all; `html/full.rs` (lol_html) reads everything else, from the document's first
+//! byte, and every document with `--follow`. `html/differential.rs` holds them to the same
+//! results.
+//!
 //! lol_html hands out raw text and attribute values (character references undecoded), so
-//! references are decoded here with the standard's full named table (`html/entities.rs`).
+//! references are decoded here with the standard's full named table (`html/entities.rs`), for
+//! both readers.
 
+#[cfg(test)]
+mod differential;
 mod entities;
+mod fast;
 mod full;
 
 use std::borrow::Cow;
@@ -24,6 +36,7 @@ use std::borrow::Cow;
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
 use lol_html::Selector;
 
+use self::fast::{Scan, Scanner};
 use self::full::FullParser;
 
 use crate::error::ErrorKind;
@@ -156,10 +169,16 @@ fn is_followable(href: &str) -> bool {
 }
 
 /// Streaming extractor for one document. Feed decoded body bytes as they arrive.
+///
+/// Simple documents are read by the fast path (`html/fast.rs`), everything else by lol_html
+/// (`html/full.rs`); both give the same result ([`Extractor::without_fast_path`] is the
+/// reference the tests and the fuzz target compare with).
 pub struct Extractor {
     header_encoding: Option<&'static Encoding>,
     /// The `--follow` selector, moved into the parser's link handler when it starts.
     follow: Option<Selector>,
+    /// Whether the fast path may read the document (never with `follow`).
+    fast: bool,
     stage: Stage,
 }
 
@@ -167,6 +186,14 @@ pub struct Extractor {
 enum Stage {
     /// The encoding is not decided yet: the first bytes wait here.
     Undecided(Vec<u8>),
+    /// The fast path reads the document; all of it so far waits here, from its first byte,
+    /// in case the full parser must read it after all.
+    Fast {
+        pending: Vec<u8>,
+        encoding: &'static Encoding,
+        bom_len: usize,
+        scanner: Scanner,
+    },
     /// lol_html is reading the document (boxed: the parser's state machines are large).
     Parsing(Box<FullParser>),
     /// Everything wanted is known (the parser, if any, is gone).
@@ -178,9 +205,20 @@ impl Extractor {
     /// `follow`: hop 1 of a two-hop crawl: look for the first link matching this selector
     /// (the title is still extracted if seen, but is not waited for).
     pub fn new(content_type: Option<&str>, follow: Option<&FollowSelector>) -> Self {
+        Self::with_paths(content_type, follow, follow.is_none())
+    }
+
+    /// Like [`Extractor::new`], but every document goes through lol_html, the full parser:
+    /// the reference the fast path is tested and fuzzed against. Same results, more work.
+    pub fn without_fast_path(content_type: Option<&str>, follow: Option<&FollowSelector>) -> Self {
+        Self::with_paths(content_type, follow, false)
+    }
+
+    fn with_paths(content_type: Option<&str>, follow: Option<&FollowSelector>, fast: bool) -> Self {
         Self {
             header_encoding: content_type.and_then(charset_from_content_type),
             follow: follow.map(|f| f.selector.clone()),
+            fast,
             stage: Stage::Undecided(Vec::new()),
         }
     }
@@ -192,11 +230,15 @@ impl Extractor {
     /// bytes are only buffered.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         match &mut self.stage {
-            Stage::Done(_) => return true,
+            Stage::Done(_) => {}
             Stage::Parsing(parser) => {
                 if parser.write(chunk) {
                     self.stop_parsing();
                 }
+            }
+            Stage::Fast { pending, .. } => {
+                pending.extend_from_slice(chunk);
+                self.read_fast(false);
             }
             Stage::Undecided(pending) => {
                 let wanted = PRESCAN_BYTES.saturating_sub(pending.len()).min(chunk.len());
@@ -206,12 +248,7 @@ impl Extractor {
                         && (self.header_encoding.is_some()
                             || Encoding::for_bom(pending).is_some()));
                 if decided {
-                    self.start_parsing();
-                    if let Stage::Parsing(parser) = &mut self.stage {
-                        if parser.write(&chunk[wanted..]) {
-                            self.stop_parsing();
-                        }
-                    }
+                    self.decide(&chunk[wanted..], false);
                 }
             }
         }
@@ -220,24 +257,96 @@ impl Extractor {
 
     /// End of body (or reading stopped): the result.
     pub fn finish(mut self) -> Extracted {
-        if let Stage::Undecided(_) = self.stage {
-            self.start_parsing();
+        match self.stage {
+            Stage::Undecided(_) => self.decide(&[], true),
+            Stage::Fast { .. } => self.read_fast(true),
+            Stage::Parsing(_) | Stage::Done(_) => {}
         }
         match self.stage {
-            Stage::Undecided(_) => Extracted::default(),
             Stage::Parsing(parser) => parser.finish(),
             Stage::Done(found) => found,
+            Stage::Undecided(_) | Stage::Fast { .. } => Extracted::default(),
         }
     }
 
-    /// Decides the encoding from what is buffered and sends the buffer through lol_html.
-    fn start_parsing(&mut self) {
-        let Stage::Undecided(pending) = &self.stage else {
+    /// Decides the encoding from what is buffered; the fast path or the full parser reads
+    /// the buffer, then `rest` (the part of the current chunk not buffered yet). `last`: the
+    /// document ends after `rest`.
+    fn decide(&mut self, rest: &[u8], last: bool) {
+        let Stage::Undecided(mut pending) = std::mem::replace(&mut self.stage, UNDECIDED) else {
             return;
         };
-        let (encoding, bom_len) = detect_encoding(pending, self.header_encoding);
+        let (encoding, bom_len) = detect_encoding(&pending, self.header_encoding);
+        if self.fast && fast::applies_to(encoding) {
+            pending.extend_from_slice(rest);
+            self.stage = Stage::Fast {
+                pending,
+                encoding,
+                bom_len,
+                scanner: Scanner::default(),
+            };
+            self.read_fast(last);
+        } else if last && self.fast && encoding.is_ascii_compatible() {
+            self.without_title_or_full(encoding, &pending[bom_len..]);
+        } else {
+            self.start_parsing(encoding, &pending[bom_len..]);
+            if let Stage::Parsing(parser) = &mut self.stage {
+                if parser.write(rest) {
+                    self.stop_parsing();
+                }
+            }
+        }
+    }
+
+    /// The fast path reads what is buffered: the title, or wait for more, or hand the whole
+    /// document over to the full parser.
+    fn read_fast(&mut self, last: bool) {
+        let Stage::Fast {
+            pending,
+            encoding,
+            bom_len,
+            scanner,
+        } = &mut self.stage
+        else {
+            return;
+        };
+        let doc = &pending[*bom_len..];
+        match scanner.scan(doc) {
+            Scan::Title(text) => self.stage = Stage::Done(fast_title(encoding, &doc[text])),
+            Scan::More if !last => {}
+            Scan::More | Scan::Unsupported => {
+                let Stage::Fast {
+                    pending,
+                    encoding,
+                    bom_len,
+                    ..
+                } = std::mem::replace(&mut self.stage, UNDECIDED)
+                else {
+                    return;
+                };
+                if last {
+                    self.without_title_or_full(encoding, &pending[bom_len..]);
+                } else {
+                    self.start_parsing(encoding, &pending[bom_len..]);
+                }
+            }
+        }
+    }
+
+    /// The whole document is `doc` (in an ASCII-compatible `encoding`, no `--follow`): no
+    /// `<title` in its bytes means no title without asking a parser; else lol_html reads it.
+    fn without_title_or_full(&mut self, encoding: &'static Encoding, doc: &[u8]) {
+        if fast::may_have_title(doc) {
+            self.start_parsing(encoding, doc);
+        } else {
+            self.stage = Stage::Done(Extracted::default());
+        }
+    }
+
+    /// lol_html reads the document from its first byte `doc` (after the byte-order mark).
+    fn start_parsing(&mut self, encoding: &'static Encoding, doc: &[u8]) {
         let mut parser = Box::new(FullParser::new(encoding, self.follow.take()));
-        let stopped = parser.write(&pending[bom_len..]);
+        let stopped = parser.write(doc);
         self.stage = Stage::Parsing(parser);
         if stopped {
             self.stop_parsing();
@@ -246,10 +355,26 @@ impl Extractor {
 
     /// lol_html stopped: keep its findings, free the parser.
     fn stop_parsing(&mut self) {
-        let stage = std::mem::replace(&mut self.stage, Stage::Done(Extracted::default()));
-        if let Stage::Parsing(parser) = stage {
+        if let Stage::Parsing(parser) = std::mem::replace(&mut self.stage, UNDECIDED) {
             self.stage = Stage::Done(parser.finish());
         }
+    }
+}
+
+/// A placeholder stage while the real one is taken apart (holds no allocation).
+const UNDECIDED: Stage = Stage::Undecided(Vec::new());
+
+/// The fast path's result from the raw bytes of the title's text: decoded, then capped and
+/// finished like lol_html's text (see `full.rs`).
+fn fast_title(encoding: &'static Encoding, raw: &[u8]) -> Extracted {
+    let (text, _) = encoding.decode_without_bom_handling(raw);
+    let kept = floor_char_boundary(&text, MAX_RAW_TITLE_BYTES);
+    let (title, truncated) = finish_title(&text[..kept]);
+    Extracted {
+        title: Some(title),
+        title_truncated: truncated || kept < text.len(),
+        link: None,
+        base_href: None,
     }
 }
 
@@ -617,9 +742,27 @@ mod tests {
 
     /// Runs one extraction with the body cut into `chunk`-byte pieces; also reports whether
     /// `feed` asked to stop.
+    /// Also runs the full parser alone: both paths must agree, `feed`'s answers included.
     fn run(body: &[u8], ct: Option<&str>, follow: Option<&str>, chunk: usize) -> (Extracted, bool) {
         let follow = follow.map(|css| FollowSelector::parse(css).expect("valid selector"));
-        let mut ex = Extractor::new(ct, follow.as_ref());
+        let fast = run_one(Extractor::new(ct, follow.as_ref()), body, chunk);
+        let full = run_one(
+            Extractor::without_fast_path(ct, follow.as_ref()),
+            body,
+            chunk,
+        );
+        assert_eq!(
+            fast,
+            full,
+            "fast path and full parser differ ({chunk}-byte pieces, {ct:?}) on {:?}",
+            String::from_utf8_lossy(body)
+        );
+        fast
+    }
+
+    /// Feeds `body` in `chunk`-byte pieces until `feed` says enough; the result and whether
+    /// it said so.
+    fn run_one(mut ex: Extractor, body: &[u8], chunk: usize) -> (Extracted, bool) {
         let mut stopped = false;
         for piece in body.chunks(chunk.max(1)) {
             if ex.feed(piece) {

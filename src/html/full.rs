@@ -36,7 +36,7 @@ enum TitleState {
     Done,
 }
 
-/// What the lol_html handlers record; shared between them and the [`Extractor`].
+/// What the lol_html handlers record; shared between them and the [`FullParser`].
 #[derive(Debug, Default)]
 struct State {
     follow: bool,

@@ -1,0 +1,383 @@
+//! The fast path: the first title of a simple document read straight from its bytes, without
+//! lol_html, with exactly the result the full parser (`full.rs`) gives; or "cannot tell", and
+//! the full parser reads the document from its first byte.
+//!
+//! **When it applies.** No `--follow` (the link search needs the whole tokenizer and its
+//! stack of open elements), and the document's encoding is UTF-8 or a single-byte encoding
+//! ([`applies_to`]). In those encodings every byte below 0x80 decodes to the same ASCII
+//! character wherever it stands, and no byte at or above 0x80 decodes to ASCII (a UTF-8
+//! sequence cut short by an ASCII byte ends in U+FFFD and the ASCII byte is read again). The
+//! tokenizer only ever compares characters with ASCII ones, and in every state it passes
+//! through here one non-ASCII character leads to the same state as a run of them: so tokens
+//! start and end at the same ASCII bytes in the raw document as in the UTF-8 lol_html reads.
+//!
+//! **The subset.** Up to the title, the scanner reads what lol_html reads in its data state
+//! and what leaves it there:
+//! - text, including a `<` that starts no tag;
+//! - comments (`<!-- ... -->`, ended like the tokenizer ends them: `-->`, `--!>`, or `<!-->`
+//!   and `<!--->`), doctypes and bogus comments (`<!...>`, `<?...>`, `</ ...>`: all end at the
+//!   first `>`), `</>`;
+//! - end tags of any name (in the HTML namespace lol_html's tree builder simulator ignores
+//!   them) and start tags of any name except [`SPECIAL_START_TAGS`]: those are the ones that
+//!   switch lol_html's text state (script, style, textarea, ...), enter foreign content (svg,
+//!   math) or move the extractor's template depth. Tags are read with the tokenizer's tag and
+//!   attribute states, so a `>` or `<title` inside a quoted attribute value is seen as such.
+//!   At most [`MAX_START_TAGS`] of them, which keeps lol_html's stack of open elements (that
+//!   the fast path stands in for) far below its memory limit.
+//!
+//! Then a `<title` start tag, not self-closing and without an attribute whose `=` is
+//! directly followed by `>` (lol_html reads the text after such a tag as data, not RCDATA);
+//! its text runs, as RCDATA, to the first `</title` (any case) followed by optional ASCII
+//! whitespace and `>`. An end tag with attributes or a `/` sends the document to the full
+//! parser. The title's end must lie in the first [`MAX_FAST_BYTES`] bytes (after a BOM): so
+//! the raw title never reaches the raw-title cap and nothing waits long for the full parser.
+//! Anything else ends the fast path: the full parser decides.
+//!
+//! **The text.** The title's bytes, decoded on their own: the decoder is in its initial state
+//! after the start tag's `>` and a sequence cut short by the end tag's `<` gives the same
+//! U+FFFD as one cut short by the end of the input. The caller then applies the same
+//! reference decoding and whitespace rules as for lol_html's text.
+
+use std::ops::Range;
+
+use encoding_rs::{Encoding, UTF_8};
+
+use super::is_ascii_ws_byte;
+
+/// Bytes of a document (after its byte-order mark) within which the title must end for the
+/// fast path to read it; beyond them the full parser takes over.
+pub(super) const MAX_FAST_BYTES: usize = 16 * 1024;
+/// Start tags before the title the fast path reads; with more, the full parser decides.
+pub(super) const MAX_START_TAGS: usize = 1024;
+/// Start tag names (ASCII case-insensitive) that change how lol_html reads what follows, or
+/// that the extractor's handlers track: text kinds (RCDATA, RAWTEXT, script data, PLAINTEXT),
+/// foreign content, templates. A document with one before its title goes to the full parser.
+const SPECIAL_START_TAGS: [&[u8]; 12] = [
+    b"textarea",
+    b"plaintext",
+    b"script",
+    b"style",
+    b"iframe",
+    b"xmp",
+    b"noembed",
+    b"noframes",
+    b"noscript",
+    b"svg",
+    b"math",
+    b"template",
+];
+/// The start of the title's start tag and of its end tag, compared ASCII case-insensitively.
+const TITLE_OPEN: &[u8] = b"<title";
+const TITLE_CLOSE: &[u8] = b"</title";
+const TITLE: &[u8] = b"title";
+const COMMENT_OPEN: &[u8] = b"<!--";
+
+/// True when the fast path can read documents in `encoding`.
+pub(super) fn applies_to(encoding: &'static Encoding) -> bool {
+    encoding == UTF_8 || encoding.is_single_byte()
+}
+
+/// False when `doc` holds no `<title` (ASCII case-insensitive) at all. In an ASCII-compatible
+/// encoding, ASCII characters in the decoded text come only from the same ASCII bytes, so a
+/// whole document without these bytes has no title element whatever a parser makes of it.
+pub(super) fn may_have_title(doc: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = find_lt(doc, from) {
+        if starts_with_ignore_case(&doc[at..], TITLE_OPEN) {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+/// What the scanner knows about a document so far.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// The first title element's text: these bytes of the document.
+    Title(Range<usize>),
+    /// Everything so far is in the subset; the next bytes decide.
+    More,
+    /// Outside the subset: only the full parser can tell.
+    Unsupported,
+}
+
+/// Reads a growing document (the same bytes each time, and more), resuming where it stopped.
+#[derive(Debug, Default)]
+pub(super) struct Scanner {
+    /// Where the next call resumes: a token boundary in the data state before the title,
+    /// then the first `<` of the title's text not yet known to be text.
+    pos: usize,
+    /// Where the title's text starts, once its start tag is read.
+    title_text: Option<usize>,
+    start_tags: usize,
+}
+
+impl Scanner {
+    /// Scans `doc`, the document from its first byte after any byte-order mark.
+    pub(super) fn scan(&mut self, doc: &[u8]) -> Scan {
+        let window = &doc[..doc.len().min(MAX_FAST_BYTES)];
+        match self.scan_window(window) {
+            Scan::More if doc.len() >= MAX_FAST_BYTES => Scan::Unsupported,
+            found => found,
+        }
+    }
+
+    fn scan_window(&mut self, doc: &[u8]) -> Scan {
+        loop {
+            if let Some(text) = self.title_text {
+                return self.title_end(doc, text);
+            }
+            let Some(at) = find_lt(doc, self.pos) else {
+                self.pos = doc.len();
+                return Scan::More;
+            };
+            self.pos = at;
+            match self.token(doc, at) {
+                Token::Incomplete => return Scan::More,
+                Token::Unsupported => return Scan::Unsupported,
+                Token::Next(next) => self.pos = next,
+                Token::TitleStart(text) => {
+                    self.pos = text;
+                    self.title_text = Some(text);
+                }
+            }
+        }
+    }
+
+    /// The token starting with the `<` at `at`, in the data state.
+    fn token(&mut self, doc: &[u8], at: usize) -> Token {
+        let Some(&next) = doc.get(at + 1) else {
+            return Token::Incomplete;
+        };
+        match next {
+            b'!' => {
+                let rest = &doc[at..];
+                if rest.starts_with(COMMENT_OPEN) {
+                    comment(doc, at + COMMENT_OPEN.len())
+                } else if COMMENT_OPEN.starts_with(rest) {
+                    Token::Incomplete
+                } else {
+                    // Doctype, CDATA outside foreign content, bogus comment.
+                    through_gt(doc, at + 2)
+                }
+            }
+            b'?' => through_gt(doc, at + 2),
+            b'/' => match doc.get(at + 2) {
+                None => Token::Incomplete,
+                Some(b'>') => Token::Next(at + 3),
+                Some(c) if c.is_ascii_alphabetic() => match tag(doc, at + 2) {
+                    Some(end_tag) => Token::Next(end_tag.end),
+                    None => Token::Incomplete,
+                },
+                Some(_) => through_gt(doc, at + 2),
+            },
+            c if c.is_ascii_alphabetic() => {
+                let Some(start_tag) = tag(doc, at + 1) else {
+                    return Token::Incomplete;
+                };
+                let name = &doc[at + 1..start_tag.name_end];
+                if name.eq_ignore_ascii_case(TITLE) {
+                    if start_tag.self_closing || start_tag.bare_equals {
+                        Token::Unsupported
+                    } else {
+                        Token::TitleStart(start_tag.end)
+                    }
+                } else if SPECIAL_START_TAGS
+                    .iter()
+                    .any(|special| name.eq_ignore_ascii_case(special))
+                {
+                    Token::Unsupported
+                } else {
+                    self.start_tags += 1;
+                    if self.start_tags > MAX_START_TAGS {
+                        Token::Unsupported
+                    } else {
+                        Token::Next(start_tag.end)
+                    }
+                }
+            }
+            // A `<` that starts no tag is text.
+            _ => Token::Next(at + 1),
+        }
+    }
+
+    /// In the title's text (RCDATA, from `text`): its end tag, from `self.pos` on.
+    fn title_end(&mut self, doc: &[u8], text: usize) -> Scan {
+        while let Some(at) = find_lt(doc, self.pos) {
+            self.pos = at;
+            let rest = &doc[at..];
+            let known = rest.len().min(TITLE_CLOSE.len());
+            if !rest[..known].eq_ignore_ascii_case(&TITLE_CLOSE[..known]) {
+                self.pos = at + 1;
+                continue;
+            }
+            if known < TITLE_CLOSE.len() {
+                return Scan::More;
+            }
+            let mut i = at + TITLE_CLOSE.len();
+            match doc.get(i) {
+                None => return Scan::More,
+                Some(b'>') => return Scan::Title(text..at),
+                Some(&b) if is_ascii_ws_byte(b) => loop {
+                    i += 1;
+                    match doc.get(i) {
+                        None => return Scan::More,
+                        Some(b'>') => return Scan::Title(text..at),
+                        Some(&b) if is_ascii_ws_byte(b) => {}
+                        // Attributes on the end tag: left to the full parser.
+                        Some(_) => return Scan::Unsupported,
+                    }
+                },
+                // `</title/`: left to the full parser.
+                Some(b'/') => return Scan::Unsupported,
+                // A longer name (`</titles>`) or no name: text.
+                Some(_) => self.pos = at + 1,
+            }
+        }
+        self.pos = doc.len();
+        Scan::More
+    }
+}
+
+/// One step of the scan before the title.
+enum Token {
+    /// The token runs past the bytes known so far.
+    Incomplete,
+    Unsupported,
+    /// The next token starts here (in the data state).
+    Next(usize),
+    /// The title's start tag; its text starts here.
+    TitleStart(usize),
+}
+
+/// A tag read with the tokenizer's tag and attribute states.
+struct Tag {
+    /// End of the tag name (it starts just after `<` or `</`).
+    name_end: usize,
+    /// Just after its `>`.
+    end: usize,
+    /// Ended by `/>`.
+    self_closing: bool,
+    /// Ended by `>` right after an attribute's `=` (ASCII whitespace between them allowed).
+    bare_equals: bool,
+}
+
+/// The tokenizer's states inside a tag (the HTML standard's, as lol_html implements them).
+#[derive(Clone, Copy)]
+enum TagState {
+    Name,
+    BeforeAttributeName,
+    AttributeName,
+    AfterAttributeName,
+    BeforeAttributeValue,
+    Quoted(u8),
+    Unquoted,
+    SelfClosing,
+}
+
+/// The tag whose name starts at `name_start` (just after `<` or `</`), or `None` when it runs
+/// past the end of `doc`.
+fn tag(doc: &[u8], name_start: usize) -> Option<Tag> {
+    use TagState::*;
+    let mut state = Name;
+    let mut name_end = None;
+    let mut i = name_start;
+    let done = |name_end: Option<usize>, i: usize, self_closing, bare_equals| {
+        Some(Tag {
+            name_end: name_end.unwrap_or(i),
+            end: i + 1,
+            self_closing,
+            bare_equals,
+        })
+    };
+    while let Some(&b) = doc.get(i) {
+        let ws = is_ascii_ws_byte(b);
+        state = match state {
+            Name if ws => {
+                name_end = Some(i);
+                BeforeAttributeName
+            }
+            Name if b == b'/' => {
+                name_end = Some(i);
+                SelfClosing
+            }
+            Name if b == b'>' => return done(name_end, i, false, false),
+            Name => Name,
+            SelfClosing if b == b'>' => return done(name_end, i, true, false),
+            // Anything else is read again as the start of an attribute.
+            SelfClosing => {
+                state = BeforeAttributeName;
+                continue;
+            }
+            BeforeAttributeName if ws => BeforeAttributeName,
+            AttributeName | BeforeAttributeName | AfterAttributeName if b == b'/' => SelfClosing,
+            AttributeName | BeforeAttributeName | AfterAttributeName if b == b'>' => {
+                return done(name_end, i, false, false)
+            }
+            BeforeAttributeName => AttributeName,
+            AttributeName if ws => AfterAttributeName,
+            AttributeName | AfterAttributeName if b == b'=' => BeforeAttributeValue,
+            AttributeName => AttributeName,
+            AfterAttributeName if ws => AfterAttributeName,
+            AfterAttributeName => AttributeName,
+            BeforeAttributeValue if ws => BeforeAttributeValue,
+            BeforeAttributeValue if b == b'"' || b == b'\'' => Quoted(b),
+            BeforeAttributeValue if b == b'>' => return done(name_end, i, false, true),
+            BeforeAttributeValue => Unquoted,
+            Quoted(quote) => {
+                i += doc[i..].iter().position(|&c| c == quote)?;
+                BeforeAttributeName
+            }
+            Unquoted if ws => BeforeAttributeName,
+            Unquoted if b == b'>' => return done(name_end, i, false, false),
+            Unquoted => Unquoted,
+        };
+        i += 1;
+    }
+    None
+}
+
+/// A comment whose text starts at `text` (just after `<!--`): where it ends, as the
+/// tokenizer's comment states end it.
+fn comment(doc: &[u8], text: usize) -> Token {
+    let rest = &doc[text..];
+    if rest.starts_with(b">") {
+        return Token::Next(text + 1);
+    }
+    if rest.starts_with(b"->") {
+        return Token::Next(text + 2);
+    }
+    // The first `--` followed by `>` or `!>` ends it, whatever came before.
+    let mut i = 0;
+    while let Some(dash) = rest[i..].windows(2).position(|w| w == b"--") {
+        let dashes = i + dash;
+        match (rest.get(dashes + 2), rest.get(dashes + 3)) {
+            (None, _) | (Some(b'!'), None) => return Token::Incomplete,
+            (Some(b'>'), _) => return Token::Next(text + dashes + 3),
+            (Some(b'!'), Some(b'>')) => return Token::Next(text + dashes + 4),
+            _ => i = dashes + 1,
+        }
+    }
+    Token::Incomplete
+}
+
+/// A token that ends at the first `>` from `from` on (doctype, bogus comment).
+fn through_gt(doc: &[u8], from: usize) -> Token {
+    match doc[from.min(doc.len())..].iter().position(|&b| b == b'>') {
+        Some(gt) => Token::Next(from + gt + 1),
+        None => Token::Incomplete,
+    }
+}
+
+/// The first `<` in `doc` at or after `from`.
+fn find_lt(doc: &[u8], from: usize) -> Option<usize> {
+    doc.get(from..)?
+        .iter()
+        .position(|&b| b == b'<')
+        .map(|at| from + at)
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
