@@ -240,15 +240,18 @@ impl Extractor {
                 pending.extend_from_slice(chunk);
                 self.read_fast(false);
             }
+            // The common case: the first chunk decides, and is read where it lies.
+            Stage::Undecided(pending)
+                if pending.is_empty() && decides(chunk, self.header_encoding) =>
+            {
+                self.decide(Vec::new(), chunk, false);
+            }
             Stage::Undecided(pending) => {
                 let wanted = PRESCAN_BYTES.saturating_sub(pending.len()).min(chunk.len());
                 pending.extend_from_slice(&chunk[..wanted]);
-                let decided = pending.len() >= PRESCAN_BYTES
-                    || (pending.len() >= MAX_BOM_BYTES
-                        && (self.header_encoding.is_some()
-                            || Encoding::for_bom(pending).is_some()));
-                if decided {
-                    self.decide(&chunk[wanted..], false);
+                if decides(pending, self.header_encoding) {
+                    let pending = std::mem::take(pending);
+                    self.decide(pending, &chunk[wanted..], false);
                 }
             }
         }
@@ -257,8 +260,11 @@ impl Extractor {
 
     /// End of body (or reading stopped): the result.
     pub fn finish(mut self) -> Extracted {
-        match self.stage {
-            Stage::Undecided(_) => self.decide(&[], true),
+        match &mut self.stage {
+            Stage::Undecided(pending) => {
+                let pending = std::mem::take(pending);
+                self.decide(pending, &[], true);
+            }
             Stage::Fast { .. } => self.read_fast(true),
             Stage::Parsing(_) | Stage::Done(_) => {}
         }
@@ -269,81 +275,96 @@ impl Extractor {
         }
     }
 
-    /// Decides the encoding from what is buffered; the fast path or the full parser reads
-    /// the buffer, then `rest` (the part of the current chunk not buffered yet). `last`: the
-    /// document ends after `rest`.
-    fn decide(&mut self, rest: &[u8], last: bool) {
-        let Stage::Undecided(mut pending) = std::mem::replace(&mut self.stage, UNDECIDED) else {
-            return;
-        };
-        let (encoding, bom_len) = detect_encoding(&pending, self.header_encoding);
-        if self.fast && fast::applies_to(encoding) {
-            pending.extend_from_slice(rest);
-            self.stage = Stage::Fast {
-                pending,
-                encoding,
-                bom_len,
-                scanner: Scanner::default(),
-            };
-            self.read_fast(last);
-        } else if last && self.fast && encoding.is_ascii_compatible() {
-            self.without_title_or_full(encoding, &pending[bom_len..]);
-        } else {
-            self.start_parsing(encoding, &pending[bom_len..]);
-            if let Stage::Parsing(parser) = &mut self.stage {
-                if parser.write(rest) {
-                    self.stop_parsing();
+    /// Decides the encoding of the document so far, `pending` then `rest` (`pending` is
+    /// empty, or holds at least the bytes that decide), and hands it to the fast path or the
+    /// full parser. `last`: the document ends there (`rest` is then empty).
+    fn decide(&mut self, mut pending: Vec<u8>, rest: &[u8], last: bool) {
+        let buffered = !pending.is_empty();
+        let head = if buffered { &pending } else { rest };
+        let (encoding, bom_len) = detect_encoding(head, self.header_encoding);
+        if !(self.fast && fast::applies_to(encoding)) {
+            if buffered {
+                self.hand_over(encoding, &pending[bom_len..], last);
+                if let Stage::Parsing(parser) = &mut self.stage {
+                    if parser.write(rest) {
+                        self.stop_parsing();
+                    }
                 }
+            } else {
+                self.hand_over(encoding, &rest[bom_len..], last);
             }
+            return;
+        }
+        let mut scanner = Scanner::default();
+        if buffered {
+            pending.extend_from_slice(rest);
+        } else if self.read_fast_from(&mut scanner, encoding, &rest[bom_len..], last) {
+            return;
+        } else {
+            pending = rest.to_vec();
+        }
+        self.stage = Stage::Fast {
+            pending,
+            encoding,
+            bom_len,
+            scanner,
+        };
+        if buffered {
+            self.read_fast(last);
         }
     }
 
-    /// The fast path reads what is buffered: the title, or wait for more, or hand the whole
-    /// document over to the full parser.
+    /// The fast path reads what is buffered.
     fn read_fast(&mut self, last: bool) {
         let Stage::Fast {
             pending,
             encoding,
             bom_len,
-            scanner,
-        } = &mut self.stage
+            mut scanner,
+        } = std::mem::replace(&mut self.stage, UNDECIDED)
         else {
             return;
         };
-        let doc = &pending[*bom_len..];
+        if !self.read_fast_from(&mut scanner, encoding, &pending[bom_len..], last) {
+            self.stage = Stage::Fast {
+                pending,
+                encoding,
+                bom_len,
+                scanner,
+            };
+        }
+    }
+
+    /// The fast path reads `doc`, the document so far after its byte-order mark: the title,
+    /// or the full parser takes the whole document over (both set the stage); or `false`:
+    /// it needs more bytes.
+    fn read_fast_from(
+        &mut self,
+        scanner: &mut Scanner,
+        encoding: &'static Encoding,
+        doc: &[u8],
+        last: bool,
+    ) -> bool {
         match scanner.scan(doc) {
             Scan::Title(text) => self.stage = Stage::Done(fast_title(encoding, &doc[text])),
-            Scan::More if !last => {}
-            Scan::More | Scan::Unsupported => {
-                let Stage::Fast {
-                    pending,
-                    encoding,
-                    bom_len,
-                    ..
-                } = std::mem::replace(&mut self.stage, UNDECIDED)
-                else {
-                    return;
-                };
-                if last {
-                    self.without_title_or_full(encoding, &pending[bom_len..]);
-                } else {
-                    self.start_parsing(encoding, &pending[bom_len..]);
-                }
-            }
+            Scan::More if !last => return false,
+            Scan::More | Scan::Unsupported => self.hand_over(encoding, doc, last),
         }
+        true
     }
 
-    /// The whole document is `doc` (in an ASCII-compatible `encoding`, no `--follow`): no
-    /// `<title` in its bytes means no title without asking a parser; else lol_html reads it.
-    fn without_title_or_full(&mut self, encoding: &'static Encoding, doc: &[u8]) {
-        if fast::may_have_title(doc) {
-            self.start_parsing(encoding, doc);
-        } else {
+    /// The fast path cannot read the document: lol_html reads it from `doc` (its first bytes
+    /// after the byte-order mark on). Unless it is whole (`last`) and, in an ASCII-compatible
+    /// encoding without `--follow`, holds no `<title` at all: then it has no title.
+    fn hand_over(&mut self, encoding: &'static Encoding, doc: &[u8], last: bool) {
+        if last && self.fast && encoding.is_ascii_compatible() && !fast::may_have_title(doc) {
             self.stage = Stage::Done(Extracted::default());
+        } else {
+            self.start_parsing(encoding, doc);
         }
     }
 
-    /// lol_html reads the document from its first byte `doc` (after the byte-order mark).
+    /// lol_html reads the document from `doc` on (its first bytes after the byte-order mark).
     fn start_parsing(&mut self, encoding: &'static Encoding, doc: &[u8]) {
         let mut parser = Box::new(FullParser::new(encoding, self.follow.take()));
         let stopped = parser.write(doc);
@@ -359,6 +380,13 @@ impl Extractor {
             self.stage = Stage::Done(parser.finish());
         }
     }
+}
+
+/// Whether `head`, the first bytes of a document, decide its encoding: a full prescan
+/// window, or enough for a byte-order mark when the header names a charset or one is there.
+fn decides(head: &[u8], header: Option<&'static Encoding>) -> bool {
+    head.len() >= PRESCAN_BYTES
+        || (head.len() >= MAX_BOM_BYTES && (header.is_some() || Encoding::for_bom(head).is_some()))
 }
 
 /// A placeholder stage while the real one is taken apart (holds no allocation).
