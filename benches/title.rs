@@ -6,7 +6,8 @@
 //! meta prescan), a realistic small-site page (`text/html`, `<meta charset>` first in a head
 //! of metas and links), a small page without any title, and a ~100 KiB page with the title
 //! early (reading stops at `</title>`) and late (the whole page goes through the tokenizer);
-//! plus the `--follow` link search.
+//! plus the `--follow` link search. The small shapes also run through the full parser alone
+//! (`*_full_parser`, `Extractor::without_fast_path`): lol_html's fixed cost per page.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use ringcrawl::html::{Extractor, FollowSelector};
@@ -96,8 +97,20 @@ fn page(title_early: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// `Extractor::new`, or the full parser alone (`Extractor::without_fast_path`).
+type NewExtractor = fn(Option<&str>, Option<&FollowSelector>) -> Extractor;
+
 fn extract(body: &[u8], content_type: &str, follow: Option<&FollowSelector>) -> usize {
-    let mut ex = Extractor::new(Some(content_type), follow);
+    extract_by(Extractor::new, body, content_type, follow)
+}
+
+fn extract_by(
+    new: NewExtractor,
+    body: &[u8],
+    content_type: &str,
+    follow: Option<&FollowSelector>,
+) -> usize {
+    let mut ex = new(Some(content_type), follow);
     for read in body.chunks(READ_BYTES) {
         if ex.feed(read) {
             break;
@@ -118,6 +131,17 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(*name, |b| {
             b.iter(|| extract(black_box(body), NGINX_HTML, None))
+        });
+        // The same page through lol_html: what the fast path saves.
+        group.bench_function(format!("{name}_full_parser"), |b| {
+            b.iter(|| {
+                extract_by(
+                    Extractor::without_fast_path,
+                    black_box(body),
+                    NGINX_HTML,
+                    None,
+                )
+            })
         });
     }
     let utf8 = "text/html; charset=utf-8";
