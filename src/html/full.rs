@@ -22,8 +22,11 @@ use super::{clean_href, finish_title, floor_char_boundary, is_followable, Extrac
 
 /// Memory lol_html may use for one document (partial tags held across chunks).
 pub(super) const MAX_PARSER_MEMORY: usize = 4 * 1024 * 1024;
-/// Size of the UTF-8 buffer the transcoder writes into before lol_html reads it.
+/// Most UTF-8 the transcoder writes before lol_html reads it; the buffer is sized to the
+/// input below that (so a small page does not pay for a large buffer).
 const DECODE_BUFFER_BYTES: usize = 16 * 1024;
+/// Least room the transcoder is given.
+const MIN_DECODE_BUFFER_BYTES: usize = 256;
 /// The HTML namespace as lol_html reports it.
 const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
 
@@ -244,7 +247,8 @@ pub(super) struct FullParser {
     /// `None` once lol_html stopped (everything found, or it gave up).
     rewriter: Option<Rewriter>,
     decoder: Decoder,
-    utf8: Vec<u8>,
+    /// The transcoder's output, handed to lol_html and cleared.
+    utf8: String,
 }
 
 impl FullParser {
@@ -279,7 +283,7 @@ impl FullParser {
             rewriter: Some(HtmlRewriter::new(settings, Discard)),
             state,
             decoder: encoding.new_decoder_without_bom_handling(),
-            utf8: vec![0; DECODE_BUFFER_BYTES],
+            utf8: String::new(),
         }
     }
 
@@ -321,11 +325,19 @@ impl FullParser {
         let Some(rewriter) = self.rewriter.as_mut() else {
             return;
         };
+        let room = self
+            .decoder
+            .max_utf8_buffer_length(input.len())
+            .unwrap_or(DECODE_BUFFER_BYTES)
+            .clamp(MIN_DECODE_BUFFER_BYTES, DECODE_BUFFER_BYTES);
+        if self.utf8.capacity() < room {
+            self.utf8 = String::with_capacity(room);
+        }
         loop {
-            let (result, read, written, _) =
-                self.decoder.decode_to_utf8(input, &mut self.utf8, last);
+            self.utf8.clear();
+            let (result, read, _) = self.decoder.decode_to_string(input, &mut self.utf8, last);
             input = &input[read..];
-            if written > 0 && rewriter.write(&self.utf8[..written]).is_err() {
+            if !self.utf8.is_empty() && rewriter.write(self.utf8.as_bytes()).is_err() {
                 self.rewriter = None;
                 // Handlers stop lol_html only once the title is complete; still capturing
                 // means lol_html gave up (its memory limit) inside the title.
