@@ -426,7 +426,7 @@ fn finish_title(raw: &str) -> (String, bool) {
         decoded = Cow::Owned(decoded.replace('\0', "\u{FFFD}"));
     }
     let mut title = String::with_capacity(decoded.len().min(MAX_TITLE_BYTES));
-    for word in decoded.split(is_ascii_ws).filter(|w| !w.is_empty()) {
+    for word in decoded.split_ascii_whitespace() {
         if !title.is_empty() {
             title.push(' ');
         }
@@ -583,6 +583,8 @@ fn numeric_reference_char(value: u32) -> char {
 fn prescan(head: &[u8]) -> Option<&'static Encoding> {
     let mut p = 0;
     while p < head.len() {
+        // Every step of the prescan starts at a `<`; other bytes are passed over.
+        p += head[p..].iter().position(|&b| b == b'<')?;
         let rest = &head[p..];
         if rest.starts_with(b"<!--") {
             // The `-->` may share its dashes with `<!--`: `<!-->` is a whole comment.

@@ -263,79 +263,69 @@ struct Tag {
     bare_equals: bool,
 }
 
-/// The tokenizer's states inside a tag (the HTML standard's, as lol_html implements them).
-#[derive(Clone, Copy)]
-enum TagState {
-    Name,
-    BeforeAttributeName,
-    AttributeName,
-    AfterAttributeName,
-    BeforeAttributeValue,
-    Quoted(u8),
-    Unquoted,
-    SelfClosing,
-}
-
 /// The tag whose name starts at `name_start` (just after `<` or `</`), or `None` when it runs
-/// past the end of `doc`.
+/// past the end of `doc`. Follows the tokenizer's states (the HTML standard's, as lol_html
+/// implements them), each run of bytes that keeps the state passed over at once.
 fn tag(doc: &[u8], name_start: usize) -> Option<Tag> {
-    use TagState::*;
-    let mut state = Name;
-    let mut name_end = None;
-    let mut i = name_start;
-    let done = |name_end: Option<usize>, i: usize, self_closing, bare_equals| {
+    let ends_name = |b: u8| is_ascii_ws_byte(b) || b == b'/' || b == b'>';
+    let done = |name_end, gt: usize, self_closing, bare_equals| {
         Some(Tag {
-            name_end: name_end.unwrap_or(i),
-            end: i + 1,
+            name_end,
+            end: gt + 1,
             self_closing,
             bare_equals,
         })
     };
-    while let Some(&b) = doc.get(i) {
-        let ws = is_ascii_ws_byte(b);
-        state = match state {
-            Name if ws => {
-                name_end = Some(i);
-                BeforeAttributeName
+    // Tag name state: up to whitespace (before attribute name), `/` (self-closing start
+    // tag) or `>` (emit), all three handled as in the before attribute name state.
+    let name_end = name_start + doc[name_start..].iter().position(|&b| ends_name(b))?;
+    let mut i = name_end;
+    loop {
+        // Before attribute name state.
+        match *doc.get(i)? {
+            b if is_ascii_ws_byte(b) => i += 1,
+            // Self-closing start tag state: `>` emits, anything else is read again in the
+            // before attribute name state.
+            b'/' => match *doc.get(i + 1)? {
+                b'>' => return done(name_end, i + 1, true, false),
+                _ => i += 1,
+            },
+            b'>' => return done(name_end, i, false, false),
+            // Attribute name state: its first character is anything (`=` included), then up
+            // to whitespace (after attribute name), `=` (before attribute value), `/` or `>`
+            // (as in the before attribute name state).
+            _ => {
+                i += 1;
+                i += doc[i..].iter().position(|&b| ends_name(b) || b == b'=')?;
+                // After attribute name state: whitespace passed over; `/` and `>` as in the
+                // before attribute name state; anything but `=` starts the next attribute.
+                i += doc[i..].iter().position(|&b| !is_ascii_ws_byte(b))?;
+                if doc[i] != b'=' {
+                    continue;
+                }
+                // Before attribute value state.
+                i += 1;
+                i += doc[i..].iter().position(|&b| !is_ascii_ws_byte(b))?;
+                match doc[i] {
+                    // Quoted value: up to the same quote, then the before attribute name
+                    // state (lol_html goes there directly; the standard's after attribute
+                    // value state differs only in parse errors).
+                    quote @ (b'"' | b'\'') => {
+                        i += 1;
+                        i += doc[i..].iter().position(|&b| b == quote)? + 1;
+                    }
+                    b'>' => return done(name_end, i, false, true),
+                    // Unquoted value: up to whitespace or `>`, both handled by the before
+                    // attribute name state.
+                    _ => {
+                        i += doc[i..]
+                            .iter()
+                            .position(|&b| is_ascii_ws_byte(b) || b == b'>')?
+                    }
+                }
             }
-            Name if b == b'/' => {
-                name_end = Some(i);
-                SelfClosing
-            }
-            Name if b == b'>' => return done(name_end, i, false, false),
-            Name => Name,
-            SelfClosing if b == b'>' => return done(name_end, i, true, false),
-            // Anything else is read again as the start of an attribute.
-            SelfClosing => {
-                state = BeforeAttributeName;
-                continue;
-            }
-            BeforeAttributeName if ws => BeforeAttributeName,
-            AttributeName | BeforeAttributeName | AfterAttributeName if b == b'/' => SelfClosing,
-            AttributeName | BeforeAttributeName | AfterAttributeName if b == b'>' => {
-                return done(name_end, i, false, false)
-            }
-            BeforeAttributeName => AttributeName,
-            AttributeName if ws => AfterAttributeName,
-            AttributeName | AfterAttributeName if b == b'=' => BeforeAttributeValue,
-            AttributeName => AttributeName,
-            AfterAttributeName if ws => AfterAttributeName,
-            AfterAttributeName => AttributeName,
-            BeforeAttributeValue if ws => BeforeAttributeValue,
-            BeforeAttributeValue if b == b'"' || b == b'\'' => Quoted(b),
-            BeforeAttributeValue if b == b'>' => return done(name_end, i, false, true),
-            BeforeAttributeValue => Unquoted,
-            Quoted(quote) => {
-                i += doc[i..].iter().position(|&c| c == quote)?;
-                BeforeAttributeName
-            }
-            Unquoted if ws => BeforeAttributeName,
-            Unquoted if b == b'>' => return done(name_end, i, false, false),
-            Unquoted => Unquoted,
-        };
-        i += 1;
+        }
     }
-    None
 }
 
 /// A comment whose text starts at `text` (just after `<!--`): where it ends, as the
