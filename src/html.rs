@@ -227,7 +227,8 @@ impl Extractor {
     /// `follow`: the title is complete; with `follow`: the link is found; or lol_html gave up
     /// at its memory limit, so nothing more can be found): the caller stops reading the body.
     /// Until the encoding is known (up to [`PRESCAN_BYTES`] without a header charset or BOM)
-    /// bytes are only buffered.
+    /// bytes are only buffered; so are they while the fast path reads a simple document
+    /// (up to the end of its title, at most `fast::MAX_FAST_BYTES`).
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         match &mut self.stage {
             Stage::Done(_) => {}

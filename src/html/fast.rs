@@ -371,3 +371,186 @@ fn find_lt(doc: &[u8], from: usize) -> Option<usize> {
 fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
     s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Extractor;
+    use super::*;
+
+    /// The scan of `doc` given whole, checked against the scans of all its prefixes: each
+    /// says `More` (or already the same answer) and none contradicts the whole. The two
+    /// extractors agree on it too.
+    fn scan(doc: &[u8]) -> Scan {
+        let extract = |mut ex: Extractor| {
+            ex.feed(doc);
+            ex.finish()
+        };
+        let utf8 = Some("text/html; charset=utf-8");
+        assert_eq!(
+            extract(Extractor::new(utf8, None)),
+            extract(Extractor::without_fast_path(utf8, None))
+        );
+        let whole = Scanner::default().scan(doc);
+        let mut growing = Scanner::default();
+        for end in 0..=doc.len() {
+            let step = growing.scan(&doc[..end]);
+            if step != Scan::More {
+                assert_eq!(
+                    step,
+                    whole,
+                    "prefix {:?}",
+                    String::from_utf8_lossy(&doc[..end])
+                );
+                break;
+            }
+        }
+        whole
+    }
+
+    /// The title text the scan finds, if any.
+    fn title(doc: &str) -> Option<&str> {
+        match scan(doc.as_bytes()) {
+            Scan::Title(text) => Some(&doc[text]),
+            Scan::More | Scan::Unsupported => None,
+        }
+    }
+
+    #[test]
+    fn plain_documents() {
+        let nginx = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>";
+        assert_eq!(title(nginx), Some("404 Not Found"));
+        let page = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+                    <meta name=viewport content=\"width=device-width\"/>\
+                    <link rel=stylesheet href=/a.css><TITLE lang=en>Hi &amp; bye</TiTle >";
+        assert_eq!(title(page), Some("Hi &amp; bye"));
+        assert_eq!(title("<title></title>"), Some(""));
+        assert_eq!(title("<p>late</p><title>t</title>"), Some("t"));
+    }
+
+    #[test]
+    fn rcdata_runs_to_the_first_title_end_tag() {
+        assert_eq!(
+            title("<title>a <b>b</b> </titlex> c</title>"),
+            Some("a <b>b</b> </titlex> c")
+        );
+        assert_eq!(title("<title>a</title1></title>"), Some("a</title1>"));
+        assert_eq!(title("<title>a</title\n\t>"), Some("a"));
+        assert_eq!(scan(b"<title>a</title x>"), Scan::Unsupported);
+        assert_eq!(scan(b"<title>a</title/>"), Scan::Unsupported);
+        assert_eq!(scan(b"<title>unclosed"), Scan::More);
+        assert_eq!(scan(b"<title>a</tit"), Scan::More);
+    }
+
+    #[test]
+    fn tags_are_read_like_the_tokenizer() {
+        assert_eq!(
+            title("<meta content='<title>no</title>'><title>yes</title>"),
+            Some("yes")
+        );
+        assert_eq!(
+            title("<a b=\"c>d\" e='f>g' h=i>j><title>t</title>"),
+            Some("t")
+        );
+        // An unquoted value and an attribute name keep their quotes: `>` ends the tag.
+        assert_eq!(title("<a b=c\"d>x\"<title>t</title>"), Some("t"));
+        assert_eq!(title("<a \"b><title>t</title>"), Some("t"));
+        assert_eq!(
+            title("<a \"b='>'<title>no</title>"),
+            None,
+            "`<title` is a name here"
+        );
+        assert_eq!(title("<a / b / ><br/><title>t</title>"), Some("t"));
+        assert_eq!(title("<a =b><title>t</title>"), Some("t"));
+        assert_eq!(title("</div x='>'></><title>t</title>"), Some("t"));
+        assert_eq!(title("<title data-x='a>b' >t</title>"), Some("t"));
+        assert_eq!(scan(b"<a b=\"c"), Scan::More);
+        assert_eq!(scan(b"<a b"), Scan::More);
+    }
+
+    #[test]
+    fn comments_and_doctypes_end_where_the_tokenizer_ends_them() {
+        for comment in [
+            "<!---->",
+            "<!-->",
+            "<!--->",
+            "<!-- a --!>",
+            "<!-- a --->",
+            "<!-- -- -- -->",
+            "<!--<!-- nested -->",
+            "<!-- <title>no</title> -->",
+        ] {
+            assert_eq!(
+                title(&format!("{comment}<title>t</title>")),
+                Some("t"),
+                "{comment}"
+            );
+        }
+        assert_eq!(scan(b"<!-- a -- >"), Scan::More, "not ended");
+        assert_eq!(scan(b"<!-- a --!"), Scan::More);
+        assert_eq!(
+            title("<!DOCTYPE html SYSTEM \"<title>no</title>\"><title>t</title>"),
+            Some("t")
+        );
+        assert_eq!(
+            title("<?xml?><!x></ x><![CDATA[>]]><title>t</title>"),
+            Some("t")
+        );
+        assert_eq!(title("a < b <3 <\u{e9}<title>t</title>"), Some("t"));
+    }
+
+    #[test]
+    fn outside_the_subset() {
+        for special in SPECIAL_START_TAGS {
+            let special = String::from_utf8_lossy(special).to_uppercase();
+            let doc = format!("<{special} x=y><title>t</title>");
+            assert_eq!(scan(doc.as_bytes()), Scan::Unsupported, "{special}");
+        }
+        for start in ["<title/>", "<title a=>", "<title a = >", "<title a/>"] {
+            let doc = format!("{start}t</title>");
+            assert_eq!(scan(doc.as_bytes()), Scan::Unsupported, "{start}");
+        }
+        // Names that only look like special ones are plain tags.
+        assert_eq!(
+            title("<scripts><svg-icon><titles><title>t</title>"),
+            Some("t")
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let tags = "<p>".repeat(MAX_START_TAGS);
+        assert_eq!(title(&format!("{tags}<title>t</title>")), Some("t"));
+        let doc = format!("{tags}<p><title>t</title>");
+        assert_eq!(Scanner::default().scan(doc.as_bytes()), Scan::Unsupported);
+
+        let room = MAX_FAST_BYTES - "<title>".len() - "</title>".len();
+        let fits = format!("<title>{}</title>", "x".repeat(room));
+        assert!(matches!(
+            Scanner::default().scan(fits.as_bytes()),
+            Scan::Title(_)
+        ));
+        let long = format!("<title>{}</title>", "x".repeat(room + 1));
+        assert_eq!(Scanner::default().scan(long.as_bytes()), Scan::Unsupported);
+        let waiting = "x".repeat(MAX_FAST_BYTES);
+        assert_eq!(
+            Scanner::default().scan(waiting.as_bytes()),
+            Scan::Unsupported
+        );
+    }
+
+    #[test]
+    fn title_bytes_anywhere() {
+        assert!(may_have_title(b"<script>'<TITLE'</script>"));
+        assert!(!may_have_title(b"<titl e><p>title</p>< title>"));
+        assert!(!may_have_title(b""));
+    }
+
+    #[test]
+    fn encodings() {
+        assert!(applies_to(UTF_8));
+        assert!(applies_to(encoding_rs::WINDOWS_1252));
+        assert!(applies_to(encoding_rs::X_USER_DEFINED));
+        assert!(!applies_to(encoding_rs::SHIFT_JIS));
+        assert!(!applies_to(encoding_rs::UTF_16LE));
+    }
+}
