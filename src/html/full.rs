@@ -22,9 +22,11 @@ use super::{clean_href, finish_title, floor_char_boundary, is_followable, Extrac
 
 /// Memory lol_html may use for one document (partial tags held across chunks).
 pub(super) const MAX_PARSER_MEMORY: usize = 4 * 1024 * 1024;
-/// Most UTF-8 the transcoder writes before lol_html reads it; the buffer is sized to the
-/// input below that (so a small page does not pay for a large buffer).
-const DECODE_BUFFER_BYTES: usize = 16 * 1024;
+/// Most UTF-8 the transcoder writes before lol_html reads it (the buffer is sized to the
+/// input below that, so a small page does not pay for a large buffer). Small enough that a
+/// large read whose start holds the title is not transcoded past it: lol_html stops between
+/// two pieces.
+const DECODE_BUFFER_BYTES: usize = 4 * 1024;
 /// Least room the transcoder is given.
 const MIN_DECODE_BUFFER_BYTES: usize = 256;
 /// The HTML namespace as lol_html reports it.
