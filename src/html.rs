@@ -582,6 +582,16 @@ fn numeric_reference_char(value: u32) -> char {
 
 /// The HTML standard's "prescan a byte stream to determine its encoding" over `head`.
 fn prescan(head: &[u8]) -> Option<&'static Encoding> {
+    // The prescan answers only from a `<meta` tag: without those bytes (most pages that are
+    // not sent with a charset, e.g. error pages) nothing between the `<`s can matter.
+    if !fast::holds_tag_start(head, b"<meta") {
+        return None;
+    }
+    prescan_tags(head)
+}
+
+/// The prescan's walk over the tags of `head`.
+fn prescan_tags(head: &[u8]) -> Option<&'static Encoding> {
     let mut p = 0;
     while p < head.len() {
         // Every step of the prescan starts at a `<`; other bytes are passed over.
@@ -988,6 +998,36 @@ mod tests {
             prescan(b"<meta http-equiv=content-type content='charsetx; charset=gbk'>"),
             Some(encoding_rs::GBK)
         );
+    }
+
+    /// Skipping the walk when `head` holds no `<meta` changes no answer.
+    #[test]
+    fn prescan_without_meta_bytes_finds_nothing() {
+        let parts: [&[u8]; 12] = [
+            b"<META charset=koi8-r>",
+            b"<!-- <meta charset=utf-8> -->",
+            b"<a title='<meta charset=utf-8>'>",
+            b"<meta",
+            b"<me",
+            b"ta charset=iso-8859-2>",
+            b" http-equiv=content-type content='text/html; charset=gbk'>",
+            b"<!--",
+            b"-->",
+            b"<?xml charset=utf-8>",
+            b"<p>",
+            b"x",
+        ];
+        let mut checked = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let head = [a, b, c].concat();
+                    assert_eq!(prescan(&head), prescan_tags(&head), "{head:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 12 * 12 * 12);
     }
 
     #[test]

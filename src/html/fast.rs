@@ -81,9 +81,15 @@ pub(super) fn applies_to(encoding: &'static Encoding) -> bool {
 /// encoding, ASCII characters in the decoded text come only from the same ASCII bytes, so a
 /// whole document without these bytes has no title element whatever a parser makes of it.
 pub(super) fn may_have_title(doc: &[u8]) -> bool {
+    holds_tag_start(doc, TITLE_OPEN)
+}
+
+/// Whether `doc` holds `open` (a `<` and a tag name's first letters, matched ASCII
+/// case-insensitively) anywhere: it goes from `<` to `<`.
+pub(super) fn holds_tag_start(doc: &[u8], open: &[u8]) -> bool {
     let mut from = 0;
     while let Some(at) = find_lt(doc, from) {
-        if starts_with_ignore_case(&doc[at..], TITLE_OPEN) {
+        if starts_with_ignore_case(&doc[at..], open) {
             return true;
         }
         from = at + 1;
