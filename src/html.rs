@@ -1,4 +1,5 @@
-//! Sans-IO title and link extraction (lol_html) with charset detection (encoding_rs).
+//! Sans-IO title and link extraction with charset detection (encoding_rs): a fast path for
+//! simple documents and lol_html for everything else, with the same results.
 //!
 //! This module owns everything between decoded body bytes and the strings a record needs:
 //! charset detection, transcoding to UTF-8, the HTML tokenizer (lol_html, fed UTF-8 only), the
@@ -13,21 +14,30 @@
 //! elements); entities decoded; ASCII whitespace stripped and collapsed (`document.title`);
 //! `""` vs `None` distinct; capped at [`MAX_TITLE_BYTES`].
 //!
+//! Once the encoding is decided, two readers: `html/fast.rs` reads the title of a simple
+//! document (UTF-8 or single-byte, plain tags, comments and doctypes before a plain
+//! `<title>`) straight from its bytes, and a whole document without the bytes `<title` has no
+//! title at all; `html/full.rs` (lol_html) reads everything else, from the document's first
+//! byte, and every document with `--follow`. `html/differential.rs` holds them to the same
+//! results.
+//!
 //! lol_html hands out raw text and attribute values (character references undecoded), so
-//! references are decoded here with the standard's full named table (`html/entities.rs`).
+//! references are decoded here with the standard's full named table (`html/entities.rs`), for
+//! both readers.
 
+#[cfg(test)]
+mod differential;
 mod entities;
+mod fast;
+mod full;
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use encoding_rs::{CoderResult, Decoder, Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
-use lol_html::html_content::{EndTag, TextChunk};
-use lol_html::send::{Element, SendHandlerTypes};
-use lol_html::{
-    AsciiCompatibleEncoding, ElementContentHandlers, HandlerResult, HtmlRewriter, MemorySettings,
-    OutputSink, Selector, Settings,
-};
+use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
+use lol_html::Selector;
+
+use self::fast::{Scan, Scanner};
+use self::full::FullParser;
 
 use crate::error::ErrorKind;
 
@@ -37,14 +47,8 @@ pub const MAX_TITLE_BYTES: usize = 4096;
 pub const PRESCAN_BYTES: usize = 1024;
 /// Most raw (undecoded, uncollapsed) title text buffered; beyond it the title is truncated.
 const MAX_RAW_TITLE_BYTES: usize = 16 * MAX_TITLE_BYTES;
-/// Memory lol_html may use for one document (partial tags held across chunks).
-const MAX_PARSER_MEMORY: usize = 4 * 1024 * 1024;
-/// Size of the UTF-8 buffer the transcoder writes into before lol_html reads it.
-const DECODE_BUFFER_BYTES: usize = 16 * 1024;
 /// Longest byte-order mark (UTF-8).
 const MAX_BOM_BYTES: usize = 3;
-/// The HTML namespace as lol_html reports it.
-const HTML_NAMESPACE: &str = "http://www.w3.org/1999/xhtml";
 
 /// Errors from the HTML layer (only a bad `--follow` selector, caught at start-up).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,217 +143,6 @@ fn is_ascii_ws_byte(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0C | b'\r' | b' ')
 }
 
-/// Where the title element stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum TitleState {
-    #[default]
-    NotSeen,
-    Capturing,
-    Done,
-}
-
-/// What the lol_html handlers record; shared between them and the [`Extractor`].
-#[derive(Debug, Default)]
-struct State {
-    follow: bool,
-    template_depth: usize,
-    /// Set by the `svg title` handler just before the `title` handler runs for the same
-    /// element: lol_html reports an SVG `<title>` (an HTML integration point) as HTML.
-    foreign_title: bool,
-    title: TitleState,
-    raw_title: String,
-    raw_title_truncated: bool,
-    link: Option<String>,
-    base_href: Option<String>,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn lock(state: &Shared) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Returned from a handler to make lol_html stop at once: everything wanted is known.
-#[derive(Debug, thiserror::Error)]
-#[error("extraction complete")]
-struct Complete;
-
-fn complete() -> HandlerResult {
-    Err(Box::new(Complete))
-}
-
-/// lol_html's output (the unchanged document) is not needed.
-struct Discard;
-
-impl OutputSink for Discard {
-    fn handle_chunk(&mut self, _chunk: &[u8]) {}
-}
-
-type Rewriter = HtmlRewriter<'static, Discard, SendHandlerTypes>;
-type Handlers = (
-    Cow<'static, Selector>,
-    ElementContentHandlers<'static, SendHandlerTypes>,
-);
-
-/// The built-in selectors, parsed once per process (parsing them for every page showed up
-/// in perf profiles of the broad bench).
-static TEMPLATE: LazyLock<Selector> = LazyLock::new(|| builtin("template"));
-static SVG_TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("svg title"));
-static TITLE: LazyLock<Selector> = LazyLock::new(|| builtin("title"));
-static BASE_HREF: LazyLock<Selector> = LazyLock::new(|| builtin("base[href]"));
-
-fn builtin(css: &str) -> Selector {
-    css.parse().expect("built-in selector is valid")
-}
-
-fn selector(parsed: &'static LazyLock<Selector>) -> Cow<'static, Selector> {
-    Cow::Borrowed(LazyLock::force(parsed))
-}
-
-fn template_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        if el.namespace_uri() != HTML_NAMESPACE {
-            return Ok(());
-        }
-        let on_end = Arc::clone(&state);
-        let registered = el.on_end_tag(Box::new(move |_: &mut EndTag<'_>| {
-            let mut s = lock(&on_end);
-            s.template_depth = s.template_depth.saturating_sub(1);
-            Ok(())
-        }));
-        if registered.is_ok() {
-            lock(&state).template_depth += 1;
-        }
-        Ok(())
-    };
-    (
-        selector(&TEMPLATE),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-/// Marks the next `title` element as SVG's. Registered before [`title_handlers`]: lol_html
-/// runs the handlers matching one element in registration order.
-fn svg_title_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |_: &mut Element<'_, '_>| {
-        lock(&state).foreign_title = true;
-        Ok(())
-    };
-    (
-        selector(&SVG_TITLE),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-fn title_handlers(state: &Shared) -> Handlers {
-    let on_element = Arc::clone(state);
-    let on_text = Arc::clone(state);
-    let element = move |el: &mut Element<'_, '_>| {
-        {
-            let mut s = lock(&on_element);
-            let foreign = std::mem::take(&mut s.foreign_title);
-            if foreign
-                || s.title != TitleState::NotSeen
-                || s.template_depth > 0
-                || el.namespace_uri() != HTML_NAMESPACE
-            {
-                return Ok(());
-            }
-            s.title = TitleState::Capturing;
-        }
-        let on_end = Arc::clone(&on_element);
-        let registered = el.on_end_tag(Box::new(move |_: &mut EndTag<'_>| {
-            let mut s = lock(&on_end);
-            s.title = TitleState::Done;
-            if s.follow {
-                Ok(())
-            } else {
-                complete()
-            }
-        }));
-        if registered.is_err() {
-            // An element without content (never the case for an HTML title, which is
-            // RCDATA until `</title>`): an empty title, complete now.
-            let mut s = lock(&on_element);
-            s.title = TitleState::Done;
-            if !s.follow {
-                return complete();
-            }
-        }
-        Ok(())
-    };
-    let text = move |chunk: &mut TextChunk<'_>| {
-        let mut s = lock(&on_text);
-        if s.title != TitleState::Capturing {
-            return Ok(());
-        }
-        let text = chunk.as_str();
-        let room = MAX_RAW_TITLE_BYTES - s.raw_title.len();
-        if text.len() <= room {
-            s.raw_title.push_str(text);
-            return Ok(());
-        }
-        let cut = floor_char_boundary(text, room);
-        s.raw_title.push_str(&text[..cut]);
-        s.raw_title_truncated = true;
-        s.title = TitleState::Done;
-        if s.follow {
-            Ok(())
-        } else {
-            complete()
-        }
-    };
-    (
-        selector(&TITLE),
-        ElementContentHandlers::default()
-            .element(element)
-            .text(text),
-    )
-}
-
-fn base_handler(state: &Shared) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        let mut s = lock(&state);
-        if s.base_href.is_some() || s.template_depth > 0 || el.namespace_uri() != HTML_NAMESPACE {
-            return Ok(());
-        }
-        if let Some(href) = el.get_attribute("href") {
-            s.base_href = Some(clean_href(&href).into_owned());
-        }
-        Ok(())
-    };
-    (
-        selector(&BASE_HREF),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
-fn link_handler(state: &Shared, follow: &FollowSelector) -> Handlers {
-    let state = Arc::clone(state);
-    let handler = move |el: &mut Element<'_, '_>| {
-        let mut s = lock(&state);
-        if s.link.is_some() || s.template_depth > 0 {
-            return Ok(());
-        }
-        let Some(href) = el.get_attribute("href") else {
-            return Ok(());
-        };
-        let href = clean_href(&href);
-        if !is_followable(&href) {
-            return Ok(());
-        }
-        s.link = Some(href.into_owned());
-        complete()
-    };
-    (
-        Cow::Owned(follow.selector.clone()),
-        ElementContentHandlers::default().element(handler),
-    )
-}
-
 /// An attribute value as a URL string: references decoded, ASCII whitespace trimmed.
 fn clean_href(raw: &str) -> Cow<'_, str> {
     match decode_references(raw, true) {
@@ -376,15 +169,35 @@ fn is_followable(href: &str) -> bool {
 }
 
 /// Streaming extractor for one document. Feed decoded body bytes as they arrive.
+///
+/// Simple documents are read by the fast path (`html/fast.rs`), everything else by lol_html
+/// (`html/full.rs`); both give the same result ([`Extractor::without_fast_path`] is the
+/// reference the tests and the fuzz target compare with).
 pub struct Extractor {
-    state: Shared,
-    /// `None` once lol_html stopped (everything found, or it gave up).
-    rewriter: Option<Rewriter>,
     header_encoding: Option<&'static Encoding>,
-    /// `None` until the encoding is decided; bytes wait in `pending` meanwhile.
-    decoder: Option<Decoder>,
-    pending: Vec<u8>,
-    utf8: Vec<u8>,
+    /// The `--follow` selector, moved into the parser's link handler when it starts.
+    follow: Option<Selector>,
+    /// Whether the fast path may read the document (never with `follow`).
+    fast: bool,
+    stage: Stage,
+}
+
+/// Where an [`Extractor`] is.
+enum Stage {
+    /// The encoding is not decided yet: the first bytes wait here.
+    Undecided(Vec<u8>),
+    /// The fast path reads the document; all of it so far waits here, from its first byte,
+    /// in case the full parser must read it after all.
+    Fast {
+        pending: Vec<u8>,
+        encoding: &'static Encoding,
+        bom_len: usize,
+        scanner: Scanner,
+    },
+    /// lol_html is reading the document (boxed: the parser's state machines are large).
+    Parsing(Box<FullParser>),
+    /// Everything wanted is known (the parser, if any, is gone).
+    Done(Extracted),
 }
 
 impl Extractor {
@@ -392,37 +205,21 @@ impl Extractor {
     /// `follow`: hop 1 of a two-hop crawl: look for the first link matching this selector
     /// (the title is still extracted if seen, but is not waited for).
     pub fn new(content_type: Option<&str>, follow: Option<&FollowSelector>) -> Self {
-        let state: Shared = Arc::new(Mutex::new(State {
-            follow: follow.is_some(),
-            ..State::default()
-        }));
-        let mut handlers = vec![
-            template_handler(&state),
-            svg_title_handler(&state),
-            title_handlers(&state),
-        ];
-        if let Some(follow) = follow {
-            handlers.push(base_handler(&state));
-            handlers.push(link_handler(&state, follow));
-        }
-        let settings = Settings {
-            element_content_handlers: handlers,
-            encoding: AsciiCompatibleEncoding::utf_8(),
-            memory_settings: MemorySettings {
-                max_allowed_memory_usage: MAX_PARSER_MEMORY,
-                ..MemorySettings::default()
-            },
-            strict: false,
-            adjust_charset_on_meta_tag: false,
-            ..Settings::new_send()
-        };
+        Self::with_paths(content_type, follow, follow.is_none())
+    }
+
+    /// Like [`Extractor::new`], but every document goes through lol_html, the full parser:
+    /// the reference the fast path is tested and fuzzed against. Same results, more work.
+    pub fn without_fast_path(content_type: Option<&str>, follow: Option<&FollowSelector>) -> Self {
+        Self::with_paths(content_type, follow, false)
+    }
+
+    fn with_paths(content_type: Option<&str>, follow: Option<&FollowSelector>, fast: bool) -> Self {
         Self {
-            rewriter: Some(HtmlRewriter::new(settings, Discard)),
-            state,
             header_encoding: content_type.and_then(charset_from_content_type),
-            decoder: None,
-            pending: Vec::new(),
-            utf8: Vec::new(),
+            follow: follow.map(|f| f.selector.clone()),
+            fast,
+            stage: Stage::Undecided(Vec::new()),
         }
     }
 
@@ -430,92 +227,183 @@ impl Extractor {
     /// `follow`: the title is complete; with `follow`: the link is found; or lol_html gave up
     /// at its memory limit, so nothing more can be found): the caller stops reading the body.
     /// Until the encoding is known (up to [`PRESCAN_BYTES`] without a header charset or BOM)
-    /// bytes are only buffered.
+    /// bytes are only buffered; so are they while the fast path reads a simple document
+    /// (up to the end of its title, at most `fast::MAX_FAST_BYTES`).
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
-        if self.rewriter.is_none() {
-            return true;
-        }
-        if self.decoder.is_some() {
-            self.transcode(chunk, false);
-        } else {
-            let wanted = PRESCAN_BYTES
-                .saturating_sub(self.pending.len())
-                .min(chunk.len());
-            self.pending.extend_from_slice(&chunk[..wanted]);
-            let decided = self.pending.len() >= PRESCAN_BYTES
-                || (self.pending.len() >= MAX_BOM_BYTES
-                    && (self.header_encoding.is_some()
-                        || Encoding::for_bom(&self.pending).is_some()));
-            if decided {
-                self.start_decoding();
-                self.transcode(&chunk[wanted..], false);
+        match &mut self.stage {
+            Stage::Done(_) => {}
+            Stage::Parsing(parser) => {
+                if parser.write(chunk) {
+                    self.stop_parsing();
+                }
+            }
+            Stage::Fast { pending, .. } => {
+                pending.extend_from_slice(chunk);
+                self.read_fast(false);
+            }
+            // The common case: the first chunk decides, and is read where it lies.
+            Stage::Undecided(pending)
+                if pending.is_empty() && decides(chunk, self.header_encoding) =>
+            {
+                self.decide(Vec::new(), chunk, false);
+            }
+            Stage::Undecided(pending) => {
+                let wanted = PRESCAN_BYTES.saturating_sub(pending.len()).min(chunk.len());
+                pending.extend_from_slice(&chunk[..wanted]);
+                if decides(pending, self.header_encoding) {
+                    let pending = std::mem::take(pending);
+                    self.decide(pending, &chunk[wanted..], false);
+                }
             }
         }
-        self.rewriter.is_none()
+        matches!(self.stage, Stage::Done(_))
     }
 
     /// End of body (or reading stopped): the result.
     pub fn finish(mut self) -> Extracted {
-        if self.rewriter.is_some() {
-            if self.decoder.is_none() {
-                self.start_decoding();
+        match &mut self.stage {
+            Stage::Undecided(pending) => {
+                let pending = std::mem::take(pending);
+                self.decide(pending, &[], true);
             }
-            self.transcode(&[], true);
-            if let Some(rewriter) = self.rewriter.take() {
-                // An error here only means lol_html gave up; what was found stands.
-                let _ = rewriter.end();
-            }
+            Stage::Fast { .. } => self.read_fast(true),
+            Stage::Parsing(_) | Stage::Done(_) => {}
         }
-        let mut s = lock(&self.state);
-        let (title, truncated) = match s.title {
-            TitleState::NotSeen => (None, false),
-            TitleState::Capturing | TitleState::Done => {
-                let (title, truncated) = finish_title(&s.raw_title);
-                (Some(title), truncated || s.raw_title_truncated)
+        match self.stage {
+            Stage::Parsing(parser) => parser.finish(),
+            Stage::Done(found) => found,
+            Stage::Undecided(_) | Stage::Fast { .. } => Extracted::default(),
+        }
+    }
+
+    /// Decides the encoding of the document so far, `pending` then `rest` (`pending` is
+    /// empty, or holds at least the bytes that decide), and hands it to the fast path or the
+    /// full parser. `last`: the document ends there (`rest` is then empty).
+    fn decide(&mut self, mut pending: Vec<u8>, rest: &[u8], last: bool) {
+        let buffered = !pending.is_empty();
+        let head = if buffered { &pending } else { rest };
+        let (encoding, bom_len) = detect_encoding(head, self.header_encoding);
+        if !(self.fast && fast::applies_to(encoding)) {
+            if buffered {
+                self.hand_over(encoding, &pending[bom_len..], last);
+                if let Stage::Parsing(parser) = &mut self.stage {
+                    if parser.write(rest) {
+                        self.stop_parsing();
+                    }
+                }
+            } else {
+                self.hand_over(encoding, &rest[bom_len..], last);
             }
+            return;
+        }
+        let mut scanner = Scanner::default();
+        if buffered {
+            pending.extend_from_slice(rest);
+        } else if self.read_fast_from(&mut scanner, encoding, &rest[bom_len..], last) {
+            return;
+        } else {
+            pending = rest.to_vec();
+        }
+        self.stage = Stage::Fast {
+            pending,
+            encoding,
+            bom_len,
+            scanner,
         };
-        Extracted {
-            title,
-            title_truncated: truncated,
-            link: s.link.take(),
-            base_href: s.base_href.take(),
+        if buffered {
+            self.read_fast(last);
         }
     }
 
-    /// Decides the encoding from what is buffered and sends the buffer through.
-    fn start_decoding(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let (encoding, bom_len) = detect_encoding(&pending, self.header_encoding);
-        self.decoder = Some(encoding.new_decoder_without_bom_handling());
-        self.utf8 = vec![0; DECODE_BUFFER_BYTES];
-        self.transcode(&pending[bom_len..], false);
-    }
-
-    /// Transcodes `input` to UTF-8 and feeds lol_html, dropping it on any error (which is
-    /// how a handler says "complete").
-    fn transcode(&mut self, mut input: &[u8], last: bool) {
-        let (Some(decoder), Some(rewriter)) = (self.decoder.as_mut(), self.rewriter.as_mut())
+    /// The fast path reads what is buffered.
+    fn read_fast(&mut self, last: bool) {
+        let Stage::Fast {
+            pending,
+            encoding,
+            bom_len,
+            mut scanner,
+        } = std::mem::replace(&mut self.stage, UNDECIDED)
         else {
             return;
         };
-        loop {
-            let (result, read, written, _) = decoder.decode_to_utf8(input, &mut self.utf8, last);
-            input = &input[read..];
-            if written > 0 && rewriter.write(&self.utf8[..written]).is_err() {
-                self.rewriter = None;
-                // Handlers stop lol_html only once the title is complete; still capturing
-                // means lol_html gave up (its memory limit) inside the title.
-                let mut s = lock(&self.state);
-                if s.title == TitleState::Capturing {
-                    s.raw_title_truncated = true;
-                    s.title = TitleState::Done;
-                }
-                return;
-            }
-            if result == CoderResult::InputEmpty {
-                return;
-            }
+        if !self.read_fast_from(&mut scanner, encoding, &pending[bom_len..], last) {
+            self.stage = Stage::Fast {
+                pending,
+                encoding,
+                bom_len,
+                scanner,
+            };
         }
+    }
+
+    /// The fast path reads `doc`, the document so far after its byte-order mark: the title,
+    /// or the full parser takes the whole document over (both set the stage); or `false`:
+    /// it needs more bytes.
+    fn read_fast_from(
+        &mut self,
+        scanner: &mut Scanner,
+        encoding: &'static Encoding,
+        doc: &[u8],
+        last: bool,
+    ) -> bool {
+        match scanner.scan(doc) {
+            Scan::Title(text) => self.stage = Stage::Done(fast_title(encoding, &doc[text])),
+            Scan::More if !last => return false,
+            Scan::More | Scan::Unsupported => self.hand_over(encoding, doc, last),
+        }
+        true
+    }
+
+    /// The fast path cannot read the document: lol_html reads it from `doc` (its first bytes
+    /// after the byte-order mark on). Unless it is whole (`last`) and, in an ASCII-compatible
+    /// encoding without `--follow`, holds no `<title` at all: then it has no title.
+    fn hand_over(&mut self, encoding: &'static Encoding, doc: &[u8], last: bool) {
+        if last && self.fast && encoding.is_ascii_compatible() && !fast::may_have_title(doc) {
+            self.stage = Stage::Done(Extracted::default());
+        } else {
+            self.start_parsing(encoding, doc);
+        }
+    }
+
+    /// lol_html reads the document from `doc` on (its first bytes after the byte-order mark).
+    fn start_parsing(&mut self, encoding: &'static Encoding, doc: &[u8]) {
+        let mut parser = Box::new(FullParser::new(encoding, self.follow.take()));
+        let stopped = parser.write(doc);
+        self.stage = Stage::Parsing(parser);
+        if stopped {
+            self.stop_parsing();
+        }
+    }
+
+    /// lol_html stopped: keep its findings, free the parser.
+    fn stop_parsing(&mut self) {
+        if let Stage::Parsing(parser) = std::mem::replace(&mut self.stage, UNDECIDED) {
+            self.stage = Stage::Done(parser.finish());
+        }
+    }
+}
+
+/// Whether `head`, the first bytes of a document, decide its encoding: a full prescan
+/// window, or enough for a byte-order mark when the header names a charset or one is there.
+fn decides(head: &[u8], header: Option<&'static Encoding>) -> bool {
+    head.len() >= PRESCAN_BYTES
+        || (head.len() >= MAX_BOM_BYTES && (header.is_some() || Encoding::for_bom(head).is_some()))
+}
+
+/// A placeholder stage while the real one is taken apart (holds no allocation).
+const UNDECIDED: Stage = Stage::Undecided(Vec::new());
+
+/// The fast path's result from the raw bytes of the title's text: decoded, then capped and
+/// finished like lol_html's text (see `full.rs`).
+fn fast_title(encoding: &'static Encoding, raw: &[u8]) -> Extracted {
+    let (text, _) = encoding.decode_without_bom_handling(raw);
+    let kept = floor_char_boundary(&text, MAX_RAW_TITLE_BYTES);
+    let (title, truncated) = finish_title(&text[..kept]);
+    Extracted {
+        title: Some(title),
+        title_truncated: truncated || kept < text.len(),
+        link: None,
+        base_href: None,
     }
 }
 
@@ -539,7 +427,7 @@ fn finish_title(raw: &str) -> (String, bool) {
         decoded = Cow::Owned(decoded.replace('\0', "\u{FFFD}"));
     }
     let mut title = String::with_capacity(decoded.len().min(MAX_TITLE_BYTES));
-    for word in decoded.split(is_ascii_ws).filter(|w| !w.is_empty()) {
+    for word in decoded.split_ascii_whitespace() {
         if !title.is_empty() {
             title.push(' ');
         }
@@ -694,8 +582,20 @@ fn numeric_reference_char(value: u32) -> char {
 
 /// The HTML standard's "prescan a byte stream to determine its encoding" over `head`.
 fn prescan(head: &[u8]) -> Option<&'static Encoding> {
+    // The prescan answers only from a `<meta` tag: without those bytes (most pages that are
+    // not sent with a charset, e.g. error pages) nothing between the `<`s can matter.
+    if !fast::holds_tag_start(head, b"<meta") {
+        return None;
+    }
+    prescan_tags(head)
+}
+
+/// The prescan's walk over the tags of `head`.
+fn prescan_tags(head: &[u8]) -> Option<&'static Encoding> {
     let mut p = 0;
     while p < head.len() {
+        // Every step of the prescan starts at a `<`; other bytes are passed over.
+        p += head[p..].iter().position(|&b| b == b'<')?;
         let rest = &head[p..];
         if rest.starts_with(b"<!--") {
             // The `-->` may share its dashes with `<!--`: `<!-->` is a whole comment.
@@ -883,9 +783,27 @@ mod tests {
 
     /// Runs one extraction with the body cut into `chunk`-byte pieces; also reports whether
     /// `feed` asked to stop.
+    /// Also runs the full parser alone: both paths must agree, `feed`'s answers included.
     fn run(body: &[u8], ct: Option<&str>, follow: Option<&str>, chunk: usize) -> (Extracted, bool) {
         let follow = follow.map(|css| FollowSelector::parse(css).expect("valid selector"));
-        let mut ex = Extractor::new(ct, follow.as_ref());
+        let fast = run_one(Extractor::new(ct, follow.as_ref()), body, chunk);
+        let full = run_one(
+            Extractor::without_fast_path(ct, follow.as_ref()),
+            body,
+            chunk,
+        );
+        assert_eq!(
+            fast,
+            full,
+            "fast path and full parser differ ({chunk}-byte pieces, {ct:?}) on {:?}",
+            String::from_utf8_lossy(body)
+        );
+        fast
+    }
+
+    /// Feeds `body` in `chunk`-byte pieces until `feed` says enough; the result and whether
+    /// it said so.
+    fn run_one(mut ex: Extractor, body: &[u8], chunk: usize) -> (Extracted, bool) {
         let mut stopped = false;
         for piece in body.chunks(chunk.max(1)) {
             if ex.feed(piece) {
@@ -1080,6 +998,36 @@ mod tests {
             prescan(b"<meta http-equiv=content-type content='charsetx; charset=gbk'>"),
             Some(encoding_rs::GBK)
         );
+    }
+
+    /// Skipping the walk when `head` holds no `<meta` changes no answer.
+    #[test]
+    fn prescan_without_meta_bytes_finds_nothing() {
+        let parts: [&[u8]; 12] = [
+            b"<META charset=koi8-r>",
+            b"<!-- <meta charset=utf-8> -->",
+            b"<a title='<meta charset=utf-8>'>",
+            b"<meta",
+            b"<me",
+            b"ta charset=iso-8859-2>",
+            b" http-equiv=content-type content='text/html; charset=gbk'>",
+            b"<!--",
+            b"-->",
+            b"<?xml charset=utf-8>",
+            b"<p>",
+            b"x",
+        ];
+        let mut checked = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let head = [a, b, c].concat();
+                    assert_eq!(prescan(&head), prescan_tags(&head), "{head:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 12 * 12 * 12);
     }
 
     #[test]
@@ -1288,7 +1236,7 @@ mod tests {
     #[test]
     fn huge_tag_before_the_title_is_streamed_not_buffered() {
         let mut body = b"<html><body><div data-x='".to_vec();
-        body.resize(body.len() + MAX_PARSER_MEMORY + 1, b'a');
+        body.resize(body.len() + full::MAX_PARSER_MEMORY + 1, b'a');
         body.extend_from_slice(b"'><title>after</title>");
         let (ex, stopped) = run(&body, Some("text/html; charset=utf-8"), None, 64 * 1024);
         assert!(stopped);
