@@ -724,17 +724,7 @@ async fn connect(
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
         Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
         Some(url::Host::Domain(name)) => {
-            let lookup = async {
-                let _permit = ctx
-                    .lookups
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
-                Box::pin(ctx.resolver.lookup(name)).await
-            };
-            let ips = tokio::time::timeout_at(deadline.into(), lookup)
-                .await
-                .map_err(|_| deadline_error(ctx))??;
+            let ips = lookup_until(ctx, name, deadline).await??;
             ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
         }
         None => return Err(FetchError::InvalidUrl("URL has no host".to_string())),
@@ -782,6 +772,26 @@ fn allowed_addrs(
         ),
         _ => denied.join(", "),
     }))
+}
+
+/// Resolve `name` through the worker's resolver (and cache), holding one of its lookup
+/// permits while asking, within `deadline` (the outer error: it passed).
+pub(crate) async fn lookup_until(
+    ctx: &FetchCtx,
+    name: &str,
+    deadline: Instant,
+) -> Result<Result<Rc<[IpAddr]>, DnsError>, FetchError> {
+    let lookup = async {
+        let _permit = ctx
+            .lookups
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        Box::pin(ctx.resolver.lookup(name)).await
+    };
+    tokio::time::timeout_at(deadline.into(), lookup)
+        .await
+        .map_err(|_| deadline_error(ctx))
 }
 
 fn deadline_error(ctx: &FetchCtx) -> FetchError {

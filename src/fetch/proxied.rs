@@ -119,17 +119,8 @@ async fn proxy_addrs(
         url::Host::Ipv6(ip) => return Ok(vec![SocketAddr::new(IpAddr::V6(*ip), port)]),
         url::Host::Domain(name) => name,
     };
-    let lookup = async {
-        let _permit = ctx
-            .lookups
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        Box::pin(ctx.resolver.lookup(name)).await
-    };
-    let ips = tokio::time::timeout_at(deadline.into(), lookup)
-        .await
-        .map_err(|_| deadline_error(ctx))?
+    let ips = super::lookup_until(ctx, name, deadline)
+        .await?
         .map_err(|e| ProxyError::Unreachable {
             proxy: proxy.to_string(),
             transient: retry::transient_kind(e.kind()),

@@ -327,22 +327,9 @@ impl Spool {
     /// The entries of `new/`, oldest first: lists, and what cannot be one (dot files are
     /// producers' business and ignored).
     pub(crate) fn pending(&self) -> Result<Vec<Entry>, SpoolError> {
-        let dir = self.root.join(NEW);
-        let err = |cause| SpoolError::Dir {
-            path: dir.clone(),
-            cause,
-        };
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(err)? {
-            let entry = entry.map_err(err)?;
-            let name = entry.file_name();
-            if name.as_bytes().first() == Some(&b'.') {
-                continue;
-            }
-            // Not followed: the type and time of the entry itself.
-            let Ok(meta) = entry.metadata() else {
-                continue; // gone meanwhile
-            };
+        // Not followed: the type and time of each entry itself.
+        for (name, meta) in self.entries(NEW)? {
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let e = match names::list_name(&name) {
                 Err(why) => Entry::Unfit {
@@ -489,7 +476,7 @@ impl Spool {
         }
     }
 
-    /// `sub`'s entries that are not dot files, not followed.
+    /// `sub`'s entries that are not dot files, not followed (one gone meanwhile is left out).
     fn entries(&self, sub: &str) -> Result<Vec<(OsString, fs::Metadata)>, SpoolError> {
         let dir = self.root.join(sub);
         let err = |cause| SpoolError::Dir {
