@@ -432,3 +432,87 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
     let mut p = p;
     assert_eq!(p.0.wait().unwrap().code(), Some(0));
 }
+
+/// A node that loses NATS (the server killed) stops taking work: its leases are dropped and
+/// its metrics say so, while it keeps running and retrying. With the server back (same port,
+/// same store), it takes its partitions again and the list ends with exactly one record per
+/// line, titles right: nothing fetched while it was cut off is lost.
+#[test]
+fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
+    let mut nats = NatsServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Few hosts, many pages: with the host delay the crawl lasts a few seconds.
+    let site = Site::generate(
+        &tmp.path().join("site"),
+        SiteSpec {
+            hosts: 6,
+            pages: 30,
+            blogs: 0,
+        },
+    );
+    let nginx = Nginx::start(&site, None);
+    let dns = Dnsmasq::start(&site.host_names());
+    let expect = site.expect("http", nginx.port);
+    let list_path = tmp.path().join("list.txt");
+    let urls: Vec<&str> = expect.iter().map(|e| e.url.as_str()).collect();
+    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+
+    let url = nats.url();
+    let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    node.listen_for_metrics(metrics);
+    let mut p = node.start();
+    let out = Command::new(ringcrawl_bin())
+        .args(["submit", "--nats", &url])
+        .arg(&list_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = tmp.path().join("records.jsonl");
+    collect_until(&url, &records, expect.len() / 5, &[&node]);
+
+    nats.kill();
+    let mut last = String::new();
+    let cut_off = wait_until(Duration::from_secs(30), || {
+        last = scrape(metrics);
+        sample(&last, "ringcrawl_cluster_connected") == Some("0")
+            && sample(&last, "ringcrawl_cluster_partitions_held") == Some("0")
+    });
+    assert!(cut_off, "the node still holds partitions:\n{last}");
+    assert!(
+        p.0.try_wait().unwrap().is_none(),
+        "the node keeps running:\n{}",
+        node.logs()
+    );
+
+    nats.restart();
+    collect_until(&url, &records, expect.len(), &[&node]);
+    thread::sleep(Duration::from_millis(500));
+    collect(&url, &records);
+    let text = std::fs::read_to_string(&records).unwrap();
+    let mut by_url: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let u = v["url"].as_str().unwrap().to_string();
+        assert!(by_url.insert(u.clone(), v).is_none(), "two records for {u}");
+    }
+    assert_eq!(by_url.len(), expect.len());
+    for e in &expect {
+        let rec = by_url
+            .get(&e.url)
+            .unwrap_or_else(|| panic!("no record for {}", e.url));
+        let bad = support::site::mismatches(e, rec, false);
+        assert!(bad.is_empty(), "{}: {bad:?}", e.url);
+    }
+    let resumed = sample(&scrape(metrics), "ringcrawl_cluster_partitions_held")
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert_eq!(resumed, PARTITIONS.to_string(), "partitions taken again");
+
+    signal(&p, "TERM");
+    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+}

@@ -35,31 +35,43 @@ impl NatsServer {
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("server.log");
-        let child = Command::new(NATS_BIN)
-            .arg("-js")
-            .arg("-sd")
-            .arg(dir.path().join("store"))
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {NATS_BIN} (install nats-server): {e}"));
+        let child = spawn(&dir, port);
         let mut n = NatsServer { child, port, dir };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        if !n.wait_up() {
+            return Err(n.logs());
+        }
+        Ok(n)
+    }
+
+    /// Whether the server accepts connections (false: it exited or did not in time).
+    fn wait_up(&mut self) -> bool {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let mut exited = false;
         let up = wait_until(SERVER_START_TIMEOUT, || {
-            if let Ok(Some(_)) = n.child.try_wait() {
+            if let Ok(Some(_)) = self.child.try_wait() {
                 exited = true;
                 return true;
             }
             TcpStream::connect(addr).is_ok()
         });
-        if exited || !up {
-            return Err(n.logs());
-        }
-        Ok(n)
+        up && !exited
+    }
+
+    /// Kill the server (SIGKILL), as a crash or a lost network would look to its clients.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.dir, self.port);
+        assert!(
+            self.wait_up(),
+            "nats-server did not restart:\n{}",
+            self.logs()
+        );
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -70,6 +82,25 @@ impl NatsServer {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
+}
+
+/// `nats-server -js` on 127.0.0.1:`port`, its store and log in `dir` (the log appended to).
+fn spawn(dir: &tempfile::TempDir, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("server.log"))
+        .expect("server.log");
+    Command::new(NATS_BIN)
+        .arg("-js")
+        .arg("-sd")
+        .arg(dir.path().join("store"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {NATS_BIN} (install nats-server): {e}"))
 }
 
 impl Drop for NatsServer {
