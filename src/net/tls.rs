@@ -1,13 +1,15 @@
-//! TLS client over [`super::TcpConn`]: a rustls `ClientConnection` fed and drained by hand
-//! (`read_tls`/`write_tls` over owned buffers, since tokio-rustls needs AsyncRead, which
-//! tokio-uring does not offer). The config is built once: webpki-roots plus `--ca-file`,
-//! ALPN `http/1.1`, ring provider, and one session-resumption cache shared by all workers
-//! through the `Arc<ClientConfig>`.
+//! TLS client over [`super::TcpConn`] with rustls' unbuffered API (tokio-rustls needs
+//! AsyncRead, which tokio-uring does not offer). The config is built once: webpki-roots plus
+//! `--ca-file`, ALPN `http/1.1`, ring provider, and one session-resumption cache shared by
+//! all workers through the `Arc<ClientConfig>`.
 //!
-//! The byte-moving code is the few small methods of [`TlsConn`]: `flush` (rustls -> socket),
-//! `recv` + `feed` (socket -> rustls); everything else is rustls' own state machine.
+//! A connection is two halves. [`session::Session`] (sans-IO) owns rustls' state machine and
+//! every buffer around it, and frees them while the connection waits, so a connection
+//! waiting for its response holds rustls' state and keys but no buffer (see that module).
+//! [`TlsConn`] moves bytes: `recv` reads the socket into the worker's scratch buffer
+//! ([`TcpConn::recv_with`]) and hands them to the session at once, `flush` writes what the
+//! session encoded; handshake, reads and writes are loops over the session's answers.
 
-use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +22,15 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind,
-    RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, HandshakeKind, RootCertStore,
+    SignatureScheme,
 };
 
 use super::tcp::millis;
 use super::{NetError, TcpConn, READ_BUF_SIZE};
+use session::{Event, Session};
+
+mod session;
 
 /// TLS sessions remembered for resumption (one entry per server name), shared by all workers.
 pub const SESSION_CACHE_SIZE: usize = 8192;
@@ -35,6 +40,8 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 /// TLS record content types a server may open with (alert, handshake).
 const TLS_FIRST_BYTES: [u8; 2] = [0x15, 0x16];
+/// Plaintext encrypted per socket write at most (bounds the records buffered for one write).
+const MAX_PLAINTEXT_PER_SEND: usize = 64 * 1024;
 
 /// Why a TLS configuration could not be built (one line, for the binary edge).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,18 +175,11 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-/// A TLS connection.
+/// A TLS connection: the socket and the session (see the module doc).
 pub struct TlsConn {
     tcp: TcpConn,
-    conn: ClientConnection,
+    session: Session,
     verified: bool,
-    /// Host name as given, for error messages.
-    name: String,
-    /// Network bytes read from the socket; `net_buf[net_pos..]` not yet taken by rustls.
-    net_buf: Vec<u8>,
-    net_pos: usize,
-    /// TLS records waiting to be written.
-    out_buf: Vec<u8>,
     clean_eof: bool,
 }
 
@@ -193,26 +193,23 @@ impl TlsConn {
         deadline: Instant,
     ) -> Result<TlsConn, NetError> {
         let name = parse_server_name(server_name)?;
-        let conn = ClientConnection::new(ctx.inner.config.clone(), name)
+        let session = Session::new(ctx.inner.config.clone(), name)
             .map_err(|e| NetError::Tls(format!("cannot start a session: {e}")))?;
         let mut tls = TlsConn {
             tcp,
-            conn,
+            session,
             verified: ctx.inner.verified,
-            name: server_name.to_string(),
-            net_buf: Vec::new(),
-            net_pos: 0,
-            out_buf: Vec::new(),
             clean_eof: true,
         };
         let start = Instant::now();
-        match tls.drive_handshake(deadline).await {
+        match tls.drive_handshake(server_name, deadline).await {
             Ok(()) => {
-                let counter = match tls.conn.handshake_kind() {
+                let counter = match tls.session.handshake_kind() {
                     Some(HandshakeKind::Resumed) => &ctx.inner.resumed,
                     _ => &ctx.inner.full,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                tls.session.release_idle_buffers();
                 Ok(tls)
             }
             Err(NetError::Timeout(_)) => Err(NetError::Tls(format!(
@@ -221,7 +218,7 @@ impl TlsConn {
             ))),
             Err(e) => {
                 if matches!(e, NetError::Tls(_)) {
-                    // Let the server know why (rustls queued an alert); best effort.
+                    // Let the server know why (the session queued an alert); best effort.
                     let _ = tls.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
                 }
                 Err(e)
@@ -229,25 +226,30 @@ impl TlsConn {
         }
     }
 
-    async fn drive_handshake(&mut self, deadline: Instant) -> Result<(), NetError> {
+    async fn drive_handshake(&mut self, name: &str, deadline: Instant) -> Result<(), NetError> {
         let mut first_read = true;
-        while self.conn.is_handshaking() {
-            self.flush(deadline).await?;
-            if self.net_pos < self.net_buf.len() {
-                self.feed()?;
-                continue;
+        while self.session.is_handshaking() {
+            let event = self
+                .session
+                .process(&mut [])
+                .map_err(|e| describe_tls_error(&e, name))?;
+            match event {
+                Event::NeedInput => {}
+                // Plaintext comes after the handshake (the reader takes it).
+                Event::Read(_) | Event::Readable => break,
+                Event::PeerClosed => return Err(closed_in_handshake()),
             }
-            // The server's next flight may take a while: wait without a buffer.
-            self.net_buf = Vec::new();
+            self.flush(deadline).await?;
+            // The server's next flight may take a while: wait holding at most a partial
+            // record.
+            self.session.release_idle_buffers();
             let check = first_read.then_some(TLS_FIRST_BYTES.as_slice());
             if !self.recv(deadline, check).await? {
-                return Err(NetError::Tls(
-                    "connection closed by the server during the handshake".into(),
-                ));
+                return Err(closed_in_handshake());
             }
             first_read = false;
         }
-        // Our Finished (and anything else rustls queued).
+        // Our Finished (and anything else the session queued).
         self.flush(deadline).await
     }
 
@@ -257,19 +259,10 @@ impl TlsConn {
         mut data: Vec<u8>,
         deadline: Instant,
     ) -> Result<Vec<u8>, NetError> {
-        let mut rest = &data[..];
-        while !rest.is_empty() {
-            let n = self
-                .conn
-                .writer()
-                .write(rest)
-                .map_err(|e| NetError::Tls(format!("cannot encrypt: {e}")))?;
-            rest = &rest[n..];
-            if n == 0 && !self.conn.wants_write() {
-                return Err(NetError::Tls(
-                    "rustls accepted no plaintext and has nothing to send".into(),
-                ));
-            }
+        for chunk in data.chunks(MAX_PLAINTEXT_PER_SEND) {
+            self.session
+                .encrypt(chunk)
+                .map_err(|e| NetError::Tls(e.to_string()))?;
             self.flush(deadline).await?;
         }
         data.clear();
@@ -293,24 +286,37 @@ impl TlsConn {
         (res, buf)
     }
 
-    /// Like [`TlsConn::read`], but the caller's buffer is taken only once rustls has
-    /// plaintext for it (or the stream ended). Until then the connection moves network bytes
-    /// into rustls itself, having let go of its network buffers first, and the socket read
-    /// waits for readiness before it allocates (see `TlsConn::recv`): a TLS connection
-    /// waiting seconds for its response holds neither the 16 KiB network buffer nor a
-    /// plaintext buffer. (Records without plaintext, such as TLS 1.3 session tickets, are
-    /// handled here without taking the caller's buffer.)
+    /// Like [`TlsConn::read`], but the caller's buffer is taken only once there is plaintext
+    /// for it (or the stream ended). Until then the connection moves network bytes into the
+    /// session itself, holding no buffer while it waits: the socket is read into the
+    /// worker's scratch buffer ([`TcpConn::recv_with`]) and the session keeps at most a
+    /// partial record. Records without plaintext (TLS 1.3 session tickets, say) are handled
+    /// here without taking the caller's buffer.
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
         deadline: Instant,
     ) -> (Result<usize, NetError>, Vec<u8>) {
-        // `wants_read` is false while rustls holds plaintext or has seen close_notify.
-        while self.net_pos >= self.net_buf.len() && self.conn.wants_read() {
-            self.release_idle_buffers();
-            match self.pump(deadline).await {
+        loop {
+            match self.session.process(&mut []) {
+                Ok(Event::Readable | Event::Read(_)) => break,
+                Ok(Event::PeerClosed) => {
+                    self.clean_eof = true;
+                    return (Ok(0), Vec::new());
+                }
+                Ok(Event::NeedInput) => {}
+                Err(e) => return (Err(describe_tls_error(&e, "the server")), Vec::new()),
+            }
+            if let Err(e) = self.flush(deadline).await {
+                return (Err(e), Vec::new());
+            }
+            self.session.release_idle_buffers();
+            match self.recv(deadline, None).await {
                 Ok(true) => {}
-                Ok(false) => return (Ok(0), Vec::new()),
+                Ok(false) => {
+                    self.clean_eof = false;
+                    return (Ok(0), Vec::new());
+                }
                 Err(e) => return (Err(e), Vec::new()),
             }
         }
@@ -319,50 +325,33 @@ impl TlsConn {
 
     async fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, NetError> {
         loop {
-            match self.conn.reader().read(buf) {
-                Ok(0) => {
+            let event = self
+                .session
+                .process(buf)
+                .map_err(|e| describe_tls_error(&e, "the server"))?;
+            match event {
+                Event::Read(n) => return Ok(n),
+                // Only for an empty `buf`.
+                Event::Readable => return Ok(0),
+                Event::PeerClosed => {
                     self.clean_eof = true;
                     return Ok(0);
                 }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.clean_eof = false;
-                    return Ok(0);
-                }
-                Err(e) => return Err(NetError::Tls(e.to_string())),
+                Event::NeedInput => {}
             }
-            if !self.pump(deadline).await? {
+            // Post-handshake messages may need an answer (a KeyUpdate, say).
+            self.flush(deadline).await?;
+            if !self.recv(deadline, None).await? {
+                self.clean_eof = false;
                 return Ok(0);
             }
         }
     }
 
-    /// Move network bytes into rustls: read the socket if rustls has taken every byte so
-    /// far, process the records, send what they call for. `Ok(false)`: the socket ended
-    /// (without close_notify, so [`TlsConn::eof_was_clean`] becomes false).
-    async fn pump(&mut self, deadline: Instant) -> Result<bool, NetError> {
-        if self.net_pos < self.net_buf.len() {
-            self.feed()?;
-        } else if !self.recv(deadline, None).await? {
-            self.clean_eof = false;
-            return Ok(false);
-        }
-        // Post-handshake messages may need an answer (e.g. a KeyUpdate).
-        self.flush(deadline).await?;
-        Ok(true)
-    }
-
-    /// Drop the network buffers when they hold nothing (an idle pooled connection need not
-    /// keep 16 KiB; the next read allocates again).
+    /// Drop the session's buffers where they hold nothing (an idle pooled connection keeps
+    /// at most a partial record; the next read allocates again).
     pub fn release_idle_buffers(&mut self) {
-        if self.net_pos >= self.net_buf.len() {
-            self.net_buf = Vec::new();
-            self.net_pos = 0;
-        }
-        if self.out_buf.is_empty() {
-            self.out_buf = Vec::new();
-        }
+        self.session.release_idle_buffers();
     }
 
     /// After a read returned 0: whether the server sent close_notify.
@@ -382,85 +371,52 @@ impl TlsConn {
     /// The ALPN protocol the server chose, if any.
     #[cfg(test)]
     pub fn alpn(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+        self.session.alpn()
     }
 
     /// Send close_notify (best effort, briefly) and shut the socket down.
     pub async fn close(mut self) {
-        self.conn.send_close_notify();
-        let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+        if self.session.close_notify().is_ok() {
+            let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT).await;
+        }
         self.tcp.shutdown();
     }
 
-    /// rustls -> socket: write every pending TLS record.
+    /// Session -> socket: write every record the session has encoded. The buffer is let go
+    /// once written (the next records get one of their size).
     async fn flush(&mut self, deadline: Instant) -> Result<(), NetError> {
-        while self.conn.wants_write() {
-            let mut out = std::mem::take(&mut self.out_buf);
-            out.clear();
-            while self.conn.wants_write() {
-                self.conn
-                    .write_tls(&mut out)
-                    .map_err(|e| NetError::Tls(format!("cannot encode records: {e}")))?;
-            }
-            let (res, out) = self.tcp.write_all(out, deadline).await;
-            self.out_buf = out;
-            res?;
+        if self.session.outgoing().is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (res, _) = self
+            .tcp
+            .write_all(self.session.take_outgoing(), deadline)
+            .await;
+        res
     }
 
-    /// socket -> rustls (only when rustls has taken every earlier byte), processing the
-    /// records as they complete. The bytes are read into the worker's scratch buffer
-    /// ([`TcpConn::recv_with`]) and handed to rustls at once, so no connection holds a
-    /// network buffer while it waits (10,000 handshakes in flight would hold 160 MB of
-    /// them); only bytes rustls cannot take yet (its plaintext buffer is full) are kept, in
-    /// `net_buf`. With `first`, the first byte must be one of those (a TLS record type).
-    /// `Ok(false)`: the socket ended.
+    /// Socket -> session: wait until the socket has bytes, read them into the worker's
+    /// scratch buffer ([`TcpConn::recv_with`]) and append them to the session's received
+    /// bytes at once (nothing is lent to the kernel across the wait). With `first`, the
+    /// first byte must be one of those (a TLS record type). `Ok(false)`: the socket ended.
     async fn recv(&mut self, deadline: Instant, first: Option<&[u8]>) -> Result<bool, NetError> {
-        let (conn, name) = (&mut self.conn, self.name.as_str());
-        let fed = self
+        let session = &mut self.session;
+        let got = self
             .tcp
-            .recv_with(deadline, |mut bytes: &[u8]| {
+            .recv_with(deadline, |bytes: &[u8]| {
                 if first.is_some_and(|ok| !ok.contains(&bytes[0])) {
                     return Err(NetError::Tls("not TLS (plain HTTP server?)".into()));
                 }
-                feed(conn, name, &mut bytes)?;
-                Ok(bytes.to_vec())
+                session.received(bytes);
+                Ok(())
             })
             .await?;
-        match fed {
-            None => Ok(false),
-            Some(rest) => {
-                self.net_buf = rest?;
-                self.net_pos = 0;
-                Ok(true)
-            }
-        }
-    }
-
-    /// `net_buf` -> rustls (the bytes it could not take before).
-    fn feed(&mut self) -> Result<(), NetError> {
-        let mut rest = &self.net_buf[self.net_pos..];
-        let before = rest.len();
-        let fed = feed(&mut self.conn, &self.name, &mut rest);
-        self.net_pos += before - rest.len();
-        fed
+        got.map_or(Ok(false), |fed| fed.map(|()| true))
     }
 }
 
-/// `bytes` -> rustls, processing records as they complete; `bytes` is left holding what
-/// rustls did not take (it stops early when its plaintext buffer is full: the reader drains
-/// it first).
-fn feed(conn: &mut ClientConnection, name: &str, bytes: &mut &[u8]) -> Result<(), NetError> {
-    while !bytes.is_empty() {
-        let taken = conn.read_tls(bytes).unwrap_or(0);
-        conn.process_new_packets()
-            .map_err(|e| describe_tls_error(&e, name))?;
-        if taken == 0 {
-            break;
-        }
-    }
-    Ok(())
+fn closed_in_handshake() -> NetError {
+    NetError::Tls("connection closed by the server during the handshake".into())
 }
 
 /// The SNI / verification name: a DNS name, or an IP literal (no SNI is sent for those).
@@ -563,6 +519,7 @@ mod tests {
     use crate::net::{ConnectOptions, Stream};
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use rustls::pki_types::PrivateKeyDer;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::rc::Rc;
