@@ -74,8 +74,9 @@ pub struct Session {
     /// close_notify has been received (rustls reports it only once).
     peer_closed: bool,
     /// The session failed (its alert is queued): every later call fails with this, without
-    /// handing rustls the same bytes again.
-    failed: Option<rustls::Error>,
+    /// handing rustls the same bytes again. Boxed: a `rustls::Error` is 64 bytes, and every
+    /// connection would carry them inline.
+    failed: Option<Box<rustls::Error>>,
 }
 
 /// What to do after one state of rustls' `process_tls_records` was handled (no borrow of
@@ -114,7 +115,7 @@ impl Session {
     /// rustls sends about it is in `outgoing`.
     pub fn process(&mut self, out: &mut [u8]) -> Result<Event, rustls::Error> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         let mut n = 0;
         if self.plain_pos < self.plain.len() {
@@ -257,7 +258,7 @@ impl Session {
         ) -> Result<(), EncryptError>,
     ) -> Result<(), WriteError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone().into());
+            return Err((**e).clone().into());
         }
         let mut write = Some(write);
         loop {
@@ -359,7 +360,7 @@ impl Session {
         self.incoming = Vec::new();
         self.plain = Vec::new();
         self.plain_pos = 0;
-        self.failed = Some(e.clone());
+        self.failed = Some(Box::new(e.clone()));
         e
     }
 
