@@ -320,7 +320,28 @@ impl TlsConn {
                 Err(e) => return (Err(e), Vec::new()),
             }
         }
-        self.read(take(), deadline).await
+        // Plaintext is waiting: taken out without awaiting anything, so this future does
+        // not carry a read's state (it is part of every TLS response wait).
+        let mut buf = take();
+        if buf.capacity() == 0 {
+            buf.reserve_exact(READ_BUF_SIZE);
+        }
+        buf.clear();
+        buf.resize(buf.capacity(), 0);
+        let res = match self.session.process(&mut buf) {
+            Ok(Event::Read(n)) => Ok(n),
+            Ok(Event::PeerClosed) => {
+                self.clean_eof = true;
+                Ok(0)
+            }
+            // Not expected with plaintext waiting; the full read covers it (boxed: rare).
+            Ok(Event::Readable | Event::NeedInput) => {
+                return Box::pin(self.read(buf, deadline)).await;
+            }
+            Err(e) => Err(describe_tls_error(&e, "the server")),
+        };
+        buf.truncate(*res.as_ref().unwrap_or(&0));
+        (res, buf)
     }
 
     async fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, NetError> {
