@@ -207,7 +207,10 @@ impl Stream {
         tls: Option<(&TlsContext, &str)>,
         deadline: Instant,
     ) -> Result<Stream, NetError> {
-        let tcp = connect_tcp(addrs, opts, deadline).await?;
+        // Boxed: the future awaiting the TLS handshake below (thousands at once, while
+        // servers answer their ClientHellos) would otherwise carry the TCP connect's state
+        // inline, long after it is over.
+        let tcp = Box::pin(connect_tcp(addrs, opts, deadline)).await?;
         match tls {
             None => Ok(Stream::Plain(tcp)),
             Some(tls) => start_tls(tcp, opts, tls, deadline).await,
@@ -227,7 +230,8 @@ impl Stream {
         tls: (&TlsContext, &str),
         deadline: Instant,
     ) -> Result<Stream, TunnelFailure> {
-        let mut tcp = connect_tcp(addrs, opts, deadline)
+        // Boxed, as in `connect`: not carried through the handshake.
+        let mut tcp = Box::pin(connect_tcp(addrs, opts, deadline))
             .await
             .map_err(|error| TunnelFailure::Proxy { peer: None, error })?;
         // Boxed: only a connecting slot pays for the handshake's state.

@@ -200,7 +200,9 @@ impl TcpConn {
         }
         self.register_readiness();
         let Some(afd) = self.ready.as_ref() else {
-            let (res, buf) = self.read(Vec::new(), deadline).await;
+            // Boxed: a rare path, and every caller waiting for readiness below (TLS
+            // connections waiting for their server) would otherwise carry its state.
+            let (res, buf) = Box::pin(self.read(Vec::new(), deadline)).await;
             return Ok((res? > 0).then(|| f(&buf)));
         };
         let fd = afd.get_ref().0;
