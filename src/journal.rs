@@ -50,8 +50,10 @@ use crate::record::Record;
 
 /// Default bound on how long written records may stay unsynced with `FsyncPolicy::Batch`.
 pub const DEFAULT_FSYNC_BATCH: Duration = Duration::from_millis(200);
-/// Records queued between the engine and the writer (backpressure beyond this).
-pub const RECORD_CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Records queued between the engine and the writer (backpressure beyond this). The channel
+/// is allocated whole at start (a few hundred bytes a record); this many cover a fsync's
+/// pause at tens of thousands of records a second.
+pub const RECORD_CHANNEL_CAPACITY: usize = 4 * 1024;
 /// A batch is written once it reaches this many bytes even if more records are queued.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Written but unsynced bytes kept for a rewrite after a failed fsync, at most: past this the
