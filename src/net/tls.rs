@@ -32,8 +32,11 @@ use session::{Event, Session};
 
 mod session;
 
-/// TLS sessions remembered for resumption (one entry per server name), shared by all workers.
-pub const SESSION_CACHE_SIZE: usize = 8192;
+/// TLS sessions remembered for resumption (one entry per server name, the oldest
+/// dropped), shared by all workers. A crawl resumes with the hosts it is working on; an
+/// entry keeps room for eight tickets with their certificate chains, so a cache as large as a
+/// C10K crawl's host count would hold megabytes for sessions never used again.
+pub const SESSION_CACHE_SIZE: usize = 1024;
 /// ALPN protocol offered: we speak HTTP/1.1 only.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// How long `close` (and a failed handshake) may spend writing close_notify / an alert.
