@@ -461,7 +461,8 @@ while time.time() < end:
         d = json.load(urllib.request.urlopen("http://127.0.0.1:8222/jsz?streams=true"))
         s = {x["name"]: x["state"]["messages"]
              for a in d.get("account_details", []) for x in a.get("stream_detail", [])}
-        if s.get("ringcrawl-records", 0) >= n and s.get("ringcrawl-urls", 1) == 0:
+        urls = [v for k, v in s.items() if k.startswith("ringcrawl-urls")]
+        if s.get("ringcrawl-records", 0) >= n and urls and sum(urls) == 0:
             sys.exit(0)
     except (OSError, ValueError, KeyError):
         pass

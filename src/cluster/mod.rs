@@ -4,7 +4,8 @@
 //! and the three roles built on them:
 //!
 //! - `submit` (`ringcrawl submit --nats`, and a node's spool intake): every line of a list to
-//!   the URL stream, one subject per partition, with its list id and line number, then waits
+//!   its partition's URL stream (one stream and subject per partition), with its list id and
+//!   line number, then waits
 //!   for the PubAcks.
 //! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
 //!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use async_nats::{Client, ConnectOptions, ServerAddr};
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::ClusterConfig;
 use wire::Subjects;
@@ -46,6 +48,8 @@ pub const MAX_RECORD_MESSAGE: i32 = 64 * 1024;
 pub const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take when a command (`submit`, `collect`) starts.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Streams looked up (or created) at once when the URL streams are opened.
+pub const OPEN_AT_ONCE: usize = 32;
 /// PubAcks awaited at once by one client.
 pub const MAX_ACKS_IN_FLIGHT: usize = 8192;
 
@@ -170,22 +174,38 @@ fn jetstream(client: Client) -> jetstream::Context {
 struct Streams {
     js: jetstream::Context,
     subjects: Subjects,
-    /// Partitions of the URL stream (from its subjects: fixed when it was created).
+    /// Partitions of the crawl (the URL streams': fixed when they were created).
     partitions: u32,
+    /// The URL streams' name prefix: partition `p`'s stream is `PREFIX-p`.
     url_stream: String,
     records_stream: String,
 }
 
-/// The URL stream's configuration: one subject per partition, work-queue retention (a line
-/// leaves the stream when its node acks it), explicit duplicate window.
-fn url_stream_config(cfg: &ClusterConfig, subjects: &Subjects) -> stream::Config {
+/// Partition `p`'s URL stream: one stream per partition, because nats-server 2.9 finds a
+/// filtered consumer's next message by stepping over the other subjects' messages, so P
+/// partitions sharing one stream would cost every line P steps on the server.
+fn url_stream_name(prefix: &str, p: u32) -> String {
+    format!("{prefix}-{p}")
+}
+
+/// What partition 0's stream says of the crawl's partition count (its description).
+const PARTITIONS_OF: &str = " of ";
+
+/// Partition `p`'s URL stream configuration: its one subject, work-queue retention (a line
+/// leaves the stream when its node acks it), explicit duplicate window. The description
+/// carries the partition count (`... partition P of N ...`), read back by [`Streams::open`].
+fn url_stream_config(
+    cfg: &ClusterConfig,
+    subjects: &Subjects,
+    p: u32,
+    partitions: u32,
+) -> stream::Config {
     stream::Config {
-        name: cfg.url_stream.clone(),
+        name: url_stream_name(&cfg.url_stream, p),
         description: Some(format!(
-            "ringcrawl URL lines, {} partitions by host",
-            cfg.partitions
+            "ringcrawl URL lines, partition {p}{PARTITIONS_OF}{partitions} (by host)"
         )),
-        subjects: (0..cfg.partitions).map(|p| subjects.url(p)).collect(),
+        subjects: vec![subjects.url(p)],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         discard: stream::DiscardPolicy::New,
@@ -193,6 +213,13 @@ fn url_stream_config(cfg: &ClusterConfig, subjects: &Subjects) -> stream::Config
         max_message_size: MAX_URL_MESSAGE,
         ..Default::default()
     }
+}
+
+/// The partition count a partition stream's description states.
+fn partitions_stated(description: &str) -> Option<u32> {
+    let (_, rest) = description.split_once(PARTITIONS_OF)?;
+    let n: u32 = rest.split(' ').next()?.parse().ok()?;
+    (n > 0).then_some(n)
 }
 
 /// The records stream's configuration: one subject, limits retention (kept for
@@ -231,39 +258,51 @@ async fn ensure_stream(
 }
 
 impl Streams {
-    /// Find or create both streams; the partition count is the URL stream's.
+    /// Partition `p`'s URL stream.
+    fn url_stream(&self, p: u32) -> String {
+        url_stream_name(&self.url_stream, p)
+    }
+
+    /// Find or create the streams. The partition count is the one partition 0's stream was
+    /// created with; the other partitions' streams are created when missing (a creator that
+    /// stopped half-way, or one racing us).
     async fn open(js: jetstream::Context, cfg: &ClusterConfig) -> Result<Streams, ClusterError> {
         let subjects = Subjects::new(&cfg.subject_prefix);
-        let mut urls = ensure_stream(&js, url_stream_config(cfg, &subjects)).await?;
-        let info = urls
+        let first = url_stream_name(&cfg.url_stream, 0);
+        let mut s0 =
+            ensure_stream(&js, url_stream_config(cfg, &subjects, 0, cfg.partitions)).await?;
+        let info = s0
             .info()
             .await
-            .map_err(|e| ClusterError::js(format!("stream {}", cfg.url_stream), e))?;
-        let parts: Vec<u32> = info
+            .map_err(|e| ClusterError::js(format!("stream {first}"), e))?;
+        let partitions = info
             .config
-            .subjects
-            .iter()
-            .filter_map(|s| subjects.partition_of(s))
-            .collect();
-        let partitions = parts.len() as u32;
-        if partitions == 0 || (0..partitions).any(|p| !parts.contains(&p)) {
-            return Err(ClusterError::js(
-                format!("stream {}", cfg.url_stream),
-                format!(
-                    "its subjects {:?} are not {} for partitions 0..N",
-                    info.config.subjects,
-                    subjects.url(0)
-                ),
-            ));
-        }
+            .description
+            .as_deref()
+            .and_then(partitions_stated)
+            .filter(|_| info.config.subjects == [subjects.url(0)])
+            .ok_or_else(|| {
+                ClusterError::js(
+                    format!("stream {first}"),
+                    format!(
+                        "not a ringcrawl URL stream (subjects {:?}, description {:?})",
+                        info.config.subjects, info.config.description
+                    ),
+                )
+            })?;
         if partitions != cfg.partitions {
             tracing::info!(
                 stream = cfg.url_stream,
                 partitions,
                 configured = cfg.partitions,
-                "the URL stream keeps the partition count it was created with"
+                "the URL streams keep the partition count they were created with"
             );
         }
+        futures_util::stream::iter(1..partitions)
+            .map(|p| ensure_stream(&js, url_stream_config(cfg, &subjects, p, partitions)))
+            .buffer_unordered(OPEN_AT_ONCE)
+            .try_collect::<Vec<_>>()
+            .await?;
         ensure_stream(&js, records_stream_config(cfg, &subjects)).await?;
         Ok(Streams {
             js,
@@ -321,4 +360,30 @@ async fn ensure_bucket(
         .await
         .map_err(|e| ClusterError::js(what(), e))?;
     Ok((store, age))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_streams_description_states_the_partition_count() {
+        let cfg = ClusterConfig::default();
+        let subjects = Subjects::new(&cfg.subject_prefix);
+        let c = url_stream_config(&cfg, &subjects, 3, 64);
+        assert_eq!(c.name, format!("{}-3", cfg.url_stream));
+        assert_eq!(c.subjects, [subjects.url(3)]);
+        assert_eq!(
+            partitions_stated(c.description.as_deref().unwrap()),
+            Some(64)
+        );
+        for bad in [
+            "",
+            "partition 0",
+            "partition 0 of x",
+            "partition 0 of 0 (by host)",
+        ] {
+            assert_eq!(partitions_stated(bad), None, "{bad:?}");
+        }
+    }
 }

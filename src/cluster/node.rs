@@ -41,8 +41,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::kv;
 use async_nats::jetstream::message::{AckKind, Acker};
-use async_nats::jetstream::{kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -551,7 +551,7 @@ impl NodeTask {
                 }
             }
         };
-        let Some((streams, url, leases, nodes, lease_time)) = opened else {
+        let Some((streams, leases, nodes, lease_time)) = opened else {
             let _ = released.send(());
             return;
         };
@@ -577,7 +577,6 @@ impl NodeTask {
             shared,
             client,
             streams,
-            url,
             leases,
             nodes,
             held: BTreeMap::new(),
@@ -591,7 +590,7 @@ impl NodeTask {
     }
 }
 
-type Opened = (Streams, stream::Stream, kv::Store, kv::Store, Duration);
+type Opened = (Streams, kv::Store, kv::Store, Duration);
 
 /// The streams and both buckets; the lease time is the lease bucket's max age.
 async fn open(
@@ -599,10 +598,6 @@ async fn open(
     cfg: &ClusterConfig,
 ) -> Result<Opened, ClusterError> {
     let streams = Streams::open(js.clone(), cfg).await?;
-    let url = js
-        .get_stream(&streams.url_stream)
-        .await
-        .map_err(|e| ClusterError::js(format!("stream {}", streams.url_stream), e))?;
     let (leases, lease_time) = super::ensure_bucket(
         js,
         &cfg.lease_bucket,
@@ -624,7 +619,7 @@ async fn open(
             "the lease bucket keeps the lease time it was created with"
         );
     }
-    Ok((streams, url, leases, nodes, lease_time))
+    Ok((streams, leases, nodes, lease_time))
 }
 
 /// Publish each record until stored, then ack its line.
@@ -736,7 +731,6 @@ struct Owner {
     shared: Arc<Shared>,
     client: async_nats::Client,
     streams: Streams,
-    url: stream::Stream,
     leases: kv::Store,
     nodes: kv::Store,
     held: BTreeMap<u32, Holding>,
@@ -986,8 +980,13 @@ impl Owner {
         p: u32,
     ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), ClusterError> {
         let name = lease_key(p);
+        let stream = self.streams.url_stream(p);
         let consumer: PullConsumer = self
-            .url
+            .streams
+            .js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| ClusterError::js(format!("stream {stream}"), e))?
             .get_or_create_consumer(
                 &name,
                 pull::Config {
@@ -1017,17 +1016,17 @@ impl Owner {
     }
 
     async fn update_status(&mut self) {
-        let prefix = format!("{}.urls.>", self.cluster.subject_prefix);
-        if let Ok(mut info) = self.url.info_with_subjects(prefix).await {
-            let mut lag = 0;
-            while let Some(Ok((subject, n))) = info.next().await {
-                if let Some(p) = self.streams.subjects.partition_of(&subject) {
-                    if self.held.contains_key(&p) {
-                        lag += n as u64;
-                    }
-                }
+        // The lag: the messages of each held partition's stream (one info request each).
+        let infos = self.held.keys().map(|&p| {
+            let (js, name) = (self.streams.js.clone(), self.streams.url_stream(p));
+            async move {
+                let s = js.get_stream(&name).await.ok()?;
+                Some(s.cached_info().state.messages)
             }
-            self.lag = lag;
+        });
+        let counts = futures_util::future::join_all(infos).await;
+        if counts.iter().all(Option::is_some) {
+            self.lag = counts.into_iter().flatten().sum();
         }
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         let g = &self.shared.gauges;

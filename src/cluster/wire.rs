@@ -57,12 +57,6 @@ impl Subjects {
         format!("{}.urls.{partition}", self.prefix)
     }
 
-    /// The partition of a URL subject (`None` for any other subject).
-    pub fn partition_of(&self, subject: &str) -> Option<u32> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".urls.")?;
-        rest.parse().ok()
-    }
-
     /// `PREFIX.records`.
     pub fn records(&self) -> String {
         format!("{}.records", self.prefix)
@@ -288,8 +282,6 @@ mod tests {
     fn subjects_and_lease_keys() {
         let s = Subjects::new("rc.test");
         assert_eq!(s.url(7), "rc.test.urls.7");
-        assert_eq!(s.partition_of("rc.test.urls.7"), Some(7));
-        assert_eq!(s.partition_of("rc.test.records"), None);
         assert_eq!(s.records(), "rc.test.records");
         assert_eq!(lease_partition(&lease_key(12)), Some(12));
         assert_eq!(lease_partition("x1"), None);
