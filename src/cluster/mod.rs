@@ -5,8 +5,7 @@
 //!
 //! - `submit` (`ringcrawl submit --nats`, and a node's spool intake): every line of a list to
 //!   its partition's URL stream (one stream and subject per partition), with its list id and
-//!   line number, then waits
-//!   for the PubAcks.
+//!   line number, then waits for the PubAcks.
 //! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
 //!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
 //!   every line to the engine, publishes every record to the records stream, and acks the
