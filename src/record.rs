@@ -235,8 +235,70 @@ fn json_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
 }
 
 /// Current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T07:00:00.123Z`.
+///
+/// Every record carries one, so this avoids `fmt`: the text up to the seconds is kept per
+/// thread and made again only when the second changes; the milliseconds are patched in.
 pub fn now_rfc3339() -> String {
-    rfc3339_millis(time::OffsetDateTime::now_utc())
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < MAX_UNIX_SECS => unix_rfc3339(d.as_secs(), d.subsec_millis()),
+        _ => rfc3339_millis(time::OffsetDateTime::now_utc()),
+    }
+}
+
+/// 10000-01-01T00:00:00Z: [`unix_rfc3339`] writes four-digit years only.
+const MAX_UNIX_SECS: u64 = 253_402_300_800;
+
+/// `secs.millis` after the Unix epoch (before [`MAX_UNIX_SECS`]) as [`rfc3339_millis`] writes
+/// it, with the per-thread cache of the current second's text.
+fn unix_rfc3339(secs: u64, millis: u32) -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; TIMESTAMP_LEN])> =
+            const { Cell::new((u64::MAX, [0; TIMESTAMP_LEN])) };
+    }
+    let mut text = SECOND.with(|c| {
+        let (cached, text) = c.get();
+        if cached == secs {
+            return text;
+        }
+        let text = second_text(secs);
+        c.set((secs, text));
+        text
+    });
+    let ms = millis.min(999);
+    text[20] = b'0' + (ms / 100) as u8;
+    text[21] = b'0' + (ms / 10 % 10) as u8;
+    text[22] = b'0' + (ms % 10) as u8;
+    std::str::from_utf8(&text).expect("ASCII").to_owned()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000Z` for `secs` after the Unix epoch (civil-from-days, proleptic
+/// Gregorian calendar, as in Howard Hinnant's `chrono`-compatible date algorithms).
+fn second_text(secs: u64) -> [u8; TIMESTAMP_LEN] {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut t = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            t[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    t
 }
 
 /// Length of a timestamp written by [`rfc3339_millis`] (years 0000-9999).
@@ -391,7 +453,40 @@ mod timestamp_tests {
         assert_eq!((s.len(), s.capacity()), (TIMESTAMP_LEN, TIMESTAMP_LEN));
         let now = now_rfc3339();
         assert_eq!(now.len(), TIMESTAMP_LEN);
+        assert!(now.as_str() >= "2026", "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
+}
+
+#[cfg(test)]
+mod unix_timestamp_tests {
+    use super::*;
+
+    fn reference(secs: u64, millis: u32) -> String {
+        let nanos = i128::from(secs) * 1_000_000_000 + i128::from(millis) * 1_000_000 + 999_999;
+        rfc3339_millis(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap())
+    }
+
+    /// The cached, fmt-free text is what the `time`-based one gives: boundaries, leap days,
+    /// random instants, and the same second with other milliseconds (the cache hit).
+    #[test]
+    fn unix_timestamps_match_the_time_crate() {
+        let day = 86_400;
+        let mut secs = vec![0, 59, 60, 3599, 3600, day - 1, day, MAX_UNIX_SECS - 1];
+        for (y, m, d) in [(1972, 2, 29), (2000, 2, 29), (2000, 3, 1), (2100, 2, 28), (2100, 3, 1)] {
+            let date = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d);
+            let t = date.unwrap().midnight().assume_utc().unix_timestamp() as u64;
+            secs.extend([t - 1, t, t + day - 1]);
+        }
+        let mut rng = fastrand::Rng::with_seed(3339);
+        secs.extend((0..20_000).map(|_| rng.u64(..MAX_UNIX_SECS)));
+        for s in secs {
+            for ms in [0, 7, 999, rng.u32(..1000)] {
+                let got = unix_rfc3339(s, ms);
+                assert_eq!(got, reference(s, ms), "{s}.{ms}");
+                assert_eq!((got.len(), got.capacity()), (TIMESTAMP_LEN, TIMESTAMP_LEN));
+            }
+        }
     }
 }
 
