@@ -170,10 +170,21 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (most text).
+        if let Some(word) = bytes.get(i..i + 8) {
+            if !needs_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        i += 1;
         if b >= 0x20 && b != b'"' && b != b'\\' {
             continue;
         }
+        let i = i - 1;
         out.extend_from_slice(&bytes[start..i]);
         start = i + 1;
         let short = match b {
@@ -196,6 +207,16 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\` (exact, no false
+/// positives or negatives: the classic "has a byte less than n" and "has a zero byte" tests).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
 }
 
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -345,6 +366,22 @@ mod json_tests {
         assert_eq!(&out[..6], b"prefix");
     }
 
+    /// The eight-byte test is exact: every byte value at every position, among bytes that
+    /// need no escape and among ones that do.
+    #[test]
+    fn needs_escape_is_exact() {
+        let naive = |w: [u8; 8]| w.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for fill in [b'a', 0xff, 0x80, b' ', 0x21, 0x5d, 0x1f, b'"'] {
+            for at in 0..8 {
+                for b in 0..=255u8 {
+                    let mut w = [fill; 8];
+                    w[at] = b;
+                    assert_eq!(needs_escape(u64::from_le_bytes(w)), naive(w), "{w:?}");
+                }
+            }
+        }
+    }
+
     /// Every character below U+0080, a few beyond, and random mixes: the same bytes as the
     /// serde derive, on records with every optional field present and absent.
     #[test]
@@ -422,6 +459,19 @@ mod json_tests {
                     }),
                     ..Record::default()
                 });
+            }
+        }
+        // Escapes at every position of a long string (the eight-byte scan and its tail).
+        for len in 0..40 {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1f}', '\u{0}', '\u{7f}', 'é'] {
+                    let mut text: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..len].into();
+                    text.replace_range(at..=at, c.encode_utf8(&mut [0; 4]));
+                    check(&Record {
+                        title: Some(text),
+                        ..Record::default()
+                    });
+                }
             }
         }
         for ms in [0.0, -0.0, 1e-7, 123456789.125, f64::NAN, f64::INFINITY, 1e300] {
