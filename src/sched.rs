@@ -13,7 +13,6 @@
 //! [`MAX_SLOT_WAIT`] for its next job is released instead of holding its connection idle.
 //! No clocks or I/O here: callers pass `now`.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -104,10 +103,11 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
     /// Queue a job for `key`.
     pub(crate) fn push(&mut self, key: K, job: J) {
         self.queued += 1;
-        let host = match self.hosts.entry(key.clone()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(HostState::new()),
-        };
+        // No clone of the key for a host already known (most pushes).
+        if !self.hosts.contains_key(&key) {
+            self.hosts.insert(key.clone(), HostState::new());
+        }
+        let host = self.hosts.get_mut(&key).expect("just inserted");
         host.queue.push_back(job);
         let limit = slots_for(host, self.per_host, self.delay);
         if !host.in_ready && !host.blocked && host.waiting_since.is_none() && host.active < limit {
