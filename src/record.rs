@@ -173,10 +173,20 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         // Eight bytes at a time while none needs escaping (most text).
-        if let Some(word) = bytes.get(i..i + 8) {
-            if !needs_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
-                i += 8;
-                continue;
+        match bytes.get(i..i + 8) {
+            Some(word) => {
+                if !needs_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                    i += 8;
+                    continue;
+                }
+            }
+            None => {
+                // The last few bytes, padded with ones that need no escape.
+                let mut word = [b'a'; 8];
+                word[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+                if !needs_escape(u64::from_le_bytes(word)) {
+                    break;
+                }
             }
         }
         let b = bytes[i];
