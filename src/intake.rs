@@ -317,7 +317,9 @@ pub(crate) fn parse_text(text: &str) -> Result<url::Url, String> {
 /// ASCII ones are U+0000-U+0020 and U+007F), chars from the first non-ASCII byte on.
 fn first_space_or_control(text: &str) -> Option<char> {
     let at = text.bytes().position(|b| b <= b' ' || b >= 0x7f)?;
-    text[at..].chars().find(|c| c.is_whitespace() || c.is_control())
+    text[at..]
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
 }
 
 /// What a bare host name line is fetched as: `example.com:8080/a` is `http://example.com:8080/a`.
@@ -783,7 +785,9 @@ mod tests {
     #[test]
     fn space_or_control_scan_matches_the_char_scan() {
         let naive = |t: &str| t.chars().find(|c| c.is_whitespace() || c.is_control());
-        let extra = [0x1680, 0x2000, 0x200b, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff];
+        let extra = [
+            0x1680, 0x2000, 0x200b, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff,
+        ];
         for c in (0..0x800).chain(extra).filter_map(char::from_u32) {
             for t in [
                 format!("{c}"),

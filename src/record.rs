@@ -484,13 +484,28 @@ mod json_tests {
                 }
             }
         }
-        for ms in [0.0, -0.0, 1e-7, 123456789.125, f64::NAN, f64::INFINITY, 1e300] {
+        for ms in [
+            0.0,
+            -0.0,
+            1e-7,
+            123456789.125,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+        ] {
             check(&Record {
                 ms,
                 ..Record::default()
             });
         }
-        for ip in ["0.0.0.0", "255.255.255.255", "10.0.12.1", "::", "::ffff:1.2.3.4", "fe80::1"] {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.12.1",
+            "::",
+            "::ffff:1.2.3.4",
+            "fe80::1",
+        ] {
             check(&Record {
                 ip: Some(ip.parse().unwrap()),
                 ..Record::default()
@@ -533,7 +548,13 @@ mod unix_timestamp_tests {
     fn unix_timestamps_match_the_time_crate() {
         let day = 86_400;
         let mut secs = vec![0, 59, 60, 3599, 3600, day - 1, day, MAX_UNIX_SECS - 1];
-        for (y, m, d) in [(1972, 2, 29), (2000, 2, 29), (2000, 3, 1), (2100, 2, 28), (2100, 3, 1)] {
+        for (y, m, d) in [
+            (1972, 2, 29),
+            (2000, 2, 29),
+            (2000, 3, 1),
+            (2100, 2, 28),
+            (2100, 3, 1),
+        ] {
             let date = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d);
             let t = date.unwrap().midnight().assume_utc().unix_timestamp() as u64;
             secs.extend([t - 1, t, t + day - 1]);
