@@ -25,7 +25,8 @@ struct Idle<S> {
 
 /// Idle connections by key.
 pub struct IdlePool<S> {
-    by_key: crate::sched::HostMap<String, VecDeque<Idle<S>>>,
+    /// SipHash on purpose for now: see [`crate::sched::HostMap`].
+    by_key: std::collections::HashMap<String, VecDeque<Idle<S>>>,
     /// (key, seq) in parking order; entries whose connection was taken are skipped lazily.
     lru: VecDeque<(String, u64)>,
     len: usize,
@@ -46,7 +47,7 @@ impl<S> IdlePool<S> {
     /// A pool of at most `cap` idle connections (0: nothing is ever kept).
     pub fn new(cap: usize, max_age: Duration) -> IdlePool<S> {
         IdlePool {
-            by_key: crate::sched::HostMap::default(),
+            by_key: std::collections::HashMap::new(),
             lru: VecDeque::new(),
             len: 0,
             cap,
