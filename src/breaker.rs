@@ -9,7 +9,6 @@
 //! is what keeps one blackholed host with 50,000 URLs from costing hours and from filling
 //! the queues that every other host's URLs wait behind.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
@@ -50,7 +49,7 @@ struct Host {
 /// The breakers of one worker's hosts.
 #[derive(Debug, Default)]
 pub(crate) struct Breakers {
-    hosts: HashMap<String, Host>,
+    hosts: crate::sched::HostMap<String, Host>,
 }
 
 /// Why a URL is not tried: its host's breaker is open.

@@ -9,7 +9,7 @@
 //! does not grow with the list; intake blocks on the bounded channel past that. Counters are
 //! per worker (`job::Counters`), summed on demand into a [`Summary`].
 
-use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasher;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -271,7 +271,8 @@ impl Engine {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let sent = match parsed {
             Ok(url) => {
-                let mut h = DefaultHasher::new();
+                // Which worker: foldhash, fixed seed (only spreads hosts over workers).
+                let mut h = foldhash::fast::FixedState::with_seed(17).build_hasher();
                 hash_host_key(&url, &mut h);
                 let worker = (h.finish() % self.senders.len() as u64) as usize;
                 let tx = &self.senders[worker];

@@ -286,7 +286,7 @@ pub(crate) fn parse_url(line: &InputLine) -> Result<url::Url, String> {
 /// [`parse_url`] of a line's text once it is known to be within the size limit and UTF-8
 /// (also for a job's URL read back from a spill file).
 pub(crate) fn parse_text(text: &str) -> Result<url::Url, String> {
-    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(c) = first_space_or_control(text) {
         return Err(format!("URL contains {}", describe_char(c)));
     }
     let url = if is_bare_host(text) {
@@ -311,6 +311,15 @@ pub(crate) fn parse_text(text: &str) -> Result<url::Url, String> {
         return Err("port 0 is not a valid destination".to_string());
     }
     Ok(url)
+}
+
+/// The first whitespace or control character of `text`: bytes while they are ASCII (the
+/// ASCII ones are U+0000-U+0020 and U+007F), chars from the first non-ASCII byte on.
+fn first_space_or_control(text: &str) -> Option<char> {
+    let at = text.bytes().position(|b| b <= b' ' || b >= 0x7f)?;
+    text[at..]
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
 }
 
 /// What a bare host name line is fetched as: `example.com:8080/a` is `http://example.com:8080/a`.
@@ -769,5 +778,28 @@ mod tests {
         assert_eq!(k("http://A.example/x"), "http://a.example:80");
         assert_eq!(k("https://a.example/"), "https://a.example:443");
         assert_eq!(k("http://a.example:8080/"), "http://a.example:8080");
+    }
+
+    /// The byte scan finds what `chars().find(whitespace or control)` finds, for every
+    /// character up to U+0800 and a few beyond, anywhere in a line.
+    #[test]
+    fn space_or_control_scan_matches_the_char_scan() {
+        let naive = |t: &str| t.chars().find(|c| c.is_whitespace() || c.is_control());
+        let extra = [
+            0x1680, 0x2000, 0x200b, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff,
+        ];
+        for c in (0..0x800).chain(extra).filter_map(char::from_u32) {
+            for t in [
+                format!("{c}"),
+                format!("http://a.test/{c}"),
+                format!("http://é.test/{c}x"),
+                format!("{c}http://a.test/ x"),
+                format!("http://a.test/\u{a0}{c}"),
+            ] {
+                assert_eq!(first_space_or_control(&t), naive(&t), "{t:?}");
+            }
+        }
+        assert_eq!(first_space_or_control("http://a.test/x"), None);
+        assert_eq!(first_space_or_control(""), None);
     }
 }

@@ -5,7 +5,6 @@
 //! (connects, redirects to the same host, `--follow` hops). The scheduler plans slots with
 //! the same delays (`sched`); this clock makes the spacing exact.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Added to every interval, so that the few microseconds between taking the time and
@@ -24,7 +23,7 @@ struct Clock {
 #[derive(Debug)]
 pub(crate) struct Politeness {
     default: Duration,
-    hosts: HashMap<String, Clock>,
+    hosts: crate::sched::HostMap<String, Clock>,
 }
 
 impl Politeness {
@@ -32,7 +31,7 @@ impl Politeness {
     pub(crate) fn new(default: Duration) -> Politeness {
         Politeness {
             default,
-            hosts: HashMap::new(),
+            hosts: crate::sched::HostMap::default(),
         }
     }
 

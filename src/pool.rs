@@ -6,7 +6,7 @@
 //! is a thousand URLs later) takes it instead of connecting again. What the pool gives back
 //! (evicted or expired) is the caller's to close; the pool never does I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Idle connections a run keeps at most (all workers together), whatever the fd limit.
@@ -25,7 +25,8 @@ struct Idle<S> {
 
 /// Idle connections by key.
 pub struct IdlePool<S> {
-    by_key: HashMap<String, VecDeque<Idle<S>>>,
+    /// SipHash on purpose for now: see [`crate::sched::HostMap`].
+    by_key: std::collections::HashMap<String, VecDeque<Idle<S>>>,
     /// (key, seq) in parking order; entries whose connection was taken are skipped lazily.
     lru: VecDeque<(String, u64)>,
     len: usize,
@@ -46,7 +47,7 @@ impl<S> IdlePool<S> {
     /// A pool of at most `cap` idle connections (0: nothing is ever kept).
     pub fn new(cap: usize, max_age: Duration) -> IdlePool<S> {
         IdlePool {
-            by_key: HashMap::new(),
+            by_key: std::collections::HashMap::new(),
             lru: VecDeque::new(),
             len: 0,
             cap,

@@ -71,15 +71,265 @@ pub struct Record {
 
 impl Record {
     /// Serialize as one JSON line (with the trailing `\n`) appended to `out`.
+    ///
+    /// Written by hand, field by field, rather than through serde: this runs once per URL and
+    /// serde_json's generic string escaping was the largest single cost of a keep-alive crawl.
+    /// The bytes are exactly what `serde_json::to_writer(out, self)` gives (the `Serialize`
+    /// derive stays the reference; `json_line_matches_serde` checks it).
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *out, self).expect("records always serialize");
-        out.push(b'\n');
+        out.reserve(160 + self.url.len() + self.title.as_ref().map_or(0, String::len));
+        out.extend_from_slice(b"{\"url\":");
+        json_str(out, &self.url);
+        out.extend_from_slice(b",\"final_url\":");
+        json_opt_str(out, self.final_url.as_deref());
+        out.extend_from_slice(b",\"ip\":");
+        match self.ip {
+            None => out.extend_from_slice(b"null"),
+            Some(ip) => {
+                out.push(b'"');
+                json_ip(out, ip);
+                out.push(b'"');
+            }
+        }
+        out.extend_from_slice(b",\"status\":");
+        json_opt_u64(out, self.status.map(u64::from));
+        out.extend_from_slice(b",\"content_type\":");
+        json_opt_str(out, self.content_type.as_deref());
+        out.extend_from_slice(b",\"title\":");
+        json_opt_str(out, self.title.as_deref());
+        if self.title_truncated {
+            out.extend_from_slice(b",\"title_truncated\":true");
+        }
+        if let Some(link) = &self.link {
+            out.extend_from_slice(b",\"link\":");
+            json_str(out, link);
+        }
+        out.extend_from_slice(b",\"error\":");
+        match &self.error {
+            None => out.extend_from_slice(b"null"),
+            Some(e) => {
+                out.extend_from_slice(b"{\"kind\":");
+                json_str(out, e.kind.as_str());
+                out.extend_from_slice(b",\"message\":");
+                json_str(out, &e.message);
+                if let Some(hop) = e.hop {
+                    out.extend_from_slice(b",\"hop\":");
+                    json_u64(out, hop.into());
+                }
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"attempts\":");
+        json_u64(out, self.attempts.into());
+        out.extend_from_slice(b",\"redirects\":");
+        json_u64(out, self.redirects.into());
+        if let Some(chain) = &self.chain {
+            out.extend_from_slice(b",\"chain\":[");
+            for (i, hop) in chain.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"url\":");
+                json_str(out, &hop.url);
+                out.extend_from_slice(b",\"status\":");
+                json_u64(out, hop.status.into());
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"bytes\":");
+        json_u64(out, self.bytes);
+        out.extend_from_slice(b",\"ms\":");
+        // serde_json's own float formatting (and `null` for NaN and infinities).
+        serde::Serializer::serialize_f64(&mut serde_json::Serializer::new(&mut *out), self.ms)
+            .expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b",\"ts\":");
+        json_str(out, &self.ts);
+        if let Some(v) = self.tls_verified {
+            out.extend_from_slice(b",\"tls_verified\":");
+            out.extend_from_slice(if v { b"true" } else { b"false" });
+        }
+        if let Some(src) = &self.src {
+            out.extend_from_slice(b",\"src\":");
+            json_str(out, src);
+        }
+        if let Some(line) = self.line {
+            out.extend_from_slice(b",\"line\":");
+            json_u64(out, line);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes: `"` and `\` with a backslash,
+/// U+0008, U+0009, U+000A, U+000C, U+000D as `\b \t \n \f \r`, the other control
+/// characters below U+0020 as `\u00XX` (lowercase hex), everything else (DEL, non-ASCII)
+/// as is.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (most text).
+        match bytes.get(i..i + 8) {
+            Some(word) => {
+                if !needs_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                    i += 8;
+                    continue;
+                }
+            }
+            None => {
+                // The last few bytes, padded with ones that need no escape.
+                let mut word = [b'a'; 8];
+                word[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+                if !needs_escape(u64::from_le_bytes(word)) {
+                    break;
+                }
+            }
+        }
+        let b = bytes[i];
+        i += 1;
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        let i = i - 1;
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            _ => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                continue;
+            }
+        };
+        out.push(b'\\');
+        out.push(short);
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\` (exact, no false
+/// positives or negatives: the classic "has a byte less than n" and "has a zero byte" tests).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) != 0
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn json_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => json_u64(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// An address as its `Display` text (what serde writes for it), IPv4 without `fmt`.
+fn json_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
 /// Current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T07:00:00.123Z`.
+///
+/// Every record carries one, so this avoids `fmt`: the text up to the seconds is kept per
+/// thread and made again only when the second changes; the milliseconds are patched in.
 pub fn now_rfc3339() -> String {
-    rfc3339_millis(time::OffsetDateTime::now_utc())
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < MAX_UNIX_SECS => unix_rfc3339(d.as_secs(), d.subsec_millis()),
+        _ => rfc3339_millis(time::OffsetDateTime::now_utc()),
+    }
+}
+
+/// 10000-01-01T00:00:00Z: [`unix_rfc3339`] writes four-digit years only.
+const MAX_UNIX_SECS: u64 = 253_402_300_800;
+
+/// `secs.millis` after the Unix epoch (before [`MAX_UNIX_SECS`]) as [`rfc3339_millis`] writes
+/// it, with the per-thread cache of the current second's text.
+fn unix_rfc3339(secs: u64, millis: u32) -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; TIMESTAMP_LEN])> =
+            const { Cell::new((u64::MAX, [0; TIMESTAMP_LEN])) };
+    }
+    let mut text = SECOND.with(|c| {
+        let (cached, text) = c.get();
+        if cached == secs {
+            return text;
+        }
+        let text = second_text(secs);
+        c.set((secs, text));
+        text
+    });
+    let ms = millis.min(999);
+    text[20] = b'0' + (ms / 100) as u8;
+    text[21] = b'0' + (ms / 10 % 10) as u8;
+    text[22] = b'0' + (ms % 10) as u8;
+    std::str::from_utf8(&text).expect("ASCII").to_owned()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000Z` for `secs` after the Unix epoch (civil-from-days, proleptic
+/// Gregorian calendar, as in Howard Hinnant's `chrono`-compatible date algorithms).
+fn second_text(secs: u64) -> [u8; TIMESTAMP_LEN] {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468; // days since 0000-03-01
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut t = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            t[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    t
 }
 
 /// Length of a timestamp written by [`rfc3339_millis`] (years 0000-9999).
@@ -105,6 +355,166 @@ fn rfc3339_millis(t: time::OffsetDateTime) -> String {
 }
 
 #[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    fn serde_line(r: &Record) -> Vec<u8> {
+        let mut v = serde_json::to_vec(r).unwrap();
+        v.push(b'\n');
+        v
+    }
+
+    fn check(r: &Record) {
+        let mut out = b"prefix".to_vec();
+        r.write_line(&mut out);
+        let want = serde_line(r);
+        assert_eq!(
+            String::from_utf8_lossy(&out[6..]),
+            String::from_utf8_lossy(&want),
+            "{r:?}"
+        );
+        assert_eq!(&out[..6], b"prefix");
+    }
+
+    /// The eight-byte test is exact: every byte value at every position, among bytes that
+    /// need no escape and among ones that do.
+    #[test]
+    fn needs_escape_is_exact() {
+        let naive = |w: [u8; 8]| w.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for fill in [b'a', 0xff, 0x80, b' ', 0x21, 0x5d, 0x1f, b'"'] {
+            for at in 0..8 {
+                for b in 0..=255u8 {
+                    let mut w = [fill; 8];
+                    w[at] = b;
+                    assert_eq!(needs_escape(u64::from_le_bytes(w)), naive(w), "{w:?}");
+                }
+            }
+        }
+    }
+
+    /// Every character below U+0080, a few beyond, and random mixes: the same bytes as the
+    /// serde derive, on records with every optional field present and absent.
+    #[test]
+    fn json_line_matches_serde() {
+        let mut all = String::new();
+        for c in (0u32..0x80).chain([0xa0, 0xe9, 0x2028, 0x2029, 0xfeff, 0xfffd, 0x1f600]) {
+            all.push(char::from_u32(c).unwrap());
+        }
+        let full = |text: &str| Record {
+            url: text.into(),
+            final_url: Some(format!("{text}/final")),
+            ip: Some("2001:db8::1".parse().unwrap()),
+            status: Some(200),
+            content_type: Some(text.into()),
+            title: Some(text.into()),
+            title_truncated: true,
+            link: Some(text.into()),
+            error: Some(RecordError {
+                kind: ErrorKind::InvalidUrl,
+                message: text.into(),
+                hop: Some(2),
+            }),
+            attempts: u32::MAX,
+            redirects: 3,
+            chain: Some(vec![
+                ChainHop {
+                    url: text.into(),
+                    status: 301,
+                },
+                ChainHop {
+                    url: "http://b/".into(),
+                    status: 302,
+                },
+            ]),
+            bytes: u64::MAX,
+            ms: 1.694,
+            ts: "2026-12-01T00:03:28.237Z".into(),
+            tls_verified: Some(false),
+            src: Some(text.into()),
+            line: Some(7),
+        };
+        check(&Record::default());
+        check(&full(""));
+        check(&full(&all));
+        for c in all.chars() {
+            check(&full(&format!("a{c}b{c}")));
+        }
+        let mut rng = fastrand::Rng::with_seed(17);
+        let pool: Vec<char> = all.chars().collect();
+        for i in 0..500 {
+            let len = rng.usize(0..40);
+            let text: String = (0..len).map(|_| pool[rng.usize(..pool.len())]).collect();
+            let mut r = full(&text);
+            r.ip = Some(std::net::IpAddr::from(rng.u32(..).to_be_bytes()));
+            r.ms = f64::from(rng.u32(..)) / 1000.0;
+            if i % 2 == 0 {
+                r.title_truncated = false;
+                r.link = None;
+                r.chain = if i % 4 == 0 { None } else { Some(vec![]) };
+                r.tls_verified = Some(true).filter(|_| i % 3 == 0);
+                r.src = None;
+                r.line = None;
+                r.status = None;
+                r.ip = None;
+            }
+            check(&r);
+        }
+        for kind in ErrorKind::ALL {
+            for hop in [None, Some(1)] {
+                check(&Record {
+                    error: Some(RecordError {
+                        kind,
+                        message: "m".into(),
+                        hop,
+                    }),
+                    ..Record::default()
+                });
+            }
+        }
+        // Escapes at every position of a long string (the eight-byte scan and its tail).
+        for len in 0..40 {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1f}', '\u{0}', '\u{7f}', 'é'] {
+                    let mut text: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..len].into();
+                    text.replace_range(at..=at, c.encode_utf8(&mut [0; 4]));
+                    check(&Record {
+                        title: Some(text),
+                        ..Record::default()
+                    });
+                }
+            }
+        }
+        for ms in [
+            0.0,
+            -0.0,
+            1e-7,
+            123456789.125,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+        ] {
+            check(&Record {
+                ms,
+                ..Record::default()
+            });
+        }
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.12.1",
+            "::",
+            "::ffff:1.2.3.4",
+            "fe80::1",
+        ] {
+            check(&Record {
+                ip: Some(ip.parse().unwrap()),
+                ..Record::default()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
 mod timestamp_tests {
     use super::*;
 
@@ -118,7 +528,46 @@ mod timestamp_tests {
         assert_eq!((s.len(), s.capacity()), (TIMESTAMP_LEN, TIMESTAMP_LEN));
         let now = now_rfc3339();
         assert_eq!(now.len(), TIMESTAMP_LEN);
+        assert!(now.as_str() >= "2026", "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
+}
+
+#[cfg(test)]
+mod unix_timestamp_tests {
+    use super::*;
+
+    fn reference(secs: u64, millis: u32) -> String {
+        let nanos = i128::from(secs) * 1_000_000_000 + i128::from(millis) * 1_000_000 + 999_999;
+        rfc3339_millis(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap())
+    }
+
+    /// The cached, fmt-free text is what the `time`-based one gives: boundaries, leap days,
+    /// random instants, and the same second with other milliseconds (the cache hit).
+    #[test]
+    fn unix_timestamps_match_the_time_crate() {
+        let day = 86_400;
+        let mut secs = vec![0, 59, 60, 3599, 3600, day - 1, day, MAX_UNIX_SECS - 1];
+        for (y, m, d) in [
+            (1972, 2, 29),
+            (2000, 2, 29),
+            (2000, 3, 1),
+            (2100, 2, 28),
+            (2100, 3, 1),
+        ] {
+            let date = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d);
+            let t = date.unwrap().midnight().assume_utc().unix_timestamp() as u64;
+            secs.extend([t - 1, t, t + day - 1]);
+        }
+        let mut rng = fastrand::Rng::with_seed(3339);
+        secs.extend((0..20_000).map(|_| rng.u64(..MAX_UNIX_SECS)));
+        for s in secs {
+            for ms in [0, 7, 999, rng.u32(..1000)] {
+                let got = unix_rfc3339(s, ms);
+                assert_eq!(got, reference(s, ms), "{s}.{ms}");
+                assert_eq!((got.len(), got.capacity()), (TIMESTAMP_LEN, TIMESTAMP_LEN));
+            }
+        }
     }
 }
 

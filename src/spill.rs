@@ -12,7 +12,6 @@
 //! as exactly-once is concerned: after a crash they have no record, and recovery fetches
 //! them again.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -39,7 +38,7 @@ struct HostSpill {
 /// The spill files of one worker, by host key.
 #[derive(Default)]
 pub(crate) struct Spill {
-    hosts: HashMap<String, HostSpill>,
+    hosts: crate::sched::HostMap<String, HostSpill>,
 }
 
 impl Spill {
