@@ -477,7 +477,8 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
 
     nats.kill();
     let mut last = String::new();
-    let cut_off = wait_until(Duration::from_secs(30), || {
+    // A round without NATS waits out request timeouts (the heartbeat's, the renewals').
+    let cut_off = wait_until(Duration::from_secs(60), || {
         last = scrape(metrics);
         sample(&last, "ringcrawl_cluster_connected") == Some("0")
             && sample(&last, "ringcrawl_cluster_partitions_held") == Some("0")

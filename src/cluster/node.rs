@@ -795,6 +795,7 @@ impl Owner {
     async fn round(&mut self, taking: bool) {
         self.beat().await;
         self.renew().await;
+        self.show();
         self.release_drained().await;
         if taking {
             self.rebalance().await;
@@ -1028,6 +1029,12 @@ impl Owner {
         if counts.iter().all(Option::is_some) {
             self.lag = counts.into_iter().flatten().sum();
         }
+        self.show();
+    }
+
+    /// The status line and the metrics from what this node knows now (no request: a round
+    /// without NATS may take several request timeouts, and a lost lease shows at once).
+    fn show(&self) {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         let g = &self.shared.gauges;
         g.partitions
