@@ -199,7 +199,8 @@ impl FaultServer {
             .unwrap_or(0)
     }
 
-    /// The most requests this server was answering at once.
+    /// The most requests this server was working on at once (from a request head's arrival
+    /// to the start of its answer).
     pub fn peak_busy(&self) -> usize {
         self.stats.peak_busy.load(Ordering::SeqCst)
     }
@@ -440,8 +441,13 @@ fn serve(mut s: TcpStream, stats: &Stats, stop: &AtomicBool) -> io::Result<()> {
         }
         let now_busy = stats.busy.fetch_add(1, Ordering::SeqCst) + 1;
         stats.peak_busy.fetch_max(now_busy, Ordering::SeqCst);
-        let answered = respond(&mut s, &path, hit, stop);
+        if let Some(think) = sleep_of(&path) {
+            std::thread::sleep(think);
+        }
+        // Busy until the answer starts: once its last byte is out the client may send its
+        // next request (on another connection) before this write call has even returned.
         stats.busy.fetch_sub(1, Ordering::SeqCst);
+        let answered = respond(&mut s, &path, hit, stop);
         match answered? {
             Next::KeepAlive if !req.close => continue,
             Next::Abort => return Ok(()),
@@ -516,6 +522,17 @@ fn endless(s: &mut TcpStream, unit: &[u8], stop: &AtomicBool) -> io::Result<Next
 }
 
 /// Answer the `hit`th request for `path`.
+/// How long `/sleep/MS/TAG` waits before its answer.
+fn sleep_of(path: &str) -> Option<Duration> {
+    let ms = path
+        .strip_prefix("/sleep/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 fn respond(s: &mut TcpStream, path: &str, hit: u64, stop: &AtomicBool) -> io::Result<Next> {
     let html = "text/html; charset=utf-8";
     match path {
@@ -764,14 +781,9 @@ fn respond(s: &mut TcpStream, path: &str, hit: u64, stop: &AtomicBool) -> io::Re
             Ok(Next::KeepAlive)
         }
         // `/sleep/MS/TAG`: a 200 titled "slept TAG" after MS milliseconds.
+        // (The wait is the caller's: `sleep_of`.)
         p if p.starts_with("/sleep/") => {
-            let mut parts = p["/sleep/".len()..].splitn(2, '/');
-            let ms = parts
-                .next()
-                .and_then(|m| m.parse::<u64>().ok())
-                .unwrap_or(0);
-            std::thread::sleep(Duration::from_millis(ms));
-            let tag = parts.next().unwrap_or("");
+            let tag = p["/sleep/".len()..].split_once('/').map_or("", |(_, t)| t);
             full(s, "200 OK", html, "", &title_doc(&format!("slept {tag}")))?;
             Ok(Next::KeepAlive)
         }
