@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::sched::HostMap;
+
 /// Idle connections a run keeps at most (all workers together), whatever the fd limit.
 pub const MAX_IDLE_CONNS: usize = 4096;
 /// An idle connection older than this is not reused (servers close idle keep-alive
@@ -25,8 +27,7 @@ struct Idle<S> {
 
 /// Idle connections by key.
 pub struct IdlePool<S> {
-    /// SipHash on purpose for now: see [`crate::sched::HostMap`].
-    by_key: std::collections::HashMap<String, VecDeque<Idle<S>>>,
+    by_key: HostMap<String, VecDeque<Idle<S>>>,
     /// (key, seq) in parking order; entries whose connection was taken are skipped lazily.
     lru: VecDeque<(String, u64)>,
     len: usize,
@@ -47,7 +48,7 @@ impl<S> IdlePool<S> {
     /// A pool of at most `cap` idle connections (0: nothing is ever kept).
     pub fn new(cap: usize, max_age: Duration) -> IdlePool<S> {
         IdlePool {
-            by_key: std::collections::HashMap::new(),
+            by_key: HostMap::default(),
             lru: VecDeque::new(),
             len: 0,
             cap,

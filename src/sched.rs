@@ -62,11 +62,8 @@ pub(crate) struct Handout<K, J> {
 }
 
 /// The maps keyed by host (`scheme://host:port`) that every URL looks up a few times: the
-/// scheduler's, the breakers', politeness clocks, the spill's. (Not the idle pool's: with
-/// foldhash there, tests/good_citizen.rs `per_ip_caps_requests_to_one_address_across_host_names`
-/// saw three requests at once under `--per-ip 2` in about a third of runs; it keeps SipHash
-/// until that is understood.) foldhash rather than
-/// SipHash (several hundred instructions per URL less). HashDoS: the keys come from the
+/// scheduler's, the breakers', politeness clocks, the spill's, the idle pool's. foldhash
+/// rather than SipHash (several hundred instructions per URL less). HashDoS: the keys come from the
 /// user's own lists, and with `--follow` at most one page-chosen host per listed URL, so an
 /// attacker adds few keys; foldhash's `RandomState` is seeded at random per process and per
 /// map, and no hash value or map order is observable from outside.
