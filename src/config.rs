@@ -728,6 +728,20 @@ pub(crate) fn fetch_options_from_file(
     }
 }
 
+/// The configuration's text and the file it came from: `path`, or [`DEFAULT_CONFIG_PATH`],
+/// where a missing file means none (`(None, None)`: defaults).
+fn read_config(path: Option<&Path>) -> Result<(Option<String>, Option<PathBuf>), ConfigErrors> {
+    match path {
+        Some(p) => Ok((read_file(p, false)?, Some(p.to_path_buf()))),
+        None => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            let text = read_file(p, true)?;
+            let file = text.is_some().then(|| p.to_path_buf());
+            Ok((text, file))
+        }
+    }
+}
+
 /// `submit --nats` and `collect`: the `[cluster]` table of the configuration (`path`, or the
 /// default file when it exists) with `nats` (comma-separated URLs; `""` for none) over its
 /// servers. The whole file is checked; the daemon's paths are not.
@@ -735,15 +749,7 @@ pub(crate) fn cluster_options(
     path: Option<&Path>,
     nats: &str,
 ) -> Result<ClusterConfig, ConfigErrors> {
-    let (text, file) = match path {
-        Some(p) => (read_file(p, false)?, Some(p.to_path_buf())),
-        None => {
-            let p = Path::new(DEFAULT_CONFIG_PATH);
-            let text = read_file(p, true)?;
-            let file = text.is_some().then(|| p.to_path_buf());
-            (text, file)
-        }
-    };
+    let (text, file) = read_config(path)?;
     let overrides = Overrides {
         nats: (!nats.is_empty()).then(|| nats.to_string()),
         ..Overrides::default()
@@ -777,15 +783,7 @@ impl Config {
     /// table is layered over the service's defaults and the process environment's proxy
     /// settings (`http_proxy`...).
     pub(crate) fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-        let (text, source) = match path {
-            Some(p) => (read_file(p, false)?, Some(p.to_path_buf())),
-            None => {
-                let p = Path::new(DEFAULT_CONFIG_PATH);
-                let text = read_file(p, true)?;
-                let source = text.is_some().then(|| p.to_path_buf());
-                (text, source)
-            }
-        };
+        let (text, source) = read_config(path)?;
         let mut errors = Vec::new();
         let text = text.unwrap_or_default();
         let cfg = Config::parse_into(

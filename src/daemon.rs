@@ -42,7 +42,7 @@ use crate::engine::{Engine, EngineError};
 use crate::intake::{ReadError, ReadLimits};
 use crate::job::Summary;
 use crate::journal::{
-    Journal, JournalControl, JournalError, JournalSetup, OnOpen, Opened, Progress, Target,
+    lock, Journal, JournalControl, JournalError, JournalSetup, OnOpen, Opened, Progress, Target,
 };
 use crate::metrics::{ClusterGauges, MetricsError, MetricsServer, Sources};
 use crate::options::FetchOptions;
@@ -323,10 +323,6 @@ fn load_history(spool: &Spool, cfg: &Config) -> Result<(History, bool), DaemonEr
         }
     }
     Ok((history, false))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether the watchdog may be pinged: the journal writer showed it is alive recently, and so
@@ -1292,6 +1288,13 @@ mod tests {
         m
     }
 
+    /// The journal holds exactly the (src, line) keys `want` (sorted), each once.
+    fn assert_each_once(journal: &Path, want: Vec<(String, u64)>) {
+        let keys = journal_keys(&[journal]);
+        assert_eq!(keys.keys().cloned().collect::<Vec<_>>(), want);
+        assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
+    }
+
     fn write_list(dir: &Path, name: &str, n: u64) -> PathBuf {
         let p = dir.join(name);
         let mut text = String::new();
@@ -1333,13 +1336,11 @@ mod tests {
             .collect();
         wait_for("lists done", || count(&spool_dir.join("done")) == 4);
         d.stop().unwrap();
-        let keys = journal_keys(&[&journal]);
         let mut want: Vec<_> = (0..4)
             .flat_map(|i| expected(&names[i], 50 + i as u64))
             .collect();
         want.sort();
-        assert_eq!(keys.keys().cloned().collect::<Vec<_>>(), want);
-        assert!(keys.values().all(|&n| n == 1));
+        assert_each_once(&journal, want);
         assert_eq!(count(&spool_dir.join("cur")), 0);
         for n in &names {
             assert!(
@@ -1389,12 +1390,7 @@ mod tests {
         let d = start(cfg, u64::MAX);
         wait_for("list done", || count(&spool_dir.join("done")) == 1);
         d.stop().unwrap();
-        let keys = journal_keys(&[&journal]);
-        assert_eq!(
-            keys.keys().cloned().collect::<Vec<_>>(),
-            expected(&name, 100)
-        );
-        assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
+        assert_each_once(&journal, expected(&name, 100));
     }
 
     #[test]
@@ -1416,12 +1412,7 @@ mod tests {
         let d = start(cfg, u64::MAX);
         wait_for("list done", || count(&spool_dir.join("done")) == 1);
         d.stop().unwrap();
-        let keys = journal_keys(&[&journal]);
-        assert_eq!(
-            keys.keys().cloned().collect::<Vec<_>>(),
-            expected(&name, 100)
-        );
-        assert!(keys.values().all(|&n| n == 1), "duplicates: {keys:?}");
+        assert_each_once(&journal, expected(&name, 100));
     }
 
     #[test]

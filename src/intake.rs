@@ -377,18 +377,7 @@ pub(crate) fn host_key(url: &url::Url) -> String {
     key.push_str("://");
     key.push_str(host);
     key.push(':');
-    let mut n = port;
-    let mut buf = [0u8; 5];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    key.push_str(std::str::from_utf8(&buf[at..]).expect("ASCII digits"));
+    key.push_str(itoa::Buffer::new().format(port));
     key
 }
 

@@ -303,33 +303,12 @@ fn unix_rfc3339(secs: u64, millis: u32) -> String {
     std::str::from_utf8(&text).expect("ASCII").to_owned()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.000Z` for `secs` after the Unix epoch (civil-from-days, proleptic
-/// Gregorian calendar, as in Howard Hinnant's `chrono`-compatible date algorithms).
+/// `YYYY-MM-DDTHH:MM:SS.000Z` for `secs` after the Unix epoch (below [`MAX_UNIX_SECS`]):
+/// made once a second per thread, so the `time` crate's calendar and `fmt` are cheap here.
 fn second_text(secs: u64) -> [u8; TIMESTAMP_LEN] {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut t = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (at..at + width).rev() {
-            t[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, rem / 3600);
-    put(14, 2, rem / 60 % 60);
-    put(17, 2, rem % 60);
-    t
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("below MAX_UNIX_SECS");
+    let text = rfc3339_millis(t);
+    text.as_bytes().try_into().expect("a four-digit year")
 }
 
 /// Length of a timestamp written by [`rfc3339_millis`] (years 0000-9999).

@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    free_port, ringcrawl_bin, run_fetch, wait_until, Dnsmasq, NatsServer, Nginx, Site, SiteSpec,
+    free_port, ringcrawl_bin, run_fetch, wait_until, Dnsmasq, NatsServer, Nginx, Proc, Site,
+    SiteSpec,
 };
 
 /// Site size: hosts x (pages + 5 extra URLs each).
@@ -33,18 +34,6 @@ const LEASE_SECS: u64 = 2;
 const ACK_WAIT_SECS: u64 = 4;
 /// Longest wait for the whole list.
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A daemon that is killed if the test panics before it is stopped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// One node's directory: config, spool, journal, log.
 struct NodeDir {

@@ -11,6 +11,8 @@
 //! (READY, STATUS, WATCHDOG, RELOADING, EXTEND_TIMEOUT_USEC, STOPPING), `--check-config`, and
 //! the systemd unit (when `systemd-analyze` is installed).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use support::Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringcrawl");
 /// Longest wait for any condition in these tests.
@@ -95,31 +99,6 @@ fn serve_conn(stream: TcpStream, count: &AtomicU64) {
         );
         if out.write_all(resp.as_bytes()).is_err() || close {
             return;
-        }
-    }
-}
-
-/// A daemon process that is killed if a test panics before stopping it.
-struct Proc(Child);
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
         }
     }
 }

@@ -7,25 +7,18 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead};
 
+use crate::spool::scan::RecordKey;
 use crate::spool::LineSet;
 
 /// The keys written so far.
 #[derive(Debug, Default)]
 pub struct Seen {
     lists: HashMap<String, LineSet>,
-    records: u64,
-}
-
-#[derive(serde::Deserialize)]
-struct Key<'a> {
-    #[serde(borrow)]
-    src: Option<std::borrow::Cow<'a, str>>,
-    line: Option<u64>,
 }
 
 /// The `(src, line)` of a record's JSON text, if it has both.
 pub fn record_key(json: &[u8]) -> Option<(String, u64)> {
-    let k: Key = serde_json::from_slice(json).ok()?;
+    let k: RecordKey = serde_json::from_slice(json).ok()?;
     Some((k.src?.into_owned(), k.line?))
 }
 
@@ -52,14 +45,12 @@ impl Seen {
             Some(s) => s,
             None => self.lists.entry(list.to_string()).or_default(),
         };
-        let new = set.insert(line);
-        self.records += u64::from(new);
-        new
+        set.insert(line)
     }
 
     /// Distinct keys held.
     pub fn len(&self) -> u64 {
-        self.records
+        self.lists.values().map(LineSet::len).sum()
     }
 }
 

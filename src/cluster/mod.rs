@@ -268,12 +268,9 @@ impl Streams {
     async fn open(js: jetstream::Context, cfg: &ClusterConfig) -> Result<Streams, ClusterError> {
         let subjects = Subjects::new(&cfg.subject_prefix);
         let first = url_stream_name(&cfg.url_stream, 0);
-        let mut s0 =
-            ensure_stream(&js, url_stream_config(cfg, &subjects, 0, cfg.partitions)).await?;
-        let info = s0
-            .info()
-            .await
-            .map_err(|e| ClusterError::js(format!("stream {first}"), e))?;
+        // The stream as the get (or create) returned it: no second request for its info.
+        let s0 = ensure_stream(&js, url_stream_config(cfg, &subjects, 0, cfg.partitions)).await?;
+        let info = s0.cached_info();
         let partitions = info
             .config
             .description
@@ -341,11 +338,9 @@ async fn ensure_bucket(
         num_replicas: 1,
         ..Default::default()
     };
-    let mut stream = ensure_stream(js, config).await?;
-    let age = stream
-        .info()
-        .await
-        .map_err(|e| ClusterError::js(what(), e))?
+    let age = ensure_stream(js, config)
+        .await?
+        .cached_info()
         .config
         .max_age;
     if age.is_zero() {

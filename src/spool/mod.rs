@@ -212,6 +212,15 @@ pub(crate) enum InProgress {
     },
 }
 
+/// An entry (not followed) as a list name, or why it cannot be one; nothing is opened.
+fn classify(name: &OsStr, meta: &fs::Metadata) -> Result<String, Unfit> {
+    match names::list_name(name) {
+        Err(why) => Err(Unfit::Name(why)),
+        Ok(_) if !meta.is_file() => Err(Unfit::Kind(kind_of(meta.file_type()))),
+        Ok(s) => Ok(s.to_string()),
+    }
+}
+
 /// The process's effective uid.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -331,16 +340,9 @@ impl Spool {
         // Not followed: the type and time of each entry itself.
         for (name, meta) in self.entries(NEW)? {
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let e = match names::list_name(&name) {
-                Err(why) => Entry::Unfit {
-                    name,
-                    why: why.into(),
-                },
-                Ok(_) if !meta.is_file() => Entry::Unfit {
-                    name,
-                    why: Unfit::Kind(kind_of(meta.file_type())),
-                },
-                Ok(s) => Entry::List(s.to_string()),
+            let e = match classify(&name, &meta) {
+                Ok(list) => Entry::List(list),
+                Err(why) => Entry::Unfit { name, why },
             };
             out.push((mtime, name_of(&e).to_os_string(), e));
         }
@@ -414,15 +416,10 @@ impl Spool {
         let mut out = Vec::new();
         let mut lists = Vec::new();
         for (name, meta) in self.entries(CUR)? {
-            let why = match names::list_name(&name) {
-                Err(why) => Unfit::Name(why),
-                Ok(_) if !meta.is_file() => Unfit::Kind(kind_of(meta.file_type())),
-                Ok(s) => {
-                    lists.push(s.to_string());
-                    continue;
-                }
-            };
-            out.push(InProgress::Unfit { name, why });
+            match classify(&name, &meta) {
+                Ok(list) => lists.push(list),
+                Err(why) => out.push(InProgress::Unfit { name, why }),
+            }
         }
         self.remove_orphans(&lists);
         for name in lists {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::euid;
 use super::scan::{self, Want};
 use super::state::Segment;
 use super::SpoolError;
@@ -190,11 +191,6 @@ fn finish(file: &File, owner: u32) -> io::Result<()> {
 
 fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP))
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 /// The ACL `user::rw-, user:UID:r--, group::r--, mask::r--, other::---` in the kernel's

@@ -51,13 +51,14 @@ pub(crate) struct Walked {
     pub stopped: bool,
 }
 
+/// What recovery, results and `collect` read of a journal line: its list, line and time.
 #[derive(serde::Deserialize)]
-struct RecordKey<'a> {
+pub(crate) struct RecordKey<'a> {
     #[serde(borrow)]
-    src: Option<std::borrow::Cow<'a, str>>,
-    line: Option<u64>,
+    pub src: Option<std::borrow::Cow<'a, str>>,
+    pub line: Option<u64>,
     #[serde(borrow)]
-    ts: Option<std::borrow::Cow<'a, str>>,
+    pub ts: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The file of `seg`: its path if that is still the same file, else a rotated sibling

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::dns::query_a;
-use super::{free_port, running_as_root, wait_until, SERVER_START_TIMEOUT};
+use super::{free_port, running_as_root, wait_started, wait_until, SERVER_START_TIMEOUT};
 
 pub const DNSMASQ_BIN: &str = "/usr/sbin/dnsmasq";
 /// A name that exists (TXT record) but has no A/AAAA address.
@@ -82,19 +82,11 @@ impl Dnsmasq {
             .first()
             .map_or(NXDOMAIN_NAME, |n| n.as_str())
             .to_string();
-        let mut exited = None;
-        let up = wait_until(SERVER_START_TIMEOUT, || {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
+        let started = wait_started(&mut d.child, || {
             query_a(addr, &probe, Duration::from_millis(200)).is_ok()
         });
-        if let Some(status) = exited {
-            return Err(format!("dnsmasq exited at start ({status}):\n{}", d.logs()));
-        }
-        if !up {
-            return Err(format!("dnsmasq did not answer on {addr}:\n{}", d.logs()));
+        if let Err(e) = started {
+            return Err(format!("dnsmasq on {addr} {e}:\n{}", d.logs()));
         }
         Ok(d)
     }

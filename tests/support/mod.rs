@@ -213,6 +213,68 @@ pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     ready()
 }
 
+/// A daemon process that is killed if a test panics before stopping it.
+pub struct Proc(pub std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Why a server the tests started is not serving.
+pub enum NotStarted {
+    /// Its process exited first.
+    Exited(ExitStatus),
+    /// It did not answer within [`SERVER_START_TIMEOUT`].
+    Silent,
+}
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStarted::Exited(status) => write!(f, "exited at start ({status})"),
+            NotStarted::Silent => write!(f, "did not answer in {SERVER_START_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Wait until `ready` says a freshly spawned server answers, unless its process exits first.
+pub fn wait_started(
+    child: &mut std::process::Child,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), NotStarted> {
+    let mut exited = None;
+    let up = wait_until(SERVER_START_TIMEOUT, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            return true;
+        }
+        ready()
+    });
+    match exited {
+        Some(status) => Err(NotStarted::Exited(status)),
+        None if up => Ok(()),
+        None => Err(NotStarted::Silent),
+    }
+}
+
 /// Whether this process runs as root (owner of /proc/self), without a syscall wrapper.
 pub fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_until, SERVER_START_TIMEOUT};
+use super::{free_port, wait_started};
 
 pub const NATS_BIN: &str = "/usr/sbin/nats-server";
 /// Starts tried when a free port was taken before the server bound it.
@@ -37,24 +37,15 @@ impl NatsServer {
         let port = free_port();
         let child = spawn(&dir, port);
         let mut n = NatsServer { child, port, dir };
-        if !n.wait_up() {
-            return Err(n.logs());
-        }
+        n.wait_up()?;
         Ok(n)
     }
 
-    /// Whether the server accepts connections (false: it exited or did not in time).
-    fn wait_up(&mut self) -> bool {
+    /// Wait until the server accepts connections (`Err`: why not, with its log).
+    fn wait_up(&mut self) -> Result<(), String> {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut exited = false;
-        let up = wait_until(SERVER_START_TIMEOUT, || {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                exited = true;
-                return true;
-            }
-            TcpStream::connect(addr).is_ok()
-        });
-        up && !exited
+        wait_started(&mut self.child, || TcpStream::connect(addr).is_ok())
+            .map_err(|e| format!("nats-server on {addr} {e}:\n{}", self.logs()))
     }
 
     /// Kill the server (SIGKILL), as a crash or a lost network would look to its clients.
@@ -67,11 +58,9 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.child = spawn(&self.dir, self.port);
-        assert!(
-            self.wait_up(),
-            "nats-server did not restart:\n{}",
-            self.logs()
-        );
+        if let Err(e) = self.wait_up() {
+            panic!("restarting: {e}");
+        }
     }
 
     /// `nats://127.0.0.1:PORT`.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::site::Site;
-use super::{free_port, running_as_root, wait_until, SERVER_START_TIMEOUT};
+use super::{free_port, running_as_root, wait_started, wait_until, SERVER_START_TIMEOUT};
 
 /// The nginx binary (package nginx-light).
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
@@ -90,23 +90,12 @@ impl Nginx {
             dir,
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut exited = None;
-        let up = wait_until(SERVER_START_TIMEOUT, || {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
+        let started = wait_started(&mut nginx.child, || {
             TcpStream::connect(addr).is_ok()
                 && tls_port.is_none_or(|p| TcpStream::connect(("127.0.0.1", p)).is_ok())
         });
-        if let Some(status) = exited {
-            return Err(format!(
-                "nginx exited at start ({status}):\n{}",
-                nginx.logs()
-            ));
-        }
-        if !up {
-            return Err(format!("nginx did not listen on {addr}:\n{}", nginx.logs()));
+        if let Err(e) = started {
+            return Err(format!("nginx on {addr} {e}:\n{}", nginx.logs()));
         }
         Ok(nginx)
     }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_until, SERVER_START_TIMEOUT};
+use super::{free_port, wait_started};
 
 pub const TINYPROXY_BIN: &str = "/usr/bin/tinyproxy";
 /// Starts tried when a free port was taken before tinyproxy bound it.
@@ -78,22 +78,8 @@ impl Tinyproxy {
             .unwrap_or_else(|e| panic!("cannot start {TINYPROXY_BIN} (install tinyproxy): {e}"));
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut t = Tinyproxy { child, addr, dir };
-        let mut exited = None;
-        let up = wait_until(SERVER_START_TIMEOUT, || {
-            if let Ok(Some(status)) = t.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
-            TcpStream::connect(addr).is_ok()
-        });
-        if let Some(status) = exited {
-            return Err(format!(
-                "tinyproxy exited at start ({status}):\n{}",
-                t.logs()
-            ));
-        }
-        if !up {
-            return Err(format!("tinyproxy did not listen on {addr}:\n{}", t.logs()));
+        if let Err(e) = wait_started(&mut t.child, || TcpStream::connect(addr).is_ok()) {
+            return Err(format!("tinyproxy on {addr} {e}:\n{}", t.logs()));
         }
         Ok(t)
     }
