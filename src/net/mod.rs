@@ -621,6 +621,35 @@ mod tests {
         assert_eq!(server.join().unwrap(), b"GET");
     }
 
+    /// A write far larger than the socket buffers: the plain send takes what fits, the
+    /// ring the rest while the server reads slowly; every byte arrives, in order.
+    #[test]
+    fn a_write_larger_than_the_socket_buffers_arrives_whole() {
+        let _g = FD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        const LEN: usize = 16 << 20;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            thread::sleep(Duration::from_millis(100));
+            let mut got = Vec::with_capacity(LEN);
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let expect = data.clone();
+        tokio_uring::start(async move {
+            let mut s = Stream::connect(&[addr], &opts(1000), None, in_ms(2000))
+                .await
+                .unwrap();
+            let buf = s.write_all(data, in_ms(10_000)).await.unwrap();
+            assert!(buf.is_empty());
+            s.close().await;
+        });
+        let got = server.join().unwrap();
+        assert!(got == expect, "{} bytes arrived of {LEN}", got.len());
+    }
+
     #[test]
     fn connect_ipv6_loopback() {
         let Ok(listener) = TcpListener::bind("[::1]:0") else {

@@ -7,9 +7,14 @@
 //! them, so a uring connect that times out would keep its socket until the kernel gives up.
 //! An epoll wait simply ends when dropped, and the socket is closed. The epoll registration
 //! made for connect stays for the connection's life and tells reads when data has arrived.
-//! Reads and writes go through io_uring; an operation abandoned by a timeout (ours or a
-//! caller's) keeps the fd open until it completes, so the socket is `shutdown(Both)` first,
-//! which completes it.
+//!
+//! Bytes known to be there are read with a plain non-blocking `recv`, and a write first
+//! tries a plain non-blocking `send`: a request fits the empty send buffer of a keep-alive
+//! connection, and a response waits in the socket once epoll said so, so neither needs a
+//! trip through the ring and the runtime. Waiting goes through io_uring: reads lent a
+//! buffer up front and the rest of a write the socket could not take. An io_uring
+//! operation abandoned by a timeout (ours or a caller's) keeps the fd open until it
+//! completes, so the socket is `shutdown(Both)` first, which completes it.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -133,7 +138,7 @@ impl TcpConn {
         }
         let start = Instant::now();
         match read_op(&self.stream, self.peer, &mut self.op_pending, buf, deadline).await {
-            ReadOp::Done(res, buf, _) => (res, buf),
+            ReadOp::Done(res, buf) => (res, buf),
             ReadOp::TimedOut(cap) => (
                 Err(self.timed_out(start, deadline)),
                 Vec::with_capacity(cap),
@@ -144,11 +149,13 @@ impl TcpConn {
     /// Like [`TcpConn::read`], but the buffer is taken from `take` only once the socket has
     /// something to read (data, EOF or an error): a connection waiting seconds for its
     /// response holds no read buffer (10,000 of them would hold 40 MB). The wait uses
-    /// tokio's epoll, which the runtime polls anyway; the read itself goes through io_uring
-    /// and completes at once. Readiness is edge-triggered, so it is only forgotten when the
-    /// read came back short of the buffer (the socket was drained) and no newer edge came
-    /// meanwhile (tokio's readiness ticks see to that). A socket that cannot be registered
-    /// is read the plain way.
+    /// tokio's epoll, which the runtime polls anyway; the bytes, known to be there, are then
+    /// read with a plain non-blocking `recv` (an io_uring read would cost another trip
+    /// through the ring and the runtime for data that is already waiting). Readiness is
+    /// edge-triggered, so it is only forgotten when the read came back short of the buffer
+    /// (the socket was drained) or found nothing, and no newer edge came meanwhile (tokio's
+    /// readiness ticks see to that). A socket that cannot be registered is read the plain
+    /// way.
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
@@ -161,26 +168,48 @@ impl TcpConn {
         let Some(afd) = self.ready.as_ref() else {
             return self.read(take(), deadline).await;
         };
-        let start = Instant::now();
-        let guard = match wait_readable(afd, deadline).await {
-            Ok(guard) => guard,
-            Err(e) => return (Err(e), Vec::new()),
-        };
-        let buf = take();
-        match read_op(&self.stream, self.peer, &mut self.op_pending, buf, deadline).await {
-            ReadOp::Done(res, buf, cap) => {
-                if let (Some(mut guard), Ok(n)) = (guard, &res) {
-                    if *n < cap {
+        let fd = afd.get_ref().0;
+        let mut take = Some(take);
+        let mut buf = Vec::new();
+        loop {
+            let guard = match wait_readable(afd, deadline).await {
+                Ok(guard) => guard,
+                Err(e) => return (Err(e), buf),
+            };
+            if let Some(take) = take.take() {
+                buf = take();
+                buf.clear();
+                if buf.capacity() == 0 {
+                    buf.reserve_exact(READ_BUF_SIZE);
+                }
+            }
+            let cap = buf.capacity();
+            // SAFETY: recv(2) on our open socket into `buf`'s spare capacity, valid for
+            // writes of `cap` bytes for the duration of the call; `set_len` below covers
+            // only the bytes the kernel wrote.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), cap, libc::MSG_DONTWAIT) };
+            match usize::try_from(n) {
+                Ok(n) => {
+                    // SAFETY: the kernel initialised the first `n <= cap` bytes.
+                    unsafe { buf.set_len(n) };
+                    if let (Some(mut guard), true) = (guard, n < cap) {
                         guard.clear_ready();
                     }
+                    return (Ok(n), buf);
                 }
-                (res, buf)
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    match err.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            if let Some(mut guard) = guard {
+                                guard.clear_ready();
+                            }
+                        }
+                        io::ErrorKind::Interrupted => {}
+                        _ => return (Err(classify_io(&err, self.peer, Phase::Transfer)), buf),
+                    }
+                }
             }
-            // The readiness guard is let go without clearing: nothing was read.
-            ReadOp::TimedOut(cap) => (
-                Err(self.timed_out(start, deadline)),
-                Vec::with_capacity(cap),
-            ),
         }
     }
 
@@ -311,13 +340,44 @@ impl TcpConn {
     /// Write all of `buf`; returns it (cleared) for reuse.
     pub async fn write_all(
         &mut self,
-        buf: Vec<u8>,
+        mut buf: Vec<u8>,
         deadline: Instant,
     ) -> (Result<(), NetError>, Vec<u8>) {
         if self.dead {
             return (Err(dead_error()), buf);
         }
         let cap = buf.capacity();
+        // Most writes (a request on a connection whose send buffer is empty) fit at once: a
+        // plain non-blocking send spares them the trip through the ring and the runtime.
+        // What does not fit goes through io_uring.
+        // SAFETY: send(2) on our open socket from `buf`, valid for reads of its length.
+        let sent = unsafe {
+            libc::send(
+                self.stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(sent) {
+            Ok(n) if n == buf.len() => {
+                buf.clear();
+                return (Ok(()), buf);
+            }
+            Ok(n) => {
+                buf.drain(..n);
+            }
+            Err(_) => {
+                let err = io::Error::last_os_error();
+                if !matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    buf.clear();
+                    return (Err(classify_io(&err, self.peer, Phase::Transfer)), buf);
+                }
+            }
+        }
         let start = Instant::now();
         self.op_pending = true;
         match tokio::time::timeout_at(deadline.into(), self.stream.write_all(buf)).await {
@@ -403,16 +463,15 @@ fn dead_error() -> NetError {
 
 /// How a uring read under a deadline ended.
 enum ReadOp {
-    /// Completed: the result, the buffer (`buf[..n]`) and the capacity that was offered.
-    Done(Result<usize, NetError>, Vec<u8>, usize),
+    /// Completed: the result and the buffer (`buf[..n]`).
+    Done(Result<usize, NetError>, Vec<u8>),
     /// The deadline passed with the operation in flight (`op_pending` stays set; the buffer
     /// is the kernel's until it completes): the capacity that was offered.
     TimedOut(usize),
 }
 
 /// One io_uring read into `buf` (cleared; a buffer without capacity gets
-/// [`READ_BUF_SIZE`]) before `deadline`, with `op_pending` set while it is in flight. Takes
-/// the stream's parts rather than the TcpConn so a caller may hold a readiness guard.
+/// [`READ_BUF_SIZE`]) before `deadline`, with `op_pending` set while it is in flight.
 async fn read_op(
     stream: &tokio_uring::net::TcpStream,
     peer: SocketAddr,
@@ -432,9 +491,9 @@ async fn read_op(
             match res {
                 Ok(n) => {
                     buf.truncate(n);
-                    ReadOp::Done(Ok(n), buf, cap)
+                    ReadOp::Done(Ok(n), buf)
                 }
-                Err(e) => ReadOp::Done(Err(classify_io(&e, peer, Phase::Transfer)), buf, cap),
+                Err(e) => ReadOp::Done(Err(classify_io(&e, peer, Phase::Transfer)), buf),
             }
         }
         Err(_) => ReadOp::TimedOut(cap),
