@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::{Consumer, Exchange, ExchangeError, Next};
-use crate::net::{Lend, NetError, Stream};
+use crate::net::{NetError, Stream};
 
 /// Where a driver gets its read buffers from, and gives them back to.
 pub trait ReadBufs {
@@ -16,12 +16,6 @@ pub trait ReadBufs {
     fn take(&self, draining: bool) -> Vec<u8>;
     /// A buffer handed out by `take` (or an empty `Vec`) comes back.
     fn give(&self, buf: Vec<u8>);
-    /// Take the buffer before waiting for data rather than once data is there. A driver
-    /// of many connections that mostly wait (fetch) lends none while they wait; one of a
-    /// few busy connections (load) saves the readiness wait.
-    fn hold_while_waiting(&self) -> bool {
-        false
-    }
 }
 
 /// How one exchange failed.
@@ -119,14 +113,7 @@ pub fn drive<'a, C: Consumer, B: ReadBufs>(
                 Some(Err(e)) => break Err(read_error(ex, e)),
                 // A read, or a discard this stream cannot do (TLS).
                 None => {
-                    let lend = if bufs.hold_while_waiting() {
-                        Lend::Now
-                    } else {
-                        Lend::WhenReady
-                    };
-                    let (res, b) = stream
-                        .read_ready(|| bufs.take(draining), io_deadline, lend)
-                        .await;
+                    let (res, b) = stream.read_ready(|| bufs.take(draining), io_deadline).await;
                     buf = b;
                     match res {
                         Ok(0) => ex.closed(stream.eof_was_clean(), consumer),

@@ -580,9 +580,6 @@ impl ReadBufs for ConnBuf {
             *self.0.borrow_mut() = buf;
         }
     }
-    fn hold_while_waiting(&self) -> bool {
-        true
-    }
 }
 
 /// One connection slot: (re)connect, then request/response until the run ends.

@@ -179,17 +179,6 @@ pub struct ConnectOptions {
     pub bind: Rc<[IpAddr]>,
 }
 
-/// When a read takes its buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lend {
-    /// Once the socket has something to read: a connection waiting for its server holds
-    /// no buffer (many connections that mostly wait).
-    WhenReady,
-    /// At once, and the read waits in the kernel: one step less per read (a few busy
-    /// connections).
-    Now,
-}
-
 /// A connection, plain or TLS, with owned-buffer I/O under deadlines.
 pub enum Stream {
     Plain(TcpConn),
@@ -273,21 +262,16 @@ impl Stream {
     }
 
     /// Like a plain read ([`TcpConn::read`], [`tls::TlsConn::read`]), with the buffer taken
-    /// from `take` when `lend` says: only once
-    /// there is something to read (see [`TcpConn::read_ready`] and
-    /// [`tls::TlsConn::read_ready`]), or at once. (One method for both, so a caller that
-    /// may do either carries one awaited future, not two.)
+    /// from `take` only once there is something to read (see [`TcpConn::read_ready`] and
+    /// [`tls::TlsConn::read_ready`]): a connection waiting for its server holds no buffer.
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
         deadline: Instant,
-        lend: Lend,
     ) -> (Result<usize, NetError>, Vec<u8>) {
-        match (self, lend) {
-            (Stream::Plain(tcp), Lend::WhenReady) => tcp.read_ready(take, deadline).await,
-            (Stream::Plain(tcp), Lend::Now) => tcp.read(take(), deadline).await,
-            (Stream::Tls(tls), Lend::WhenReady) => tls.read_ready(take, deadline).await,
-            (Stream::Tls(tls), Lend::Now) => tls.read(take(), deadline).await,
+        match self {
+            Stream::Plain(tcp) => tcp.read_ready(take, deadline).await,
+            Stream::Tls(tls) => tls.read_ready(take, deadline).await,
         }
     }
 
@@ -446,7 +430,7 @@ mod tests {
                 first_take.get_or_insert_with(|| start.elapsed());
                 Vec::with_capacity(cap)
             };
-            let (n, buf) = s.read_ready(take, deadline, Lend::WhenReady).await;
+            let (n, buf) = s.read_ready(take, deadline).await;
             match n.unwrap() {
                 0 => break,
                 n => got.extend_from_slice(&buf[..n]),
@@ -545,9 +529,7 @@ mod tests {
             // What follows the discarded bytes is intact, after a wait for it.
             let mut got = Vec::new();
             loop {
-                let (n, buf) = s
-                    .read_ready(|| Vec::with_capacity(16), in_ms(2000), Lend::WhenReady)
-                    .await;
+                let (n, buf) = s.read_ready(|| Vec::with_capacity(16), in_ms(2000)).await;
                 match n.unwrap() {
                     0 => break,
                     n => got.extend_from_slice(&buf[..n]),
@@ -582,7 +564,6 @@ mod tests {
                         Vec::new()
                     },
                     in_ms(100),
-                    Lend::WhenReady,
                 )
                 .await;
             assert!(matches!(res, Err(NetError::Timeout(_))), "{res:?}");
