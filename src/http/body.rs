@@ -570,11 +570,10 @@ impl ResponseReader {
 /// Index just past the empty line (LF LF or LF CR LF) that ends a head in `buf`, searching
 /// from `from` on.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    (from.max(1)..buf.len())
-        .find(|&j| {
-            buf[j] == b'\n'
-                && (buf[j - 1] == b'\n' || (buf[j - 1] == b'\r' && j >= 2 && buf[j - 2] == b'\n'))
-        })
+    let from = from.max(1);
+    memchr::memchr_iter(b'\n', buf.get(from..)?)
+        .map(|i| from + i)
+        .find(|&j| buf[j - 1] == b'\n' || (buf[j - 1] == b'\r' && j >= 2 && buf[j - 2] == b'\n'))
         .map(|j| j + 1)
 }
 
@@ -635,6 +634,36 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `head_end` finds the same end as a byte-by-byte search, from every start.
+    #[test]
+    fn head_end_matches_a_byte_by_byte_search() {
+        fn naive(buf: &[u8], from: usize) -> Option<usize> {
+            (from.max(1)..buf.len())
+                .find(|&j| {
+                    buf[j] == b'\n'
+                        && (buf[j - 1] == b'\n'
+                            || (buf[j - 1] == b'\r' && j >= 2 && buf[j - 2] == b'\n'))
+                })
+                .map(|j| j + 1)
+        }
+        let cases: [&[u8]; 9] = [
+            b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody\n\n",
+            b"HTTP/1.1 200 OK\nA: b\n\nbody",
+            b"\n\n",
+            b"\r\n\r\n",
+            b"\n\r\n",
+            b"x\r\r\n\n",
+            b"no end\r\n",
+            b"",
+            b"\n",
+        ];
+        for buf in cases {
+            for from in 0..=buf.len() + 1 {
+                assert_eq!(head_end(buf, from), naive(buf, from), "{buf:?} from {from}");
+            }
+        }
+    }
     use crate::http::decode::OUT_CHUNK;
     use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
     use flate2::{Compression, Crc};
