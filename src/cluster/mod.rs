@@ -31,7 +31,7 @@ use async_nats::{Client, ConnectOptions, ServerAddr};
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::ClusterConfig;
-use wire::Subjects;
+use wire::{Subjects, Targets};
 
 pub(crate) use collect::{collect, CollectArgs};
 pub(crate) use node::run;
@@ -173,6 +173,8 @@ fn jetstream(client: Client) -> jetstream::Context {
 struct Streams {
     js: jetstream::Context,
     subjects: Subjects,
+    /// The subjects published to, one per partition and the records'.
+    targets: Targets,
     /// Partitions of the crawl (the URL streams': fixed when they were created).
     partitions: u32,
     /// The URL streams' name prefix: partition `p`'s stream is `PREFIX-p`.
@@ -302,6 +304,7 @@ impl Streams {
         ensure_stream(&js, records_stream_config(cfg, &subjects)).await?;
         Ok(Streams {
             js,
+            targets: Targets::new(&subjects, partitions),
             subjects,
             partitions,
             url_stream: cfg.url_stream.clone(),

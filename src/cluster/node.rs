@@ -44,6 +44,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::{AckKind, Acker};
 use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -60,6 +61,7 @@ use crate::journal::{Progress, RECORD_CHANNEL_CAPACITY};
 use crate::metrics::ClusterGauges;
 use crate::options::FetchOptions;
 use crate::record::Record;
+use crate::sched::HostMap;
 use crate::spool::{self, JobSink};
 use crate::worker::RecordSender;
 
@@ -189,7 +191,7 @@ type LineKey = (Arc<str>, u64);
 struct Shared {
     node_id: String,
     stopping: AtomicBool,
-    deliveries: Mutex<HashMap<LineKey, Vec<Delivery>>>,
+    deliveries: Mutex<HostMap<LineKey, Vec<Delivery>>>,
     /// What the metrics endpoint reports (the records stored in the records stream are
     /// counted there).
     gauges: Arc<ClusterGauges>,
@@ -281,7 +283,7 @@ impl Node {
         let shared = Arc::new(Shared {
             node_id: s.cluster.node_id.clone().unwrap_or_else(default_node_id),
             stopping: AtomicBool::new(false),
-            deliveries: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(HostMap::default()),
             gauges: Arc::new(ClusterGauges::default()),
             spool_pending: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
@@ -622,37 +624,63 @@ async fn open(
     Ok((streams, leases, nodes, lease_time))
 }
 
-/// Publish each record until stored, then ack its line.
+/// Publish each record until stored, then ack its line. The records are sent in completion
+/// order and their PubAcks awaited together in this one task (at most
+/// [`MAX_ACKS_IN_FLIGHT`](super::MAX_ACKS_IN_FLIGHT) at once); a record whose first send
+/// fails is sent again by a task of its own.
 async fn publish_records(
     mut rx: tokio::sync::mpsc::Receiver<Record>,
     streams: Streams,
     shared: Arc<Shared>,
 ) {
-    let subject = streams.subjects.records();
-    while let Some(rec) = rx.recv().await {
+    let mut pending = FuturesUnordered::new();
+    // The list id of the last record (records come in runs of one list).
+    let mut last: Option<Arc<str>> = None;
+    loop {
+        let rec = tokio::select! {
+            Some(()) = pending.next(), if !pending.is_empty() => continue,
+            rec = rx.recv(), if pending.len() < super::MAX_ACKS_IN_FLIGHT => rec,
+        };
+        let Some(rec) = rec else { break };
         let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
             tracing::error!(url = rec.url, "a record without its list and line; dropped");
             shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
             continue;
         };
-        let key: LineKey = (Arc::from(src), line);
-        let headers = wire::record_headers(src, line);
+        let list = match &last {
+            Some(l) if **l == *src => l.clone(),
+            _ => last.insert(Arc::from(src)).clone(),
+        };
         let mut payload = Vec::with_capacity(512);
         rec.write_line(&mut payload);
         payload.pop();
         let payload = Bytes::from(payload);
-        // Sent here, in completion order; the PubAck is awaited by its own task.
-        let first = streams
-            .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-            .await;
-        let (js, subject, shared) = (streams.js.clone(), subject.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _ = publish_stored(&js, &subject, &headers, &payload, Some(first), None).await;
-            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-            shared.settle(&key, AckKind::Ack).await;
+        let (js, shared) = (&streams.js, &shared);
+        let subject = streams.targets.records();
+        pending.push(async move {
+            let headers = wire::record_headers(&list, line);
+            let sent = js
+                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .await;
+            let stored = match sent {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if stored {
+                shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                shared.settle(&(list, line), AckKind::Ack).await;
+            } else {
+                let (js, subject, shared) = (js.clone(), subject.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let headers = || wire::record_headers(&list, line);
+                    let _ = publish_stored(&js, &subject, headers, &payload, None, None).await;
+                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                    shared.settle(&(list, line), AckKind::Ack).await;
+                });
+            }
         });
     }
+    while pending.next().await.is_some() {}
 }
 
 /// Publish each spool line until stored, then count it for its list.
@@ -662,18 +690,20 @@ async fn publish_spool(
     shared: Arc<Shared>,
 ) {
     while let Some(s) = rx.recv().await {
-        let subject = streams
-            .subjects
-            .url(wire::partition(&s.line, streams.partitions));
-        let headers = wire::line_headers(&s.list, &s.line);
+        let subject = streams.targets.url(&s.line).clone();
         let payload = Bytes::copy_from_slice(s.line.raw());
         let first = streams
             .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .publish_with_headers(
+                subject.clone(),
+                wire::line_headers(&s.list, &s.line),
+                payload.clone(),
+            )
             .await;
         let (js, shared) = (streams.js.clone(), shared.clone());
         tokio::spawn(async move {
-            let _ = publish_stored(&js, &subject, &headers, &payload, Some(first), None).await;
+            let headers = || wire::line_headers(&s.list, &s.line);
+            let _ = publish_stored(&js, &subject, headers, &payload, Some(first), None).await;
             *shared
                 .durable
                 .lock()

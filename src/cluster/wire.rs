@@ -9,7 +9,8 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
+use async_nats::{HeaderMap, Subject};
 
 use crate::intake::{host_key, parse_url, InputLine};
 
@@ -21,6 +22,11 @@ pub const HDR_LINE: &str = "Ringcrawl-Line";
 pub const HDR_LEN: &str = "Ringcrawl-Len";
 /// JetStream's de-duplication header.
 pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
+/// The header names as the client's values (a `&str` name is parsed again at every use).
+const NAME_LIST: HeaderName = HeaderName::from_static(HDR_LIST);
+const NAME_LINE: HeaderName = HeaderName::from_static(HDR_LINE);
+const NAME_LEN: HeaderName = HeaderName::from_static(HDR_LEN);
+const NAME_MSG_ID: HeaderName = HeaderName::from_static(HDR_MSG_ID);
 /// Bytes of a list's file name kept in its id.
 pub const MAX_LIST_NAME: usize = 64;
 /// Hex digits of the content digest in a list id (64 bits).
@@ -63,6 +69,34 @@ impl Subjects {
     }
 }
 
+/// The subjects messages are published to, built once (a message's subject is then a
+/// reference count, not a formatted string).
+#[derive(Clone, Debug)]
+pub struct Targets {
+    urls: Arc<[Subject]>,
+    records: Subject,
+}
+
+impl Targets {
+    pub fn new(subjects: &Subjects, partitions: u32) -> Targets {
+        Targets {
+            urls: (0..partitions.max(1))
+                .map(|p| Subject::from(subjects.url(p)))
+                .collect(),
+            records: Subject::from(subjects.records()),
+        }
+    }
+
+    /// The subject of a line's partition.
+    pub fn url(&self, line: &InputLine) -> &Subject {
+        &self.urls[partition(line, self.urls.len() as u32) as usize]
+    }
+
+    pub fn records(&self) -> &Subject {
+        &self.records
+    }
+}
+
 /// The lease key of a partition in the lease bucket.
 pub fn lease_key(partition: u32) -> String {
     format!("p{partition}")
@@ -96,7 +130,13 @@ pub fn partition(line: &InputLine, partitions: u32) -> u32 {
 
 /// `LIST:LINE`, the message id of a line and of its record.
 pub fn msg_id(list: &str, line: u64) -> String {
-    format!("{list}:{line}")
+    let mut buf = itoa::Buffer::new();
+    let n = buf.format(line);
+    let mut id = String::with_capacity(list.len() + 1 + n.len());
+    id.push_str(list);
+    id.push(':');
+    id.push_str(n);
+    id
 }
 
 /// The list id: the list's name (sanitized, at most [`MAX_LIST_NAME`] bytes) and the first
@@ -142,12 +182,9 @@ pub fn digest_of(mut r: impl Read) -> io::Result<ring::digest::Digest> {
 
 /// The headers of a URL line's message.
 pub fn line_headers(list: &str, line: &InputLine) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(HDR_MSG_ID, msg_id(list, line.number));
-    h.insert(HDR_LIST, list);
-    h.insert(HDR_LINE, line.number.to_string());
+    let mut h = record_headers(list, line.number);
     if line.len > line.raw().len() {
-        h.insert(HDR_LEN, line.len.to_string());
+        h.insert(NAME_LEN, itoa::Buffer::new().format(line.len));
     }
     h
 }
@@ -155,29 +192,33 @@ pub fn line_headers(list: &str, line: &InputLine) -> HeaderMap {
 /// The headers of a record's message.
 pub fn record_headers(list: &str, line: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(HDR_MSG_ID, msg_id(list, line));
-    h.insert(HDR_LIST, list);
-    h.insert(HDR_LINE, line.to_string());
+    h.insert(NAME_MSG_ID, msg_id(list, line));
+    h.insert(NAME_LIST, list);
+    h.insert(NAME_LINE, itoa::Buffer::new().format(line));
     h
 }
 
-fn header<'a>(h: Option<&'a HeaderMap>, name: &'static str) -> Option<&'a str> {
-    h.and_then(|h| h.get(name)).map(|v| v.as_str())
+fn header<'a>(h: Option<&'a HeaderMap>, name: &HeaderName) -> Option<&'a str> {
+    h.and_then(|h| h.get(name.clone())).map(|v| v.as_str())
 }
 
-fn number(h: Option<&HeaderMap>, name: &'static str) -> Result<Option<u64>, WireError> {
+fn number(
+    h: Option<&HeaderMap>,
+    name: &HeaderName,
+    what: &'static str,
+) -> Result<Option<u64>, WireError> {
     header(h, name)
-        .map(|v| v.parse().map_err(|_| WireError::Bad(name, v.to_string())))
+        .map(|v| v.parse().map_err(|_| WireError::Bad(what, v.to_string())))
         .transpose()
 }
 
 /// The `(list, line)` keys of a message.
 pub fn keys(h: Option<&HeaderMap>) -> Result<(&str, u64), WireError> {
-    let list = header(h, HDR_LIST).ok_or(WireError::Missing(HDR_LIST))?;
+    let list = header(h, &NAME_LIST).ok_or(WireError::Missing(HDR_LIST))?;
     if list.is_empty() {
         return Err(WireError::Bad(HDR_LIST, String::new()));
     }
-    let line = number(h, HDR_LINE)?.ok_or(WireError::Missing(HDR_LINE))?;
+    let line = number(h, &NAME_LINE, HDR_LINE)?.ok_or(WireError::Missing(HDR_LINE))?;
     Ok((list, line))
 }
 
@@ -187,7 +228,7 @@ pub fn decode_line(
     payload: &[u8],
 ) -> Result<(Arc<str>, InputLine), WireError> {
     let (list, line_number) = keys(h)?;
-    let len = number(h, HDR_LEN)?.map(|n| n as usize);
+    let len = number(h, &NAME_LEN, HDR_LEN)?.map(|n| n as usize);
     let line = InputLine::from_raw(payload, line_number, len).ok_or(WireError::Blank)?;
     Ok((Arc::from(list), line))
 }
