@@ -624,22 +624,23 @@ async fn open(
     Ok((streams, leases, nodes, lease_time))
 }
 
-/// Publish each record until stored, then ack its line. The records are sent in completion
-/// order and their PubAcks awaited together in this one task (at most
-/// [`MAX_ACKS_IN_FLIGHT`](super::MAX_ACKS_IN_FLIGHT) at once); a record whose first send
-/// fails is sent again by a task of its own.
+/// Publish each record until stored, then ack its line. Records are sent as they come (in
+/// completion order) and their PubAcks awaited together in this one task; a record whose
+/// first send fails is sent again by a task of its own.
 async fn publish_records(
     mut rx: tokio::sync::mpsc::Receiver<Record>,
     streams: Streams,
     shared: Arc<Shared>,
 ) {
+    let (js, subject) = (&streams.js, streams.targets.records());
     let mut pending = FuturesUnordered::new();
     // The list id of the last record (records come in runs of one list).
     let mut last: Option<Arc<str>> = None;
     loop {
         let rec = tokio::select! {
+            biased;
             Some(()) = pending.next(), if !pending.is_empty() => continue,
-            rec = rx.recv(), if pending.len() < super::MAX_ACKS_IN_FLIGHT => rec,
+            rec = rx.recv() => rec,
         };
         let Some(rec) = rec else { break };
         let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
@@ -655,13 +656,19 @@ async fn publish_records(
         rec.write_line(&mut payload);
         payload.pop();
         let payload = Bytes::from(payload);
-        let (js, shared) = (&streams.js, &shared);
-        let subject = streams.targets.records();
+        let headers = wire::record_headers(&list, line);
+        // The send waits for room among the PubAcks in flight: those awaited here go on.
+        let send = js.publish_with_headers(subject.clone(), headers, payload.clone());
+        tokio::pin!(send);
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => break sent,
+                Some(()) = pending.next(), if !pending.is_empty() => {}
+            }
+        };
+        let shared = &shared;
         pending.push(async move {
-            let headers = wire::record_headers(&list, line);
-            let sent = js
-                .publish_with_headers(subject.clone(), headers, payload.clone())
-                .await;
             let stored = match sent {
                 Ok(ack) => ack.await.is_ok(),
                 Err(_) => false,
