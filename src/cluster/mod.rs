@@ -8,8 +8,9 @@
 //!   line number, then waits for the PubAcks.
 //! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
 //!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
-//!   every line to the engine, publishes every record to the records stream, and acks the
-//!   line after the record's PubAck.
+//!   every line to the engine, publishes every record to the records stream (`outbox`: plain
+//!   publishes, their PubAcks matched on a reply subject of the node's), and acks the line
+//!   after the record's PubAck.
 //! - `collect` (`ringcrawl collect`): appends the records stream to a JSON Lines file, one
 //!   line per submitted line.
 //!
@@ -20,6 +21,7 @@ mod collect;
 mod dedup;
 mod lease;
 mod node;
+mod outbox;
 mod submit;
 mod wire;
 

@@ -44,11 +44,11 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::kv;
 use async_nats::jetstream::message::{AckKind, Acker};
 use bytes::Bytes;
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::lease::{self, LeaseClock, View};
+use super::outbox::Outbox;
 use super::submit::{list_id_of, publish_stored};
 use super::wire::{self, lease_key, lease_partition};
 use super::{ClusterError, Streams};
@@ -96,6 +96,9 @@ pub const DURABLE_FLUSH: Duration = Duration::from_millis(50);
 pub const STOP_FLUSH: Duration = Duration::from_secs(10);
 /// Shortest period of the in-progress acks.
 pub const MIN_PROGRESS_PERIOD: Duration = Duration::from_millis(100);
+/// How often records without their PubAck are looked at (sent again after
+/// [`API_TIMEOUT`](super::API_TIMEOUT), or after their pause when their send failed).
+pub const RESEND_CHECK: Duration = Duration::from_millis(500);
 /// Capacity of the channels into and out of the runtime.
 const CHANNEL: usize = 1024;
 
@@ -624,70 +627,60 @@ async fn open(
     Ok((streams, leases, nodes, lease_time))
 }
 
-/// Publish each record until stored, then ack its line. Records are sent as they come (in
-/// completion order) and their PubAcks awaited together in this one task; a record whose
-/// first send fails is sent again by a task of its own.
+/// Publish each record until stored (through the [`Outbox`], at most
+/// [`MAX_ACKS_IN_FLIGHT`](super::MAX_ACKS_IN_FLIGHT) at once), then ack its line.
 async fn publish_records(
     mut rx: tokio::sync::mpsc::Receiver<Record>,
     streams: Streams,
     shared: Arc<Shared>,
 ) {
-    let (js, subject) = (&streams.js, streams.targets.records());
-    let mut pending = FuturesUnordered::new();
+    let client = streams.js.client();
+    let mut out = Outbox::new(client.clone(), streams.targets.records().clone());
+    let mut replies = loop {
+        match client.subscribe(out.replies()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot subscribe to the records' PubAcks; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    };
+    let mut sweep = tokio::time::interval(RESEND_CHECK);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The list id of the last record (records come in runs of one list).
     let mut last: Option<Arc<str>> = None;
-    loop {
-        let rec = tokio::select! {
+    let mut open = true;
+    while open || !out.is_empty() {
+        tokio::select! {
             biased;
-            Some(()) = pending.next(), if !pending.is_empty() => continue,
-            rec = rx.recv() => rec,
-        };
-        let Some(rec) = rec else { break };
-        let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
-            tracing::error!(url = rec.url, "a record without its list and line; dropped");
-            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-            continue;
-        };
-        let list = match &last {
-            Some(l) if **l == *src => l.clone(),
-            _ => last.insert(Arc::from(src)).clone(),
-        };
-        let mut payload = Vec::with_capacity(512);
-        rec.write_line(&mut payload);
-        payload.pop();
-        let payload = Bytes::from(payload);
-        let headers = wire::record_headers(&list, line);
-        // The send waits for room among the PubAcks in flight: those awaited here go on.
-        let send = js.publish_with_headers(subject.clone(), headers, payload.clone());
-        tokio::pin!(send);
-        let sent = loop {
-            tokio::select! {
-                biased;
-                sent = &mut send => break sent,
-                Some(()) = pending.next(), if !pending.is_empty() => {}
-            }
-        };
-        let shared = &shared;
-        pending.push(async move {
-            let stored = match sent {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if stored {
-                shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-                shared.settle(&(list, line), AckKind::Ack).await;
-            } else {
-                let (js, subject, shared) = (js.clone(), subject.clone(), shared.clone());
-                tokio::spawn(async move {
-                    let headers = || wire::record_headers(&list, line);
-                    let _ = publish_stored(&js, &subject, headers, &payload, None, None).await;
+            Some(m) = replies.next() => {
+                if let Some(done) = out.reply(&m) {
                     shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-                    shared.settle(&(list, line), AckKind::Ack).await;
-                });
+                    shared.settle(&(done.list, done.line), AckKind::Ack).await;
+                }
             }
-        });
+            _ = sweep.tick() => out.resend_due(Instant::now()).await,
+            rec = rx.recv(), if open && out.len() < super::MAX_ACKS_IN_FLIGHT => {
+                let Some(rec) = rec else {
+                    open = false;
+                    continue;
+                };
+                let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
+                    tracing::error!(url = rec.url, "a record without its list and line; dropped");
+                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                };
+                let list = match &last {
+                    Some(l) if **l == *src => l.clone(),
+                    _ => last.insert(Arc::from(src)).clone(),
+                };
+                let mut payload = Vec::with_capacity(512);
+                rec.write_line(&mut payload);
+                payload.pop();
+                out.send(list, line, Bytes::from(payload)).await;
+            }
+        }
     }
-    while pending.next().await.is_some() {}
 }
 
 /// Publish each spool line until stored, then count it for its list.
