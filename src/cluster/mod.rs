@@ -8,8 +8,9 @@
 //!   line number, then waits for the PubAcks.
 //! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
 //!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
-//!   every line to the engine, publishes every record to the records stream, and acks the
-//!   line after the record's PubAck.
+//!   every line to the engine, publishes every record to the records stream (`outbox`: plain
+//!   publishes, their PubAcks matched on a reply subject of the node's), and acks the line
+//!   after the record's PubAck.
 //! - `collect` (`ringcrawl collect`): appends the records stream to a JSON Lines file, one
 //!   line per submitted line.
 //!
@@ -20,6 +21,7 @@ mod collect;
 mod dedup;
 mod lease;
 mod node;
+mod outbox;
 mod submit;
 mod wire;
 
@@ -31,7 +33,7 @@ use async_nats::{Client, ConnectOptions, ServerAddr};
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::ClusterConfig;
-use wire::Subjects;
+use wire::{Subjects, Targets};
 
 pub(crate) use collect::{collect, CollectArgs};
 pub(crate) use node::run;
@@ -173,6 +175,8 @@ fn jetstream(client: Client) -> jetstream::Context {
 struct Streams {
     js: jetstream::Context,
     subjects: Subjects,
+    /// The subjects published to, one per partition and the records'.
+    targets: Targets,
     /// Partitions of the crawl (the URL streams': fixed when they were created).
     partitions: u32,
     /// The URL streams' name prefix: partition `p`'s stream is `PREFIX-p`.
@@ -302,6 +306,7 @@ impl Streams {
         ensure_stream(&js, records_stream_config(cfg, &subjects)).await?;
         Ok(Streams {
             js,
+            targets: Targets::new(&subjects, partitions),
             subjects,
             partitions,
             url_stream: cfg.url_stream.clone(),

@@ -48,6 +48,7 @@ use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::lease::{self, LeaseClock, View};
+use super::outbox::Outbox;
 use super::submit::{list_id_of, publish_stored};
 use super::wire::{self, lease_key, lease_partition};
 use super::{ClusterError, Streams};
@@ -60,6 +61,7 @@ use crate::journal::{Progress, RECORD_CHANNEL_CAPACITY};
 use crate::metrics::ClusterGauges;
 use crate::options::FetchOptions;
 use crate::record::Record;
+use crate::sched::HostMap;
 use crate::spool::{self, JobSink};
 use crate::worker::RecordSender;
 
@@ -94,6 +96,9 @@ pub const DURABLE_FLUSH: Duration = Duration::from_millis(50);
 pub const STOP_FLUSH: Duration = Duration::from_secs(10);
 /// Shortest period of the in-progress acks.
 pub const MIN_PROGRESS_PERIOD: Duration = Duration::from_millis(100);
+/// How often records without their PubAck are looked at (sent again after
+/// [`API_TIMEOUT`](super::API_TIMEOUT), or after their pause when their send failed).
+pub const RESEND_CHECK: Duration = Duration::from_millis(500);
 /// Capacity of the channels into and out of the runtime.
 const CHANNEL: usize = 1024;
 
@@ -189,7 +194,7 @@ type LineKey = (Arc<str>, u64);
 struct Shared {
     node_id: String,
     stopping: AtomicBool,
-    deliveries: Mutex<HashMap<LineKey, Vec<Delivery>>>,
+    deliveries: Mutex<HostMap<LineKey, Vec<Delivery>>>,
     /// What the metrics endpoint reports (the records stored in the records stream are
     /// counted there).
     gauges: Arc<ClusterGauges>,
@@ -281,7 +286,7 @@ impl Node {
         let shared = Arc::new(Shared {
             node_id: s.cluster.node_id.clone().unwrap_or_else(default_node_id),
             stopping: AtomicBool::new(false),
-            deliveries: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(HostMap::default()),
             gauges: Arc::new(ClusterGauges::default()),
             spool_pending: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
@@ -622,36 +627,59 @@ async fn open(
     Ok((streams, leases, nodes, lease_time))
 }
 
-/// Publish each record until stored, then ack its line.
+/// Publish each record until stored (through the [`Outbox`], at most
+/// [`MAX_ACKS_IN_FLIGHT`](super::MAX_ACKS_IN_FLIGHT) at once), then ack its line.
 async fn publish_records(
     mut rx: tokio::sync::mpsc::Receiver<Record>,
     streams: Streams,
     shared: Arc<Shared>,
 ) {
-    let subject = streams.subjects.records();
-    while let Some(rec) = rx.recv().await {
-        let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
-            tracing::error!(url = rec.url, "a record without its list and line; dropped");
-            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-            continue;
-        };
-        let key: LineKey = (Arc::from(src), line);
-        let headers = wire::record_headers(src, line);
-        let mut payload = Vec::with_capacity(512);
-        rec.write_line(&mut payload);
-        payload.pop();
-        let payload = Bytes::from(payload);
-        // Sent here, in completion order; the PubAck is awaited by its own task.
-        let first = streams
-            .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-            .await;
-        let (js, subject, shared) = (streams.js.clone(), subject.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _ = publish_stored(&js, &subject, &headers, &payload, Some(first), None).await;
-            shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-            shared.settle(&key, AckKind::Ack).await;
-        });
+    let client = streams.js.client();
+    let mut out = Outbox::new(client.clone(), streams.targets.records().clone());
+    let mut replies = loop {
+        match client.subscribe(out.replies()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot subscribe to the records' PubAcks; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    };
+    let mut sweep = tokio::time::interval(RESEND_CHECK);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The list id of the last record (records come in runs of one list).
+    let mut last: Option<Arc<str>> = None;
+    let mut open = true;
+    while open || !out.is_empty() {
+        tokio::select! {
+            biased;
+            Some(m) = replies.next() => {
+                if let Some(done) = out.reply(&m) {
+                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                    shared.settle(&(done.list, done.line), AckKind::Ack).await;
+                }
+            }
+            _ = sweep.tick() => out.resend_due(Instant::now()).await,
+            rec = rx.recv(), if open && out.len() < super::MAX_ACKS_IN_FLIGHT => {
+                let Some(rec) = rec else {
+                    open = false;
+                    continue;
+                };
+                let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
+                    tracing::error!(url = rec.url, "a record without its list and line; dropped");
+                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                };
+                let list = match &last {
+                    Some(l) if **l == *src => l.clone(),
+                    _ => last.insert(Arc::from(src)).clone(),
+                };
+                let mut payload = Vec::with_capacity(512);
+                rec.write_line(&mut payload);
+                payload.pop();
+                out.send(list, line, Bytes::from(payload)).await;
+            }
+        }
     }
 }
 
@@ -662,18 +690,20 @@ async fn publish_spool(
     shared: Arc<Shared>,
 ) {
     while let Some(s) = rx.recv().await {
-        let subject = streams
-            .subjects
-            .url(wire::partition(&s.line, streams.partitions));
-        let headers = wire::line_headers(&s.list, &s.line);
+        let subject = streams.targets.url(&s.line).clone();
         let payload = Bytes::copy_from_slice(s.line.raw());
         let first = streams
             .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .publish_with_headers(
+                subject.clone(),
+                wire::line_headers(&s.list, &s.line),
+                payload.clone(),
+            )
             .await;
         let (js, shared) = (streams.js.clone(), shared.clone());
         tokio::spawn(async move {
-            let _ = publish_stored(&js, &subject, &headers, &payload, Some(first), None).await;
+            let headers = || wire::line_headers(&s.list, &s.line);
+            let _ = publish_stored(&js, &subject, headers, &payload, Some(first), None).await;
             *shared
                 .durable
                 .lock()

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::Context;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -52,8 +52,8 @@ pub(crate) struct Queued {
 /// `first` is the outcome of a send already made.
 pub(super) async fn publish_stored(
     js: &Context,
-    subject: &str,
-    headers: &HeaderMap,
+    subject: &Subject,
+    headers: impl Fn() -> HeaderMap,
     payload: &Bytes,
     first: Option<Result<PublishAckFuture, PublishError>>,
     attempts: Option<u32>,
@@ -66,7 +66,7 @@ pub(super) async fn publish_stored(
         let outcome = match sent.take() {
             Some(s) => s,
             None => {
-                js.publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
+                js.publish_with_headers(subject.clone(), headers(), payload.clone())
                     .await
             }
         };
@@ -80,7 +80,7 @@ pub(super) async fn publish_stored(
         if attempts.is_some_and(|max| n >= max) {
             return Err(err);
         }
-        tracing::debug!(subject, error = %err, "publish failed; sending again");
+        tracing::debug!(%subject, error = %err, "publish failed; sending again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_MAX);
     }
@@ -193,21 +193,23 @@ async fn queue_one(streams: &Streams, mut input: Input) -> Result<Queued, Cluste
             crate::intake::ReadError::Io(cause) => read_err(&input.path)(cause),
             other => read_err(&input.path)(io::Error::other(other.to_string())),
         })?;
-        let subject = streams
-            .subjects
-            .url(wire::partition(&line, streams.partitions));
-        let headers = wire::line_headers(&list, &line);
+        let subject = streams.targets.url(&line);
         let payload = Bytes::copy_from_slice(line.raw());
         // Sent here, in order; the PubAck is awaited with the others.
         let first = js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .publish_with_headers(
+                subject.clone(),
+                wire::line_headers(&list, &line),
+                payload.clone(),
+            )
             .await;
         let number = line.number;
+        let list = &list;
         pending.push(async move {
             publish_stored(
                 js,
-                &subject,
-                &headers,
+                subject,
+                || wire::line_headers(list, &line),
                 &payload,
                 Some(first),
                 Some(SUBMIT_ATTEMPTS),

@@ -1,26 +1,34 @@
 //! Sans-IO: what the cluster's messages hold and where they go. A URL line becomes a message
 //! on `PREFIX.urls.<partition>` (partition: a stable hash of the URL's host key, or of the
-//! line's bytes when it is not a URL), with the line's kept raw bytes as payload and its list
-//! id and line number in headers; a record becomes a message on `PREFIX.records` with the
-//! same keys. Both carry `Nats-Msg-Id` = `LIST:LINE`, so JetStream's duplicate window drops a
-//! second copy. Also the list id (a list's name and a digest of its content) and the names
+//! line's bytes when it is not a URL), with the line's kept raw bytes as payload; a record
+//! becomes a message on `PREFIX.records`. Both carry their keys in one header, `Nats-Msg-Id`
+//! = `LIST:LINE` (a list id has no `:`), so JetStream's duplicate window drops a second copy;
+//! messages of earlier versions, with the keys in `Ringcrawl-List` and `Ringcrawl-Line`, are
+//! read too. Also the list id (a list's name and a digest of its content) and the names
 //! of lease keys. No sockets, no clocks: unit-tested without a server.
 
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
+use async_nats::{HeaderMap, Subject};
 
 use crate::intake::{host_key, parse_url, InputLine};
 
-/// The list a message's line belongs to (its list id).
+/// The list a message's line belongs to (its list id): written by earlier versions, read
+/// when present.
 pub const HDR_LIST: &str = "Ringcrawl-List";
-/// The line's 1-based number in its list.
+/// The line's 1-based number in its list (as [`HDR_LIST`]).
 pub const HDR_LINE: &str = "Ringcrawl-Line";
 /// The whole trimmed length of a line cut to the kept bytes (only on such lines).
 pub const HDR_LEN: &str = "Ringcrawl-Len";
-/// JetStream's de-duplication header.
+/// JetStream's de-duplication header, `LIST:LINE`: the keys of a line and of its record.
 pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
+/// The header names as the client's values (a `&str` name is parsed again at every use).
+const NAME_LIST: HeaderName = HeaderName::from_static(HDR_LIST);
+const NAME_LINE: HeaderName = HeaderName::from_static(HDR_LINE);
+const NAME_LEN: HeaderName = HeaderName::from_static(HDR_LEN);
+const NAME_MSG_ID: HeaderName = HeaderName::from_static(HDR_MSG_ID);
 /// Bytes of a list's file name kept in its id.
 pub const MAX_LIST_NAME: usize = 64;
 /// Hex digits of the content digest in a list id (64 bits).
@@ -63,6 +71,34 @@ impl Subjects {
     }
 }
 
+/// The subjects messages are published to, built once (a message's subject is then a
+/// reference count, not a formatted string).
+#[derive(Clone, Debug)]
+pub struct Targets {
+    urls: Arc<[Subject]>,
+    records: Subject,
+}
+
+impl Targets {
+    pub fn new(subjects: &Subjects, partitions: u32) -> Targets {
+        Targets {
+            urls: (0..partitions.max(1))
+                .map(|p| Subject::from(subjects.url(p)))
+                .collect(),
+            records: Subject::from(subjects.records()),
+        }
+    }
+
+    /// The subject of a line's partition.
+    pub fn url(&self, line: &InputLine) -> &Subject {
+        &self.urls[partition(line, self.urls.len() as u32) as usize]
+    }
+
+    pub fn records(&self) -> &Subject {
+        &self.records
+    }
+}
+
 /// The lease key of a partition in the lease bucket.
 pub fn lease_key(partition: u32) -> String {
     format!("p{partition}")
@@ -96,7 +132,13 @@ pub fn partition(line: &InputLine, partitions: u32) -> u32 {
 
 /// `LIST:LINE`, the message id of a line and of its record.
 pub fn msg_id(list: &str, line: u64) -> String {
-    format!("{list}:{line}")
+    let mut buf = itoa::Buffer::new();
+    let n = buf.format(line);
+    let mut id = String::with_capacity(list.len() + 1 + n.len());
+    id.push_str(list);
+    id.push(':');
+    id.push_str(n);
+    id
 }
 
 /// The list id: the list's name (sanitized, at most [`MAX_LIST_NAME`] bytes) and the first
@@ -140,44 +182,55 @@ pub fn digest_of(mut r: impl Read) -> io::Result<ring::digest::Digest> {
     }
 }
 
-/// The headers of a URL line's message.
+/// The headers of a URL line's message: its keys (one header: every header costs the client
+/// and the server work on every message), and the whole length of a cut line.
 pub fn line_headers(list: &str, line: &InputLine) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(HDR_MSG_ID, msg_id(list, line.number));
-    h.insert(HDR_LIST, list);
-    h.insert(HDR_LINE, line.number.to_string());
+    let mut h = record_headers(list, line.number);
     if line.len > line.raw().len() {
-        h.insert(HDR_LEN, line.len.to_string());
+        h.insert(NAME_LEN, itoa::Buffer::new().format(line.len));
     }
     h
 }
 
-/// The headers of a record's message.
+/// The headers of a record's message: its keys.
 pub fn record_headers(list: &str, line: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(HDR_MSG_ID, msg_id(list, line));
-    h.insert(HDR_LIST, list);
-    h.insert(HDR_LINE, line.to_string());
+    h.insert(NAME_MSG_ID, msg_id(list, line));
     h
 }
 
-fn header<'a>(h: Option<&'a HeaderMap>, name: &'static str) -> Option<&'a str> {
-    h.and_then(|h| h.get(name)).map(|v| v.as_str())
+fn header<'a>(h: Option<&'a HeaderMap>, name: &HeaderName) -> Option<&'a str> {
+    h.and_then(|h| h.get(name.clone())).map(|v| v.as_str())
 }
 
-fn number(h: Option<&HeaderMap>, name: &'static str) -> Result<Option<u64>, WireError> {
+fn number(
+    h: Option<&HeaderMap>,
+    name: &HeaderName,
+    what: &'static str,
+) -> Result<Option<u64>, WireError> {
     header(h, name)
-        .map(|v| v.parse().map_err(|_| WireError::Bad(name, v.to_string())))
+        .map(|v| v.parse().map_err(|_| WireError::Bad(what, v.to_string())))
         .transpose()
 }
 
-/// The `(list, line)` keys of a message.
+/// The `(list, line)` keys of a message: from its `Nats-Msg-Id`, or from `Ringcrawl-List` and
+/// `Ringcrawl-Line` when it has them (a message of an earlier version).
 pub fn keys(h: Option<&HeaderMap>) -> Result<(&str, u64), WireError> {
-    let list = header(h, HDR_LIST).ok_or(WireError::Missing(HDR_LIST))?;
+    if header(h, &NAME_LIST).is_none() {
+        let id = header(h, &NAME_MSG_ID).ok_or(WireError::Missing(HDR_MSG_ID))?;
+        let bad = || WireError::Bad(HDR_MSG_ID, id.to_string());
+        let (list, line) = id.rsplit_once(':').ok_or_else(bad)?;
+        let line: u64 = line.parse().map_err(|_| bad())?;
+        if list.is_empty() {
+            return Err(bad());
+        }
+        return Ok((list, line));
+    }
+    let list = header(h, &NAME_LIST).ok_or(WireError::Missing(HDR_LIST))?;
     if list.is_empty() {
         return Err(WireError::Bad(HDR_LIST, String::new()));
     }
-    let line = number(h, HDR_LINE)?.ok_or(WireError::Missing(HDR_LINE))?;
+    let line = number(h, &NAME_LINE, HDR_LINE)?.ok_or(WireError::Missing(HDR_LINE))?;
     Ok((list, line))
 }
 
@@ -187,7 +240,7 @@ pub fn decode_line(
     payload: &[u8],
 ) -> Result<(Arc<str>, InputLine), WireError> {
     let (list, line_number) = keys(h)?;
-    let len = number(h, HDR_LEN)?.map(|n| n as usize);
+    let len = number(h, &NAME_LEN, HDR_LEN)?.map(|n| n as usize);
     let line = InputLine::from_raw(payload, line_number, len).ok_or(WireError::Blank)?;
     Ok((Arc::from(list), line))
 }
@@ -240,10 +293,10 @@ mod tests {
             assert_eq!(&*list, "l@00");
             assert_eq!(back, line);
             assert_eq!(
-                h.get(HDR_MSG_ID).unwrap().as_str(),
+                h.get(NAME_MSG_ID).unwrap().as_str(),
                 format!("l@00:{}", line.number)
             );
-            assert_eq!(h.get(HDR_LEN).is_some(), line.len > 20_000 - 1);
+            assert_eq!(h.get(NAME_LEN).is_some(), line.len > 20_000 - 1);
         }
     }
 
@@ -251,8 +304,19 @@ mod tests {
     fn foreign_messages_are_refused() {
         assert_eq!(
             decode_line(None, b"http://a/").unwrap_err(),
-            WireError::Missing(HDR_LIST)
+            WireError::Missing(HDR_MSG_ID)
         );
+        for bad in ["x", "l:", ":3", "l:x", "l:-1"] {
+            let mut h = HeaderMap::new();
+            h.insert(NAME_MSG_ID, bad);
+            assert!(
+                matches!(
+                    decode_line(Some(&h), b"a"),
+                    Err(WireError::Bad(HDR_MSG_ID, _))
+                ),
+                "{bad:?}"
+            );
+        }
         let mut h = HeaderMap::new();
         h.insert(HDR_LIST, "l");
         h.insert(HDR_LINE, "x");
@@ -263,6 +327,20 @@ mod tests {
         h.insert(HDR_LINE, "3");
         assert_eq!(decode_line(Some(&h), b"  ").unwrap_err(), WireError::Blank);
         assert_eq!(keys(Some(&record_headers("l", 9))).unwrap(), ("l", 9));
+    }
+
+    #[test]
+    fn one_header_carries_the_keys_and_earlier_messages_are_read() {
+        let h = record_headers("urls.txt@00ff", 12);
+        assert_eq!(h.len(), 1);
+        assert_eq!(keys(Some(&h)).unwrap(), ("urls.txt@00ff", 12));
+        // An earlier version's message: the keys in headers of their own.
+        let mut old = HeaderMap::new();
+        old.insert(NAME_MSG_ID, "urls.txt@00ff:7");
+        old.insert(HDR_LIST, "urls.txt@00ff");
+        old.insert(HDR_LINE, "7");
+        let (list, line) = decode_line(Some(&old), b"http://a/").unwrap();
+        assert_eq!((&*list, line.number), ("urls.txt@00ff", 7));
     }
 
     #[test]
