@@ -42,10 +42,6 @@ use crate::spill::Spill;
 pub const HOST_QUEUE_SHARE: usize = 8;
 /// Jobs one host may always hold in memory.
 pub const MIN_HOST_QUEUE: usize = 64;
-/// A worker whose queue is full takes jobs from its channel again only once the queue is
-/// this fraction of its bound below it, and then up to the bound in one go: intake, blocked
-/// on the full channel, wakes once per batch instead of once per finished job.
-pub const REFILL_SHARE: usize = 8;
 
 /// How often a worker closes parked keep-alive connections that got too old.
 pub const IDLE_SWEEP: Duration = Duration::from_secs(5);
@@ -251,18 +247,11 @@ async fn worker_loop(
         if !open && idle && retrying == 0 && w.spill.borrow().total() == 0 {
             break;
         }
-        let held = queued + retrying;
-        let take = open && held < max_queued - max_queued / REFILL_SHARE;
+        let take = open && queued + retrying < max_queued;
         let wake = wake.into_iter().chain(retry_due).min();
         tokio::select! {
             item = rx.recv(), if take => match item {
-                Some(item) => {
-                    w.enqueue(item);
-                    for _ in held + 1..max_queued {
-                        let Ok(item) = rx.try_recv() else { break };
-                        w.enqueue(item);
-                    }
-                }
+                Some(item) => w.enqueue(item),
                 None => open = false,
             },
             _ = done_rx.recv() => {}
