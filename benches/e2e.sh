@@ -544,6 +544,21 @@ EOF
         echo "    requests/s: ringcrawl $a, wrk -t2 $b, ratio ringcrawl/wrk $(python3 -c "print(f'{$a/max($b,1):.2f}')"); wrk -t1 $c ($(python3 -c "print(f'{$a/max($c,1):.2f}')"))"
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("    ringcrawl latency_ms", d.get("latency_ms"), "status", d.get("status"), "errors", d.get("errors"))' "$W/load.ringcrawl.out" 2>/dev/null || sed 's/^/    /' "$W/load.ringcrawl.err"
         grep -E "Latency|Socket errors|Non-2xx" "$W/load.wrk.out" | sed 's/^/    wrk /' || true
+        # Client CPU per request: what decides the rate when the server shares the cores,
+        # and steadier than the rate on a shared machine.
+        python3 - "$W/results.tsv" "$W/load.ringcrawl.out" "$W/load.wrk.out" <<'EOF2'
+import json, re, sys
+rows = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(sys.argv[1])}
+try:
+    rc = json.load(open(sys.argv[2]))["requests"]
+except Exception:
+    rc = 0
+m = re.search(r"(\d+) requests in", open(sys.argv[3]).read())
+wrk = int(m.group(1)) if m else 0
+def us(name, n):
+    return f"{float(rows[name][2]) * 1e6 / n:.1f}" if n else "-"
+print(f"    client CPU per request: ringcrawl {us('load.ringcrawl', rc)} us, wrk -t2 {us('load.wrk', wrk)} us")
+EOF2
     }
 
     echo "ringcrawl e2e bench $(date -u +%FT%TZ) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -35,6 +35,8 @@ pub const QUEUED_PER_SLOT: usize = 2;
 pub const MIN_QUEUED_TOTAL: usize = 16 * 1024;
 /// Capacity of each intake-to-worker channel.
 pub const JOB_CHANNEL_CAP: usize = 1024;
+/// Intake blocked on a full channel goes on once the worker has taken this many jobs.
+pub const INTAKE_BATCH: usize = JOB_CHANNEL_CAP / 8;
 /// Jobs one of `workers` schedulers holds at most, for a connection budget of `budget`.
 /// (A fixed number per worker would grow with the core count, not with the work.)
 pub fn queue_bound(budget: usize, workers: usize) -> usize {
@@ -50,8 +52,8 @@ pub const RESERVED_FDS: u64 = 256;
 pub const FAILURE_GRACE: Duration = Duration::from_secs(5);
 /// How often `finish` and `drain` look at the worker threads.
 const FINISH_POLL: Duration = Duration::from_millis(10);
-/// A submit waiting for room in a full queue ([`Engine::submit_line_until`]) tries again
-/// after this, doubling up to [`SUBMIT_POLL_MAX`]: the queue holds far more than the workers
+/// A submit waiting for room in a full queue ([`Engine::submit_line`],
+/// [`Engine::submit_line_until`]) looks again after this, doubling up to [`SUBMIT_POLL_MAX`]: the queue holds far more than the workers
 /// take in that time, so they never wait for intake.
 pub const SUBMIT_POLL_MIN: Duration = Duration::from_micros(500);
 /// See [`SUBMIT_POLL_MIN`]; also the longest a waiting submit takes to see a stop.
@@ -276,15 +278,7 @@ impl Engine {
                 hash_host_key(&url, &mut h);
                 let worker = (h.finish() % self.senders.len() as u64) as usize;
                 let tx = &self.senders[worker];
-                let item = WorkItem { job, url };
-                match stop {
-                    None => tx.blocking_send(item).map_err(|_| Stopped),
-                    Some(stop) => send_until(item, stop, |item| match tx.try_send(item) {
-                        Ok(()) => Ok(None),
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => Ok(Some(item)),
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
-                    }),
-                }
+                send_job(tx, WorkItem { job, url }, stop)
             }
             Err(message) => {
                 let rec =
@@ -369,6 +363,34 @@ impl Engine {
     }
 }
 
+/// Queue `item` for its worker. While the worker's channel is full, wait (polling from
+/// [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`]) until it has room for
+/// [`INTAKE_BATCH`] jobs, not one: a worker that takes a job per finished one would otherwise
+/// wake intake for every job. [`Stopped`] once `stop` (when given) is set or the worker is
+/// gone.
+fn send_job(
+    tx: &tokio::sync::mpsc::Sender<WorkItem>,
+    mut item: WorkItem,
+    stop: Option<&AtomicBool>,
+) -> Result<(), Stopped> {
+    use tokio::sync::mpsc::error::TrySendError;
+    loop {
+        item = match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(Stopped),
+            Err(TrySendError::Full(item)) => item,
+        };
+        let mut wait = SUBMIT_POLL_MIN;
+        while tx.capacity() < INTAKE_BATCH {
+            if stop.is_some_and(|s| s.load(Ordering::Acquire)) || tx.is_closed() {
+                return Err(Stopped);
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(SUBMIT_POLL_MAX);
+        }
+    }
+}
+
 /// Offer `item` with `try_send` (which hands it back while the queue is full) until it is
 /// taken, waiting [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`] between tries;
 /// [`Stopped`] once `stop` is set or the queue is gone.
@@ -438,6 +460,64 @@ fn raise_nofile_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(i: usize) -> WorkItem {
+        let text = format!("http://a.test/{i}");
+        let url = url::Url::parse(&text).expect("a URL");
+        WorkItem {
+            job: Job::new(text, None, None),
+            url,
+        }
+    }
+
+    /// Intake waiting on a full channel goes on only once a batch is free, and in order;
+    /// a stop ends the wait.
+    #[test]
+    fn a_full_channel_takes_the_next_job_once_a_batch_is_free() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(JOB_CHANNEL_CAP);
+        for i in 0..JOB_CHANNEL_CAP {
+            send_job(&tx, item(i), None).expect("room");
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let (tx, done) = (tx.clone(), done.clone());
+            std::thread::spawn(move || {
+                let sent = send_job(&tx, item(JOB_CHANNEL_CAP), None);
+                done.store(true, Ordering::Release);
+                sent
+            })
+        };
+        // The sender finds the channel full (a sender that finds room goes on at once).
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..INTAKE_BATCH - 1 {
+            rx.try_recv().expect("a job");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !done.load(Ordering::Acquire),
+            "went on before a batch was free: capacity {}",
+            tx.capacity()
+        );
+        rx.try_recv().expect("a job");
+        assert!(sender.join().expect("no panic").is_ok());
+        let mut last = None;
+        while let Ok(w) = rx.try_recv() {
+            last = Some(w.job.url.clone());
+        }
+        assert_eq!(last.as_deref(), Some("http://a.test/1024"));
+
+        for i in 0..JOB_CHANNEL_CAP {
+            send_job(&tx, item(i), None).expect("room");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let waiting = {
+            let (tx, stop) = (tx.clone(), stop.clone());
+            std::thread::spawn(move || send_job(&tx, item(0), Some(&stop)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, Ordering::Release);
+        assert!(waiting.join().expect("no panic").is_err());
+    }
 
     #[test]
     fn queues_are_bounded_by_the_budget_not_the_list() {
