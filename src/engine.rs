@@ -53,8 +53,8 @@ pub const FAILURE_GRACE: Duration = Duration::from_secs(5);
 /// How often `finish` and `drain` look at the worker threads.
 const FINISH_POLL: Duration = Duration::from_millis(10);
 /// A submit waiting for room in a full queue ([`Engine::submit_line`],
-/// [`Engine::submit_line_until`]) looks again after this, doubling up to [`SUBMIT_POLL_MAX`]: the queue holds far more than the workers
-/// take in that time, so they never wait for intake.
+/// [`Engine::submit_line_until`]) looks again after this, doubling up to [`SUBMIT_POLL_MAX`]:
+/// the queue holds far more than the workers take in that time, so they never wait for intake.
 pub const SUBMIT_POLL_MIN: Duration = Duration::from_micros(500);
 /// See [`SUBMIT_POLL_MIN`]; also the longest a waiting submit takes to see a stop.
 pub const SUBMIT_POLL_MAX: Duration = Duration::from_millis(5);
@@ -286,11 +286,16 @@ impl Engine {
                 self.stats.intake.count(&rec);
                 match stop {
                     None => self.records.send(rec).map_err(|_| Stopped),
-                    Some(stop) => send_until(rec, stop, |rec| match self.records.try_send(rec) {
-                        Ok(()) => Ok(None),
-                        Err(std::sync::mpsc::TrySendError::Full(rec)) => Ok(Some(rec)),
-                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Stopped),
-                    }),
+                    Some(stop) => send_until(
+                        rec,
+                        stop,
+                        |rec| match self.records.try_send(rec) {
+                            Ok(()) => Ok(None),
+                            Err(std::sync::mpsc::TrySendError::Full(rec)) => Ok(Some(rec)),
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Stopped),
+                        },
+                        || true,
+                    ),
                 }
             }
         };
@@ -363,41 +368,37 @@ impl Engine {
     }
 }
 
-/// Queue `item` for its worker. While the worker's channel is full, wait (polling from
-/// [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`]) until it has room for
-/// [`INTAKE_BATCH`] jobs, not one: a worker that takes a job per finished one would otherwise
-/// wake intake for every job. [`Stopped`] once `stop` (when given) is set or the worker is
-/// gone.
+/// Queue `item` for its worker. While the worker's channel is full, wait until it has room
+/// for [`INTAKE_BATCH`] jobs, not one: a worker that takes a job per finished one would
+/// otherwise wake intake for every job. [`Stopped`] once `stop` (when given) is set or the
+/// worker is gone.
 fn send_job(
     tx: &tokio::sync::mpsc::Sender<WorkItem>,
-    mut item: WorkItem,
+    item: WorkItem,
     stop: Option<&AtomicBool>,
 ) -> Result<(), Stopped> {
     use tokio::sync::mpsc::error::TrySendError;
-    loop {
-        item = match tx.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(Stopped),
-            Err(TrySendError::Full(item)) => item,
-        };
-        let mut wait = SUBMIT_POLL_MIN;
-        while tx.capacity() < INTAKE_BATCH {
-            if stop.is_some_and(|s| s.load(Ordering::Acquire)) || tx.is_closed() {
-                return Err(Stopped);
-            }
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(SUBMIT_POLL_MAX);
-        }
-    }
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    send_until(
+        item,
+        stop.unwrap_or(&NEVER),
+        |item| match tx.try_send(item) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(item)) => Ok(Some(item)),
+            Err(TrySendError::Closed(_)) => Err(Stopped),
+        },
+        || tx.capacity() >= INTAKE_BATCH || tx.is_closed(),
+    )
 }
 
 /// Offer `item` with `try_send` (which hands it back while the queue is full) until it is
-/// taken, waiting [`SUBMIT_POLL_MIN`] doubling to [`SUBMIT_POLL_MAX`] between tries;
-/// [`Stopped`] once `stop` is set or the queue is gone.
+/// taken; after a refusal, try again once `room` says so, looking every [`SUBMIT_POLL_MIN`]
+/// doubling to [`SUBMIT_POLL_MAX`]. [`Stopped`] once `stop` is set or the queue is gone.
 pub(crate) fn send_until<T>(
     mut item: T,
     stop: &AtomicBool,
     mut try_send: impl FnMut(T) -> Result<Option<T>, Stopped>,
+    room: impl Fn() -> bool,
 ) -> Result<(), Stopped> {
     let mut wait = SUBMIT_POLL_MIN;
     loop {
@@ -405,11 +406,16 @@ pub(crate) fn send_until<T>(
             None => return Ok(()),
             Some(back) => item = back,
         }
-        if stop.load(Ordering::Acquire) {
-            return Err(Stopped);
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return Err(Stopped);
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(SUBMIT_POLL_MAX);
+            if room() {
+                break;
+            }
         }
-        std::thread::sleep(wait);
-        wait = (wait * 2).min(SUBMIT_POLL_MAX);
     }
 }
 
@@ -533,20 +539,30 @@ mod tests {
     fn a_submit_waiting_on_a_full_queue_gives_up_on_stop() {
         let stop = AtomicBool::new(false);
         let mut tries = 0;
-        let r = send_until(7, &stop, |item| {
-            tries += 1;
-            if tries == 3 {
-                stop.store(true, Ordering::Release);
-            }
-            Ok(Some(item))
-        });
+        let r = send_until(
+            7,
+            &stop,
+            |item| {
+                tries += 1;
+                if tries == 3 {
+                    stop.store(true, Ordering::Release);
+                }
+                Ok(Some(item))
+            },
+            || true,
+        );
         assert!(r.is_err());
         assert_eq!(tries, 3);
         let mut tries = 0;
-        let r = send_until(7, &AtomicBool::new(false), |item| {
-            tries += 1;
-            Ok((tries < 4).then_some(item))
-        });
+        let r = send_until(
+            7,
+            &AtomicBool::new(false),
+            |item| {
+                tries += 1;
+                Ok((tries < 4).then_some(item))
+            },
+            || true,
+        );
         assert!(r.is_ok() && tries == 4);
     }
 

@@ -398,11 +398,16 @@ impl JobSink for Node {
         };
         let sent = match stop {
             None => self.spool.blocking_send(item).map_err(|_| Stopped),
-            Some(stop) => send_until(item, stop, |item| match self.spool.try_send(item) {
-                Ok(()) => Ok(None),
-                Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => Ok(Some(item)),
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
-            }),
+            Some(stop) => send_until(
+                item,
+                stop,
+                |item| match self.spool.try_send(item) {
+                    Ok(()) => Ok(None),
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => Ok(Some(item)),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(Stopped),
+                },
+                || true,
+            ),
         };
         sent.inspect_err(|_| {
             self.shared.spool_pending.fetch_sub(1, Ordering::AcqRel);

@@ -216,7 +216,7 @@ fn number(
 /// The `(list, line)` keys of a message: from its `Nats-Msg-Id`, or from `Ringcrawl-List` and
 /// `Ringcrawl-Line` when it has them (a message of an earlier version).
 pub fn keys(h: Option<&HeaderMap>) -> Result<(&str, u64), WireError> {
-    if header(h, &NAME_LIST).is_none() {
+    let Some(list) = header(h, &NAME_LIST) else {
         let id = header(h, &NAME_MSG_ID).ok_or(WireError::Missing(HDR_MSG_ID))?;
         let bad = || WireError::Bad(HDR_MSG_ID, id.to_string());
         let (list, line) = id.rsplit_once(':').ok_or_else(bad)?;
@@ -225,8 +225,7 @@ pub fn keys(h: Option<&HeaderMap>) -> Result<(&str, u64), WireError> {
             return Err(bad());
         }
         return Ok((list, line));
-    }
-    let list = header(h, &NAME_LIST).ok_or(WireError::Missing(HDR_LIST))?;
+    };
     if list.is_empty() {
         return Err(WireError::Bad(HDR_LIST, String::new()));
     }

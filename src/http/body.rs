@@ -634,6 +634,10 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::decode::OUT_CHUNK;
+    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+    use flate2::{Compression, Crc};
+    use std::io::Write;
 
     /// `head_end` finds the same end as a byte-by-byte search, from every start.
     #[test]
@@ -664,10 +668,6 @@ mod tests {
             }
         }
     }
-    use crate::http::decode::OUT_CHUNK;
-    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
-    use flate2::{Compression, Crc};
-    use std::io::Write;
 
     const BIG: u64 = 1 << 30;
 

@@ -151,11 +151,9 @@ impl TcpConn {
     /// response holds no read buffer (10,000 of them would hold 40 MB). The wait uses
     /// tokio's epoll, which the runtime polls anyway; the bytes, known to be there, are then
     /// read with a plain non-blocking `recv` (an io_uring read would cost another trip
-    /// through the ring and the runtime for data that is already waiting). Readiness is
-    /// edge-triggered, so it is only forgotten when the read came back short of the buffer
-    /// (the socket was drained) or found nothing, and no newer edge came meanwhile (tokio's
-    /// readiness ticks see to that). A socket that cannot be registered is read the plain
-    /// way.
+    /// through the ring and the runtime for data that is already waiting; see [`recv_ready`]
+    /// for when readiness is forgotten). A socket that cannot be registered is read the
+    /// plain way.
     pub async fn read_ready(
         &mut self,
         take: impl FnOnce() -> Vec<u8>,
@@ -168,14 +166,9 @@ impl TcpConn {
         let Some(afd) = self.ready.as_ref() else {
             return self.read(take(), deadline).await;
         };
-        let fd = afd.get_ref().0;
         let mut take = Some(take);
         let mut buf = Vec::new();
-        loop {
-            let guard = match wait_readable(afd, deadline).await {
-                Ok(guard) => guard,
-                Err(e) => return (Err(e), buf),
-            };
+        let got = recv_ready(afd, self.peer, deadline, |fd| {
             if let Some(take) = take.take() {
                 buf = take();
                 buf.clear();
@@ -185,32 +178,18 @@ impl TcpConn {
             }
             let cap = buf.capacity();
             // SAFETY: recv(2) on our open socket into `buf`'s spare capacity, valid for
-            // writes of `cap` bytes for the duration of the call; `set_len` below covers
-            // only the bytes the kernel wrote.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), cap, libc::MSG_DONTWAIT) };
-            match usize::try_from(n) {
-                Ok(n) => {
-                    // SAFETY: the kernel initialised the first `n <= cap` bytes.
-                    unsafe { buf.set_len(n) };
-                    if let (Some(mut guard), true) = (guard, n < cap) {
-                        guard.clear_ready();
-                    }
-                    return (Ok(n), buf);
-                }
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    match err.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            if let Some(mut guard) = guard {
-                                guard.clear_ready();
-                            }
-                        }
-                        io::ErrorKind::Interrupted => {}
-                        _ => return (Err(classify_io(&err, self.peer, Phase::Transfer)), buf),
-                    }
-                }
+            // writes of `cap` bytes for the duration of the call.
+            let got = os_result(unsafe {
+                libc::recv(fd, buf.as_mut_ptr().cast(), cap, libc::MSG_DONTWAIT)
+            });
+            if let Ok(n) = got {
+                // SAFETY: the kernel initialised the first `n <= cap` bytes.
+                unsafe { buf.set_len(n) };
             }
-        }
+            (got, cap)
+        })
+        .await;
+        (got, buf)
     }
 
     /// Wait until the socket has something to read, read it with a plain non-blocking
@@ -234,42 +213,26 @@ impl TcpConn {
             let (res, buf) = Box::pin(self.read(Vec::new(), deadline)).await;
             return Ok((res? > 0).then(|| f(&buf)));
         };
-        let fd = afd.get_ref().0;
-        loop {
-            let guard = wait_readable(afd, deadline).await?;
-            let got = SCRATCH.with_borrow_mut(|scratch| {
+        let n = recv_ready(afd, self.peer, deadline, |fd| {
+            SCRATCH.with_borrow_mut(|scratch| {
                 if scratch.len() < READ_BUF_SIZE {
                     scratch.resize(READ_BUF_SIZE, 0);
                 }
                 // SAFETY: recv(2) on our open socket into `scratch`, which is valid for
                 // writes of its whole length for the duration of the call.
-                let n = unsafe {
+                let got = os_result(unsafe {
                     libc::recv(
                         fd,
                         scratch.as_mut_ptr().cast(),
                         scratch.len(),
                         libc::MSG_DONTWAIT,
                     )
-                };
-                usize::try_from(n).map_err(|_| io::Error::last_os_error())
-            });
-            match got {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    if let (Some(mut guard), true) = (guard, n < READ_BUF_SIZE) {
-                        guard.clear_ready();
-                    }
-                    return Ok(Some(SCRATCH.with_borrow(|scratch| f(&scratch[..n]))));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(mut guard) = guard {
-                        guard.clear_ready();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(classify_io(&e, self.peer, Phase::Transfer)),
-            }
-        }
+                });
+                (got, scratch.len())
+            })
+        })
+        .await?;
+        Ok((n > 0).then(|| SCRATCH.with_borrow(|scratch| f(&scratch[..n]))))
     }
 
     /// Register the socket in tokio's epoll for read readiness unless connect already did
@@ -303,38 +266,22 @@ impl TcpConn {
         }
         self.register_readiness();
         let afd = self.ready.as_ref()?;
-        let fd = afd.get_ref().0;
-        loop {
-            let guard = match wait_readable(afd, deadline).await {
-                Ok(guard) => guard,
-                Err(e) => return Some(Err(e)),
-            };
-            // SAFETY: recv(2) on our open socket with a null buffer: with MSG_TRUNC the
-            // kernel discards up to `max` bytes and writes nothing to user memory.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    std::ptr::null_mut(),
-                    max,
-                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 0 {
-                let n = n as usize;
-                if let (Some(mut guard), true) = (guard, n < max) {
-                    guard.clear_ready();
-                }
-                return Some(Ok(n));
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                if let Some(mut guard) = guard {
-                    guard.clear_ready();
-                }
-                continue;
-            }
-            return Some(Err(classify_io(&err, self.peer, Phase::Transfer)));
-        }
+        Some(
+            recv_ready(afd, self.peer, deadline, |fd| {
+                // SAFETY: recv(2) on our open socket with a null buffer: with MSG_TRUNC the
+                // kernel discards up to `max` bytes and writes nothing to user memory.
+                let got = os_result(unsafe {
+                    libc::recv(
+                        fd,
+                        std::ptr::null_mut(),
+                        max,
+                        libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                    )
+                });
+                (got, max)
+            })
+            .await,
+        )
     }
 
     /// Write all of `buf`; returns it (cleared) for reuse.
@@ -359,7 +306,7 @@ impl TcpConn {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
-        match usize::try_from(sent) {
+        match os_result(sent) {
             Ok(n) if n == buf.len() => {
                 buf.clear();
                 return (Ok(()), buf);
@@ -367,15 +314,14 @@ impl TcpConn {
             Ok(n) => {
                 buf.drain(..n);
             }
-            Err(_) => {
-                let err = io::Error::last_os_error();
-                if !matches!(
-                    err.kind(),
+            Err(e)
+                if matches!(
+                    e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) {
-                    buf.clear();
-                    return (Err(classify_io(&err, self.peer, Phase::Transfer)), buf);
-                }
+                ) => {}
+            Err(e) => {
+                buf.clear();
+                return (Err(classify_io(&e, self.peer, Phase::Transfer)), buf);
             }
         }
         let start = Instant::now();
@@ -514,6 +460,45 @@ async fn wait_readable(
             deadline.saturating_duration_since(start),
         ))),
     }
+}
+
+/// Wait until the socket of `afd` is readable, then make one non-blocking `recv` through
+/// `recv` (given the fd: recv(2)'s outcome, and how many bytes it offered). Stale readiness
+/// (`EAGAIN`) is forgotten and waited for again, as is an interrupted call; readiness is also
+/// forgotten when the recv came back with bytes but short of what it offered (the socket was
+/// drained). EOF (`Ok(0)`) keeps it: a socket at its end stays readable.
+/// Readiness is edge-triggered: tokio's ticks keep a newer edge from being cleared.
+async fn recv_ready(
+    afd: &tokio::io::unix::AsyncFd<FdRef>,
+    peer: SocketAddr,
+    deadline: Instant,
+    mut recv: impl FnMut(RawFd) -> (io::Result<usize>, usize),
+) -> Result<usize, NetError> {
+    let fd = afd.get_ref().0;
+    loop {
+        let guard = wait_readable(afd, deadline).await?;
+        let (got, offered) = recv(fd);
+        match got {
+            Ok(n) => {
+                if let (Some(mut guard), true) = (guard, n > 0 && n < offered) {
+                    guard.clear_ready();
+                }
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(mut guard) = guard {
+                    guard.clear_ready();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(classify_io(&e, peer, Phase::Transfer)),
+        }
+    }
+}
+
+/// A libc call's `ssize_t` as a byte count, or the OS error it set (read at once).
+fn os_result(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// A socket fd registered for readiness only; the fd is owned (and closed) by the
