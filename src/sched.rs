@@ -5,7 +5,9 @@
 //! A *slot* is one connection's worth of work. A slot started for a host keeps taking that
 //! host's queued jobs ([`Scheduler::continue_slot`]) so its keep-alive connection is reused;
 //! when the host's queue is empty the slot is released and another host may start one
-//! ([`Scheduler::start_next_if`]). With a delay (`--host-delay`, or a robots.txt
+//! ([`Scheduler::start_next_if`]). A host with no slot starts one before any host gets a
+//! second (breadth first, as polite crawlers go): an extra slot costs the host a new
+//! connection, and other hosts wait. With a delay (`--host-delay`, or a robots.txt
 //! Crawl-delay set with [`Scheduler::set_delay`]), every job handed out for a host gets a
 //! start time at least the delay after the previous one's: a host is not started before
 //! its time (it waits in a time-ordered set, and [`Scheduler::next_wake`] tells the worker
@@ -72,8 +74,11 @@ pub(crate) type HostMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Per-host queues with a global budget of concurrent slots.
 pub(crate) struct Scheduler<K, J> {
     hosts: HostMap<K, HostState<J>>,
-    /// Hosts that could start a slot, in arrival order.
+    /// Hosts with no slot that could start one, in arrival order.
     ready: VecDeque<K>,
+    /// Hosts with a slot that could start another, in arrival order: served only when
+    /// `ready` has no host that can start.
+    extra: VecDeque<K>,
     /// Hosts with work whose next start is in the future, by that time.
     waiting: BTreeSet<(Instant, K)>,
     budget: usize,
@@ -91,6 +96,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         Scheduler {
             hosts: HostMap::default(),
             ready: VecDeque::new(),
+            extra: VecDeque::new(),
             waiting: BTreeSet::new(),
             budget: budget.max(1),
             per_host: per_host.max(1),
@@ -109,10 +115,13 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         }
         let host = self.hosts.get_mut(&key).expect("just inserted");
         host.queue.push_back(job);
-        let limit = slots_for(host, self.per_host, self.delay);
-        if !host.in_ready && !host.blocked && host.waiting_since.is_none() && host.active < limit {
+        if !host.in_ready
+            && host.waiting_since.is_none()
+            && wants_slot(host, self.per_host, self.delay)
+        {
             host.in_ready = true;
-            self.ready.push_back(key);
+            let active = host.active;
+            self.list_ready(key, active);
         }
     }
 
@@ -136,35 +145,17 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         if self.active >= self.budget {
             return None;
         }
-        // Drop stale entries from the front until one can start now.
-        while let Some(key) = self.ready.front() {
-            match self.hosts.get_mut(key) {
-                Some(h)
-                    if h.active < slots_for(h, self.per_host, self.delay)
-                        && !h.blocked
-                        && !h.queue.is_empty() =>
-                {
-                    if h.next_start.is_some_and(|t| t > now) {
-                        // Not yet: wait in time order instead.
-                        let key = self.ready.pop_front().expect("front exists");
-                        self.wait(key, now);
-                        continue;
-                    }
-                    break;
-                }
-                Some(h) => {
-                    h.in_ready = false;
-                    self.ready.pop_front();
-                }
-                None => {
-                    self.ready.pop_front();
-                }
-            }
-        }
-        if self.ready.is_empty() || !admit() {
+        let first = self.front_startable(now)?;
+        if !admit() {
             return None;
         }
-        let key = self.ready.pop_front().expect("checked non-empty");
+        let key = if first {
+            &mut self.ready
+        } else {
+            &mut self.extra
+        }
+        .pop_front()
+        .expect("checked startable");
         let (per_host, default_delay) = (self.per_host, self.delay);
         let host = self.hosts.get_mut(&key).expect("checked above");
         host.in_ready = false;
@@ -173,11 +164,56 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         host.active += 1;
         self.active += 1;
         self.queued -= 1;
-        if !host.queue.is_empty() && host.active < slots_for(host, per_host, default_delay) {
+        if wants_slot(host, per_host, default_delay) {
             host.in_ready = true;
-            self.ready.push_back(key.clone());
+            self.extra.push_back(key.clone());
         }
         Some(Handout { key, job, start_at })
+    }
+
+    /// Whether a host can start a slot now: `Some(true)` at the front of `ready`,
+    /// `Some(false)` at the front of `extra` (`ready` has none), `None` for neither. Stale
+    /// entries before it are dropped, and hosts whose start time is ahead go to wait.
+    fn front_startable(&mut self, now: Instant) -> Option<bool> {
+        for first in [true, false] {
+            loop {
+                let queue = if first {
+                    &mut self.ready
+                } else {
+                    &mut self.extra
+                };
+                let Some(key) = queue.front() else {
+                    break;
+                };
+                match self.hosts.get_mut(key) {
+                    Some(h) if wants_slot(h, self.per_host, self.delay) => {
+                        if h.next_start.is_none_or(|t| t <= now) {
+                            return Some(first);
+                        }
+                        // Not yet: wait in time order instead.
+                        let key = queue.pop_front().expect("front exists");
+                        self.wait(key, now);
+                    }
+                    Some(h) => {
+                        h.in_ready = false;
+                        queue.pop_front();
+                    }
+                    None => {
+                        queue.pop_front();
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// List `key` (which has `active` slots) as able to start one: first slots before extra.
+    fn list_ready(&mut self, key: K, active: usize) {
+        if active == 0 {
+            self.ready.push_back(key);
+        } else {
+            self.extra.push_back(key);
+        }
     }
 
     /// The slot for `key` finished a job: its next job on the same host, with its start
@@ -238,13 +274,10 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             return;
         };
         h.blocked = false;
-        if !h.in_ready
-            && h.waiting_since.is_none()
-            && !h.queue.is_empty()
-            && h.active < slots_for(h, per_host, delay)
-        {
+        if !h.in_ready && h.waiting_since.is_none() && wants_slot(h, per_host, delay) {
             h.in_ready = true;
-            self.ready.push_back(key.clone());
+            let active = h.active;
+            self.list_ready(key.clone(), active);
         }
     }
 
@@ -259,6 +292,7 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             h.active > 0
         });
         self.ready.clear();
+        self.extra.clear();
         self.waiting.clear();
         self.queued = 0;
         dropped
@@ -334,16 +368,21 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
                 continue;
             };
             h.waiting_since = None;
-            if !h.in_ready
-                && !h.blocked
-                && !h.queue.is_empty()
-                && h.active < slots_for(h, self.per_host, self.delay)
-            {
+            if !h.in_ready && wants_slot(h, self.per_host, self.delay) {
                 h.in_ready = true;
-                self.ready.push_back(key);
+                let active = h.active;
+                self.list_ready(key, active);
             }
         }
     }
+}
+
+/// Whether `host` could use one more slot: it has jobs queued, is not blocked and is below
+/// its slot limit.
+fn wants_slot<J>(host: &HostState<J>, per_host: usize, default_delay: Duration) -> bool {
+    !host.blocked
+        && !host.queue.is_empty()
+        && host.active < slots_for(host, per_host, default_delay)
 }
 
 /// Slots `host` may have at once: one when it has a delay (a polite crawler keeps one
@@ -584,6 +623,31 @@ mod tests {
         }
         let started = std::iter::from_fn(|| s.start_next_if(now, || true)).count();
         assert_eq!(started, 3);
+    }
+
+    #[test]
+    fn every_waiting_host_gets_a_slot_before_any_host_gets_a_second() {
+        let mut s = Scheduler::new(3, 6, Duration::ZERO);
+        for i in 0..10 {
+            s.push("busy", i);
+        }
+        s.push("b", 100);
+        s.push("c", 200);
+        s.push("d", 300);
+        // "busy" arrived first and has the longest queue, yet its second slot waits until
+        // every host without one has started.
+        assert_eq!(
+            drain_starts(&mut s),
+            vec![("busy", 0), ("b", 100), ("c", 200)]
+        );
+        assert_eq!(s.cont(&"b"), None);
+        assert_eq!(drain_starts(&mut s), vec![("d", 300)]);
+        assert_eq!(s.cont(&"c"), None);
+        assert_eq!(drain_starts(&mut s), vec![("busy", 1)]);
+        // A host that gets a job while it has no slot goes before the extra ones again.
+        s.push("b", 101);
+        assert_eq!(s.cont(&"d"), None);
+        assert_eq!(drain_starts(&mut s), vec![("b", 101)]);
     }
 
     #[test]
