@@ -58,7 +58,9 @@ use super::wire::{self, lease_key, lease_partition};
 use super::{ClusterError, Streams};
 use crate::config::{ClusterConfig, Config};
 use crate::daemon::{self, Backend, DaemonError, Event};
-use crate::engine::{send_until, Engine, EngineError, EngineStats, Stopped, QUEUED_PER_SLOT};
+use crate::engine::{
+    send_until, Engine, EngineError, EngineStats, Stopped, MIN_QUEUED_TOTAL, QUEUED_PER_SLOT,
+};
 use crate::intake::InputLine;
 use crate::job::Summary;
 use crate::journal::{Progress, RECORD_CHANNEL_CAPACITY};
@@ -70,9 +72,10 @@ use crate::worker::RecordSender;
 
 /// Lines in flight on one node (pulled, not yet acked), per connection slot of its budget...
 pub const IN_FLIGHT_PER_SLOT: usize = QUEUED_PER_SLOT + 2;
-/// ...and at least this many.
-pub const MIN_IN_FLIGHT: usize = 4096;
-/// Lines one partition's consumer hands out unacked at most (all nodes together).
+/// ...and at least as many as the engine looks ahead (what the spool daemon gives it from a
+/// long list): with fewer, a host's later lines reach the engine after its connection went.
+pub const MIN_IN_FLIGHT: usize = MIN_QUEUED_TOTAL + 4096;
+/// Messages (chunks) one partition's consumer hands out unacked at most (all nodes together).
 pub const MAX_ACK_PENDING: i64 = 1000;
 /// Lines one pull request asks for.
 pub const PULL_BATCH: usize = 256;
