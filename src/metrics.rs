@@ -405,8 +405,8 @@ fn cluster(enc: &mut DescriptorEncoder, c: &ClusterSnapshot) -> std::fmt::Result
     gauge(
         enc,
         "cluster_lag",
-        "Lines waiting or in flight in the partitions this node holds (the URL stream's \
-         messages not yet acked), as of the last ownership round.",
+        "Messages waiting or in flight in the partitions this node holds (the URL streams' \
+         messages not yet acked: chunks of up to 32 lines), as of the last ownership round.",
         c.lag,
     )?;
     gauge(

@@ -506,3 +506,91 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
     signal(&p, "TERM");
     assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
 }
+
+/// A chunk of lines is acked only once every line in it has its record: a node killed with
+/// `kill -9` while its chunks are half done (their lines finish out of order, each host's a
+/// host delay apart, several hosts at once) acked none of them, so they come back whole to
+/// the node started next, and every line ends with exactly one record (the lines recorded
+/// before the kill are fetched again and dropped as duplicates).
+#[test]
+fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
+    let nats = NatsServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // One partition: the list's lines go in chunks of consecutive lines, each spanning
+    // two or three hosts of 15 URLs.
+    let site = Site::generate(
+        &tmp.path().join("site"),
+        SiteSpec {
+            hosts: 4,
+            pages: 10,
+            blogs: 0,
+        },
+    );
+    let nginx = Nginx::start(&site, None);
+    let dns = Dnsmasq::start(&site.host_names());
+    let expect = site.expect("http", nginx.port);
+    let list_path = tmp.path().join("list.txt");
+    let urls: Vec<&str> = expect.iter().map(|e| e.url.as_str()).collect();
+    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+    let total = urls.len();
+
+    let url = nats.url();
+    let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
+    let path = node.dir.join("ringcrawl.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen(&format!("partitions = {PARTITIONS}"), "partitions = 1", 1)
+        .replacen("per_host = 2", "per_host = 1", 1)
+        .replacen(
+            &format!("host_delay_ms = {HOST_DELAY_MS}"),
+            "host_delay_ms = 300",
+            1,
+        );
+    std::fs::write(&path, text).unwrap();
+    let mut p = node.start();
+    let out = Command::new(ringcrawl_bin())
+        .args(["submit", "--nats", &url])
+        .arg(&list_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = tmp.path().join("records.jsonl");
+    // A few lines of each host done: no chunk is complete (a host's 15 lines take 4.5 s).
+    collect_until(&url, &records, 6, &[&node]);
+    p.0.kill().unwrap(); // SIGKILL
+    p.0.wait().unwrap();
+    let done = lines_in(&records);
+    assert!(
+        done < total / 2,
+        "killed with chunks half done ({done} of {total})"
+    );
+
+    let p2 = node.start();
+    collect_until(&url, &records, total, &[&node]);
+    thread::sleep(Duration::from_millis(500));
+    collect(&url, &records);
+    let text = std::fs::read_to_string(&records).unwrap();
+    let mut by_line: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let n = v["line"].as_u64().expect("line");
+        assert!(by_line.insert(n, v).is_none(), "two records for line {n}");
+    }
+    assert_eq!(
+        by_line.keys().copied().collect::<Vec<u64>>(),
+        (1..=total as u64).collect::<Vec<u64>>(),
+        "one record per line"
+    );
+    for (i, e) in expect.iter().enumerate() {
+        let rec = &by_line[&(i as u64 + 1)];
+        let bad = support::site::mismatches(e, rec, false);
+        assert!(bad.is_empty(), "{}: {bad:?}", e.url);
+    }
+    signal(&p2, "TERM");
+    let mut p2 = p2;
+    assert_eq!(p2.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+}

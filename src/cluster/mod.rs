@@ -5,7 +5,8 @@
 //!
 //! - `submit` (`ringcrawl submit --nats`, and a node's spool intake): every line of a list to
 //!   its partition's URL stream (one stream and subject per partition), with its list id and
-//!   line number, then waits for the PubAcks.
+//!   line number, in chunks of several lines of one partition (`chunk`; the spool intake sends
+//!   one line per message), then waits for the PubAcks.
 //! - `node` (`ringcrawl run` with `[cluster]`): takes its fair share of partitions with
 //!   leases in a key-value bucket, consumes them through one durable pull consumer each, feeds
 //!   every line to the engine, publishes every record to the records stream (`outbox`: plain
@@ -14,11 +15,14 @@
 //! - `collect` (`ringcrawl collect`): appends the records stream to a JSON Lines file, one
 //!   line per submitted line.
 //!
-//! What the messages hold and where they go is sans-IO in `wire`; lease decisions in `lease`;
-//! collect's de-duplication in `dedup`.
+//! What the messages hold and where they go is sans-IO in `wire` and `chunk`; a node's
+//! deliveries until acked in `inflight`; lease decisions in `lease`; collect's
+//! de-duplication in `dedup`.
 
+mod chunk;
 mod collect;
 mod dedup;
+mod inflight;
 mod lease;
 mod node;
 mod outbox;

@@ -17,13 +17,15 @@
 //!   lines in flight are done, at most an ack wait later).
 //! - Consuming: one pull task per held partition on its durable consumer `pN`, one pull
 //!   request at a time (a batch the server holds until it is full or a second passed, each
-//!   line fed as it comes), every message of a pull taken; a node-wide semaphore bounds the lines
-//!   in flight. Each line is tracked with its acker, then fed to the engine. Lines in
-//!   flight longer than a third of the ack wait get an in-progress ack.
-//! - Records: published to `PREFIX.records` with `Nats-Msg-Id` = `LIST:LINE`, retried until
-//!   stored; then every delivery of that line is acked. A line is never acked before its
-//!   record is stored, so a crash anywhere redelivers it (after the ack wait), and the record
-//!   published again is dropped by the stream's duplicate window (and by `collect`).
+//!   message fed as it comes), every message of a pull taken; a node-wide semaphore bounds the
+//!   lines in flight. A message is a chunk of lines (`chunk`); each delivery is tracked with its
+//!   acker (`inflight`), then its lines are fed to the engine. Deliveries in flight longer than
+//!   a third of the ack wait get an in-progress ack.
+//! - Records: gathered by the records thread for a millisecond, published to `PREFIX.records`
+//!   with `Nats-Msg-Id` = `LIST:LINE`, retried until stored; a delivery is acked once every
+//!   line in it has its record stored. A line is never acked before its record is stored, so
+//!   a crash anywhere redelivers it (after the ack wait), and the record published again is
+//!   dropped by the stream's duplicate window (and by `collect`).
 //! - Stop (SIGTERM, through `Backend::drain`): stop pulling (lines of the fetch in progress
 //!   are nak'd with a short delay), let the engine drain, wait for the records to be
 //!   stored, nak the lines left without a record (redelivered at once to the next owner),
@@ -47,6 +49,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::chunk;
+use super::inflight::{InFlight, LineKey};
 use super::lease::{self, LeaseClock, View};
 use super::outbox::Outbox;
 use super::submit::{list_id_of, publish_stored};
@@ -54,22 +58,24 @@ use super::wire::{self, lease_key, lease_partition};
 use super::{ClusterError, Streams};
 use crate::config::{ClusterConfig, Config};
 use crate::daemon::{self, Backend, DaemonError, Event};
-use crate::engine::{send_until, Engine, EngineError, EngineStats, Stopped, QUEUED_PER_SLOT};
+use crate::engine::{
+    send_until, Engine, EngineError, EngineStats, Stopped, MIN_QUEUED_TOTAL, QUEUED_PER_SLOT,
+};
 use crate::intake::InputLine;
 use crate::job::Summary;
 use crate::journal::{Progress, RECORD_CHANNEL_CAPACITY};
 use crate::metrics::ClusterGauges;
 use crate::options::FetchOptions;
 use crate::record::Record;
-use crate::sched::HostMap;
 use crate::spool::{self, JobSink};
 use crate::worker::RecordSender;
 
 /// Lines in flight on one node (pulled, not yet acked), per connection slot of its budget...
 pub const IN_FLIGHT_PER_SLOT: usize = QUEUED_PER_SLOT + 2;
-/// ...and at least this many.
-pub const MIN_IN_FLIGHT: usize = 4096;
-/// Lines one partition's consumer hands out unacked at most (all nodes together).
+/// ...and at least as many as the engine looks ahead (what the spool daemon gives it from a
+/// long list): with fewer, a host's later lines reach the engine after its connection went.
+pub const MIN_IN_FLIGHT: usize = MIN_QUEUED_TOTAL + 4096;
+/// Messages (chunks) one partition's consumer hands out unacked at most (all nodes together).
 pub const MAX_ACK_PENDING: i64 = 1000;
 /// Lines one pull request asks for.
 pub const PULL_BATCH: usize = 256;
@@ -101,6 +107,10 @@ pub const MIN_PROGRESS_PERIOD: Duration = Duration::from_millis(100);
 pub const RESEND_CHECK: Duration = Duration::from_millis(500);
 /// Capacity of the channels into and out of the runtime.
 const CHANNEL: usize = 1024;
+/// The records thread gathers the records that come this long after the first of a batch...
+pub const RECORD_BATCH_WAIT: Duration = Duration::from_millis(1);
+/// ...up to this many.
+pub const RECORD_BATCH: usize = 256;
 
 /// Run the daemon as a cluster node until SIGTERM/SIGINT (exit 0 after a clean drain).
 pub(crate) fn run(cfg: Config) -> Result<(), DaemonError> {
@@ -178,23 +188,19 @@ enum Phase {
     Release,
 }
 
-/// One delivery of a line, until its record is stored (or it is nak'd).
+/// One delivery of a URL message (a chunk of lines, or one line), until every line of it has
+/// its record stored (or it is nak'd).
 struct Delivery {
     acker: Arc<Acker>,
-    partition: u32,
-    /// When it was delivered or last marked in progress.
-    touched: Instant,
-    /// Its place in the node's in-flight bound.
-    _permit: OwnedSemaphorePermit,
+    /// Its lines' places in the node's in-flight bound.
+    _permits: OwnedSemaphorePermit,
 }
-
-type LineKey = (Arc<str>, u64);
 
 /// What the node's threads and tasks share.
 struct Shared {
     node_id: String,
     stopping: AtomicBool,
-    deliveries: Mutex<HostMap<LineKey, Vec<Delivery>>>,
+    deliveries: Mutex<InFlight<Delivery>>,
     /// What the metrics endpoint reports (the records stored in the records stream are
     /// counted there).
     gauges: Arc<ClusterGauges>,
@@ -207,22 +213,26 @@ struct Shared {
 }
 
 impl Shared {
-    /// Take the deliveries of a line out of the table and ack (or nak) each.
-    async fn settle(&self, key: &LineKey, kind: AckKind) {
-        let ds = self.deliveries.lock().expect("lock").remove(key);
-        for d in ds.into_iter().flatten() {
+    /// A line's record is stored: ack the deliveries it completed (those whose every line
+    /// now has its record).
+    async fn stored(&self, key: &LineKey) {
+        let done = self.deliveries.lock().expect("lock").stored(key);
+        for d in done {
+            let _ = d.acker.ack_with(AckKind::Ack).await;
+        }
+    }
+
+    /// A line will have no record here: nak the deliveries holding it (`kind`: a nak).
+    async fn refuse(&self, key: &LineKey, kind: AckKind) {
+        let ds = self.deliveries.lock().expect("lock").refuse(key);
+        for d in ds {
             let _ = d.acker.ack_with(kind).await;
         }
     }
 
-    /// Lines of partition `p` in flight here.
+    /// Deliveries of partition `p` in flight here.
     fn in_flight_of(&self, p: u32) -> usize {
-        let table = self.deliveries.lock().expect("lock");
-        table
-            .values()
-            .flatten()
-            .filter(|d| d.partition == p)
-            .count()
+        self.deliveries.lock().expect("lock").of_partition(p)
     }
 
     /// Report spool PubAcks to the daemon (a list leaves `cur/` once all are in).
@@ -238,9 +248,9 @@ impl Shared {
     }
 }
 
-/// A line for the engine (or the feeder's signal to end).
+/// The lines of a delivery for the engine (or the feeder's signal to end).
 enum Intake {
-    Line(InputLine, Arc<str>),
+    Lines(Vec<InputLine>, Arc<str>),
     Stop,
 }
 
@@ -286,7 +296,7 @@ impl Node {
         let shared = Arc::new(Shared {
             node_id: s.cluster.node_id.clone().unwrap_or_else(default_node_id),
             stopping: AtomicBool::new(false),
-            deliveries: Mutex::new(HostMap::default()),
+            deliveries: Mutex::new(InFlight::default()),
             gauges: Arc::new(ClusterGauges::default()),
             spool_pending: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
@@ -295,17 +305,23 @@ impl Node {
         });
         let handle = s.runtime.handle.clone();
         let (intake_tx, mut intake_rx) = tokio::sync::mpsc::channel::<Intake>(CHANNEL);
-        let (records_tx, records_rx) = tokio::sync::mpsc::channel::<Record>(CHANNEL);
+        let (records_tx, records_rx) = tokio::sync::mpsc::channel::<Vec<Record>>(CHANNEL);
         let (spool_tx, spool_rx) = tokio::sync::mpsc::channel::<SpoolLine>(CHANNEL);
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (released_tx, released_rx) = mpsc::channel();
 
-        // The engine's records into the runtime.
+        // The engine's records into the runtime, in batches: the records that came within
+        // RECORD_BATCH_WAIT of the first (the workers' sends wake no one meanwhile), so the
+        // runtime, the client's writes, the server's reads and the PubAcks back all go by
+        // batch rather than by record.
         let spawned = std::thread::Builder::new()
             .name("cluster-records".into())
             .spawn(move || {
-                for rec in rec_rx {
-                    if records_tx.blocking_send(rec).is_err() {
+                while let Ok(first) = rec_rx.recv() {
+                    std::thread::sleep(RECORD_BATCH_WAIT);
+                    let mut batch = vec![first];
+                    batch.extend(rec_rx.try_iter().take(RECORD_BATCH - 1));
+                    if records_tx.blocking_send(batch).is_err() {
                         return;
                     }
                 }
@@ -318,15 +334,17 @@ impl Node {
         let feeder = std::thread::Builder::new()
             .name("cluster-feed".into())
             .spawn(move || {
-                while let Some(Intake::Line(line, list)) = intake_rx.blocking_recv() {
-                    let key = (list.clone(), line.number);
-                    let refused = sh.stopping.load(Ordering::Acquire)
-                        || eng.submit_line(line, Some(list)).is_err();
-                    if refused {
-                        let sh = sh.clone();
-                        h.spawn(
-                            async move { sh.settle(&key, AckKind::Nak(Some(NAK_DELAY))).await },
-                        );
+                while let Some(Intake::Lines(lines, list)) = intake_rx.blocking_recv() {
+                    for line in lines {
+                        let key = (list.clone(), line.number);
+                        let refused = sh.stopping.load(Ordering::Acquire)
+                            || eng.submit_line(line, Some(list.clone())).is_err();
+                        if refused {
+                            let sh = sh.clone();
+                            h.spawn(
+                                async move { sh.refuse(&key, AckKind::Nak(Some(NAK_DELAY))).await },
+                            );
+                        }
                     }
                 }
             })
@@ -514,7 +532,7 @@ impl NodeTask {
     async fn run(
         self,
         mut phase: watch::Receiver<Phase>,
-        records: tokio::sync::mpsc::Receiver<Record>,
+        records: tokio::sync::mpsc::Receiver<Vec<Record>>,
         spool: tokio::sync::mpsc::Receiver<SpoolLine>,
         released: mpsc::Sender<()>,
     ) {
@@ -635,7 +653,7 @@ async fn open(
 /// Publish each record until stored (through the [`Outbox`], at most
 /// [`MAX_ACKS_IN_FLIGHT`](super::MAX_ACKS_IN_FLIGHT) at once), then ack its line.
 async fn publish_records(
-    mut rx: tokio::sync::mpsc::Receiver<Record>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Record>>,
     streams: Streams,
     shared: Arc<Shared>,
 ) {
@@ -661,28 +679,30 @@ async fn publish_records(
             Some(m) = replies.next() => {
                 if let Some(done) = out.reply(&m) {
                     shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-                    shared.settle(&(done.list, done.line), AckKind::Ack).await;
+                    shared.stored(&(done.list, done.line)).await;
                 }
             }
             _ = sweep.tick() => out.resend_due(Instant::now()).await,
-            rec = rx.recv(), if open && out.len() < super::MAX_ACKS_IN_FLIGHT => {
-                let Some(rec) = rec else {
+            batch = rx.recv(), if open && out.len() < super::MAX_ACKS_IN_FLIGHT => {
+                let Some(batch) = batch else {
                     open = false;
                     continue;
                 };
-                let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
-                    tracing::error!(url = rec.url, "a record without its list and line; dropped");
-                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
-                    continue;
-                };
-                let list = match &last {
-                    Some(l) if **l == *src => l.clone(),
-                    _ => last.insert(Arc::from(src)).clone(),
-                };
-                let mut payload = Vec::with_capacity(512);
-                rec.write_line(&mut payload);
-                payload.pop();
-                out.send(list, line, Bytes::from(payload)).await;
+                for rec in batch {
+                    let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
+                        tracing::error!(url = rec.url, "a record without its list and line; dropped");
+                        shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                        continue;
+                    };
+                    let list = match &last {
+                        Some(l) if **l == *src => l.clone(),
+                        _ => last.insert(Arc::from(src)).clone(),
+                    };
+                    let mut payload = Vec::with_capacity(512);
+                    rec.write_line(&mut payload);
+                    payload.pop();
+                    out.send(list, line, Bytes::from(payload)).await;
+                }
             }
         }
     }
@@ -728,18 +748,12 @@ async fn keep_in_progress(shared: Arc<Shared>, ack_wait: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let now = Instant::now();
-        let ackers: Vec<Arc<Acker>> = {
-            let mut table = shared.deliveries.lock().expect("lock");
-            table
-                .values_mut()
-                .flatten()
-                .filter(|d| now.saturating_duration_since(d.touched) >= due)
-                .map(|d| {
-                    d.touched = now;
-                    d.acker.clone()
-                })
-                .collect()
-        };
+        let mut ackers: Vec<Arc<Acker>> = Vec::new();
+        shared
+            .deliveries
+            .lock()
+            .expect("lock")
+            .touch_older(now, due, |d| ackers.push(d.acker.clone()));
         for a in ackers {
             let _ = a.ack_with(AckKind::Progress).await;
         }
@@ -1097,16 +1111,9 @@ impl Owner {
     /// The stop: nak the lines left without a record (the next owner gets them at once),
     /// delete every lease and the heartbeat, and flush.
     async fn release_all(&mut self) {
-        let left: Vec<LineKey> = self
-            .shared
-            .deliveries
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect();
-        for key in &left {
-            self.shared.settle(key, AckKind::Nak(None)).await;
+        let left = self.shared.deliveries.lock().expect("lock").drain();
+        for d in &left {
+            let _ = d.acker.ack_with(AckKind::Nak(None)).await;
         }
         let held = std::mem::take(&mut self.held);
         let releases = held.iter().map(|(&p, h)| {
@@ -1221,35 +1228,38 @@ async fn pull(
                     break;
                 }
             };
-            let permit = in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
             let (message, acker) = m.split();
-            match wire::decode_line(message.headers.as_ref(), &message.payload) {
-                Ok((list, line)) => {
-                    let key = (list.clone(), line.number);
-                    shared
-                        .deliveries
-                        .lock()
-                        .expect("lock")
-                        .entry(key.clone())
-                        .or_default()
-                        .push(Delivery {
-                            acker: Arc::new(acker),
-                            partition: p,
-                            touched: Instant::now(),
-                            _permit: permit,
-                        });
-                    if intake.send(Intake::Line(line, list)).await.is_err() {
-                        shared.settle(&key, AckKind::Nak(None)).await;
-                    }
-                }
+            let (list, lines) = match chunk::decode(message.headers.as_ref(), &message.payload) {
+                Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "dropping a message that is not a URL line");
                     let _ = acker.ack_with(AckKind::Term).await;
+                    continue;
                 }
+            };
+            // One permit per line (a chunk of another version's size: as many as ours).
+            let n = lines.len().clamp(1, chunk::MAX_CHUNK_LINES) as u32;
+            let permits = in_flight
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .expect("the semaphore is never closed");
+            let keys = lines.iter().map(|l| (list.clone(), l.number)).collect();
+            let d = Delivery {
+                acker: Arc::new(acker),
+                _permits: permits,
+            };
+            let empty = shared
+                .deliveries
+                .lock()
+                .expect("lock")
+                .deliver(p, keys, d, Instant::now());
+            if let Some(d) = empty {
+                let _ = d.acker.ack_with(AckKind::Term).await;
+            }
+            let first = (list.clone(), lines[0].number);
+            if intake.send(Intake::Lines(lines, list)).await.is_err() {
+                shared.refuse(&first, AckKind::Nak(None)).await;
             }
         }
     }

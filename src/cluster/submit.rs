@@ -1,11 +1,12 @@
 //! Lines into the cluster: `ringcrawl submit --nats` queues list files (or stdin) on the URL
-//! stream, and [`publish_stored`] is the one "publish until the server stored it" used here
+//! streams, and [`publish_stored`] is the one "publish until the server stored it" used here
 //! and by a node's spool intake. A list's lines are read by the one intake reader
-//! (`intake::LineReader`: same trimming, numbering and limits as everywhere), each becomes a
-//! message ([`wire::line_headers`], the kept raw bytes as payload) on its partition's subject,
-//! sent in order with up to [`SUBMIT_WINDOW`] PubAcks awaited at once. A line whose PubAck
-//! does not come is sent again (same message id, so a copy the server had stored is dropped
-//! as a duplicate); after [`SUBMIT_ATTEMPTS`] the command fails with one line.
+//! (`intake::LineReader`: same trimming, numbering and limits as everywhere), grouped into
+//! chunks of lines of one partition (`chunk::Chunker`: the same list always makes the same
+//! chunks), and each chunk becomes a message on its partition's subject, sent in order with
+//! up to [`SUBMIT_WINDOW`] PubAcks awaited at once. A chunk whose PubAck does not come is
+//! sent again (same message id, so a copy the server had stored is dropped as a duplicate);
+//! after [`SUBMIT_ATTEMPTS`] the command fails with one line.
 
 use std::fs::File;
 use std::io::{self, BufReader, Seek};
@@ -19,6 +20,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::chunk::{Chunk, Chunker};
 use super::wire;
 use super::{ClusterError, Streams};
 use crate::config::ClusterConfig;
@@ -165,7 +167,7 @@ async fn queue_one(streams: &Streams, mut input: Input) -> Result<Queued, Cluste
     };
     let list = list_id_of(&input.name, &mut input.file).map_err(read_err(&input.path))?;
     let js = &streams.js;
-    let reader = LineReader::new(
+    let mut reader = LineReader::new(
         BufReader::with_capacity(LIST_BUFFER, &input.file),
         ReadLimits::default(),
     );
@@ -176,10 +178,12 @@ async fn queue_one(streams: &Streams, mut input: Input) -> Result<Queued, Cluste
         lines: 0,
         duplicates: 0,
     };
-    let settle = |r: Result<PublishAck, (u64, String)>, done: &mut Queued| match r {
-        Ok(ack) => {
-            done.lines += 1;
-            done.duplicates += u64::from(ack.duplicate);
+    let settle = |r: Result<(PublishAck, u64), (u64, String)>, done: &mut Queued| match r {
+        Ok((ack, lines)) => {
+            done.lines += lines;
+            if ack.duplicate {
+                done.duplicates += lines;
+            }
             Ok(())
         }
         Err((line, cause)) => Err(ClusterError::Publish {
@@ -188,39 +192,47 @@ async fn queue_one(streams: &Streams, mut input: Input) -> Result<Queued, Cluste
             cause,
         }),
     };
-    for line in reader {
-        let line = line.map_err(|e| match e {
-            crate::intake::ReadError::Io(cause) => read_err(&input.path)(cause),
-            other => read_err(&input.path)(io::Error::other(other.to_string())),
-        })?;
-        let subject = streams.targets.url(&line);
-        let payload = Bytes::copy_from_slice(line.raw());
-        // Sent here, in order; the PubAck is awaited with the others.
-        let first = js
-            .publish_with_headers(
-                subject.clone(),
-                wire::line_headers(&list, &line),
-                payload.clone(),
-            )
-            .await;
-        let number = line.number;
-        let list = &list;
-        pending.push(async move {
-            publish_stored(
-                js,
-                subject,
-                || wire::line_headers(list, &line),
-                &payload,
-                Some(first),
-                Some(SUBMIT_ATTEMPTS),
-            )
-            .await
-            .map_err(|e| (number, e))
-        });
-        while pending.len() >= SUBMIT_WINDOW {
-            if let Some(r) = pending.next().await {
-                settle(r, &mut done)?;
+    let mut chunker = Chunker::default();
+    loop {
+        let (chunks, end): (Vec<Chunk>, bool) = match reader.next() {
+            Some(line) => {
+                let line = line.map_err(|e| match e {
+                    crate::intake::ReadError::Io(cause) => read_err(&input.path)(cause),
+                    other => read_err(&input.path)(io::Error::other(other.to_string())),
+                })?;
+                (chunker.push(streams.targets.partition(&line), line), false)
             }
+            None => (chunker.finish(), true),
+        };
+        for chunk in chunks {
+            let subject = streams.targets.partition_url(chunk.partition);
+            let (headers, payload) = chunk.message(&list);
+            // Sent here, in order; the PubAck is awaited with the others.
+            let first = js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await;
+            let (number, n) = (chunk.lines[0].number, chunk.lines.len() as u64);
+            pending.push(async move {
+                publish_stored(
+                    js,
+                    subject,
+                    || headers.clone(),
+                    &payload,
+                    Some(first),
+                    Some(SUBMIT_ATTEMPTS),
+                )
+                .await
+                .map(|ack| (ack, n))
+                .map_err(|e| (number, e))
+            });
+            while pending.len() >= SUBMIT_WINDOW {
+                if let Some(r) = pending.next().await {
+                    settle(r, &mut done)?;
+                }
+            }
+        }
+        if end {
+            break;
         }
     }
     while let Some(r) = pending.next().await {

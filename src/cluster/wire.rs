@@ -28,7 +28,7 @@ pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
 const NAME_LIST: HeaderName = HeaderName::from_static(HDR_LIST);
 const NAME_LINE: HeaderName = HeaderName::from_static(HDR_LINE);
 const NAME_LEN: HeaderName = HeaderName::from_static(HDR_LEN);
-const NAME_MSG_ID: HeaderName = HeaderName::from_static(HDR_MSG_ID);
+pub(super) const NAME_MSG_ID: HeaderName = HeaderName::from_static(HDR_MSG_ID);
 /// Bytes of a list's file name kept in its id.
 pub const MAX_LIST_NAME: usize = 64;
 /// Hex digits of the content digest in a list id (64 bits).
@@ -45,6 +45,8 @@ pub enum WireError {
     Bad(&'static str, String),
     #[error("message holds a blank line")]
     Blank,
+    #[error("malformed chunk of lines")]
+    BadChunk,
 }
 
 /// The subjects and names derived from the configured prefix.
@@ -91,7 +93,17 @@ impl Targets {
 
     /// The subject of a line's partition.
     pub fn url(&self, line: &InputLine) -> &Subject {
-        &self.urls[partition(line, self.urls.len() as u32) as usize]
+        self.partition_url(self.partition(line))
+    }
+
+    /// A line's partition.
+    pub fn partition(&self, line: &InputLine) -> u32 {
+        partition(line, self.urls.len() as u32)
+    }
+
+    /// The subject of partition `p`.
+    pub fn partition_url(&self, p: u32) -> &Subject {
+        &self.urls[p as usize]
     }
 
     pub fn records(&self) -> &Subject {
