@@ -35,6 +35,46 @@ const ACK_WAIT_SECS: u64 = 4;
 /// Longest wait for the whole list.
 const WAIT: Duration = Duration::from_secs(90);
 
+/// A generated site of `hosts` hosts with `pages` pages each behind a real nginx, its
+/// names in a real dnsmasq, and what a correct crawl of each of its URLs gives.
+struct Served {
+    /// Serves the site while this lives.
+    _nginx: Nginx,
+    dns: Dnsmasq,
+    expect: Vec<support::Expect>,
+}
+
+impl Served {
+    fn start(dir: &Path, hosts: usize, pages: usize) -> Served {
+        let site = Site::generate(
+            &dir.join("site"),
+            SiteSpec {
+                hosts,
+                pages,
+                blogs: 0,
+            },
+        );
+        let nginx = Nginx::start(&site, None);
+        let dns = Dnsmasq::start(&site.host_names());
+        let expect = site.expect("http", nginx.port);
+        Served {
+            _nginx: nginx,
+            dns,
+            expect,
+        }
+    }
+
+    /// Every URL of the site, in order.
+    fn urls(&self) -> Vec<String> {
+        self.expect.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// The site's URLs as a list file at `path`, one per line.
+    fn write_list(&self, path: &Path) {
+        std::fs::write(path, self.urls().join("\n") + "\n").unwrap();
+    }
+}
+
 /// One node's directory: config, spool, journal, log.
 struct NodeDir {
     dir: PathBuf,
@@ -189,24 +229,12 @@ fn collect_until(nats: &str, out: &Path, n: usize, nodes: &[&NodeDir]) {
 fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
     let nats = NatsServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::generate(
-        &tmp.path().join("site"),
-        SiteSpec {
-            hosts: HOSTS,
-            pages: PAGES,
-            blogs: 0,
-        },
-    );
-    let nginx = Nginx::start(&site, None);
-    let dns = Dnsmasq::start(&site.host_names());
+    let served = Served::start(tmp.path(), HOSTS, PAGES);
+    let dns = &served.dns;
 
     // The list: every URL of the site, with an invalid line, a non-UTF-8 line and blank
     // lines among them (one intake path: they become invalid_url records on some node).
-    let urls: Vec<String> = site
-        .expect("http", nginx.port)
-        .into_iter()
-        .map(|e| e.url)
-        .collect();
+    let urls = served.urls();
     let mut list = Vec::new();
     let mut want = Vec::new(); // line numbers with a record
     let mut number = 0u64;
@@ -357,23 +385,11 @@ fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
 fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
     let nats = NatsServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let site = Site::generate(
-        &tmp.path().join("site"),
-        SiteSpec {
-            hosts: 4,
-            pages: 2,
-            blogs: 0,
-        },
-    );
-    let nginx = Nginx::start(&site, None);
-    let dns = Dnsmasq::start(&site.host_names());
-    let urls: Vec<String> = site
-        .expect("http", nginx.port)
-        .into_iter()
-        .map(|e| e.url)
-        .collect();
+    let served = Served::start(tmp.path(), 4, 2);
+    let dns = &served.dns;
+    let urls = served.urls();
     let list_path = tmp.path().join("spooled.txt");
-    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+    served.write_list(&list_path);
 
     let url = nats.url();
     let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
@@ -431,20 +447,10 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
     let mut nats = NatsServer::start();
     let tmp = tempfile::tempdir().unwrap();
     // Few hosts, many pages: with the host delay the crawl lasts a few seconds.
-    let site = Site::generate(
-        &tmp.path().join("site"),
-        SiteSpec {
-            hosts: 6,
-            pages: 30,
-            blogs: 0,
-        },
-    );
-    let nginx = Nginx::start(&site, None);
-    let dns = Dnsmasq::start(&site.host_names());
-    let expect = site.expect("http", nginx.port);
+    let served = Served::start(tmp.path(), 6, 30);
+    let (dns, expect) = (&served.dns, &served.expect);
     let list_path = tmp.path().join("list.txt");
-    let urls: Vec<&str> = expect.iter().map(|e| e.url.as_str()).collect();
-    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+    served.write_list(&list_path);
 
     let url = nats.url();
     let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
@@ -491,7 +497,7 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
         assert!(by_url.insert(u.clone(), v).is_none(), "two records for {u}");
     }
     assert_eq!(by_url.len(), expect.len());
-    for e in &expect {
+    for e in expect {
         let rec = by_url
             .get(&e.url)
             .unwrap_or_else(|| panic!("no record for {}", e.url));
@@ -518,20 +524,11 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
     let tmp = tempfile::tempdir().unwrap();
     // One partition: the list's lines go in chunks of consecutive lines, each spanning
     // two or three hosts of 15 URLs.
-    let site = Site::generate(
-        &tmp.path().join("site"),
-        SiteSpec {
-            hosts: 4,
-            pages: 10,
-            blogs: 0,
-        },
-    );
-    let nginx = Nginx::start(&site, None);
-    let dns = Dnsmasq::start(&site.host_names());
-    let expect = site.expect("http", nginx.port);
+    let served = Served::start(tmp.path(), 4, 10);
+    let (dns, expect) = (&served.dns, &served.expect);
     let list_path = tmp.path().join("list.txt");
-    let urls: Vec<&str> = expect.iter().map(|e| e.url.as_str()).collect();
-    std::fs::write(&list_path, urls.join("\n") + "\n").unwrap();
+    served.write_list(&list_path);
+    let urls = served.urls();
     let total = urls.len();
 
     let url = nats.url();

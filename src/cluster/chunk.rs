@@ -193,13 +193,7 @@ fn entries(mut p: &[u8]) -> Option<Vec<InputLine>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intake::{LineReader, ReadLimits};
-
-    fn read(input: &[u8]) -> Vec<InputLine> {
-        LineReader::new(input, ReadLimits::default())
-            .map(Result::unwrap)
-            .collect()
-    }
+    use crate::cluster::wire::tests::read;
 
     /// Every chunk of `lines` (partition: the line number modulo `parts`), as the chunker
     /// makes them.

@@ -257,11 +257,12 @@ pub fn decode_line(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::intake::{LineReader, ReadLimits};
 
-    fn read(input: &[u8]) -> Vec<InputLine> {
+    /// The lines the one line reader makes of `input` (also for `chunk`'s tests).
+    pub(crate) fn read(input: &[u8]) -> Vec<InputLine> {
         LineReader::new(input, ReadLimits::default())
             .map(Result::unwrap)
             .collect()
