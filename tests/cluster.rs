@@ -75,6 +75,21 @@ impl Served {
     }
 }
 
+/// `ringcrawl submit --nats NATS LIST`, which must succeed; what it printed.
+fn submit(nats: &str, list: &Path) -> String {
+    let out = Command::new(ringcrawl_bin())
+        .args(["submit", "--nats", nats])
+        .arg(list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One node's directory: config, spool, journal, log.
 struct NodeDir {
     dir: PathBuf,
@@ -270,17 +285,7 @@ fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
     let c = dc.start();
 
     let started = Instant::now();
-    let out = Command::new(ringcrawl_bin())
-        .args(["submit", "--nats", &url])
-        .arg(&list_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "submit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = submit(&url, &list_path);
     assert!(
         stdout.contains(&format!("({total} lines)")),
         "submit says what it queued: {stdout}"
@@ -457,16 +462,7 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     node.listen_for_metrics(metrics);
     let mut p = node.start();
-    let out = Command::new(ringcrawl_bin())
-        .args(["submit", "--nats", &url])
-        .arg(&list_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    submit(&url, &list_path);
     let records = tmp.path().join("records.jsonl");
     collect_until(&url, &records, expect.len() / 5, &[&node]);
 
@@ -545,16 +541,7 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
         );
     std::fs::write(&path, text).unwrap();
     let mut p = node.start();
-    let out = Command::new(ringcrawl_bin())
-        .args(["submit", "--nats", &url])
-        .arg(&list_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    submit(&url, &list_path);
     let records = tmp.path().join("records.jsonl");
     // A few lines of each host done: no chunk is complete (a host's 15 lines take 4.5 s).
     collect_until(&url, &records, 6, &[&node]);
