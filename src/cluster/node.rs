@@ -1164,12 +1164,16 @@ async fn watch_buckets(leases: kv::Store, nodes: kv::Store, wake: Arc<tokio::syn
     }
 }
 
-/// The live keys of a bucket.
-async fn keys(store: &kv::Store) -> Result<Vec<String>, String> {
+/// The live keys of a bucket, each once.
+async fn keys(store: &kv::Store) -> Result<std::collections::BTreeSet<String>, String> {
     let mut k = store.keys().await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
+    // A set: the listing runs until the server has delivered everything, and a key written
+    // while it runs (another node's heartbeat) comes a second time. Counted twice, one
+    // node too many made every node's fair share too small, and they gave partitions back
+    // in the middle of a crawl.
+    let mut out = std::collections::BTreeSet::new();
     while let Some(key) = k.next().await {
-        out.push(key.map_err(|e| e.to_string())?);
+        out.insert(key.map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
