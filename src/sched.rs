@@ -115,14 +115,13 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         }
         let host = self.hosts.get_mut(&key).expect("just inserted");
         host.queue.push_back(job);
-        if !host.in_ready
-            && host.waiting_since.is_none()
-            && wants_slot(host, self.per_host, self.delay)
-        {
-            host.in_ready = true;
-            let active = host.active;
-            self.list_ready(key, active);
-        }
+        offer(
+            host,
+            key,
+            [&mut self.ready, &mut self.extra],
+            self.per_host,
+            self.delay,
+        );
     }
 
     /// Set `key`'s own least interval between request starts (a robots.txt Crawl-delay);
@@ -164,10 +163,13 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
         host.active += 1;
         self.active += 1;
         self.queued -= 1;
-        if wants_slot(host, per_host, default_delay) {
-            host.in_ready = true;
-            self.extra.push_back(key.clone());
-        }
+        offer(
+            host,
+            key.clone(),
+            [&mut self.ready, &mut self.extra],
+            per_host,
+            default_delay,
+        );
         Some(Handout { key, job, start_at })
     }
 
@@ -205,15 +207,6 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             }
         }
         None
-    }
-
-    /// List `key` (which has `active` slots) as able to start one: first slots before extra.
-    fn list_ready(&mut self, key: K, active: usize) {
-        if active == 0 {
-            self.ready.push_back(key);
-        } else {
-            self.extra.push_back(key);
-        }
     }
 
     /// The slot for `key` finished a job: its next job on the same host, with its start
@@ -274,11 +267,13 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
             return;
         };
         h.blocked = false;
-        if !h.in_ready && h.waiting_since.is_none() && wants_slot(h, per_host, delay) {
-            h.in_ready = true;
-            let active = h.active;
-            self.list_ready(key.clone(), active);
-        }
+        offer(
+            h,
+            key.clone(),
+            [&mut self.ready, &mut self.extra],
+            per_host,
+            delay,
+        );
     }
 
     /// Drop every queued job (running slots are untouched and still end through
@@ -368,12 +363,35 @@ impl<K: Hash + Eq + Ord + Clone, J> Scheduler<K, J> {
                 continue;
             };
             h.waiting_since = None;
-            if !h.in_ready && wants_slot(h, self.per_host, self.delay) {
-                h.in_ready = true;
-                let active = h.active;
-                self.list_ready(key, active);
-            }
+            offer(
+                h,
+                key,
+                [&mut self.ready, &mut self.extra],
+                self.per_host,
+                self.delay,
+            );
         }
+    }
+}
+
+/// List `key` (its state `host`) as able to start a slot, unless it is listed or waiting
+/// for its time already, or could not use one: in `ready` (the first of the two) with no
+/// slot yet, in `extra` (the second) with one.
+fn offer<K, J>(
+    host: &mut HostState<J>,
+    key: K,
+    [ready, extra]: [&mut VecDeque<K>; 2],
+    per_host: usize,
+    default_delay: Duration,
+) {
+    if host.in_ready || host.waiting_since.is_some() || !wants_slot(host, per_host, default_delay) {
+        return;
+    }
+    host.in_ready = true;
+    if host.active == 0 {
+        ready.push_back(key);
+    } else {
+        extra.push_back(key);
     }
 }
 

@@ -204,6 +204,9 @@ struct Shared {
     /// What the metrics endpoint reports (the records stored in the records stream are
     /// counted there).
     gauges: Arc<ClusterGauges>,
+    /// Records the records task is done with: stored, or dropped for having no list and line
+    /// (what a stop waits for; `gauges` counts only the stored ones).
+    records_done: AtomicU64,
     /// Spool lines handed to the intake and not yet stored.
     spool_pending: AtomicU64,
     /// Spool lines stored, per `src`, not yet reported to the daemon.
@@ -298,6 +301,7 @@ impl Node {
             stopping: AtomicBool::new(false),
             deliveries: Mutex::new(InFlight::default()),
             gauges: Arc::new(ClusterGauges::default()),
+            records_done: AtomicU64::new(0),
             spool_pending: AtomicU64::new(0),
             durable: Mutex::new(HashMap::new()),
             events: s.events,
@@ -457,7 +461,7 @@ impl Backend for Node {
         };
         let until = Instant::now() + STOP_FLUSH;
         while Instant::now() < until
-            && (self.shared.gauges.records_stored.load(Ordering::Acquire) < summary.urls
+            && (self.shared.records_done.load(Ordering::Acquire) < summary.urls
                 || self.shared.spool_pending.load(Ordering::Acquire) > 0)
         {
             std::thread::sleep(DURABLE_FLUSH);
@@ -678,7 +682,8 @@ async fn publish_records(
             biased;
             Some(m) = replies.next() => {
                 if let Some(done) = out.reply(&m) {
-                    shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                    shared.gauges.records_stored.fetch_add(1, Ordering::Relaxed);
+                    shared.records_done.fetch_add(1, Ordering::AcqRel);
                     shared.stored(&(done.list, done.line)).await;
                 }
             }
@@ -691,7 +696,7 @@ async fn publish_records(
                 for rec in batch {
                     let (Some(src), Some(line)) = (rec.src.as_deref(), rec.line) else {
                         tracing::error!(url = rec.url, "a record without its list and line; dropped");
-                        shared.gauges.records_stored.fetch_add(1, Ordering::AcqRel);
+                        shared.records_done.fetch_add(1, Ordering::AcqRel);
                         continue;
                     };
                     let list = match &last {
