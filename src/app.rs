@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon logs at its configured level; it initializes logging once that is known.
     if !matches!(cli.command, Command::Run(_)) {
-        init_logging(COMMAND_LOG_LEVEL);
+        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
     }
     let result = match cli.command {
         Command::Fetch(args) => fetch(*args),
@@ -169,6 +169,17 @@ fn init_logging(default: &str) {
             .init();
     } else {
         builder.init();
+    }
+}
+
+/// A command's `directive` with the NATS client's own events off, unless it names the client:
+/// a command's failure is its one-line error, which the client's event would say again. (A
+/// daemon keeps them: a node retrying a connection has no other line with the cause.)
+fn quiet_libraries(directive: &str) -> String {
+    if directive.contains("async_nats") {
+        directive.to_string()
+    } else {
+        format!("{directive},async_nats=off")
     }
 }
 
@@ -693,7 +704,7 @@ fn run(args: RunArgs) -> Outcome {
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
         Err(errors) => {
-            init_logging(COMMAND_LOG_LEVEL);
+            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
             return Err(usage(errors));
         }
     };
@@ -809,6 +820,21 @@ fn collect(args: CollectCliArgs) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nats_clients_own_events_are_off_unless_named() {
+        assert_eq!(quiet_libraries("warn"), "warn,async_nats=off");
+        assert_eq!(
+            quiet_libraries("ringcrawl=debug"),
+            "ringcrawl=debug,async_nats=off"
+        );
+        assert_eq!(
+            quiet_libraries("info,async_nats=debug"),
+            "info,async_nats=debug"
+        );
+        // What the subscriber is given parses.
+        tracing_subscriber::EnvFilter::try_new(quiet_libraries("info")).unwrap();
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot read CA file /x: {0}")]

@@ -155,7 +155,7 @@ pub(crate) struct CollectCliArgs {
     /// Keep collecting new records instead of exiting once caught up.
     #[arg(long)]
     pub follow: bool,
-    /// Durable consumer name: one per output file [default: collect].
+    /// Durable consumer name (one per output file).
     #[arg(long, value_name = "NAME", default_value = "collect")]
     pub consumer: String,
 }

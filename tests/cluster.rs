@@ -4,7 +4,9 @@
 //! `submit --nats`. One daemon is killed with `kill -9` mid-way and started again later, a
 //! second is stopped with SIGTERM (exit 0). `collect` then holds exactly one record per line
 //! (none missing, none doubled, none torn), with the same titles as a one-shot `fetch` of the
-//! list; submitting the list again queues nothing, and collecting again adds nothing.
+//! list; submitting the list again queues nothing, and collecting again adds nothing. Also: a
+//! node's spool intake, a lost NATS connection, a node killed with chunks half done, and a
+//! server that speaks only TLS and admits only a credentials file's user (`collect --follow`).
 
 mod support;
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     free_port, ringcrawl_bin, run_fetch, wait_until, Dnsmasq, NatsServer, Nginx, Proc, Site,
-    SiteSpec,
+    SiteSpec, TlsCerts,
 };
 
 /// Site size: hosts x (pages + 5 extra URLs each).
@@ -112,6 +114,19 @@ impl NodeDir {
         );
         std::fs::write(dir.join("ringcrawl.toml"), text).unwrap();
         NodeDir { dir }
+    }
+
+    /// Add `lines` to the node's `[cluster]` table (the file's last).
+    fn cluster_keys(&self, lines: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.config())
+            .unwrap();
+        f.write_all(lines.as_bytes()).unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("ringcrawl.toml")
     }
 
     /// Serve the node's metrics on `addr` (`[daemon] metrics_listen`).
@@ -577,4 +592,139 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
     signal(&p2, "TERM");
     let mut p2 = p2;
     assert_eq!(p2.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+}
+
+/// Run `ringcrawl ARGS` to its end: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(ringcrawl_bin()).args(args).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A server that speaks only TLS and admits only a credentials file's user: a node, `submit`
+/// and `collect --follow` all configured from `[cluster]` (`credentials_file`,
+/// `tls_ca_file`) crawl a list to exactly one record per line; `collect --follow` writes
+/// them as they come and keeps running until stopped, and `collect` run again adds nothing.
+/// Without the credentials, or without the CA, each command fails with one line saying why.
+#[test]
+fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
+    let certs = TlsCerts::generate();
+    let (_nats, secure) = NatsServer::start_secure(&certs);
+    let url = format!("nats://127.0.0.1:{}", _nats.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path(), 16, 2);
+    let list_path = tmp.path().join("secure.txt");
+    served.write_list(&list_path);
+    let total = served.urls().len();
+    let records = tmp.path().join("records.jsonl");
+    let out = records.to_str().unwrap();
+
+    // Each missing piece: one line naming the cause, exit 1, nothing written.
+    let (creds, ca) = (secure.creds.display(), secure.ca.display());
+    for (name, keys, cause) in [
+        (
+            "no-creds",
+            format!("tls_ca_file = \"{ca}\"\n"),
+            "authorization",
+        ),
+        (
+            "no-ca",
+            format!("credentials_file = \"{creds}\"\n"),
+            "certificate",
+        ),
+    ] {
+        let d = NodeDir::new(tmp.path(), name, &url, &served.dns.resolver_arg());
+        d.cluster_keys(&keys);
+        let cfg = d.config();
+        let (code, _, err) = run(&["collect", "--config", cfg.to_str().unwrap(), "-o", out]);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+        assert!(err.to_lowercase().contains(cause), "{name}: {err}");
+        let list = list_path.to_str().unwrap();
+        let (code, _, err) = run(&[
+            "submit",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--nats",
+            &url,
+            list,
+        ]);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+    }
+    assert_eq!(lines_in(&records), 0, "nothing collected");
+
+    let node = NodeDir::new(tmp.path(), "secure", &url, &served.dns.resolver_arg());
+    node.cluster_keys(&format!(
+        "credentials_file = \"{creds}\"\ntls_ca_file = \"{ca}\"\n"
+    ));
+    let cfg = node.config();
+    let cfg = cfg.to_str().unwrap();
+    let n = node.start();
+
+    let mut follow = Command::new(ringcrawl_bin())
+        .args(["collect", "--follow", "--config", cfg, "-o", out])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stdout, err) = run(&[
+        "submit",
+        "--config",
+        cfg,
+        "--nats",
+        &url,
+        list_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "submit: {err}");
+    assert!(stdout.contains(&format!("({total} lines)")), "{stdout}");
+
+    let all_in = wait_until(WAIT, || lines_in(&records) >= total);
+    assert!(
+        all_in,
+        "collect --follow wrote {} of {total}:\n{}",
+        lines_in(&records),
+        node.logs()
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "collect --follow keeps running once caught up"
+    );
+    let _ = Command::new("kill").arg(follow.id().to_string()).status();
+    follow.wait().unwrap();
+
+    let mut seen = std::collections::BTreeSet::new();
+    let by_url: BTreeMap<&str, &support::Expect> =
+        served.expect.iter().map(|e| (e.url.as_str(), e)).collect();
+    let text = std::fs::read_to_string(&records).unwrap();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(seen.insert(v["line"].as_u64().unwrap()), "two records: {l}");
+        let e = by_url[v["url"].as_str().unwrap()];
+        assert_eq!(v["title"].as_str(), e.title.as_deref(), "{l}");
+        assert_eq!(v["status"].as_u64(), Some(e.status as u64), "{l}");
+    }
+    assert_eq!(seen.len(), total, "one record per line");
+
+    let err = collect_with(cfg, &records);
+    assert_eq!(
+        lines_in(&records),
+        total,
+        "collecting again adds nothing: {err}"
+    );
+    signal(&n, "TERM");
+    let mut n = n;
+    assert_eq!(n.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+}
+
+/// `ringcrawl collect --config CFG -o OUT` once; returns its stderr.
+fn collect_with(cfg: &str, out: &Path) -> String {
+    let (code, _, err) = run(&["collect", "--config", cfg, "-o", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "collect: {err}");
+    err
 }

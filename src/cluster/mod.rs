@@ -162,8 +162,24 @@ async fn connect(cfg: &ClusterConfig, name: &str) -> Result<Client, ClusterError
         .await
         .map_err(|e| ClusterError::Connect {
             servers: cfg.servers.join(","),
-            cause: e.to_string(),
+            cause: connect_cause(&e),
         })
+}
+
+/// Why a connection failed, each cause once: the client's kind of failure, then its source
+/// unless the source already says it (a refused login comes as the kind "authorization
+/// violation" with the server's "nats: authorization violation") or the kind says nothing
+/// more than "IO error" (a refused connection, a certificate not trusted).
+fn connect_cause(e: &async_nats::ConnectError) -> String {
+    let kind = e.kind().to_string();
+    match std::error::Error::source(e).map(|s| s.to_string()) {
+        Some(s) if s.to_lowercase().contains(&kind.to_lowercase()) => {
+            s.strip_prefix("nats: ").unwrap_or(&s).to_string()
+        }
+        Some(s) if e.kind() == async_nats::ConnectErrorKind::Io => s,
+        Some(s) => format!("{kind}: {s}"),
+        None => kind,
+    }
 }
 
 /// A JetStream context whose PubAcks in flight are bounded by [`MAX_ACKS_IN_FLIGHT`].
@@ -368,6 +384,25 @@ async fn ensure_bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_failure_says_each_cause_once() {
+        use async_nats::{ConnectError, ConnectErrorKind as K};
+        let refused =
+            ConnectError::with_source(K::AuthorizationViolation, "nats: authorization violation");
+        assert_eq!(connect_cause(&refused), "authorization violation");
+        let tls = ConnectError::with_source(K::Tls, "invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            connect_cause(&tls),
+            "TLS error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(connect_cause(&ConnectError::new(K::TimedOut)), "timed out");
+        let untrusted = ConnectError::with_source(K::Io, "invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            connect_cause(&untrusted),
+            "invalid peer certificate: UnknownIssuer"
+        );
+    }
 
     #[test]
     fn a_partition_streams_description_states_the_partition_count() {

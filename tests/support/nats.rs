@@ -1,19 +1,37 @@
 //! A real NATS server with JetStream (Debian's `nats-server`, `/usr/sbin/nats-server -js`) on
-//! 127.0.0.1:<free port>, its store in a tempdir. Killed on drop.
+//! 127.0.0.1:<free port>, its store in a tempdir. Killed on drop. [`NatsServer::start_secure`]
+//! starts one that only speaks TLS and only lets in users with a credentials file: operator
+//! mode, with an operator, an account (JetStream enabled) and a user made here with `nkeys`
+//! and signed as NATS JWTs, the account preloaded into a memory resolver.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_started};
+use base64::Engine as _;
+
+use super::{free_port, wait_started, TlsCerts};
 
 pub const NATS_BIN: &str = "/usr/sbin/nats-server";
 /// Starts tried when a free port was taken before the server bound it.
 const START_ATTEMPTS: usize = 3;
+/// The credentials file of a secure server's user, in the server's directory.
+const CREDS: &str = "node.creds";
 
 pub struct NatsServer {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The server's configuration file, when it has one (TLS and credentials).
+    conf: Option<PathBuf>,
+}
+
+/// What a client of a [`NatsServer::start_secure`] server needs.
+pub struct Secure {
+    /// The user's credentials file (its JWT and nkey seed).
+    pub creds: PathBuf,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
 }
 
 impl NatsServer {
@@ -30,15 +48,51 @@ impl NatsServer {
     }
 
     fn try_start() -> Result<NatsServer, String> {
+        NatsServer::try_start_with(|_, _| None)
+    }
+
+    /// Start a server (`conf` may write a configuration file into the store's directory for
+    /// the port); `Err`: its log.
+    fn try_start_with(conf: impl Fn(&Path, u16) -> Option<PathBuf>) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("ringcrawl-nats")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let child = spawn(&dir, port);
-        let mut n = NatsServer { child, port, dir };
+        let conf = conf(dir.path(), port);
+        let child = spawn(&dir, port, conf.as_deref());
+        let mut n = NatsServer {
+            child,
+            port,
+            dir,
+            conf,
+        };
         n.wait_up()?;
         Ok(n)
+    }
+
+    /// Start a JetStream server that speaks only TLS (its certificate the valid leaf of
+    /// `certs`) and admits only the user of the returned credentials file.
+    pub fn start_secure(certs: &TlsCerts) -> (NatsServer, Secure) {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let made = NatsServer::try_start_with(|dir, port| {
+                let (conf, user) = operator_conf(dir, port, certs);
+                std::fs::write(dir.join(CREDS), user).expect("write the credentials file");
+                Some(conf)
+            });
+            match made {
+                Ok(n) => {
+                    let secure = Secure {
+                        creds: n.dir.path().join(CREDS),
+                        ca: certs.ca.clone(),
+                    };
+                    return (n, secure);
+                }
+                Err(logs) => last = logs,
+            }
+        }
+        panic!("nats-server did not start in {START_ATTEMPTS} attempts:\n{last}");
     }
 
     /// Wait until the server accepts connections (`Err`: why not, with its log).
@@ -57,7 +111,7 @@ impl NatsServer {
     /// Start it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.dir, self.port);
+        self.child = spawn(&self.dir, self.port, self.conf.as_deref());
         if let Err(e) = self.wait_up() {
             panic!("restarting: {e}");
         }
@@ -73,15 +127,19 @@ impl NatsServer {
     }
 }
 
-/// `nats-server -js` on 127.0.0.1:`port`, its store and log in `dir` (the log appended to).
-fn spawn(dir: &tempfile::TempDir, port: u16) -> Child {
+/// `nats-server -js` on 127.0.0.1:`port`, its store and log in `dir` (the log appended to),
+/// with the configuration file `conf` if any.
+fn spawn(dir: &tempfile::TempDir, port: u16, conf: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.path().join("server.log"))
         .expect("server.log");
-    Command::new(NATS_BIN)
-        .arg("-js")
+    let mut cmd = Command::new(NATS_BIN);
+    if let Some(conf) = conf {
+        cmd.arg("-c").arg(conf);
+    }
+    cmd.arg("-js")
         .arg("-sd")
         .arg(dir.path().join("store"))
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -97,4 +155,115 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A NATS JWT (`typ` JWT, `alg` ed25519-nkey) of `claims`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, claims: serde_json::Value) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let head = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64.encode(claims.to_string());
+    let signed = format!("{head}.{body}");
+    let sig = issuer.sign(signed.as_bytes()).expect("sign a JWT");
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+/// The claims every NATS JWT has: `sub` named `name`, issued by `iss`, with `nats` inside.
+fn claims(
+    iss: &nkeys::KeyPair,
+    sub: &str,
+    name: &str,
+    nats: serde_json::Value,
+) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "jti": format!("RINGCRAWLTEST{now}{name}").to_uppercase(),
+        "iat": now,
+        "iss": iss.public_key(),
+        "name": name,
+        "sub": sub,
+        "nats": nats,
+    })
+}
+
+/// An operator-mode configuration for 127.0.0.1:`port` in `dir` (TLS with the valid leaf of
+/// `certs`; one account with JetStream and the system account, both preloaded), and the
+/// account's one user's credentials file text.
+fn operator_conf(dir: &Path, port: u16, certs: &TlsCerts) -> (PathBuf, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = jwt(
+        &operator,
+        claims(
+            &operator,
+            &operator.public_key(),
+            "ringcrawl-test-operator",
+            serde_json::json!({"type": "operator", "version": 2}),
+        ),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let acct_jwt = jwt(
+        &operator,
+        claims(
+            &operator,
+            &account.public_key(),
+            "ringcrawl",
+            serde_json::json!({
+                "limits": unlimited,
+                "default_permissions": {"pub": {}, "sub": {}},
+                "type": "account",
+                "version": 2,
+            }),
+        ),
+    );
+    // JetStream needs a system account (no JetStream of its own).
+    let sys_jwt = jwt(
+        &operator,
+        claims(
+            &operator,
+            &system.public_key(),
+            "SYS",
+            serde_json::json!({"type": "account", "version": 2}),
+        ),
+    );
+    let user_jwt = jwt(
+        &account,
+        claims(
+            &account,
+            &user.public_key(),
+            "node",
+            serde_json::json!({
+                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                "type": "user", "version": 2,
+            }),
+        ),
+    );
+    let conf = dir.join("server.conf");
+    let text = format!(
+        "port: {port}\n\
+         operator: \"{op_jwt}\"\n\
+         resolver: MEMORY\n\
+         system_account: {sys}\n\
+         resolver_preload: {{\n  {acct}: \"{acct_jwt}\"\n  {sys}: \"{sys_jwt}\"\n}}\n\
+         tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n}}\n",
+        acct = account.public_key(),
+        sys = system.public_key(),
+        cert = certs.leaf.cert.display(),
+        key = certs.leaf.key.display(),
+    );
+    std::fs::write(&conf, text).expect("write server.conf");
+    let seed = user.seed().expect("user seed");
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    );
+    (conf, creds)
 }
