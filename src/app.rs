@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon logs at its configured level; it initializes logging once that is known.
     if !matches!(cli.command, Command::Run(_)) {
-        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
+        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL, "off"));
     }
     let result = match cli.command {
         Command::Fetch(args) => fetch(*args),
@@ -172,14 +172,15 @@ fn init_logging(default: &str) {
     }
 }
 
-/// A command's `directive` with the NATS client's own events off, unless it names the client:
-/// a command's failure is its one-line error, which the client's event would say again. (A
-/// daemon keeps them: a node retrying a connection has no other line with the cause.)
-fn quiet_libraries(directive: &str) -> String {
+/// `directive` with the NATS client's own log events at `level` at most, unless it names the
+/// client. A command takes them `off`: its failure is its one-line error, which they would say
+/// again. The daemon takes them at `warn`: its `NATS:` lines already say what the client's
+/// info events say, but only the client's warnings and errors name some causes.
+fn quiet_libraries(directive: &str, level: &str) -> String {
     if directive.contains("async_nats") {
         directive.to_string()
     } else {
-        format!("{directive},async_nats=off")
+        format!("{directive},async_nats={level}")
     }
 }
 
@@ -704,7 +705,7 @@ fn run(args: RunArgs) -> Outcome {
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
         Err(errors) => {
-            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
+            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL, "off"));
             return Err(usage(errors));
         }
     };
@@ -712,7 +713,7 @@ fn run(args: RunArgs) -> Outcome {
         println!("configuration OK");
         return Ok(());
     }
-    init_logging(&cfg.restart.log_level);
+    init_logging(&quiet_libraries(&cfg.restart.log_level, "warn"));
     if cfg.restart.cluster.is_some() {
         crate::cluster::run(cfg)?;
     } else {
@@ -822,18 +823,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_nats_clients_own_events_are_off_unless_named() {
-        assert_eq!(quiet_libraries("warn"), "warn,async_nats=off");
+    fn the_nats_clients_own_events_are_capped_unless_named() {
+        assert_eq!(quiet_libraries("warn", "off"), "warn,async_nats=off");
         assert_eq!(
-            quiet_libraries("ringcrawl=debug"),
-            "ringcrawl=debug,async_nats=off"
+            quiet_libraries("ringcrawl=debug", "warn"),
+            "ringcrawl=debug,async_nats=warn"
         );
         assert_eq!(
-            quiet_libraries("info,async_nats=debug"),
+            quiet_libraries("info,async_nats=debug", "off"),
             "info,async_nats=debug"
         );
         // What the subscriber is given parses.
-        tracing_subscriber::EnvFilter::try_new(quiet_libraries("info")).unwrap();
+        tracing_subscriber::EnvFilter::try_new(quiet_libraries("info", "warn")).unwrap();
     }
 
     #[derive(Debug, thiserror::Error)]

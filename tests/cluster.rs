@@ -144,8 +144,9 @@ impl NodeDir {
         self.dir.join("node.log")
     }
 
-    /// Start `ringcrawl run --config` (as the systemd unit does) and wait until it joined.
-    fn start(&self) -> Proc {
+    /// Start `ringcrawl run --config` (as the systemd unit does), its log level the
+    /// configuration's (info).
+    fn spawn(&self) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -153,15 +154,19 @@ impl NodeDir {
             .unwrap();
         let child = Command::new(ringcrawl_bin())
             .args(["run", "--config"])
-            .arg(self.dir.join("ringcrawl.toml"))
-            .env("RINGCRAWL_LOG", "ringcrawl=info")
+            .arg(self.config())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut p = Proc(child);
+        Proc(child)
+    }
+
+    /// [`NodeDir::spawn`] and wait until it joined.
+    fn start(&self) -> Proc {
         let before = self.joins();
+        let mut p = self.spawn();
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.joins() == before {
             assert!(
@@ -727,4 +732,42 @@ fn collect_with(cfg: &str, out: &Path) -> String {
     let (code, _, err) = run(&["collect", "--config", cfg, "-o", out.to_str().unwrap()]);
     assert_eq!(code, Some(0), "collect: {err}");
     err
+}
+
+/// A node whose server does not answer says why once (the cause, then the retries quietly),
+/// keeps retrying, and stops at once on SIGTERM: it holds nothing to give back.
+#[test]
+fn a_node_without_a_server_says_why_once_and_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let node = NodeDir::new(tmp.path(), "alone", &url, "127.0.0.1:53");
+    let p = node.spawn();
+    let retried = wait_until(Duration::from_secs(20), || {
+        node.logs().contains("NATS: client error")
+    });
+    assert!(retried, "{}", node.logs());
+    thread::sleep(Duration::from_secs(3)); // several retries
+    let logs = node.logs();
+    let cause: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot connect"))
+        .collect();
+    assert_eq!(cause.len(), 1, "{logs}");
+    assert!(
+        cause[0].contains(&url) && cause[0].contains("refused"),
+        "{logs}"
+    );
+    assert_eq!(logs.matches("NATS: client error").count(), 1, "{logs}");
+    assert!(!logs.contains("async_nats"), "{logs}");
+
+    let asked = Instant::now();
+    signal(&p, "TERM");
+    let mut p = p;
+    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}:\n{}",
+        asked.elapsed(),
+        node.logs()
+    );
 }

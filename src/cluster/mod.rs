@@ -113,18 +113,34 @@ fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
 /// Connection options from the configuration: a name, the credentials file, the TLS CA,
 /// unlimited reconnects (a node waits out an outage), and connection events in the log.
 async fn connect_options(cfg: &ClusterConfig, name: &str) -> Result<ConnectOptions, ClusterError> {
+    // A client error (a failed reconnect attempt) is said once until the next connection; the
+    // attempts after it go to the debug level, so a long outage is not a line a second.
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut opts = ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(API_TIMEOUT))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS: connected"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("NATS: disconnected; reconnecting")
+        .event_callback(move |event| {
+            let failing = failing.clone();
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match event {
+                    async_nats::Event::Connected => {
+                        failing.store(false, Relaxed);
+                        tracing::info!("NATS: connected")
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS: disconnected; reconnecting")
+                    }
+                    e @ async_nats::Event::ClientError(_) if failing.swap(true, Relaxed) => {
+                        tracing::debug!("NATS: {e}")
+                    }
+                    e @ async_nats::Event::ClientError(_) => {
+                        tracing::warn!("NATS: {e}; retrying (quietly until connected)")
+                    }
+                    other => tracing::warn!("NATS: {other}"),
                 }
-                other => tracing::warn!("NATS: {other}"),
             }
         });
     if let Some(path) = &cfg.credentials {

@@ -547,9 +547,16 @@ impl NodeTask {
             intake,
             in_flight,
         } = self;
-        let client = match super::server_addrs(&cluster) {
-            Ok(addrs) => options.retry_on_initial_connect().connect(addrs).await,
-            Err(e) => {
+        // A first attempt of its own, so a failure is said once with its cause (the client's
+        // retries report only their kind: "IO error").
+        let first = super::connect(&cluster, "ringcrawl node").await;
+        if let Err(e) = &first {
+            tracing::warn!("{e}; retrying until it answers");
+        }
+        let client = match (first, super::server_addrs(&cluster)) {
+            (Ok(client), _) => Ok(client),
+            (Err(_), Ok(addrs)) => options.retry_on_initial_connect().connect(addrs).await,
+            (Err(_), Err(e)) => {
                 tracing::error!(error = %e, "not joining the cluster");
                 let _ = released.send(());
                 return;
@@ -569,7 +576,12 @@ impl NodeTask {
             if *phase.borrow() == Phase::Release {
                 break None;
             }
-            match open(&js, &cluster).await {
+            // A stop does not wait for a server that does not answer.
+            let attempt = tokio::select! {
+                o = open(&js, &cluster) => o,
+                _ = phase.wait_for(|p| *p == Phase::Release) => break None,
+            };
+            match attempt {
                 Ok(o) => break Some(o),
                 Err(e) => {
                     if !warned {
