@@ -34,6 +34,8 @@ const CONCURRENCY: usize = 8;
 const PARTITIONS: u32 = 12;
 const LEASE_SECS: u64 = 2;
 const ACK_WAIT_SECS: u64 = 4;
+/// An ack wait longer than any test waits (lines of a dead node must not wait for it).
+const LONG_ACK_WAIT_SECS: u64 = 300;
 /// Longest wait for the whole list.
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -533,7 +535,8 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
 /// `kill -9` while its chunks are half done (their lines finish out of order, each host's a
 /// host delay apart, several hosts at once) acked none of them, so they come back whole to
 /// the node started next, and every line ends with exactly one record (the lines recorded
-/// before the kill are fetched again and dropped as duplicates).
+/// before the kill are fetched again and dropped as duplicates). They come back once the dead
+/// node's lease is gone, not after the ack wait (five minutes here).
 #[test]
 fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
     let nats = NatsServer::start();
@@ -558,6 +561,11 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
             &format!("host_delay_ms = {HOST_DELAY_MS}"),
             "host_delay_ms = 300",
             1,
+        )
+        .replacen(
+            &format!("ack_wait_secs = {ACK_WAIT_SECS}"),
+            &format!("ack_wait_secs = {LONG_ACK_WAIT_SECS}"),
+            1,
         );
     std::fs::write(&path, text).unwrap();
     let mut p = node.start();
@@ -573,8 +581,20 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
         "killed with chunks half done ({done} of {total})"
     );
 
+    let restarted = Instant::now();
     let p2 = node.start();
     collect_until(&url, &records, total, &[&node]);
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(LONG_ACK_WAIT_SECS / 5),
+        "the dead node's lines came back after {took:?}"
+    );
+    assert!(
+        node.logs()
+            .contains("taking over messages its last owner left unacked"),
+        "{}",
+        node.logs()
+    );
     thread::sleep(Duration::from_millis(500));
     collect(&url, &records);
     let text = std::fs::read_to_string(&records).unwrap();

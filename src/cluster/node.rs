@@ -1048,12 +1048,31 @@ impl Owner {
     ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), ClusterError> {
         let name = lease_key(p);
         let stream = self.streams.url_stream(p);
-        let consumer: PullConsumer = self
+        let js_stream = self
             .streams
             .js
             .get_stream(&stream)
             .await
-            .map_err(|e| ClusterError::js(format!("stream {stream}"), e))?
+            .map_err(|e| ClusterError::js(format!("stream {stream}"), e))?;
+        // Messages delivered and never acked come back only after the ack wait. An owner that
+        // gives a partition back acks its lines before its lease goes; lines still pending
+        // belong to an owner that died or lost its lease. A consumer made afresh delivers them
+        // at once (the stream keeps a message until it is acked); should the old owner still
+        // finish one, its record meets the new one in the duplicate window.
+        if let Ok(info) = js_stream.consumer_info(&name).await {
+            if info.num_ack_pending > 0 {
+                tracing::info!(
+                    partition = p,
+                    messages = info.num_ack_pending,
+                    "taking over messages its last owner left unacked"
+                );
+                js_stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|e| ClusterError::js(format!("consumer {name}"), e))?;
+            }
+        }
+        let consumer: PullConsumer = js_stream
             .get_or_create_consumer(
                 &name,
                 pull::Config {
