@@ -632,7 +632,8 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 /// A server that speaks only TLS and admits only a credentials file's user: a node, `submit`
 /// and `collect --follow` all configured from `[cluster]` (`credentials_file`,
 /// `tls_ca_file`) crawl a list to exactly one record per line; `collect --follow` writes
-/// them as they come and keeps running until stopped, and `collect` run again adds nothing.
+/// them as they come and keeps running until SIGTERM (then exit 0 with its summary), and
+/// `collect` run again adds nothing.
 /// Without the credentials, or without the CA, each command fails with one line saying why.
 #[test]
 fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
@@ -721,7 +722,17 @@ fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
         "collect --follow keeps running once caught up"
     );
     let _ = Command::new("kill").arg(follow.id().to_string()).status();
-    follow.wait().unwrap();
+    let stopped = follow.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(
+        stopped.status.code(),
+        Some(0),
+        "SIGTERM ends collect --follow: {err}"
+    );
+    assert!(
+        err.contains(&format!("holds {total} records")),
+        "its summary: {err}"
+    );
 
     let mut seen = std::collections::BTreeSet::new();
     let by_url: BTreeMap<&str, &support::Expect> =

@@ -8,7 +8,7 @@
 //! unacked records again. The consumer acks all (one ack, the batch's last record, covers the
 //! batch written before it), so one `collect` at a time per consumer name. Without
 //! `--follow` it exits once the consumer has nothing pending and nothing unacked; with it, it
-//! pulls continuously and writes what arrived together.
+//! pulls continuously and writes what arrived together, until SIGTERM or SIGINT.
 
 use std::io::{BufReader, Seek, Write};
 use std::path::PathBuf;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::dedup::{record_key, Seen};
 use super::{wire, ClusterError, Streams};
@@ -120,9 +121,20 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
         // whole batch; a consumer made with explicit acks gets one ack per record.
         let ack_all = consumer.cached_info().config.ack_policy == AckPolicy::All;
         let mut follow = None;
+        // With --follow, SIGTERM or SIGINT ends the run between batches (exit 0): records
+        // pulled and not yet written are not acked and come to the next run.
+        let mut stops = if args.follow {
+            let watch = |kind| signal(kind).map_err(ClusterError::Signals);
+            Some((
+                watch(SignalKind::terminate())?,
+                watch(SignalKind::interrupt())?,
+            ))
+        } else {
+            None
+        };
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
-            let messages = if args.follow {
+            let messages = if let Some((term, int)) = stops.as_mut() {
                 let s = match follow.as_mut() {
                     Some(s) => s,
                     None => follow.insert(
@@ -135,7 +147,12 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
                             .map_err(|e| ClusterError::js(&what, e))?,
                     ),
                 };
-                match gather(s).await {
+                let gathered = tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    g = gather(s) => g,
+                };
+                match gathered {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(error = %e, "collect: pulling again");

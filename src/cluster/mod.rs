@@ -90,6 +90,8 @@ pub(crate) enum ClusterError {
     },
     #[error("cannot start the NATS client's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot watch for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
 }
 
 impl ClusterError {
