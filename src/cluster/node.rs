@@ -548,8 +548,14 @@ impl NodeTask {
             in_flight,
         } = self;
         // A first attempt of its own, so a failure is said once with its cause (the client's
-        // retries report only their kind: "IO error").
-        let first = super::connect(&cluster, "ringcrawl node").await;
+        // retries report only their kind: "IO error"). A stop does not wait for it.
+        let first = tokio::select! {
+            c = super::connect(&cluster, "ringcrawl node") => c,
+            _ = phase.wait_for(|p| *p == Phase::Release) => {
+                let _ = released.send(());
+                return;
+            }
+        };
         if let Err(e) = &first {
             tracing::warn!("{e}; retrying until it answers");
         }
