@@ -19,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    free_port, ringcrawl_bin, run_fetch, wait_until, Dnsmasq, NatsServer, Nginx, Proc, Site,
-    SiteSpec, TlsCerts,
+    free_port, ringcrawl_bin, run_fetch, wait_until, Blackhole, Dnsmasq, NatsServer, Nginx, Proc,
+    Site, SiteSpec, TlsCerts,
 };
 
 /// Site size: hosts x (pages + 5 extra URLs each).
@@ -797,6 +797,30 @@ fn a_node_without_a_server_says_why_once_and_stops_at_once() {
     assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
     assert!(
         asked.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}:\n{}",
+        asked.elapsed(),
+        node.logs()
+    );
+}
+
+/// A node whose server never answers its connection (a full accept queue: the connect hangs
+/// until its 5 s timeout) stops at once on SIGTERM, without waiting the attempt out.
+#[test]
+fn a_node_stopped_while_connecting_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hole = Blackhole::start();
+    let url = format!("nats://{}", hole.addr);
+    let node = NodeDir::new(tmp.path(), "waiting", &url, "127.0.0.1:53");
+    let p = node.spawn();
+    let ready = wait_until(Duration::from_secs(20), || node.logs().contains("ready"));
+    assert!(ready, "{}", node.logs());
+    thread::sleep(Duration::from_millis(500)); // inside the first attempt
+    let asked = Instant::now();
+    signal(&p, "TERM");
+    let mut p = p;
+    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
         "stopped in {:?}:\n{}",
         asked.elapsed(),
         node.logs()
