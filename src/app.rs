@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon logs at its configured level; it initializes logging once that is known.
     if !matches!(cli.command, Command::Run(_)) {
-        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL, "off"));
+        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
     }
     let result = match cli.command {
         Command::Fetch(args) => fetch(*args),
@@ -172,15 +172,15 @@ fn init_logging(default: &str) {
     }
 }
 
-/// `directive` with the NATS client's own log events at `level` at most, unless it names the
-/// client. A command takes them `off`: its failure is its one-line error, which they would say
-/// again. The daemon takes them at `warn`: its `NATS:` lines already say what the client's
-/// info events say, but only the client's warnings and errors name some causes.
-fn quiet_libraries(directive: &str, level: &str) -> String {
+/// `directive` with the NATS client's own log events off, unless it names the client. A
+/// command's failure is its one-line error, and a node says a failed connection once with its
+/// cause and then its `NATS:` events; the client's own lines would repeat them, one per
+/// reconnect attempt.
+fn quiet_libraries(directive: &str) -> String {
     if directive.contains("async_nats") {
         directive.to_string()
     } else {
-        format!("{directive},async_nats={level}")
+        format!("{directive},async_nats=off")
     }
 }
 
@@ -705,7 +705,7 @@ fn run(args: RunArgs) -> Outcome {
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
         Err(errors) => {
-            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL, "off"));
+            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
             return Err(usage(errors));
         }
     };
@@ -713,7 +713,7 @@ fn run(args: RunArgs) -> Outcome {
         println!("configuration OK");
         return Ok(());
     }
-    init_logging(&quiet_libraries(&cfg.restart.log_level, "warn"));
+    init_logging(&quiet_libraries(&cfg.restart.log_level));
     if cfg.restart.cluster.is_some() {
         crate::cluster::run(cfg)?;
     } else {
@@ -823,18 +823,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_nats_clients_own_events_are_capped_unless_named() {
-        assert_eq!(quiet_libraries("warn", "off"), "warn,async_nats=off");
+    fn the_nats_clients_own_events_are_off_unless_named() {
+        assert_eq!(quiet_libraries("warn"), "warn,async_nats=off");
         assert_eq!(
-            quiet_libraries("ringcrawl=debug", "warn"),
-            "ringcrawl=debug,async_nats=warn"
+            quiet_libraries("ringcrawl=debug"),
+            "ringcrawl=debug,async_nats=off"
         );
         assert_eq!(
-            quiet_libraries("info,async_nats=debug", "off"),
+            quiet_libraries("info,async_nats=debug"),
             "info,async_nats=debug"
         );
         // What the subscriber is given parses.
-        tracing_subscriber::EnvFilter::try_new(quiet_libraries("info", "warn")).unwrap();
+        tracing_subscriber::EnvFilter::try_new(quiet_libraries("info")).unwrap();
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -683,6 +683,28 @@ fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
     }
     assert_eq!(lines_in(&records), 0, "nothing collected");
 
+    // A node without the credentials says why once and retries quietly.
+    let refused = NodeDir::new(tmp.path(), "refused", &url, &served.dns.resolver_arg());
+    refused.cluster_keys(&format!("tls_ca_file = \"{ca}\"\n"));
+    let r = refused.spawn();
+    let said = wait_until(Duration::from_secs(20), || {
+        refused.logs().contains("NATS: client error")
+    });
+    assert!(said, "{}", refused.logs());
+    thread::sleep(Duration::from_secs(2)); // several retries
+    let logs = refused.logs();
+    let cause: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot connect"))
+        .collect();
+    assert_eq!(cause.len(), 1, "{logs}");
+    assert!(cause[0].contains("authorization violation"), "{logs}");
+    assert_eq!(logs.matches("NATS: client error").count(), 1, "{logs}");
+    assert!(!logs.contains("async_nats"), "{logs}");
+    signal(&r, "TERM");
+    let mut r = r;
+    assert_eq!(r.0.wait().unwrap().code(), Some(0), "{logs}");
+
     let node = NodeDir::new(tmp.path(), "secure", &url, &served.dns.resolver_arg());
     node.cluster_keys(&format!(
         "credentials_file = \"{creds}\"\ntls_ca_file = \"{ca}\"\n"
