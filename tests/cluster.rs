@@ -79,19 +79,21 @@ impl Served {
     }
 }
 
+/// Run `ringcrawl ARGS` to its end: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(ringcrawl_bin()).args(args).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// `ringcrawl submit --nats NATS LIST`, which must succeed; what it printed.
 fn submit(nats: &str, list: &Path) -> String {
-    let out = Command::new(ringcrawl_bin())
-        .args(["submit", "--nats", nats])
-        .arg(list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "submit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (code, stdout, err) = run(&["submit", "--nats", nats, list.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "submit: {err}");
+    stdout
 }
 
 /// One node's directory: config, spool, journal, log.
@@ -186,6 +188,34 @@ impl NodeDir {
         p
     }
 
+    /// SIGTERM `p`, the node of this directory, which must exit 0; how long it took.
+    fn stop(&self, mut p: Proc) -> Duration {
+        let asked = Instant::now();
+        signal(&p, "TERM");
+        assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", self.logs());
+        asked.elapsed()
+    }
+
+    /// The node, which cannot connect, said why once, in a line holding every one of
+    /// `cause`, then retried quietly: one `NATS: client error` line over several retries, and
+    /// none of the NATS client's own lines.
+    fn says_why_once(&self, cause: &[&str]) {
+        let retried = wait_until(Duration::from_secs(20), || {
+            self.logs().contains("NATS: client error")
+        });
+        assert!(retried, "{}", self.logs());
+        thread::sleep(Duration::from_secs(3)); // several retries
+        let logs = self.logs();
+        let said: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("cannot connect"))
+            .collect();
+        assert_eq!(said.len(), 1, "{logs}");
+        assert!(cause.iter().all(|c| said[0].contains(c)), "{logs}");
+        assert_eq!(logs.matches("NATS: client error").count(), 1, "{logs}");
+        assert!(!logs.contains("async_nats"), "{logs}");
+    }
+
     fn joins(&self) -> usize {
         self.logs().matches("joined the cluster").count()
     }
@@ -226,13 +256,14 @@ fn signal(p: &Proc, sig: &str) {
 
 /// `ringcrawl collect` once (until caught up); returns its stderr.
 fn collect(nats: &str, out: &Path) -> String {
-    let o = Command::new(ringcrawl_bin())
-        .args(["collect", "--nats", nats, "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "collect failed: {err}");
+    collect_from(["--nats", nats], out)
+}
+
+/// `ringcrawl collect` once from the cluster `from` names (`--nats URL` or `--config FILE`),
+/// which must succeed; returns its stderr.
+fn collect_from(from: [&str; 2], out: &Path) -> String {
+    let (code, _, err) = run(&["collect", from[0], from[1], "-o", out.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "collect failed: {err}");
     err
 }
 
@@ -396,11 +427,8 @@ fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
     collect(&url, &records);
     assert_eq!(lines_in(&records), total);
 
-    for p in [a2, c] {
-        signal(&p, "TERM");
-        let mut p = p;
-        assert_eq!(p.0.wait().unwrap().code(), Some(0));
-    }
+    da.stop(a2);
+    dc.stop(c);
     let mut log = std::io::stderr();
     let _ = writeln!(log, "cluster test: {total} lines in {took:?}");
 }
@@ -460,9 +488,7 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
         .all(|(series, want)| sample(&last, series) == Some(want.as_str()))
     });
     assert!(settled, "{last}");
-    signal(&p, "TERM");
-    let mut p = p;
-    assert_eq!(p.0.wait().unwrap().code(), Some(0));
+    node.stop(p);
 }
 
 /// A node that loses NATS (the server killed) stops taking work: its leases are dropped and
@@ -527,8 +553,7 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
         .unwrap_or_default();
     assert_eq!(resumed, PARTITIONS.to_string(), "partitions taken again");
 
-    signal(&p, "TERM");
-    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+    node.stop(p);
 }
 
 /// A chunk of lines is acked only once every line in it has its record: a node killed with
@@ -614,19 +639,7 @@ fn a_node_killed_with_chunks_half_done_loses_none_of_their_lines() {
         let bad = support::site::mismatches(e, rec, false);
         assert!(bad.is_empty(), "{}: {bad:?}", e.url);
     }
-    signal(&p2, "TERM");
-    let mut p2 = p2;
-    assert_eq!(p2.0.wait().unwrap().code(), Some(0), "{}", node.logs());
-}
-
-/// Run `ringcrawl ARGS` to its end: (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let o = Command::new(ringcrawl_bin()).args(args).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    node.stop(p2);
 }
 
 /// A server that speaks only TLS and admits only a credentials file's user: a node, `submit`
@@ -687,23 +700,8 @@ fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
     let refused = NodeDir::new(tmp.path(), "refused", &url, &served.dns.resolver_arg());
     refused.cluster_keys(&format!("tls_ca_file = \"{ca}\"\n"));
     let r = refused.spawn();
-    let said = wait_until(Duration::from_secs(20), || {
-        refused.logs().contains("NATS: client error")
-    });
-    assert!(said, "{}", refused.logs());
-    thread::sleep(Duration::from_secs(2)); // several retries
-    let logs = refused.logs();
-    let cause: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("cannot connect"))
-        .collect();
-    assert_eq!(cause.len(), 1, "{logs}");
-    assert!(cause[0].contains("authorization violation"), "{logs}");
-    assert_eq!(logs.matches("NATS: client error").count(), 1, "{logs}");
-    assert!(!logs.contains("async_nats"), "{logs}");
-    signal(&r, "TERM");
-    let mut r = r;
-    assert_eq!(r.0.wait().unwrap().code(), Some(0), "{logs}");
+    refused.says_why_once(&["authorization violation"]);
+    refused.stop(r);
 
     let node = NodeDir::new(tmp.path(), "secure", &url, &served.dns.resolver_arg());
     node.cluster_keys(&format!(
@@ -769,22 +767,13 @@ fn a_cluster_behind_tls_and_credentials_works_and_collect_follows() {
     }
     assert_eq!(seen.len(), total, "one record per line");
 
-    let err = collect_with(cfg, &records);
+    let err = collect_from(["--config", cfg], &records);
     assert_eq!(
         lines_in(&records),
         total,
         "collecting again adds nothing: {err}"
     );
-    signal(&n, "TERM");
-    let mut n = n;
-    assert_eq!(n.0.wait().unwrap().code(), Some(0), "{}", node.logs());
-}
-
-/// `ringcrawl collect --config CFG -o OUT` once; returns its stderr.
-fn collect_with(cfg: &str, out: &Path) -> String {
-    let (code, _, err) = run(&["collect", "--config", cfg, "-o", out.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "collect: {err}");
-    err
+    node.stop(n);
 }
 
 /// A node whose server does not answer says why once (the cause, then the retries quietly),
@@ -795,32 +784,11 @@ fn a_node_without_a_server_says_why_once_and_stops_at_once() {
     let url = format!("nats://127.0.0.1:{}", free_port());
     let node = NodeDir::new(tmp.path(), "alone", &url, "127.0.0.1:53");
     let p = node.spawn();
-    let retried = wait_until(Duration::from_secs(20), || {
-        node.logs().contains("NATS: client error")
-    });
-    assert!(retried, "{}", node.logs());
-    thread::sleep(Duration::from_secs(3)); // several retries
-    let logs = node.logs();
-    let cause: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("cannot connect"))
-        .collect();
-    assert_eq!(cause.len(), 1, "{logs}");
+    node.says_why_once(&[&url, "refused"]);
+    let took = node.stop(p);
     assert!(
-        cause[0].contains(&url) && cause[0].contains("refused"),
-        "{logs}"
-    );
-    assert_eq!(logs.matches("NATS: client error").count(), 1, "{logs}");
-    assert!(!logs.contains("async_nats"), "{logs}");
-
-    let asked = Instant::now();
-    signal(&p, "TERM");
-    let mut p = p;
-    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
-    assert!(
-        asked.elapsed() < Duration::from_secs(5),
-        "stopped in {:?}:\n{}",
-        asked.elapsed(),
+        took < Duration::from_secs(5),
+        "stopped in {took:?}:\n{}",
         node.logs()
     );
 }
@@ -837,14 +805,10 @@ fn a_node_stopped_while_connecting_stops_at_once() {
     let ready = wait_until(Duration::from_secs(20), || node.logs().contains("ready"));
     assert!(ready, "{}", node.logs());
     thread::sleep(Duration::from_millis(500)); // inside the first attempt
-    let asked = Instant::now();
-    signal(&p, "TERM");
-    let mut p = p;
-    assert_eq!(p.0.wait().unwrap().code(), Some(0), "{}", node.logs());
+    let took = node.stop(p);
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
-        "stopped in {:?}:\n{}",
-        asked.elapsed(),
+        took < Duration::from_secs(3),
+        "stopped in {took:?}:\n{}",
         node.logs()
     );
 }

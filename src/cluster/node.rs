@@ -24,8 +24,9 @@
 //! - Records: gathered by the records thread for a millisecond, published to `PREFIX.records`
 //!   with `Nats-Msg-Id` = `LIST:LINE`, retried until stored; a delivery is acked once every
 //!   line in it has its record stored. A line is never acked before its record is stored, so
-//!   a crash anywhere redelivers it (after the ack wait), and the record published again is
-//!   dropped by the stream's duplicate window (and by `collect`).
+//!   a crash anywhere redelivers it (when its partition is taken over, or after the ack
+//!   wait), and the record published again is dropped by the stream's duplicate window (and
+//!   by `collect`).
 //! - Stop (SIGTERM, through `Backend::drain`): stop pulling (lines of the fetch in progress
 //!   are nak'd with a short delay), let the engine drain, wait for the records to be
 //!   stored, nak the lines left without a record (redelivered at once to the next owner),
@@ -547,6 +548,14 @@ impl NodeTask {
             intake,
             in_flight,
         } = self;
+        let addrs = match super::server_addrs(&cluster) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                tracing::error!(error = %e, "not joining the cluster");
+                let _ = released.send(());
+                return;
+            }
+        };
         // A first attempt of its own, so a failure is said once with its cause (the client's
         // retries report only their kind: "IO error"). A stop does not wait for it.
         let first = tokio::select! {
@@ -556,16 +565,11 @@ impl NodeTask {
                 return;
             }
         };
-        if let Err(e) = &first {
-            tracing::warn!("{e}; retrying until it answers");
-        }
-        let client = match (first, super::server_addrs(&cluster)) {
-            (Ok(client), _) => Ok(client),
-            (Err(_), Ok(addrs)) => options.retry_on_initial_connect().connect(addrs).await,
-            (Err(_), Err(e)) => {
-                tracing::error!(error = %e, "not joining the cluster");
-                let _ = released.send(());
-                return;
+        let client = match first {
+            Ok(client) => Ok(client),
+            Err(e) => {
+                tracing::warn!("{e}; retrying until it answers");
+                options.retry_on_initial_connect().connect(addrs).await
             }
         };
         let client = match client {
@@ -1060,41 +1064,43 @@ impl Owner {
             .get_stream(&stream)
             .await
             .map_err(|e| ClusterError::js(format!("stream {stream}"), e))?;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("ringcrawl partition {p}")),
+            filter_subject: self.streams.subjects.url(p),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.cluster.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        let consumer_err = |e| ClusterError::js(format!("consumer {name}"), e);
+        let mut consumer: PullConsumer = js_stream
+            .get_or_create_consumer(&name, config.clone())
+            .await
+            .map_err(consumer_err)?;
         // Messages delivered and never acked come back only after the ack wait. An owner that
         // gives a partition back acks its lines before its lease goes; lines still pending
         // belong to an owner that died or lost its lease. A consumer made afresh delivers them
         // at once (the stream keeps a message until it is acked); should the old owner still
         // finish one, its record meets the new one in the duplicate window.
-        if let Ok(info) = js_stream.consumer_info(&name).await {
-            if info.num_ack_pending > 0 {
-                tracing::info!(
-                    partition = p,
-                    messages = info.num_ack_pending,
-                    "taking over messages its last owner left unacked"
-                );
-                js_stream
-                    .delete_consumer(&name)
-                    .await
-                    .map_err(|e| ClusterError::js(format!("consumer {name}"), e))?;
-            }
+        let pending = consumer.cached_info().num_ack_pending;
+        if pending > 0 {
+            tracing::info!(
+                partition = p,
+                messages = pending,
+                "taking over messages its last owner left unacked"
+            );
+            js_stream
+                .delete_consumer(&name)
+                .await
+                .map_err(consumer_err)?;
+            consumer = js_stream
+                .get_or_create_consumer(&name, config)
+                .await
+                .map_err(consumer_err)?;
         }
-        let consumer: PullConsumer = js_stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("ringcrawl partition {p}")),
-                    filter_subject: self.streams.subjects.url(p),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.cluster.ack_wait,
-                    max_deliver: -1,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| ClusterError::js(format!("consumer {name}"), e))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(pull(
             p,

@@ -48,18 +48,18 @@ impl NatsServer {
     }
 
     fn try_start() -> Result<NatsServer, String> {
-        NatsServer::try_start_with(|_, _| None)
+        NatsServer::try_start_with(|_| None)
     }
 
-    /// Start a server (`conf` may write a configuration file into the store's directory for
-    /// the port); `Err`: its log.
-    fn try_start_with(conf: impl Fn(&Path, u16) -> Option<PathBuf>) -> Result<NatsServer, String> {
+    /// Start a server (`conf` may write a configuration file into the server's directory);
+    /// `Err`: its log.
+    fn try_start_with(conf: impl Fn(&Path) -> Option<PathBuf>) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("ringcrawl-nats")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
-        let conf = conf(dir.path(), port);
+        let conf = conf(dir.path());
         let child = spawn(&dir, port, conf.as_deref());
         let mut n = NatsServer {
             child,
@@ -76,8 +76,8 @@ impl NatsServer {
     pub fn start_secure(certs: &TlsCerts) -> (NatsServer, Secure) {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            let made = NatsServer::try_start_with(|dir, port| {
-                let (conf, user) = operator_conf(dir, port, certs);
+            let made = NatsServer::try_start_with(|dir| {
+                let (conf, user) = operator_conf(dir, certs);
                 std::fs::write(dir.join(CREDS), user).expect("write the credentials file");
                 Some(conf)
             });
@@ -157,8 +157,26 @@ impl Drop for NatsServer {
     }
 }
 
-/// A NATS JWT (`typ` JWT, `alg` ed25519-nkey) of `claims`, signed by `issuer`.
-fn jwt(issuer: &nkeys::KeyPair, claims: serde_json::Value) -> String {
+/// A NATS JWT (`typ` JWT, `alg` ed25519-nkey) about `subject`, named `name`, with `nats` in
+/// its claims, issued and signed by `issuer`.
+fn jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &nkeys::KeyPair,
+    name: &str,
+    nats: serde_json::Value,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("RINGCRAWLTEST{now}{name}").to_uppercase(),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject.public_key(),
+        "nats": nats,
+    });
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let head = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let body = b64.encode(claims.to_string());
@@ -167,43 +185,19 @@ fn jwt(issuer: &nkeys::KeyPair, claims: serde_json::Value) -> String {
     format!("{signed}.{}", b64.encode(sig))
 }
 
-/// The claims every NATS JWT has: `sub` named `name`, issued by `iss`, with `nats` inside.
-fn claims(
-    iss: &nkeys::KeyPair,
-    sub: &str,
-    name: &str,
-    nats: serde_json::Value,
-) -> serde_json::Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    serde_json::json!({
-        "jti": format!("RINGCRAWLTEST{now}{name}").to_uppercase(),
-        "iat": now,
-        "iss": iss.public_key(),
-        "name": name,
-        "sub": sub,
-        "nats": nats,
-    })
-}
-
-/// An operator-mode configuration for 127.0.0.1:`port` in `dir` (TLS with the valid leaf of
-/// `certs`; one account with JetStream and the system account, both preloaded), and the
-/// account's one user's credentials file text.
-fn operator_conf(dir: &Path, port: u16, certs: &TlsCerts) -> (PathBuf, String) {
+/// An operator-mode configuration file in `dir` (TLS with the valid leaf of `certs`; one
+/// account with JetStream and the system account, both preloaded; the address and port are
+/// `spawn`'s flags), and the account's one user's credentials file text.
+fn operator_conf(dir: &Path, certs: &TlsCerts) -> (PathBuf, String) {
     let operator = nkeys::KeyPair::new_operator();
     let account = nkeys::KeyPair::new_account();
     let system = nkeys::KeyPair::new_account();
     let user = nkeys::KeyPair::new_user();
     let op_jwt = jwt(
         &operator,
-        claims(
-            &operator,
-            &operator.public_key(),
-            "ringcrawl-test-operator",
-            serde_json::json!({"type": "operator", "version": 2}),
-        ),
+        &operator,
+        "ringcrawl-test-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
     );
     let unlimited = serde_json::json!({
         "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
@@ -212,44 +206,34 @@ fn operator_conf(dir: &Path, port: u16, certs: &TlsCerts) -> (PathBuf, String) {
     });
     let acct_jwt = jwt(
         &operator,
-        claims(
-            &operator,
-            &account.public_key(),
-            "ringcrawl",
-            serde_json::json!({
-                "limits": unlimited,
-                "default_permissions": {"pub": {}, "sub": {}},
-                "type": "account",
-                "version": 2,
-            }),
-        ),
+        &account,
+        "ringcrawl",
+        serde_json::json!({
+            "limits": unlimited,
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2,
+        }),
     );
     // JetStream needs a system account (no JetStream of its own).
     let sys_jwt = jwt(
         &operator,
-        claims(
-            &operator,
-            &system.public_key(),
-            "SYS",
-            serde_json::json!({"type": "account", "version": 2}),
-        ),
+        &system,
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
     );
     let user_jwt = jwt(
         &account,
-        claims(
-            &account,
-            &user.public_key(),
-            "node",
-            serde_json::json!({
-                "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-                "type": "user", "version": 2,
-            }),
-        ),
+        &user,
+        "node",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
     );
     let conf = dir.join("server.conf");
     let text = format!(
-        "port: {port}\n\
-         operator: \"{op_jwt}\"\n\
+        "operator: \"{op_jwt}\"\n\
          resolver: MEMORY\n\
          system_account: {sys}\n\
          resolver_preload: {{\n  {acct}: \"{acct_jwt}\"\n  {sys}: \"{sys_jwt}\"\n}}\n\
