@@ -451,16 +451,22 @@ EOF2
     # port). Then `collect` writes the records stream to a file (timed on its own) and the
     # titles are checked.
     now() { date +%s.%N; }
-    wait_stored() {   # wait_stored N: until the records stream holds N and the URL stream 0
-        python3 - "$1" "$LIMIT" <<'EOF'
-import json, sys, time, urllib.request
-n, end = int(sys.argv[1]), time.time() + float(sys.argv[2])
-s = {}
+    # start_waiter N READY: a poller that exits once the records stream holds N and the URL
+    # streams 0 (nonzero after $LIMIT s). Started before the clock, so the interpreter's
+    # start-up (python3 may be a shim that runs a few shell processes first) is not counted
+    # as the cluster's time; it touches READY after its first answer, then looks every 20 ms
+    # like the spool daemon's waiter.
+    start_waiter() {
+        python3 - "$1" "$LIMIT" "$2" <<'EOF' &
+import json, pathlib, sys, time, urllib.request
+n, limit, ready = int(sys.argv[1]), float(sys.argv[2]), pathlib.Path(sys.argv[3])
+s, end = {}, time.time() + limit
 while time.time() < end:
     try:
         d = json.load(urllib.request.urlopen("http://127.0.0.1:8222/jsz?streams=true"))
         s = {x["name"]: x["state"]["messages"]
              for a in d.get("account_details", []) for x in a.get("stream_detail", [])}
+        ready.touch()
         urls = [v for k, v in s.items() if k.startswith("ringcrawl-urls")]
         if s.get("ringcrawl-records", 0) >= n and urls and sum(urls) == 0:
             sys.exit(0)
@@ -470,6 +476,8 @@ while time.time() < end:
 print(f"    (timed out: {s})")
 sys.exit(1)
 EOF
+        waiter=$!
+        until [[ -f $2 ]]; do sleep 0.02; done
     }
     cluster_conf() {   # cluster_conf DIR [NATS_URL]
         mkdir -p "$1"
@@ -483,7 +491,7 @@ EOF
         echo "== cluster: the broad list (11,000 pages, 1,000 hosts), spool daemon vs NATS JetStream nodes, -c 300 each =="
         command -v nats-server >/dev/null || { echo "    missing nats-server (apt-get install nats-server)"; return; }
         hosts "$DATA/hosts_nginx"; start_nginx; warm
-        local L=$DATA/lists/broad_http.txt n round t0 t1 t2 d pid nats nodes i spool_s s
+        local L=$DATA/lists/broad_http.txt n round t0 t1 t2 d pid nats nodes i spool_s s waiter
         local -a pids
         n=$(grep -c . "$L")
         for round in $(seq 1 "${RCBENCH_CLUSTER_ROUNDS:-1}"); do
@@ -511,9 +519,10 @@ EOF
                     until grep -q "joined the cluster" "$d/n$i/node.log"; do sleep 0.05; done
                 done
                 sleep $(( 1 + nodes ))   # the leases settle at the fair share
+                start_waiter "$n" "$d/waiter.ready"
                 t0=$(now)
                 "$BIN" submit --nats nats://127.0.0.1:4222 "$L" >/dev/null
-                wait_stored "$n" || true
+                wait "$waiter" || true
                 t1=$(now)
                 "$BIN" collect --nats nats://127.0.0.1:4222 -o "$d/records.jsonl" 2>/dev/null
                 t2=$(now)
