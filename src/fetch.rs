@@ -454,7 +454,7 @@ pub fn run_job<'a>(
         let mut blocked_on = None;
         let retry = match outcome {
             Ok(page) => {
-                rec.final_url = Some(page.final_url.to_string());
+                rec.final_url = Some(page.final_url.into()); // its text, without a copy
                 rec.status = Some(page.status);
                 rec.content_type = page.content_type;
                 rec.title = page.extracted.title;
@@ -607,8 +607,10 @@ fn get_page<'a>(
                 visited.push(next);
                 continue;
             }
+            // The last redirect target is taken, not copied; the listed URL is borrowed.
+            let final_url = visited.pop().unwrap_or_else(|| url.clone());
             return Ok(Page {
-                final_url: current.clone(),
+                final_url,
                 status,
                 content_type: head.content_type,
                 retry_after: head.retry_after,
