@@ -18,12 +18,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::Proc;
+use support::{Notify, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringcrawl");
 /// Longest wait for any condition in these tests.
@@ -272,57 +272,6 @@ struct Launch<'a> {
     user: Option<(u32, u32)>,
 }
 
-/// An sd_notify socket: every datagram the daemon sends, in order.
-struct Notify {
-    path: PathBuf,
-    seen: Arc<Mutex<Vec<String>>>,
-    done: Arc<AtomicBool>,
-}
-
-impl Notify {
-    fn new(path: PathBuf) -> Notify {
-        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let done = Arc::new(AtomicBool::new(false));
-        let (log, end) = (seen.clone(), done.clone());
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while !end.load(Ordering::Relaxed) {
-                if let Ok(n) = sock.recv(&mut buf) {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    log.lock().unwrap().push(msg);
-                }
-            }
-        });
-        Notify { path, seen, done }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn clear(&self) {
-        self.seen.lock().unwrap().clear();
-    }
-
-    fn wait_for(&self, what: &str, f: impl Fn(&[String]) -> bool) {
-        wait_for(what, || f(&self.messages()));
-    }
-
-    /// Datagrams containing `s`.
-    fn count(&self, s: &str) -> usize {
-        self.messages().iter().filter(|m| m.contains(s)).count()
-    }
-}
-
-impl Drop for Notify {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The list names in `submit`'s `queued SPOOL/new/NAME` lines.
 fn queued_names(out: &str) -> Vec<String> {
     out.lines()
@@ -335,6 +284,11 @@ fn queued_names(out: &str) -> Vec<String> {
                 .into_owned()
         })
         .collect()
+}
+
+/// Wait until the daemon's notifications so far satisfy `f`.
+fn wait_notified(notify: &Notify, what: &str, f: impl Fn(&[String]) -> bool) {
+    wait_for(what, || f(&notify.messages()));
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -979,7 +933,9 @@ fn a_hostile_spool_cannot_wedge_the_daemon() {
             notify: Some(&notify),
             ..Launch::default()
         });
-        notify.wait_for("READY=1", |m| m.iter().any(|m| m.contains("READY=1")));
+        wait_notified(&notify, "READY=1", |m| {
+            m.iter().any(|m| m.contains("READY=1"))
+        });
         child
     };
     let grace_plus_5 = Duration::from_secs(DRAIN_GRACE_SECS + 5);
@@ -1159,14 +1115,16 @@ fn a_full_journal_pauses_the_daemon_and_it_resumes_with_nothing_lost() {
             stderr: Some(log.clone()),
             ..Launch::default()
         });
-        notify.wait_for("READY=1", |m| m.iter().any(|m| m.contains("READY=1")));
+        wait_notified(&notify, "READY=1", |m| {
+            m.iter().any(|m| m.contains("READY=1"))
+        });
         child
     };
     let paused = "STATUS=paused: journal full (No space left on device);";
     let child = launch();
     let (p, lines) = s.list(&server, "full.txt", 400);
     let name = s.submit(&[p]).remove(0);
-    notify.wait_for("the paused status", |m| {
+    wait_notified(&notify, "the paused status", |m| {
         m.iter().any(|m| m.contains(paused))
     });
     let pings = notify.count("WATCHDOG=1");
@@ -1192,11 +1150,13 @@ fn a_full_journal_pauses_the_daemon_and_it_resumes_with_nothing_lost() {
     // A stop while paused is prompt and clean; a start on the full disk pauses again.
     stop_within(child, Duration::from_secs(5));
     let child = launch();
-    notify.wait_for("paused again", |m| m.iter().any(|m| m.contains(paused)));
+    wait_notified(&notify, "paused again", |m| {
+        m.iter().any(|m| m.contains(paused))
+    });
 
     std::fs::remove_file(&filler).unwrap();
     wait_for("done once there is room", || s.count("done") == 1);
-    notify.wait_for("a status without the pause", |m| {
+    wait_notified(&notify, "a status without the pause", |m| {
         m.iter()
             .rev()
             .find(|m| m.contains("STATUS="))
@@ -1421,10 +1381,12 @@ fn reload_and_recovery_speak_sd_notify() {
         })
     };
     let mut child = launch();
-    notify.wait_for("READY=1", |m| m.iter().any(|m| m.contains("READY=1")));
+    wait_notified(&notify, "READY=1", |m| {
+        m.iter().any(|m| m.contains("READY=1"))
+    });
     notify.clear();
     signal(&child, "HUP");
-    notify.wait_for("READY=1 after RELOADING=1", |m| {
+    wait_notified(&notify, "READY=1 after RELOADING=1", |m| {
         let reloading = m.iter().position(|m| m.contains("RELOADING=1"));
         reloading.is_some_and(|i| m[i + 1..].iter().any(|m| m.contains("READY=1")))
     });
@@ -1445,7 +1407,9 @@ fn reload_and_recovery_speak_sd_notify() {
     child.kill().unwrap();
     child.wait().unwrap();
     let child = launch();
-    notify.wait_for("READY=1", |m| m.iter().any(|m| m.contains("READY=1")));
+    wait_notified(&notify, "READY=1", |m| {
+        m.iter().any(|m| m.contains("READY=1"))
+    });
     let msgs = notify.messages();
     let extend = msgs.iter().position(|m| m.contains("EXTEND_TIMEOUT_USEC="));
     let ready = msgs.iter().position(|m| m.contains("READY=1"));

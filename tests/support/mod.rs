@@ -1,6 +1,6 @@
 //! Shared integration-test infrastructure: in-process fault servers, a real nginx serving a
 //! generated multi-host site, a real dnsmasq resolving its names, a real tinyproxy, a real
-//! NATS JetStream server, test certificates, and the helper that runs the `ringcrawl` binary
+//! NATS JetStream server, an sd_notify socket, test certificates, and the helper that runs the `ringcrawl` binary
 //! and parses its journal.
 //!
 //! Integration test files use it with `mod support;`. Every server binds 127.0.0.1 on a free
@@ -12,6 +12,7 @@ pub mod dnsmasq;
 pub mod fault;
 pub mod nats;
 pub mod nginx;
+pub mod notify;
 pub mod pages;
 pub mod site;
 pub mod tinyproxy;
@@ -28,6 +29,7 @@ pub use dnsmasq::Dnsmasq;
 pub use fault::{Blackhole, FaultServer};
 pub use nats::NatsServer;
 pub use nginx::{Nginx, NginxTls};
+pub use notify::Notify;
 pub use site::{Expect, Site, SiteSpec};
 pub use tinyproxy::{Tinyproxy, TinyproxyConfig};
 pub use tls::TlsCerts;
