@@ -798,6 +798,7 @@ fn collect(args: CollectCliArgs) -> Outcome {
     let run = crate::cluster::CollectArgs {
         output: args.output,
         follow: args.follow,
+        wait: args.wait,
         consumer: args.consumer,
     };
     let done = crate::cluster::collect(&cluster, &run)?;
@@ -815,6 +816,13 @@ fn collect(args: CollectCliArgs) -> Outcome {
         run.output.display(),
         done.total
     );
+    if done.queued > 0 {
+        eprintln!(
+            "ringcrawl: collect: the crawl is not over: {} URL messages (chunks of lines) are \
+             still queued in the cluster; collect again later, or with --wait",
+            done.queued
+        );
+    }
     Ok(())
 }
 

@@ -153,8 +153,12 @@ pub(crate) struct CollectCliArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Keep collecting new records instead of exiting once caught up.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait")]
     pub follow: bool,
+    /// Exit only once the crawl is over: no line left queued in the cluster and every record
+    /// collected (nodes must be running).
+    #[arg(long)]
+    pub wait: bool,
     /// Durable consumer name (one per output file).
     #[arg(long, value_name = "NAME", default_value = "collect")]
     pub consumer: String,

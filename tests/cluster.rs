@@ -5,8 +5,11 @@
 //! second is stopped with SIGTERM (exit 0). `collect` then holds exactly one record per line
 //! (none missing, none doubled, none torn), with the same titles as a one-shot `fetch` of the
 //! list; submitting the list again queues nothing, and collecting again adds nothing. Also: a
-//! node's spool intake, a lost NATS connection, a node killed with chunks half done, and a
-//! server that speaks only TLS and admits only a credentials file's user (`collect --follow`).
+//! node's spool intake, a lost NATS connection, a node killed with chunks half done, a
+//! server that speaks only TLS and admits only a credentials file's user (`collect --follow`),
+//! and a list queued while no node runs (`collect` says the crawl is not over; `collect --wait`
+//! waits for it) crawled by three nodes at their fair share of the partitions, one of them
+//! joined by `run --nats` (its STATUS line).
 
 mod support;
 
@@ -19,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    free_port, ringcrawl_bin, run_fetch, wait_until, Blackhole, Dnsmasq, NatsServer, Nginx, Proc,
-    Site, SiteSpec, TlsCerts,
+    free_port, ringcrawl_bin, run_fetch, wait_until, Blackhole, Dnsmasq, NatsServer, Nginx, Notify,
+    Proc, Site, SiteSpec, TlsCerts,
 };
 
 /// Site size: hosts x (pages + 5 extra URLs each).
@@ -148,29 +151,50 @@ impl NodeDir {
         self.dir.join("node.log")
     }
 
+    /// Leave the `[cluster]` table out of the configuration (the node joins by `--nats`).
+    fn without_cluster_table(&self) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let (daemon_and_fetch, _) = text.split_once("[cluster]\n").unwrap();
+        std::fs::write(self.config(), daemon_and_fetch).unwrap();
+    }
+
     /// Start `ringcrawl run --config` (as the systemd unit does), its log level the
     /// configuration's (info).
     fn spawn(&self) -> Proc {
+        self.spawn_with(&[], None)
+    }
+
+    /// [`NodeDir::spawn`] with `extra` arguments after `--config FILE`, and `NOTIFY_SOCKET`
+    /// set to `notify` when given.
+    fn spawn_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())
             .unwrap();
-        let child = Command::new(ringcrawl_bin())
-            .args(["run", "--config"])
+        let mut cmd = Command::new(ringcrawl_bin());
+        cmd.args(["run", "--config"])
             .arg(self.config())
+            .args(extra)
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(child)
+            .stderr(log);
+        if let Some(n) = notify {
+            cmd.env("NOTIFY_SOCKET", &n.path);
+        }
+        Proc(cmd.spawn().unwrap())
     }
 
     /// [`NodeDir::spawn`] and wait until it joined.
     fn start(&self) -> Proc {
+        self.start_with(&[], None)
+    }
+
+    /// [`NodeDir::spawn_with`] and wait until it joined.
+    fn start_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
         let before = self.joins();
-        let mut p = self.spawn();
+        let mut p = self.spawn_with(extra, notify);
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.joins() == before {
             assert!(
@@ -489,6 +513,129 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
     });
     assert!(settled, "{last}");
     node.stop(p);
+}
+
+/// A list queued while no node runs: `collect` says the crawl is not over. Three nodes join,
+/// one by `run --nats URL` with no `[cluster]` table: they split the partitions at their fair
+/// share, none held twice, and the `--nats` node's STATUS line says what it holds. `collect
+/// --wait` then exits only once every line has its record.
+#[test]
+fn three_nodes_share_the_partitions_and_collect_wait_waits_for_the_crawl() {
+    let nats = NatsServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path(), 6, 2);
+    let urls = served.urls();
+    let list = tmp.path().join("list.txt");
+    served.write_list(&list);
+    let url = nats.url();
+    let resolver = served.dns.resolver_arg();
+    let nodes: Vec<NodeDir> = ["a", "b", "c"]
+        .iter()
+        .map(|name| NodeDir::new(tmp.path(), name, &url, &resolver))
+        .collect();
+    let metrics: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|n| {
+            let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            n.listen_for_metrics(addr);
+            addr
+        })
+        .collect();
+
+    // Queued with b's [cluster] table (its partition count), no node running yet.
+    let config = nodes[1].config();
+    let (code, _, err) = run(&[
+        "submit",
+        "--nats",
+        &url,
+        "--config",
+        config.to_str().unwrap(),
+        list.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "submit: {err}");
+    let records = tmp.path().join("records.jsonl");
+    let said = collect(&url, &records);
+    assert_eq!(lines_in(&records), 0, "{said}");
+    assert!(
+        said.contains("the crawl is not over: ")
+            && said.contains("collect again later, or with --wait"),
+        "{said}"
+    );
+
+    // Started before any node: it must wait for them and for the whole crawl.
+    let mut waiting = Proc(
+        Command::new(ringcrawl_bin())
+            .args(["collect", "--wait", "--nats", &url, "-o"])
+            .arg(&records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting.0.try_wait().unwrap().is_none(),
+        "collect --wait ended with no node running"
+    );
+
+    let b = nodes[1].start(); // first: the lease bucket gets its lease time
+    nodes[0].without_cluster_table();
+    let notify = Notify::new(tmp.path().join("notify.sock"));
+    let a = nodes[0].start_with(&["--nats", &url], Some(&notify));
+    let c = nodes[2].start();
+
+    let share = PARTITIONS / 3;
+    let mut last = Vec::new();
+    let fair = wait_until(Duration::from_secs(30), || {
+        last = metrics
+            .iter()
+            .map(|m| {
+                sample(&scrape(*m), "ringcrawl_cluster_partitions_held")
+                    .and_then(|v| v.parse::<u32>().ok())
+            })
+            .collect();
+        last.iter().all(|h| *h == Some(share))
+    });
+    assert!(fair, "partitions held by a, b, c: {last:?}");
+    let status = wait_until(Duration::from_secs(10), || {
+        notify.messages().iter().any(|m| {
+            m.contains("STATUS=")
+                && m.contains(&format!(", {share} of {PARTITIONS} partitions held,"))
+        })
+    });
+    assert!(status, "{:?}", notify.messages());
+
+    let ended = wait_until(WAIT, || waiting.0.try_wait().unwrap().is_some());
+    assert!(ended, "collect --wait still running after {WAIT:?}");
+    let mut said = String::new();
+    waiting
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(waiting.0.wait().unwrap().code(), Some(0), "{said}");
+    assert_eq!(lines_in(&records), urls.len(), "{said}");
+    assert!(!said.contains("not over"), "{said}");
+    let by_url: BTreeMap<String, serde_json::Value> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["url"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    for e in &served.expect {
+        let rec = by_url
+            .get(&e.url)
+            .unwrap_or_else(|| panic!("no record for {}", e.url));
+        let wrong = support::site::mismatches(e, rec, false);
+        assert!(wrong.is_empty(), "{}: {wrong:?}", e.url);
+    }
+    for (dir, p) in nodes.iter().zip([a, b, c]) {
+        dir.stop(p);
+    }
 }
 
 /// A node that loses NATS (the server killed) stops taking work: its leases are dropped and

@@ -7,8 +7,11 @@
 //! crash inside the write leaves a torn line that the next run cuts before it receives the
 //! unacked records again. The consumer acks all (one ack, the batch's last record, covers the
 //! batch written before it), so one `collect` at a time per consumer name. Without
-//! `--follow` it exits once the consumer has nothing pending and nothing unacked; with it, it
-//! pulls continuously and writes what arrived together, until SIGTERM or SIGINT.
+//! `--follow` it exits once the consumer has nothing pending and nothing unacked, and counts
+//! the URL messages the cluster still holds (a crawl not over yet); with `--wait` it exits
+//! only once those are gone too (every submitted line has its record: a node acks a line's
+//! URL message after its record is stored), then caught up again. With `--follow` it pulls
+//! continuously and writes what arrived together, until SIGTERM or SIGINT.
 
 use std::io::{BufReader, Seek, Write};
 use std::path::PathBuf;
@@ -16,11 +19,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::dedup::{record_key, Seen};
-use super::{wire, ClusterError, Streams};
+use super::{wire, ClusterError, Streams, OPEN_AT_ONCE};
 use crate::config::ClusterConfig;
 use crate::journal::open_journal;
 
@@ -37,12 +40,16 @@ pub const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 pub const UNACKED_POLL: Duration = Duration::from_millis(100);
 /// The collect consumer's ack wait: records written but not acked come back after it.
 pub const COLLECT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// With `--wait`: the pause between looks at the URL streams while lines are still queued.
+pub const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// What `collect` was asked to do.
 #[derive(Debug)]
 pub(crate) struct CollectArgs {
     pub output: PathBuf,
     pub follow: bool,
+    /// Exit only once every URL stream is empty (the crawl is over) and every record is in.
+    pub wait: bool,
     /// The durable consumer (one per output file).
     pub consumer: String,
 }
@@ -56,6 +63,31 @@ pub(crate) struct Collected {
     pub total: u64,
     /// Bytes of a torn last line cut at start.
     pub torn: u64,
+    /// URL messages (chunks of lines) still in the URL streams when it stopped: lines not
+    /// crawled yet, or whose record is not stored yet. Not counted with `--follow`.
+    pub queued: u64,
+}
+
+/// The messages every URL stream of the crawl holds now (work-queue streams: a message leaves
+/// when its node acks it, after the records of its lines are stored).
+async fn queued(streams: &Streams) -> Result<u64, ClusterError> {
+    futures_util::stream::iter(0..streams.partitions)
+        .map(|p| async move {
+            let name = streams.url_stream(p);
+            let mut stream = streams
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
+            Ok::<u64, ClusterError>(info.state.messages)
+        })
+        .buffer_unordered(OPEN_AT_ONCE)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await
 }
 
 /// With `--follow`: the next records as they come: wait for one, then take what follows
@@ -133,6 +165,8 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
             None
         };
         let mut buf = Vec::with_capacity(1 << 20);
+        // With --wait: the URL streams were seen empty; what follows is the last drain.
+        let mut crawl_over = false;
         loop {
             let messages = if let Some((term, int)) = stops.as_mut() {
                 let s = match follow.as_mut() {
@@ -212,7 +246,21 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
                 .await
                 .map_err(|e| ClusterError::js(&what, e))?;
             if info.num_pending == 0 && info.num_ack_pending == 0 {
-                break;
+                if !args.wait {
+                    done.queued = queued(&streams).await?;
+                    break;
+                }
+                if crawl_over {
+                    break;
+                }
+                // Every record of a line is stored before its URL message is acked, so once
+                // the URL streams are empty one more drain brings the last records.
+                if queued(&streams).await? == 0 {
+                    crawl_over = true;
+                } else {
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
+                continue;
             }
             if info.num_pending == 0 {
                 tokio::time::sleep(UNACKED_POLL).await;
