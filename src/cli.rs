@@ -159,9 +159,9 @@ pub(crate) struct CollectCliArgs {
     /// collected (nodes must be running).
     #[arg(long)]
     pub wait: bool,
-    /// Durable consumer name (one per output file).
-    #[arg(long, value_name = "NAME", default_value = "collect")]
-    pub consumer: String,
+    /// Durable consumer name [default: the output file's own, from its absolute path]
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
 }
 
 /// `ringcrawl load`.

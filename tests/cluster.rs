@@ -518,7 +518,8 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
 /// A list queued while no node runs: `collect` says the crawl is not over. Three nodes join,
 /// one by `run --nats URL` with no `[cluster]` table: they split the partitions at their fair
 /// share, none held twice, and the `--nats` node's STATUS line says what it holds. `collect
-/// --wait` then exits only once every line has its record.
+/// --wait` then exits only once every line has its record, and a second output file gets every
+/// record too (its own consumer).
 #[test]
 fn three_nodes_share_the_partitions_and_collect_wait_waits_for_the_crawl() {
     let nats = NatsServer::start();
@@ -633,6 +634,10 @@ fn three_nodes_share_the_partitions_and_collect_wait_waits_for_the_crawl() {
         let wrong = support::site::mismatches(e, rec, false);
         assert!(wrong.is_empty(), "{}: {wrong:?}", e.url);
     }
+    // A second file has its own consumer: it gets every record, whatever the first file took.
+    let second = tmp.path().join("second.jsonl");
+    collect(&url, &second);
+    assert_eq!(lines_in(&second), urls.len());
     for (dir, p) in nodes.iter().zip([a, b, c]) {
         dir.stop(p);
     }

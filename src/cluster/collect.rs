@@ -1,6 +1,6 @@
 //! `ringcrawl collect`: append the records stream to a JSON Lines file, exactly one line per
 //! submitted line, through a durable pull consumer (run again, it continues where it
-//! stopped). The file is opened with its torn tail cut (`journal::open_journal`) and scanned
+//! stopped; the consumer is the output file's own unless `--consumer` names one). The file is opened with its torn tail cut (`journal::open_journal`) and scanned
 //! once into `dedup::Seen`; each batch of records is de-duplicated against it, written and
 //! fsync'd, and only then acked. So a record published twice is written once, a crash after
 //! the write and before the ack redelivers records the file already holds (skipped), and a
@@ -50,8 +50,8 @@ pub(crate) struct CollectArgs {
     pub follow: bool,
     /// Exit only once every URL stream is empty (the crawl is over) and every record is in.
     pub wait: bool,
-    /// The durable consumer (one per output file).
-    pub consumer: String,
+    /// The durable consumer; `None`: the output file's own ([`file_consumer`]).
+    pub consumer: Option<String>,
 }
 
 /// What one run did.
@@ -108,6 +108,19 @@ async fn gather(s: &mut pull::Stream) -> Result<Vec<jetstream::Message>, String>
     Ok(out)
 }
 
+/// The durable consumer of an output file: `collect-` and 16 hex digits of FNV-1a of the
+/// file's absolute path (symbolic links resolved), so every file has its own place in the
+/// records stream: collecting into a second file starts it from the first record, whatever
+/// the first file took. A file moved gets a new consumer, which reads the stream from the
+/// start; what the file holds already is skipped.
+pub(crate) fn file_consumer(canonical: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    format!(
+        "collect-{:016x}",
+        wire::fnv1a(canonical.as_os_str().as_bytes())
+    )
+}
+
 /// Run `collect` (blocks; with `follow`, until the process is stopped).
 pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collected, ClusterError> {
     let out_err = |cause| ClusterError::Output {
@@ -120,6 +133,10 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
     })?;
     file.rewind().map_err(out_err)?;
     let mut seen = Seen::scan(BufReader::new(&file)).map_err(out_err)?;
+    let consumer_name = match &args.consumer {
+        Some(name) => name.clone(),
+        None => file_consumer(&args.output.canonicalize().map_err(out_err)?),
+    };
     let mut done = Collected {
         torn,
         ..Collected::default()
@@ -128,7 +145,7 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
     rt.block_on(async {
         let client = super::connect(cfg, "ringcrawl collect").await?;
         let streams = Streams::open(super::jetstream(client.clone()), cfg).await?;
-        let what = format!("consumer {} on {}", args.consumer, streams.records_stream);
+        let what = format!("consumer {consumer_name} on {}", streams.records_stream);
         let stream = streams
             .js
             .get_stream(&streams.records_stream)
@@ -136,9 +153,9 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
             .map_err(|e| ClusterError::js(&what, e))?;
         let consumer = stream
             .get_or_create_consumer(
-                &args.consumer,
+                &consumer_name,
                 pull::Config {
-                    durable_name: Some(args.consumer.clone()),
+                    durable_name: Some(consumer_name.clone()),
                     description: Some("ringcrawl collect".into()),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::All,
@@ -274,4 +291,26 @@ pub(crate) fn collect(cfg: &ClusterConfig, args: &CollectArgs) -> Result<Collect
     })?;
     done.total = seen.len();
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_output_file_has_its_own_consumer() {
+        let a = file_consumer(std::path::Path::new("/var/lib/ringcrawl/titles.jsonl"));
+        let b = file_consumer(std::path::Path::new("/var/lib/ringcrawl/other.jsonl"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            file_consumer(std::path::Path::new("/var/lib/ringcrawl/titles.jsonl"))
+        );
+        // A valid durable name: no `.`, `*`, `>`, whitespace or path separators.
+        assert!(a.starts_with("collect-") && a.len() == "collect-".len() + 16);
+        assert!(
+            a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'),
+            "{a}"
+        );
+    }
 }
