@@ -1,7 +1,8 @@
 //! `ringcrawl collect`: append the records stream to a JSON Lines file, exactly one line per
 //! submitted line, through a durable pull consumer (run again, it continues where it
-//! stopped; the consumer is the output file's own unless `--consumer` names one). The file is opened with its torn tail cut (`journal::open_journal`) and scanned
-//! once into `dedup::Seen`; each batch of records is de-duplicated against it, written and
+//! stopped; the consumer is the output file's own unless `--consumer` names one). The file
+//! is opened with its torn tail cut (`journal::open_journal`) and scanned once into
+//! `dedup::Seen`; each batch of records is de-duplicated against it, written and
 //! fsync'd, and only then acked. So a record published twice is written once, a crash after
 //! the write and before the ack redelivers records the file already holds (skipped), and a
 //! crash inside the write leaves a torn line that the next run cuts before it receives the
@@ -74,16 +75,13 @@ async fn queued(streams: &Streams) -> Result<u64, ClusterError> {
     futures_util::stream::iter(0..streams.partitions)
         .map(|p| async move {
             let name = streams.url_stream(p);
-            let mut stream = streams
+            // The get is the stream's info request: its answer is the cached info.
+            let stream = streams
                 .js
                 .get_stream(&name)
                 .await
                 .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
-            let info = stream
-                .info()
-                .await
-                .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
-            Ok::<u64, ClusterError>(info.state.messages)
+            Ok::<u64, ClusterError>(stream.cached_info().state.messages)
         })
         .buffer_unordered(OPEN_AT_ONCE)
         .try_fold(0, |sum, n| async move { Ok(sum + n) })
