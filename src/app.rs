@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
     };
     // The daemon logs at its configured level; it initializes logging once that is known.
     if !matches!(cli.command, Command::Run(_)) {
-        init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
+        init_logging(COMMAND_LOG_LEVEL);
     }
     let result = match cli.command {
         Command::Fetch(args) => fetch(*args),
@@ -153,12 +153,13 @@ fn clap_one_line(rendered: &str) -> String {
     out
 }
 
-/// Log to stderr at `default` (or `RINGCRAWL_LOG`): for a person on a terminal, with time and
-/// colours; for journald (`JOURNAL_STREAM` set) or any other non-terminal, one line per event
-/// with an sd-daemon `<N>` priority prefix ([`SdPriority`]) and nothing journald adds itself.
+/// Log to stderr at `default` (or `RINGCRAWL_LOG`), the NATS client's own events left out
+/// ([`log_filter`]): for a person on a terminal, with time and colours; for journald
+/// (`JOURNAL_STREAM` set) or any other non-terminal, one line per event with an sd-daemon
+/// `<N>` priority prefix ([`SdPriority`]) and nothing journald adds itself.
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCRAWL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let env = std::env::var("RINGCRAWL_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::new(log_filter(env.as_deref(), default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);
@@ -170,6 +171,13 @@ fn init_logging(default: &str) {
     } else {
         builder.init();
     }
+}
+
+/// The filter logging uses: `RINGCRAWL_LOG` when it is set and parses, else `default`; either
+/// way through [`quiet_libraries`].
+fn log_filter(env: Option<&str>, default: &str) -> String {
+    let given = env.filter(|d| tracing_subscriber::EnvFilter::try_new(d).is_ok());
+    quiet_libraries(given.unwrap_or(default))
 }
 
 /// `directive` with the NATS client's own log events off, unless it names the client. A
@@ -705,7 +713,7 @@ fn run(args: RunArgs) -> Outcome {
     let cfg = match Config::load(args.config.as_deref(), &overrides) {
         Ok(cfg) => cfg,
         Err(errors) => {
-            init_logging(&quiet_libraries(COMMAND_LOG_LEVEL));
+            init_logging(COMMAND_LOG_LEVEL);
             return Err(usage(errors));
         }
     };
@@ -713,7 +721,7 @@ fn run(args: RunArgs) -> Outcome {
         println!("configuration OK");
         return Ok(());
     }
-    init_logging(&quiet_libraries(&cfg.restart.log_level));
+    init_logging(&cfg.restart.log_level);
     if cfg.restart.cluster.is_some() {
         crate::cluster::run(cfg)?;
     } else {
@@ -843,6 +851,18 @@ mod tests {
         );
         // What the subscriber is given parses.
         tracing_subscriber::EnvFilter::try_new(quiet_libraries("info")).unwrap();
+    }
+
+    #[test]
+    fn ringcrawl_log_is_quieted_like_the_default_unless_it_names_the_client() {
+        assert_eq!(log_filter(None, "warn"), "warn,async_nats=off");
+        assert_eq!(log_filter(Some("info"), "warn"), "info,async_nats=off");
+        assert_eq!(
+            log_filter(Some("info,async_nats=debug"), "warn"),
+            "info,async_nats=debug"
+        );
+        // A filter that does not parse falls back to the default, as before.
+        assert_eq!(log_filter(Some("=[bad"), "warn"), "warn,async_nats=off");
     }
 
     #[derive(Debug, thiserror::Error)]
