@@ -297,6 +297,21 @@ fn lines_in(p: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The records in `path` are those of a correct crawl of `expect`: one per URL, none doubled,
+/// none missing, each as expected (status, title, ...).
+fn assert_records_match(path: &Path, expect: &[support::Expect]) {
+    let records = support::parse_journal(&std::fs::read(path).unwrap(), "");
+    let by_url = support::by_url(&records);
+    assert_eq!(by_url.len(), expect.len());
+    for e in expect {
+        let rec = by_url
+            .get(&e.url)
+            .unwrap_or_else(|| panic!("no record for {}", e.url));
+        let bad = support::site::mismatches(e, rec, false);
+        assert!(bad.is_empty(), "{}: {bad:?}", e.url);
+    }
+}
+
 /// Collect until the file holds at least `n` lines.
 fn collect_until(nats: &str, out: &Path, n: usize, nodes: &[&NodeDir]) {
     let deadline = Instant::now() + WAIT;
@@ -619,21 +634,7 @@ fn three_nodes_share_the_partitions_and_collect_wait_waits_for_the_crawl() {
     assert_eq!(waiting.0.wait().unwrap().code(), Some(0), "{said}");
     assert_eq!(lines_in(&records), urls.len(), "{said}");
     assert!(!said.contains("not over"), "{said}");
-    let by_url: BTreeMap<String, serde_json::Value> = std::fs::read_to_string(&records)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["url"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
-    for e in &served.expect {
-        let rec = by_url
-            .get(&e.url)
-            .unwrap_or_else(|| panic!("no record for {}", e.url));
-        let wrong = support::site::mismatches(e, rec, false);
-        assert!(wrong.is_empty(), "{}: {wrong:?}", e.url);
-    }
+    assert_records_match(&records, &served.expect);
     // A second file has its own consumer: it gets every record, whatever the first file took.
     let second = tmp.path().join("second.jsonl");
     collect(&url, &second);
@@ -685,21 +686,7 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
     collect_until(&url, &records, expect.len(), &[&node]);
     thread::sleep(Duration::from_millis(500));
     collect(&url, &records);
-    let text = std::fs::read_to_string(&records).unwrap();
-    let mut by_url: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let u = v["url"].as_str().unwrap().to_string();
-        assert!(by_url.insert(u.clone(), v).is_none(), "two records for {u}");
-    }
-    assert_eq!(by_url.len(), expect.len());
-    for e in expect {
-        let rec = by_url
-            .get(&e.url)
-            .unwrap_or_else(|| panic!("no record for {}", e.url));
-        let bad = support::site::mismatches(e, rec, false);
-        assert!(bad.is_empty(), "{}: {bad:?}", e.url);
-    }
+    assert_records_match(&records, expect);
     let resumed = sample(&scrape(metrics), "ringcrawl_cluster_partitions_held")
         .map(str::to_string)
         .unwrap_or_default();

@@ -65,16 +65,7 @@ pub struct FetchRun {
 impl FetchRun {
     /// Records keyed by their `url` field; panics when a URL has more than one record.
     pub fn by_url(&self) -> HashMap<String, serde_json::Value> {
-        let mut map = HashMap::with_capacity(self.records.len());
-        for r in &self.records {
-            let url = r["url"]
-                .as_str()
-                .unwrap_or_else(|| panic!("record without url: {r}"));
-            if let Some(prev) = map.insert(url.to_string(), r.clone()) {
-                panic!("two records for {url}: {prev} and {r}");
-            }
-        }
-        map
+        by_url(&self.records)
     }
 
     /// Panics with the stderr when the run did not exit 0.
@@ -182,6 +173,20 @@ pub fn run_fetch_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) 
         status,
         elapsed,
     }
+}
+
+/// `records` keyed by their `url` field; panics when a URL has more than one record.
+pub fn by_url(records: &[serde_json::Value]) -> HashMap<String, serde_json::Value> {
+    let mut map = HashMap::with_capacity(records.len());
+    for r in records {
+        let url = r["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("record without url: {r}"));
+        if let Some(prev) = map.insert(url.to_string(), r.clone()) {
+            panic!("two records for {url}: {prev} and {r}");
+        }
+    }
+    map
 }
 
 /// Parse JSON Lines output; every line must be one JSON object.

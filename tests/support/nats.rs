@@ -37,18 +37,20 @@ pub struct Secure {
 impl NatsServer {
     /// Start a JetStream server with an empty store.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(|_| None)
+    }
+
+    /// [`NatsServer::try_start_with`] up to [`START_ATTEMPTS`] times (a free port may be taken
+    /// before the server binds it).
+    fn start_with(conf: impl Fn(&Path) -> Option<PathBuf>) -> NatsServer {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match NatsServer::try_start() {
+            match NatsServer::try_start_with(&conf) {
                 Ok(n) => return n,
                 Err(logs) => last = logs,
             }
         }
         panic!("nats-server did not start in {START_ATTEMPTS} attempts:\n{last}");
-    }
-
-    fn try_start() -> Result<NatsServer, String> {
-        NatsServer::try_start_with(|_| None)
     }
 
     /// Start a server (`conf` may write a configuration file into the server's directory);
@@ -74,25 +76,16 @@ impl NatsServer {
     /// Start a JetStream server that speaks only TLS (its certificate the valid leaf of
     /// `certs`) and admits only the user of the returned credentials file.
     pub fn start_secure(certs: &TlsCerts) -> (NatsServer, Secure) {
-        let mut last = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let made = NatsServer::try_start_with(|dir| {
-                let (conf, user) = operator_conf(dir, certs);
-                std::fs::write(dir.join(CREDS), user).expect("write the credentials file");
-                Some(conf)
-            });
-            match made {
-                Ok(n) => {
-                    let secure = Secure {
-                        creds: n.dir.path().join(CREDS),
-                        ca: certs.ca.clone(),
-                    };
-                    return (n, secure);
-                }
-                Err(logs) => last = logs,
-            }
-        }
-        panic!("nats-server did not start in {START_ATTEMPTS} attempts:\n{last}");
+        let n = NatsServer::start_with(|dir| {
+            let (conf, user) = operator_conf(dir, certs);
+            std::fs::write(dir.join(CREDS), user).expect("write the credentials file");
+            Some(conf)
+        });
+        let secure = Secure {
+            creds: n.dir.path().join(CREDS),
+            ca: certs.ca.clone(),
+        };
+        (n, secure)
     }
 
     /// Wait until the server accepts connections (`Err`: why not, with its log).
