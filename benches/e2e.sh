@@ -407,7 +407,21 @@ n = int(sys.argv[1])
 for i in range(n):
     print(f"http://h{i % 1000:04d}.site.test/missing/{i // 1000}")
 EOF2
+        # The floor: floor_client -k (keep-alive, per-host idle connections, Content-Length
+        # framing; no URL parsing, HTML or output) on the same list, same -c, addresses
+        # resolved before its clock starts. ringcrawl's distance to it is its own overhead.
+        python3 - "$W/keepalive.txt" "$DATA/hosts_nginx" > "$W/keepalive.floor.targets" <<'EOF2'
+import sys, urllib.parse
+ip = {}
+for l in open(sys.argv[2]):
+    f = l.split()
+    if len(f) >= 2: ip.setdefault(f[1], f[0])
+for l in open(sys.argv[1]):
+    u = urllib.parse.urlsplit(l.strip())
+    print(ip[u.hostname], u.port or 80, u.netloc, u.path or "/")
+EOF2
         measure keepalive.ringcrawl "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300
+        measure keepalive.floor_client "$FLOOR" "$W/keepalive.floor.targets" 300 "$(nproc)" -k
         if [[ -n ${RCBENCH_CALLGRIND:-} ]]; then   # instructions of one more run (user space)
             valgrind --tool=callgrind --callgrind-out-file="$RCBENCH_CALLGRIND" \
                 "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300 -q 2>/dev/null || true
@@ -428,8 +442,9 @@ EOF2
         measure keepalive.load "$BIN" load http://h0000.site.test/missing/0 -c 100 -d 5 --json
         table keepalive
         echo "    ringcrawl: $(titled "$W/keepalive.rc.jsonl")"; rc_summary "$W/keepalive.ringcrawl.err"
-        python3 - "$W/results.tsv" "$n" "$W/keepalive.load.out" <<'EOF2'
-import json, sys
+        sed 's/^/    /' "$W/keepalive.floor_client.out"
+        python3 - "$W/results.tsv" "$n" "$W/keepalive.load.out" "$W/keepalive.floor_client.out" <<'EOF2'
+import json, re, sys
 rows = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(sys.argv[1])}
 n = int(sys.argv[2])
 rc = rows["keepalive.ringcrawl"]
@@ -438,10 +453,20 @@ try:
     rps = json.load(open(sys.argv[3]))["rps"]
 except Exception:
     rps = 0
-print(f"    fetch {ups:.0f} URLs/s, {cpu_us:.1f} us CPU per URL, peak RSS {rc[3]} MB; "
-      f"load {rps:.0f} req/s on one of the pages; fetch/load {ups / max(rps, 1):.2f}x (target >= 0.80x)")
+line = (f"    fetch {ups:.0f} URLs/s, {cpu_us:.1f} us CPU per URL, peak RSS {rc[3]} MB; "
+        f"load {rps:.0f} req/s on one of the pages; fetch/load {ups / max(rps, 1):.2f}x (target >= 0.80x)")
+# The floor, timed like fetch (/usr/bin/time: its wall and CPU include loading its list).
+fl = rows.get("keepalive.floor_client")
+m = re.search(r"(\d+) ok, (\d+) failed", open(sys.argv[4]).read())
+if fl and m and int(m.group(2)) == 0:
+    fups, fcpu_us = n / max(float(fl[1]), 1e-3), float(fl[2]) * 1e6 / n
+    line += (f"; floor {fups:.0f} URLs/s, {fcpu_us:.1f} us CPU per URL; "
+             f"fetch/floor {ups / fups:.2f}x, floor/load {fups / max(rps, 1):.2f}x")
+else:
+    line += "; floor: no clean run (see its line above)"
+print(line)
 EOF2
-        rm -f "$W/keepalive.txt" "$W/keepalive.rc.jsonl"
+        rm -f "$W/keepalive.txt" "$W/keepalive.rc.jsonl" "$W/keepalive.floor.targets"
     }
     # cluster: the broad list through the spool daemon, then through NATS JetStream with one
     # node and with three nodes (each a `ringcrawl run` with [cluster], -c 300, a fresh
