@@ -32,7 +32,7 @@ use crate::http::{
 use crate::intake::host_key;
 use crate::ipgate::{IpGate, IpPermit};
 use crate::job::millis;
-use crate::job::{Counters, Job};
+use crate::job::{Counters, Job, WorkItem};
 use crate::net::{ConnectOptions, NetError, Stream, TlsContext};
 use crate::netpolicy::NetPolicy;
 use crate::options::FetchOptions;
@@ -378,7 +378,8 @@ struct Acct {
 
 /// The page a hop ended on, after redirects.
 struct Page {
-    final_url: Url,
+    /// Where the redirects ended; `None`: the URL asked for itself (not copied).
+    final_url: Option<Url>,
     status: u16,
     content_type: Option<String>,
     retry_after: Option<String>,
@@ -386,8 +387,15 @@ struct Page {
 }
 
 /// One attempt at a job: its record, and whether the outcome is worth another attempt.
+///
+/// The record made by [`run_job`] leaves out what the job already holds: its `url` is
+/// empty and, when the page was the listed URL itself, `final_url` is `None` with
+/// `final_is_job_url` set. [`Attempt::finish`] moves them in from the job once the record
+/// is final, instead of a copy of each per URL that a retry would throw away.
 pub(crate) struct Attempt {
     pub record: Record,
+    /// The record's `final_url` is the job's parsed URL (see [`Attempt::finish`]).
+    pub final_is_job_url: bool,
     /// `Some` when the failure (or the status) is transient, with the server's Retry-After.
     pub retry: Option<Option<Duration>>,
     /// The attempt did not happen: this address is at its `--per-ip` cap (the record is
@@ -400,8 +408,21 @@ impl Attempt {
     pub fn done(record: Record) -> Attempt {
         Attempt {
             record,
+            final_is_job_url: false,
             retry: None,
             blocked_on: None,
+        }
+    }
+
+    /// Make the record final: the job's URL (and, when it is the page's, its parsed URL as
+    /// `final_url`) moved in from `item`, which the record replaces. In place: a record is
+    /// large, and every move of it is a copy.
+    pub fn finish(&mut self, item: WorkItem) {
+        if self.record.url.is_empty() {
+            self.record.url = item.job.url;
+        }
+        if std::mem::take(&mut self.final_is_job_url) {
+            self.record.final_url = Some(item.url.into());
         }
     }
 }
@@ -444,7 +465,7 @@ pub fn run_job<'a>(
         // carries its largest state for every connection in flight.
         let outcome = fetch_hops(ctx, url, deadline, held, &mut acct).await;
         let mut rec = Record {
-            url: job.url.clone(),
+            url: String::new(), // moved in by `Attempt::finish`
             src: job.src.as_deref().map(str::to_owned),
             line: job.line,
             link: acct.link.take(),
@@ -452,9 +473,12 @@ pub fn run_job<'a>(
             ..Record::default()
         };
         let mut blocked_on = None;
+        let mut final_is_job_url = false;
         let retry = match outcome {
             Ok(page) => {
-                rec.final_url = Some(page.final_url.into()); // its text, without a copy
+                // Its text, without a copy; the job's own URL is moved in by `finish`.
+                rec.final_url = page.final_url.map(String::from);
+                final_is_job_url = rec.final_url.is_none();
                 rec.status = Some(page.status);
                 rec.content_type = page.content_type;
                 rec.title = page.extracted.title;
@@ -484,6 +508,7 @@ pub fn run_job<'a>(
         rec.ts = now_rfc3339();
         Attempt {
             record: rec,
+            final_is_job_url,
             retry,
             blocked_on,
         }
@@ -512,26 +537,30 @@ fn fetch_hops<'a>(
         }
         if let Some(chain) = &mut acct.chain {
             chain.push(ChainHop {
-                url: first.final_url.to_string(),
+                url: first.final_url.as_ref().unwrap_or(url).to_string(),
                 status: first.status,
             });
         }
-        let link = first_link(first)?;
+        let link = first_link(first, url)?;
         acct.link = Some(link.to_string());
-        get_page(ctx, &link, deadline, None, held, acct)
+        let mut second = get_page(ctx, &link, deadline, None, held, acct)
             .await
-            .map_err(|e| (e, 2))
+            .map_err(|e| (e, 2))?;
+        // `None` means the URL asked for, and that is the job's only on hop 1.
+        second.final_url.get_or_insert(link);
+        Ok(second)
     }
 }
 
-/// The link hop 2 follows. Takes hop 1's page by value so it is gone before hop 2 starts
-/// (not kept in the slot's future while hop 2 is in flight).
-fn first_link(first: Page) -> Result<Url, (FetchError, u8)> {
+/// The link hop 2 follows. Takes hop 1's page (of `url`) by value so it is gone before
+/// hop 2 starts (not kept in the slot's future while hop 2 is in flight).
+fn first_link(first: Page, url: &Url) -> Result<Url, (FetchError, u8)> {
+    let page_url = first.final_url.as_ref().unwrap_or(url);
     first
         .extracted
         .link
         .as_deref()
-        .and_then(|href| resolve_link(&first.final_url, first.extracted.base_href.as_deref(), href))
+        .and_then(|href| resolve_link(page_url, first.extracted.base_href.as_deref(), href))
         .ok_or((FetchError::NoLink, 1))
 }
 
@@ -607,8 +636,8 @@ fn get_page<'a>(
                 visited.push(next);
                 continue;
             }
-            // The last redirect target is taken, not copied; the listed URL is borrowed.
-            let final_url = visited.pop().unwrap_or_else(|| url.clone());
+            // The last redirect target is taken, not copied; the URL asked for is not copied.
+            let final_url = visited.pop();
             return Ok(Page {
                 final_url,
                 status,
@@ -1067,6 +1096,46 @@ fn request<'a, C: Consumer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(url: &str) -> WorkItem {
+        WorkItem {
+            job: Job::new(url.to_string(), None, Some(3)),
+            url: Url::parse(url).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_finished_attempt_takes_the_jobs_url_and_final_url() {
+        // A page of the listed URL itself: both come from the job.
+        let mut own = Attempt::done(Record {
+            status: Some(200),
+            ..Record::default()
+        });
+        own.final_is_job_url = true;
+        own.finish(item("http://A.test/x"));
+        let rec = own.record;
+        assert_eq!(rec.url, "http://A.test/x");
+        assert_eq!(rec.final_url.as_deref(), Some("http://a.test/x"));
+        // After redirects the record's own final URL stays.
+        let mut redirected = Attempt::done(Record {
+            final_url: Some("http://b.test/".to_string()),
+            ..Record::default()
+        });
+        redirected.finish(item("http://a.test/"));
+        let rec = redirected.record;
+        assert_eq!(rec.url, "http://a.test/");
+        assert_eq!(rec.final_url.as_deref(), Some("http://b.test/"));
+        // A record made without a fetch (an error) has its URL and no final URL.
+        let mut failed = Attempt::done(
+            item("http://a.test/y")
+                .job
+                .error_record(ErrorKind::Internal, "boom".to_string()),
+        );
+        failed.finish(item("http://a.test/y"));
+        let rec = failed.record;
+        assert_eq!(rec.url, "http://a.test/y");
+        assert_eq!(rec.final_url, None);
+    }
 
     #[test]
     fn links_resolve_against_base_and_page() {

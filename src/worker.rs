@@ -409,7 +409,7 @@ impl Worker {
     }
 
     /// The attempt's outcome: a retry later (true), or its record now.
-    fn settle(&self, key: &str, item: &mut Option<WorkItem>, attempt: Attempt) -> bool {
+    fn settle(&self, key: &str, item: &mut Option<WorkItem>, mut attempt: Attempt) -> bool {
         let c = &self.ctx.counters;
         if let Some(ip) = attempt.blocked_on {
             // Not an attempt: back to the front of its host's queue until a permit is free.
@@ -442,6 +442,7 @@ impl Worker {
         }
         *c.dns.lock().unwrap_or_else(|e| e.into_inner()) = self.ctx.resolver.stats();
         c.count(&attempt.record);
+        attempt.finish(item.take().expect("the slot's job"));
         // Stop early when the journal is gone or the engine drains; what this host still
         // had queued is then abandoned (the worker loop drops queued work when draining).
         if self.records.send(attempt.record).is_err() || draining {
@@ -570,6 +571,7 @@ mod tests {
                     ..Record::default()
                 },
                 retry: Some(None),
+                final_is_job_url: false,
                 blocked_on: None,
             }
         }));
