@@ -5,11 +5,13 @@
 //! second is stopped with SIGTERM (exit 0). `collect` then holds exactly one record per line
 //! (none missing, none doubled, none torn), with the same titles as a one-shot `fetch` of the
 //! list; submitting the list again queues nothing, and collecting again adds nothing. Also: a
-//! node's spool intake, a lost NATS connection, a node killed with chunks half done, a
+//! node's spool intake, and a node that dies half-way through publishing a spool list (a
+//! failpoint's abort), a lost NATS connection, a node killed with chunks half done, a
 //! server that speaks only TLS and admits only a credentials file's user (`collect --follow`),
-//! and a list queued while no node runs (`collect` says the crawl is not over; `collect --wait`
-//! waits for it) crawled by three nodes at their fair share of the partitions, one of them
-//! joined by `run --nats` (its STATUS line).
+//! a crawl under stream and bucket names of its own (the server's monitoring port lists what
+//! it holds), and a list queued while no node runs (`collect` says the crawl is not over;
+//! `collect --wait` waits for it) crawled by three nodes at their fair share of the
+//! partitions, one of them joined by `run --nats` (its STATUS line).
 
 mod support;
 
@@ -167,6 +169,11 @@ impl NodeDir {
     /// [`NodeDir::spawn`] with `extra` arguments after `--config FILE`, and `NOTIFY_SOCKET`
     /// set to `notify` when given.
     fn spawn_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
+        self.spawn_env(extra, notify, &[])
+    }
+
+    /// [`NodeDir::spawn_with`] with the environment variables `env` set too.
+    fn spawn_env(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -179,7 +186,8 @@ impl NodeDir {
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log);
+            .stderr(log)
+            .envs(env.iter().copied());
         if let Some(n) = notify {
             cmd.env("NOTIFY_SOCKET", &n.path);
         }
@@ -193,8 +201,13 @@ impl NodeDir {
 
     /// [`NodeDir::spawn_with`] and wait until it joined.
     fn start_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
+        self.start_env(extra, notify, &[])
+    }
+
+    /// [`NodeDir::spawn_env`] and wait until it joined.
+    fn start_env(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
         let before = self.joins();
-        let mut p = self.spawn_with(extra, notify);
+        let mut p = self.spawn_env(extra, notify, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.joins() == before {
             assert!(
@@ -314,9 +327,14 @@ fn assert_records_match(path: &Path, expect: &[support::Expect]) {
 
 /// Collect until the file holds at least `n` lines.
 fn collect_until(nats: &str, out: &Path, n: usize, nodes: &[&NodeDir]) {
+    collect_until_from(["--nats", nats], out, n, nodes);
+}
+
+/// [`collect_until`] from the cluster `from` names (`--nats URL` or `--config FILE`).
+fn collect_until_from(from: [&str; 2], out: &Path, n: usize, nodes: &[&NodeDir]) {
     let deadline = Instant::now() + WAIT;
     loop {
-        collect(nats, out);
+        collect_from(from, out);
         if lines_in(out) >= n {
             return;
         }
@@ -528,6 +546,215 @@ fn a_list_in_a_nodes_spool_goes_to_the_cluster_and_submit_wait_says_so() {
     });
     assert!(settled, "{last}");
     node.stop(p);
+}
+
+/// A crawl under names of its own: a node, `submit --nats URL --config FILE` and `collect
+/// --config FILE`, all with one `[cluster]` table that sets the subject prefix, both streams'
+/// and both buckets' names, crawl a list to one record per URL, titles right; and the server
+/// holds the crawl's streams and buckets under those names and subjects only: nothing under
+/// the default names.
+#[test]
+fn a_crawl_named_in_cluster_uses_its_own_streams_and_buckets_and_none_of_the_defaults() {
+    let nats = NatsServer::start_monitored();
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path(), 4, 3);
+    let list_path = tmp.path().join("named.txt");
+    served.write_list(&list_path);
+    let total = served.urls().len();
+
+    let url = nats.url();
+    let node = NodeDir::new(tmp.path(), "named", &url, &served.dns.resolver_arg());
+    node.cluster_keys(
+        "subject_prefix = \"crawl.b\"\nurl_stream = \"urls-b\"\n\
+         records_stream = \"records-b\"\nlease_bucket = \"leases-b\"\n\
+         node_bucket = \"nodes-b\"\n",
+    );
+    let cfg = node.config();
+    let cfg = cfg.to_str().unwrap();
+    let p = node.start();
+    let (code, stdout, err) = run(&[
+        "submit",
+        "--nats",
+        &url,
+        "--config",
+        cfg,
+        list_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "submit: {err}");
+    assert!(stdout.contains(&format!("({total} lines)")), "{stdout}");
+
+    let records = tmp.path().join("records.jsonl");
+    collect_until_from(["--config", cfg], &records, total, &[&node]);
+    thread::sleep(Duration::from_millis(500));
+    collect_from(["--config", cfg], &records);
+    assert_records_match(&records, &served.expect);
+
+    let mut want: BTreeMap<String, Vec<String>> = (0..PARTITIONS)
+        .map(|p| (format!("urls-b-{p}"), vec![format!("crawl.b.urls.{p}")]))
+        .collect();
+    for (name, subject) in [
+        ("records-b", "crawl.b.records"),
+        ("KV_leases-b", "$KV.leases-b.>"),
+        ("KV_nodes-b", "$KV.nodes-b.>"),
+    ] {
+        want.insert(name.into(), vec![subject.into()]);
+    }
+    let held: BTreeMap<String, Vec<String>> = nats
+        .streams()
+        .into_iter()
+        .map(|(name, s)| (name, s.subjects))
+        .collect();
+    let defaults: Vec<&String> = held
+        .keys()
+        .filter(|n| n.starts_with("ringcrawl") || n.starts_with("KV_ringcrawl"))
+        .collect();
+    assert!(
+        defaults.is_empty(),
+        "streams under the default names: {defaults:?}"
+    );
+    assert_eq!(held, want, "the server's streams and their subjects");
+    node.stop(p);
+}
+
+/// A node that dies while it publishes a list from its spool (aborted by a failpoint right
+/// after it counted the list's 100th PubAck: no drain, no flush, as a crash) leaves the list
+/// in `cur/`, with some of its lines in the URL streams and the rest not sent yet. Started
+/// again, it publishes the whole list again under the same list id (its claim name and
+/// content): the URL streams store the lines they lacked and drop as duplicates those they
+/// held (each line stored once in all), every line ends with exactly one record, by `(src,
+/// line)`, titles right, and the list goes to `done/` (status `cluster 0`).
+///
+/// The list is long (1,000 URLs, no host delay, so it is crawled in seconds) because the node's
+/// sends run well ahead of their PubAcks: a list of 50 is all sent before its first PubAck is
+/// counted, and a crash then leaves nothing unsent (here about 200 lines are in when it dies).
+#[test]
+fn a_node_that_dies_publishing_a_spool_list_publishes_it_again_without_doubling_a_line() {
+    let nats = NatsServer::start_monitored();
+    let tmp = tempfile::tempdir().unwrap();
+    let served = Served::start(tmp.path(), 100, 5);
+    let (dns, expect) = (&served.dns, &served.expect);
+    let list_path = tmp.path().join("spooled.txt");
+    served.write_list(&list_path);
+    let total = expect.len();
+    let crash_at = total / 10;
+
+    let url = nats.url();
+    let node = NodeDir::new(tmp.path(), "a", &url, &dns.resolver_arg());
+    let path = node.config();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        &format!("host_delay_ms = {HOST_DELAY_MS}"),
+        "host_delay_ms = 0",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    // Lines the URL streams ever stored (a line sent again within the duplicate window is
+    // not stored again; the spool intake sends a message per line).
+    let stored = || -> u64 {
+        nats.streams()
+            .iter()
+            .filter(|(name, _)| name.starts_with("ringcrawl-urls-"))
+            .map(|(_, s)| s.last_seq)
+            .sum()
+    };
+
+    let failpoint = format!("cluster-spool-stored:{crash_at}:abort");
+    let mut p = node.start_env(&[], None, &[("RINGCRAWL_FAILPOINT", &failpoint)]);
+    let spool = node.dir.join("spool");
+    let (code, stdout, err) = run(&[
+        "submit",
+        "--spool",
+        spool.to_str().unwrap(),
+        list_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "submit --spool: {err}");
+    // `queued SPOOL/new/NAME`: NAME is the list's name in the spool.
+    let queued = stdout.trim_end().strip_prefix("queued ").expect(&stdout);
+    let name = Path::new(queued).file_name().unwrap().to_str().unwrap();
+    let mut died = None;
+    let ended = wait_until(Duration::from_secs(30), || {
+        died = p.0.try_wait().unwrap();
+        died.is_some()
+    });
+    assert!(
+        ended,
+        "the failpoint did not end the node:\n{}",
+        node.logs()
+    );
+    let died = died.unwrap();
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        const SIGABRT: i32 = 6;
+        assert_eq!(died.signal(), Some(SIGABRT), "{died}:\n{}", node.logs());
+    }
+    assert!(
+        node.logs()
+            .contains("failpoint cluster-spool-stored reached: aborting"),
+        "{}",
+        node.logs()
+    );
+    let (cur, done) = (spool.join("cur").join(name), spool.join("done").join(name));
+    assert!(cur.exists() && !done.exists(), "the list stays in cur/");
+    // What the server took from the dead node's connection: the count once it is steady.
+    let mut at_crash = stored();
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = stored();
+        if now == at_crash {
+            break;
+        }
+        at_crash = now;
+    }
+    assert!(
+        (crash_at as u64..total as u64).contains(&at_crash),
+        "the node died with {at_crash} of {total} lines in the URL streams"
+    );
+
+    let p2 = node.start();
+    let records = tmp.path().join("records.jsonl");
+    collect_until(&url, &records, total, &[&node]);
+    thread::sleep(Duration::from_millis(500));
+    collect(&url, &records);
+    let text = std::fs::read_to_string(&records).unwrap();
+    let mut by_key: BTreeMap<(String, u64), serde_json::Value> = BTreeMap::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        let key = (
+            v["src"].as_str().expect("src").to_string(),
+            v["line"].as_u64().expect("line"),
+        );
+        assert!(
+            by_key.insert(key.clone(), v).is_none(),
+            "two records for {key:?}"
+        );
+    }
+    let srcs: std::collections::BTreeSet<&str> = by_key.keys().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(srcs.len(), 1, "one list id: {srcs:?}");
+    assert!(
+        srcs.iter().all(|s| s.starts_with(&format!("{name}@"))),
+        "{name}: {srcs:?}"
+    );
+    let lines: Vec<u64> = by_key.keys().map(|(_, n)| *n).collect();
+    assert_eq!(
+        lines,
+        (1..=total as u64).collect::<Vec<u64>>(),
+        "one record per line"
+    );
+    for ((_, n), rec) in &by_key {
+        let e = &expect[*n as usize - 1];
+        let bad = support::site::mismatches(e, rec, false);
+        assert!(bad.is_empty(), "{}: {bad:?}", e.url);
+    }
+
+    let moved = wait_until(Duration::from_secs(10), || done.exists() && !cur.exists());
+    assert!(moved, "the list is not in done/:\n{}", node.logs());
+    let status = std::fs::read_to_string(spool.join("out").join(format!("{name}.status")));
+    assert_eq!(status.unwrap(), "cluster 0\n");
+    assert_eq!(
+        stored(),
+        total as u64,
+        "each line stored once in the URL streams ({at_crash} before the crash)"
+    );
+    node.stop(p2);
 }
 
 /// A list queued while no node runs: `collect` says the crawl is not over. Three nodes join,

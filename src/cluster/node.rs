@@ -762,6 +762,7 @@ async fn publish_spool(
                 .expect("lock")
                 .entry(s.src)
                 .or_default() += 1;
+            crate::failpoint::hit("cluster-spool-stored");
             shared.spool_pending.fetch_sub(1, Ordering::AcqRel);
         });
     }

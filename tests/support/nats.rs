@@ -3,7 +3,11 @@
 //! starts one that only speaks TLS and only lets in users with a credentials file: operator
 //! mode, with an operator, an account (JetStream enabled) and a user made here with `nkeys`
 //! and signed as NATS JWTs, the account preloaded into a memory resolver.
+//! [`NatsServer::start_monitored`] starts one with its HTTP monitoring port too, so a test can
+//! see the streams the server holds ([`NatsServer::streams`]).
 
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,9 +25,20 @@ const CREDS: &str = "node.creds";
 pub struct NatsServer {
     child: Child,
     pub port: u16,
+    /// The HTTP monitoring port, when it has one.
+    monitor: Option<u16>,
     dir: tempfile::TempDir,
     /// The server's configuration file, when it has one (TLS and credentials).
     conf: Option<PathBuf>,
+}
+
+/// A stream as the monitoring port shows it.
+#[derive(Debug)]
+pub struct StreamState {
+    pub subjects: Vec<String>,
+    /// Its last sequence number: the messages it ever stored (a message published again
+    /// within the duplicate window is not stored again).
+    pub last_seq: u64,
 }
 
 /// What a client of a [`NatsServer::start_secure`] server needs.
@@ -37,15 +52,20 @@ pub struct Secure {
 impl NatsServer {
     /// Start a JetStream server with an empty store.
     pub fn start() -> NatsServer {
-        NatsServer::start_with(|_| None)
+        NatsServer::start_with(false, |_| None)
+    }
+
+    /// Start a JetStream server with an empty store and its HTTP monitoring port open.
+    pub fn start_monitored() -> NatsServer {
+        NatsServer::start_with(true, |_| None)
     }
 
     /// [`NatsServer::try_start_with`] up to [`START_ATTEMPTS`] times (a free port may be taken
     /// before the server binds it).
-    fn start_with(conf: impl Fn(&Path) -> Option<PathBuf>) -> NatsServer {
+    fn start_with(monitor: bool, conf: impl Fn(&Path) -> Option<PathBuf>) -> NatsServer {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match NatsServer::try_start_with(&conf) {
+            match NatsServer::try_start_with(monitor, &conf) {
                 Ok(n) => return n,
                 Err(logs) => last = logs,
             }
@@ -53,19 +73,24 @@ impl NatsServer {
         panic!("nats-server did not start in {START_ATTEMPTS} attempts:\n{last}");
     }
 
-    /// Start a server (`conf` may write a configuration file into the server's directory);
-    /// `Err`: its log.
-    fn try_start_with(conf: impl Fn(&Path) -> Option<PathBuf>) -> Result<NatsServer, String> {
+    /// Start a server (`conf` may write a configuration file into the server's directory),
+    /// with a monitoring port if `monitor`; `Err`: its log.
+    fn try_start_with(
+        monitor: bool,
+        conf: impl Fn(&Path) -> Option<PathBuf>,
+    ) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("ringcrawl-nats")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
+        let monitor = monitor.then(free_port);
         let conf = conf(dir.path());
-        let child = spawn(&dir, port, conf.as_deref());
+        let child = spawn(&dir, port, monitor, conf.as_deref());
         let mut n = NatsServer {
             child,
             port,
+            monitor,
             dir,
             conf,
         };
@@ -76,7 +101,7 @@ impl NatsServer {
     /// Start a JetStream server that speaks only TLS (its certificate the valid leaf of
     /// `certs`) and admits only the user of the returned credentials file.
     pub fn start_secure(certs: &TlsCerts) -> (NatsServer, Secure) {
-        let n = NatsServer::start_with(|dir| {
+        let n = NatsServer::start_with(false, |dir| {
             let (conf, user) = operator_conf(dir, certs);
             std::fs::write(dir.join(CREDS), user).expect("write the credentials file");
             Some(conf)
@@ -104,7 +129,7 @@ impl NatsServer {
     /// Start it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.dir, self.port, self.conf.as_deref());
+        self.child = spawn(&self.dir, self.port, self.monitor, self.conf.as_deref());
         if let Err(e) = self.wait_up() {
             panic!("restarting: {e}");
         }
@@ -118,11 +143,54 @@ impl NatsServer {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
+
+    /// The streams the server holds (key-value buckets included: `KV_NAME`) by name, from the
+    /// monitoring port's `/jsz` (a server of [`NatsServer::start_monitored`]).
+    pub fn streams(&self) -> BTreeMap<String, StreamState> {
+        let port = self
+            .monitor
+            .expect("a server started with its monitoring port");
+        let jsz = http_get(port, "/jsz?streams=true&config=true");
+        let jsz: serde_json::Value =
+            serde_json::from_str(&jsz).unwrap_or_else(|e| panic!("/jsz is not JSON ({e}): {jsz}"));
+        let mut out = BTreeMap::new();
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for s in account["stream_detail"].as_array().into_iter().flatten() {
+                let subjects = s["config"]["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect();
+                let state = StreamState {
+                    subjects,
+                    last_seq: s["state"]["last_seq"].as_u64().unwrap_or(0),
+                };
+                out.insert(s["name"].as_str().unwrap().to_string(), state);
+            }
+        }
+        out
+    }
+}
+
+/// The body of `GET PATH` on the monitoring port 127.0.0.1:`port` (HTTP/1.0: the body is
+/// neither chunked nor kept alive, it ends where the connection does).
+fn http_get(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect to the monitoring port");
+    write!(c, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_string()
 }
 
 /// `nats-server -js` on 127.0.0.1:`port`, its store and log in `dir` (the log appended to),
-/// with the configuration file `conf` if any.
-fn spawn(dir: &tempfile::TempDir, port: u16, conf: Option<&Path>) -> Child {
+/// its monitoring port `monitor` if any, with the configuration file `conf` if any.
+fn spawn(dir: &tempfile::TempDir, port: u16, monitor: Option<u16>, conf: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -131,6 +199,9 @@ fn spawn(dir: &tempfile::TempDir, port: u16, conf: Option<&Path>) -> Child {
     let mut cmd = Command::new(NATS_BIN);
     if let Some(conf) = conf {
         cmd.arg("-c").arg(conf);
+    }
+    if let Some(m) = monitor {
+        cmd.args(["-m", &m.to_string()]);
     }
     cmd.arg("-js")
         .arg("-sd")
