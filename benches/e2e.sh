@@ -153,6 +153,26 @@ EOF
         cd - >/dev/null
     }
 
+    # floor_targets LIST HOSTS OUT [DNS_OUT]: floor_client's targets ("IP PORT HOST[:PORT]
+    # PATH") for a URL list, the addresses taken from a hosts file before any clock starts;
+    # DNS_OUT gets the same lines with "-" for the address (the floor resolves them itself).
+    floor_targets() {
+        python3 - "$@" <<'EOF'
+import sys, urllib.parse
+ip = {}
+for l in open(sys.argv[2]):
+    f = l.split()
+    if len(f) >= 2: ip.setdefault(f[1], f[0])
+pre = open(sys.argv[3], "w")
+dns = open(sys.argv[4], "w") if len(sys.argv) > 4 else None
+for l in open(sys.argv[1]):
+    u = urllib.parse.urlsplit(l.strip())
+    rest = f"{u.port or 80} {u.netloc} {u.path or '/'}\n"
+    pre.write(f"{ip[u.hostname]} {rest}")
+    if dns: dns.write(f"- {rest}")
+EOF
+    }
+
     # Compare ringcrawl records with the expected titles (and links with --follow).
     check() {
         python3 - "$1" "$2" "$3" <<'EOF'
@@ -262,16 +282,7 @@ EOF
         # The floor: a minimal C epoll client (no DNS, URL parsing, HTML or journal) on the same
         # list, addresses resolved before its clock starts. What it cannot reach, no client can
         # on this machine; ringcrawl's distance to it is ringcrawl's own overhead.
-        python3 - "$DATA/lists/latency.txt" "$DATA/hosts_latency" > "$W/floor.targets" <<'EOF'
-import sys, urllib.parse
-ip = {}
-for l in open(sys.argv[2]):
-    f = l.split()
-    if len(f) >= 2: ip.setdefault(f[1], f[0])
-for l in open(sys.argv[1]):
-    u = urllib.parse.urlsplit(l.strip())
-    print(ip[u.hostname], u.port or 80, u.netloc, u.path or "/")
-EOF
+        floor_targets "$DATA/lists/latency.txt" "$DATA/hosts_latency" "$W/floor.targets"
         start_delay
         measure latency.floor_client "$FLOOR" "$W/floor.targets" 10000 "$(nproc)"
         stop_delay
@@ -316,18 +327,7 @@ EOF
             --listen-address=127.0.0.53 --bind-interfaces --port=53 --cache-size=10000 \
             --local-ttl=300 --user=root --pid-file="$W/dnsmasq.pid" 2>"$W/dnsmasq.log" &
         local dm=$!; PIDS+=("$dm"); sleep 1
-        python3 - "$list" "$DATA/dnsmasq_hosts" "$W/real.targets" "$W/real.dns.targets" <<'EOF'
-import sys, urllib.parse
-ip = {}
-for l in open(sys.argv[2]):
-    f = l.split()
-    if len(f) >= 2: ip.setdefault(f[1], f[0])
-with open(sys.argv[3], "w") as pre, open(sys.argv[4], "w") as dns:
-    for l in open(sys.argv[1]):
-        u = urllib.parse.urlsplit(l.strip())
-        rest = f"{u.port or 80} {u.netloc} {u.path or '/'}\n"
-        pre.write(f"{ip[u.hostname]} {rest}"); dns.write(f"- {rest}")
-EOF
+        floor_targets "$list" "$DATA/dnsmasq_hosts" "$W/real.targets" "$W/real.dns.targets"
         DELAY_PAGE=--go-page
         for r in $(seq "$rounds"); do
             start_delay
@@ -410,16 +410,7 @@ EOF2
         # The floor: floor_client -k (keep-alive, per-host idle connections, Content-Length
         # framing; no URL parsing, HTML or output) on the same list, same -c, addresses
         # resolved before its clock starts. ringcrawl's distance to it is its own overhead.
-        python3 - "$W/keepalive.txt" "$DATA/hosts_nginx" > "$W/keepalive.floor.targets" <<'EOF2'
-import sys, urllib.parse
-ip = {}
-for l in open(sys.argv[2]):
-    f = l.split()
-    if len(f) >= 2: ip.setdefault(f[1], f[0])
-for l in open(sys.argv[1]):
-    u = urllib.parse.urlsplit(l.strip())
-    print(ip[u.hostname], u.port or 80, u.netloc, u.path or "/")
-EOF2
+        floor_targets "$W/keepalive.txt" "$DATA/hosts_nginx" "$W/keepalive.floor.targets"
         measure keepalive.ringcrawl "$BIN" fetch -i "$W/keepalive.txt" -o "$W/keepalive.rc.jsonl" -c 300
         measure keepalive.floor_client "$FLOOR" "$W/keepalive.floor.targets" 300 "$(nproc)" -k
         if [[ -n ${RCBENCH_CALLGRIND:-} ]]; then   # instructions of one more run (user space)

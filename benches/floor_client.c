@@ -499,6 +499,13 @@ static void *run_keep_alive(void *arg) {
     return NULL;
 }
 
+/* FNV-1a of (address, port, Host): the slot of a host in host_id's table. */
+static uint64_t host_hash(uint32_t addr, uint16_t port, const char *name) {
+    uint64_t x = 1469598103934665603ull;
+    for (const char *p = name; *p; p++) x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    return (x ^ addr ^ ((uint64_t)port << 32)) * 1099511628211ull;
+}
+
 /* The host id of (address, port, Host), from an open-addressing table of ids. */
 static int host_id(uint32_t addr, uint16_t port, const char *name) {
     static int *table; static size_t size;
@@ -507,20 +514,14 @@ static int host_id(uint32_t addr, uint16_t port, const char *name) {
         int *nt = malloc(nsize * sizeof *nt);
         for (size_t k = 0; k < nsize; k++) nt[k] = -1;
         for (int h = 0; h < n_hosts; h++) {
-            uint64_t x = 1469598103934665603ull;
-            for (const char *p = khosts[h].name; *p; p++) x = (x ^ (unsigned char)*p) * 1099511628211ull;
-            x = (x ^ khosts[h].addr ^ ((uint64_t)khosts[h].port << 32)) * 1099511628211ull;
-            size_t k = x & (nsize - 1);
+            size_t k = host_hash(khosts[h].addr, khosts[h].port, khosts[h].name) & (nsize - 1);
             while (nt[k] >= 0) k = (k + 1) & (nsize - 1);
             nt[k] = h;
         }
         free(table); table = nt; size = nsize;
         khosts = realloc(khosts, (size / 2 + 1) * sizeof *khosts);
     }
-    uint64_t x = 1469598103934665603ull;
-    for (const char *p = name; *p; p++) x = (x ^ (unsigned char)*p) * 1099511628211ull;
-    x = (x ^ addr ^ ((uint64_t)port << 32)) * 1099511628211ull;
-    size_t k = x & (size - 1);
+    size_t k = host_hash(addr, port, name) & (size - 1);
     for (; table[k] >= 0; k = (k + 1) & (size - 1)) {
         struct khost *h = &khosts[table[k]];
         if (h->addr == addr && h->port == port && strcmp(h->name, name) == 0) return table[k];
@@ -610,10 +611,10 @@ int main(int argc, char **argv) {
         use_dns = 1;
     }
     size_t cap = 1024;
-    targets = keep_alive ? NULL : malloc(cap * sizeof *targets);
     char line[LINE_MAX_BYTES], ip[64], host[LINE_MAX_BYTES], path[LINE_MAX_BYTES];
     int port;
     if (keep_alive) load_keep_alive(f);
+    else targets = malloc(cap * sizeof *targets);
     while (!keep_alive && fgets(line, sizeof line, f)) {
         if (sscanf(line, "%63s %d %511s %511s", ip, &port, host, path) != 4) continue;
         if (n_targets == (int)cap) targets = realloc(targets, (cap *= 2) * sizeof *targets);

@@ -389,13 +389,11 @@ struct Page {
 /// One attempt at a job: its record, and whether the outcome is worth another attempt.
 ///
 /// The record made by [`run_job`] leaves out what the job already holds: its `url` is
-/// empty and, when the page was the listed URL itself, `final_url` is `None` with
-/// `final_is_job_url` set. [`Attempt::finish`] moves them in from the job once the record
-/// is final, instead of a copy of each per URL that a retry would throw away.
+/// empty and, when the page was the listed URL itself, it has a `status` and no
+/// `final_url`. [`Attempt::finish`] moves them in from the job once the record is final,
+/// instead of a copy of each per URL that a retry would throw away.
 pub(crate) struct Attempt {
     pub record: Record,
-    /// The record's `final_url` is the job's parsed URL (see [`Attempt::finish`]).
-    pub final_is_job_url: bool,
     /// `Some` when the failure (or the status) is transient, with the server's Retry-After.
     pub retry: Option<Option<Duration>>,
     /// The attempt did not happen: this address is at its `--per-ip` cap (the record is
@@ -408,7 +406,6 @@ impl Attempt {
     pub fn done(record: Record) -> Attempt {
         Attempt {
             record,
-            final_is_job_url: false,
             retry: None,
             blocked_on: None,
         }
@@ -421,7 +418,8 @@ impl Attempt {
         if self.record.url.is_empty() {
             self.record.url = item.job.url;
         }
-        if std::mem::take(&mut self.final_is_job_url) {
+        // A response and no URL it ended on: the job's own (see `run_job`).
+        if self.record.status.is_some() && self.record.final_url.is_none() {
             self.record.final_url = Some(item.url.into());
         }
     }
@@ -473,12 +471,10 @@ pub fn run_job<'a>(
             ..Record::default()
         };
         let mut blocked_on = None;
-        let mut final_is_job_url = false;
         let retry = match outcome {
             Ok(page) => {
                 // Its text, without a copy; the job's own URL is moved in by `finish`.
                 rec.final_url = page.final_url.map(String::from);
-                final_is_job_url = rec.final_url.is_none();
                 rec.status = Some(page.status);
                 rec.content_type = page.content_type;
                 rec.title = page.extracted.title;
@@ -508,7 +504,6 @@ pub fn run_job<'a>(
         rec.ts = now_rfc3339();
         Attempt {
             record: rec,
-            final_is_job_url,
             retry,
             blocked_on,
         }
@@ -1111,7 +1106,6 @@ mod tests {
             status: Some(200),
             ..Record::default()
         });
-        own.final_is_job_url = true;
         own.finish(item("http://A.test/x"));
         let rec = own.record;
         assert_eq!(rec.url, "http://A.test/x");

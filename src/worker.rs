@@ -571,7 +571,6 @@ mod tests {
                     ..Record::default()
                 },
                 retry: Some(None),
-                final_is_job_url: false,
                 blocked_on: None,
             }
         }));

@@ -163,17 +163,12 @@ impl NodeDir {
     /// Start `ringcrawl run --config` (as the systemd unit does), its log level the
     /// configuration's (info).
     fn spawn(&self) -> Proc {
-        self.spawn_with(&[], None)
+        self.spawn_with(&[], None, &[])
     }
 
-    /// [`NodeDir::spawn`] with `extra` arguments after `--config FILE`, and `NOTIFY_SOCKET`
-    /// set to `notify` when given.
-    fn spawn_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
-        self.spawn_env(extra, notify, &[])
-    }
-
-    /// [`NodeDir::spawn_with`] with the environment variables `env` set too.
-    fn spawn_env(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
+    /// [`NodeDir::spawn`] with `extra` arguments after `--config FILE`, `NOTIFY_SOCKET` set
+    /// to `notify` when given, and the environment variables `env`.
+    fn spawn_with(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -196,18 +191,13 @@ impl NodeDir {
 
     /// [`NodeDir::spawn`] and wait until it joined.
     fn start(&self) -> Proc {
-        self.start_with(&[], None)
+        self.start_with(&[], None, &[])
     }
 
     /// [`NodeDir::spawn_with`] and wait until it joined.
-    fn start_with(&self, extra: &[&str], notify: Option<&Notify>) -> Proc {
-        self.start_env(extra, notify, &[])
-    }
-
-    /// [`NodeDir::spawn_env`] and wait until it joined.
-    fn start_env(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
+    fn start_with(&self, extra: &[&str], notify: Option<&Notify>, env: &[(&str, &str)]) -> Proc {
         let before = self.joins();
-        let mut p = self.spawn_env(extra, notify, env);
+        let mut p = self.spawn_with(extra, notify, env);
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.joins() == before {
             assert!(
@@ -658,7 +648,7 @@ fn a_node_that_dies_publishing_a_spool_list_publishes_it_again_without_doubling_
     };
 
     let failpoint = format!("cluster-spool-stored:{crash_at}:abort");
-    let mut p = node.start_env(&[], None, &[("RINGCRAWL_FAILPOINT", &failpoint)]);
+    let mut p = node.start_with(&[], None, &[("RINGCRAWL_FAILPOINT", &failpoint)]);
     let spool = node.dir.join("spool");
     let (code, stdout, err) = run(&[
         "submit",
@@ -824,7 +814,7 @@ fn three_nodes_share_the_partitions_and_collect_wait_waits_for_the_crawl() {
     let b = nodes[1].start(); // first: the lease bucket gets its lease time
     nodes[0].without_cluster_table();
     let notify = Notify::new(tmp.path().join("notify.sock"));
-    let a = nodes[0].start_with(&["--nats", &url], Some(&notify));
+    let a = nodes[0].start_with(&["--nats", &url], Some(&notify), &[]);
     let c = nodes[2].start();
 
     let share = PARTITIONS / 3;
