@@ -14,6 +14,7 @@
 //! URL message after its record is stored), then caught up again. With `--follow` it pulls
 //! continuously and writes what arrived together, until SIGTERM or SIGINT.
 
+use std::collections::HashSet;
 use std::io::{BufReader, Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::dedup::{record_key, Seen};
-use super::{wire, ClusterError, Streams, OPEN_AT_ONCE};
+use super::{wire, ClusterError, Streams};
 use crate::config::ClusterConfig;
 use crate::journal::open_journal;
 
@@ -70,21 +71,25 @@ pub(crate) struct Collected {
 }
 
 /// The messages every URL stream of the crawl holds now (work-queue streams: a message leaves
-/// when its node acks it, after the records of its lines are stored).
+/// when its node acks it, after the records of its lines are stored). From the account's
+/// stream list (one request per 256 streams), not an info request per partition: `--wait`
+/// asks every [`WAIT_POLL`].
 async fn queued(streams: &Streams) -> Result<u64, ClusterError> {
-    futures_util::stream::iter(0..streams.partitions)
-        .map(|p| async move {
-            let name = streams.url_stream(p);
-            // The get is the stream's info request: its answer is the cached info.
-            let stream = streams
-                .js
-                .get_stream(&name)
-                .await
-                .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
-            Ok::<u64, ClusterError>(stream.cached_info().state.messages)
+    let ours: HashSet<String> = (0..streams.partitions)
+        .map(|p| streams.url_stream(p))
+        .collect();
+    streams
+        .js
+        .streams()
+        .map_err(|e| ClusterError::js("the stream list", e))
+        .try_fold(0, |sum, info| {
+            let n = if ours.contains(&info.config.name) {
+                info.state.messages
+            } else {
+                0
+            };
+            async move { Ok(sum + n) }
         })
-        .buffer_unordered(OPEN_AT_ONCE)
-        .try_fold(0, |sum, n| async move { Ok(sum + n) })
         .await
 }
 
