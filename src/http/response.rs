@@ -4,6 +4,8 @@
 //! (RFC 9112 section 6.3), whether the connection may be reused, and which header values the
 //! client keeps. httparse is stateless, so callers re-parse from the start of their buffer.
 
+use std::mem::MaybeUninit;
+
 use super::HttpError;
 
 /// Largest response head accepted (status line + headers + CRLFCRLF).
@@ -54,13 +56,15 @@ impl ResponseHead {
 /// field or several) must all agree.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
     let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
+    // Uninitialized slots: httparse fills only as many as the head has (a zeroed array
+    // would cost a write of every slot per response).
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
     let status = httparse::ParserConfig::default()
         .allow_spaces_after_header_name_in_responses(true)
         .allow_multiple_spaces_in_response_status_delimiters(true)
         .allow_obsolete_multiline_headers_in_responses(true)
-        .parse_response(&mut resp, window)
+        .parse_response_with_uninit_headers(&mut resp, window, &mut headers)
         .map_err(map_httparse_error)?;
     let len = match status {
         httparse::Status::Complete(len) => len,
