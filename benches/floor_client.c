@@ -531,25 +531,33 @@ static int host_id(uint32_t addr, uint16_t port, const char *name) {
     return n_hosts++;
 }
 
-/* Load TARGETS for the keep-alive mode: compact (500,000 targets take ~20 MB). */
-static void load_keep_alive(FILE *f) {
-    size_t cap = 1024, arena_cap = 1 << 16, arena_len = 0;
-    ktargets = malloc(cap * sizeof *ktargets);
-    kreqs = malloc(arena_cap);
-    char line[LINE_MAX_BYTES], ip[64], host[LINE_MAX_BYTES], path[LINE_MAX_BYTES];
-    int port;
+/* A target of the keep-alive mode, stored compactly (500,000 targets take ~20 MB). */
+static void add_ktarget(const char *ip, int port, const char *host, const char *path) {
+    static size_t cap, arena_cap, arena_len;
     struct in_addr a;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "%63s %d %511s %511s", ip, &port, host, path) != 4) continue;
-        if (inet_pton(AF_INET, ip, &a) != 1 || port <= 0 || port > 65535) continue;
-        if (n_targets == (int)cap) ktargets = realloc(ktargets, (cap *= 2) * sizeof *ktargets);
-        if (arena_len + 2 * LINE_MAX_BYTES > arena_cap) kreqs = realloc(kreqs, arena_cap *= 2);
-        struct ktarget *t = &ktargets[n_targets++];
-        t->host = host_id(a.s_addr, htons(port), host);
-        t->req_off = (uint32_t)arena_len;
-        t->req_len = (uint16_t)sprintf(kreqs + arena_len, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
-        arena_len += t->req_len;
-    }
+    if (inet_pton(AF_INET, ip, &a) != 1 || port <= 0 || port > 65535) return;
+    if (n_targets == (int)cap) ktargets = realloc(ktargets, (cap = cap ? 2 * cap : 1024) * sizeof *ktargets);
+    if (arena_len + 2 * LINE_MAX_BYTES > arena_cap) kreqs = realloc(kreqs, arena_cap = arena_cap ? 2 * arena_cap : 1 << 16);
+    struct ktarget *t = &ktargets[n_targets++];
+    t->host = host_id(a.s_addr, htons(port), host);
+    t->req_off = (uint32_t)arena_len;
+    t->req_len = (uint16_t)sprintf(kreqs + arena_len, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    arena_len += t->req_len;
+}
+
+/* A target of the one-request-per-connection modes (with DNS its address is not used). */
+static void add_target(const char *ip, int port, const char *host, const char *path) {
+    static size_t cap;
+    if (n_targets == (int)cap) targets = realloc(targets, (cap = cap ? 2 * cap : 1024) * sizeof *targets);
+    struct target *t = &targets[n_targets];
+    memset(&t->addr, 0, sizeof t->addr);
+    t->addr.sin_family = AF_INET;
+    t->addr.sin_port = htons(port);
+    if (!use_dns && inet_pton(AF_INET, ip, &t->addr.sin_addr) != 1) return;
+    snprintf(t->host, sizeof t->host, "%.*s", (int)strcspn(host, ":"), host);
+    t->request_len = snprintf(t->request, sizeof t->request,
+                              "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n\r\n", path, host);
+    n_targets++;
 }
 
 /* The first nameserver of /etc/resolv.conf. */
@@ -610,23 +618,11 @@ int main(int argc, char **argv) {
         }
         use_dns = 1;
     }
-    size_t cap = 1024;
     char line[LINE_MAX_BYTES], ip[64], host[LINE_MAX_BYTES], path[LINE_MAX_BYTES];
     int port;
-    if (keep_alive) load_keep_alive(f);
-    else targets = malloc(cap * sizeof *targets);
-    while (!keep_alive && fgets(line, sizeof line, f)) {
+    while (fgets(line, sizeof line, f)) {
         if (sscanf(line, "%63s %d %511s %511s", ip, &port, host, path) != 4) continue;
-        if (n_targets == (int)cap) targets = realloc(targets, (cap *= 2) * sizeof *targets);
-        struct target *t = &targets[n_targets];
-        memset(&t->addr, 0, sizeof t->addr);
-        t->addr.sin_family = AF_INET;
-        t->addr.sin_port = htons(port);
-        if (!use_dns && inet_pton(AF_INET, ip, &t->addr.sin_addr) != 1) continue;
-        snprintf(t->host, sizeof t->host, "%.*s", (int)strcspn(host, ":"), host);
-        t->request_len = snprintf(t->request, sizeof t->request,
-                                  "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n\r\n", path, host);
-        n_targets++;
+        (keep_alive ? add_ktarget : add_target)(ip, port, host, path);
     }
     fclose(f);
     struct worker ws[MAX_THREADS] = { 0 };

@@ -340,6 +340,14 @@ fn collect_until_from(from: [&str; 2], out: &Path, n: usize, nodes: &[&NodeDir])
     }
 }
 
+/// [`collect_until_from`] `n` lines, then, half a second later, once more: a record stored
+/// twice or late would be there too.
+fn collect_settled(from: [&str; 2], out: &Path, n: usize, nodes: &[&NodeDir]) {
+    collect_until_from(from, out, n, nodes);
+    thread::sleep(Duration::from_millis(500));
+    collect_from(from, out);
+}
+
 #[test]
 fn three_nodes_kill_9_and_sigterm_give_exactly_one_record_per_line() {
     let nats = NatsServer::start();
@@ -574,9 +582,7 @@ fn a_crawl_named_in_cluster_uses_its_own_streams_and_buckets_and_none_of_the_def
     assert!(stdout.contains(&format!("({total} lines)")), "{stdout}");
 
     let records = tmp.path().join("records.jsonl");
-    collect_until_from(["--config", cfg], &records, total, &[&node]);
-    thread::sleep(Duration::from_millis(500));
-    collect_from(["--config", cfg], &records);
+    collect_settled(["--config", cfg], &records, total, &[&node]);
     assert_records_match(&records, &served.expect);
 
     let mut want: BTreeMap<String, Vec<String>> = (0..PARTITIONS)
@@ -701,9 +707,7 @@ fn a_node_that_dies_publishing_a_spool_list_publishes_it_again_without_doubling_
 
     let p2 = node.start();
     let records = tmp.path().join("records.jsonl");
-    collect_until(&url, &records, total, &[&node]);
-    thread::sleep(Duration::from_millis(500));
-    collect(&url, &records);
+    collect_settled(["--nats", &url], &records, total, &[&node]);
     let text = std::fs::read_to_string(&records).unwrap();
     let mut by_key: BTreeMap<(String, u64), serde_json::Value> = BTreeMap::new();
     for l in text.lines() {
@@ -900,9 +904,7 @@ fn a_node_that_loses_nats_stops_taking_work_and_resumes_without_loss() {
     );
 
     nats.restart();
-    collect_until(&url, &records, expect.len(), &[&node]);
-    thread::sleep(Duration::from_millis(500));
-    collect(&url, &records);
+    collect_settled(["--nats", &url], &records, expect.len(), &[&node]);
     assert_records_match(&records, expect);
     let resumed = sample(&scrape(metrics), "ringcrawl_cluster_partitions_held")
         .map(str::to_string)
